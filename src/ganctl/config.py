@@ -1,0 +1,197 @@
+"""Every training setting, once, with its unit or source.
+
+A `TrainConfig` is frozen. Fields left as ``None`` mean "the Lipschitz method's published
+default" and are filled by `resolve`, so a checkpoint always stores a fully explicit config
+and never depends on defaults that may change later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ganctl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------
+    data: str = "25gaussians"  # a built-in set name (see `ganctl.data.available_datasets`)
+
+    # --- models (MLP for 2-D data; measured defaults, see README "Choosing the defaults") -
+    arch: str = "mlp"
+    width: int = 256  # hidden units per layer, generator and critic
+    depth: int = 3  # hidden layers, generator and critic
+    z_dim: int = 2  # latent size; the WGAN-GP toy code uses 2
+    critic_norm: str = "none"  # none | layer | batch (batch is refused under a penalty)
+
+    # --- Lipschitz method -----------------------------------------------------------
+    lipschitz: str = "gp"  # clip | gp | zgp | r1 | r2 | sn | none
+    # Method-specific settings: None means "the method's default"; another method refuses them.
+    clip: float | None = None  # clip: bound c, 0.01 (Arjovsky et al. 2017, Alg. 1)
+    penalty_weight: float | None = None  # gp/zgp: lambda; r1/r2: gamma
+    gp_target: float | None = None  # gp: k in (||grad|| - k)^2, 1 (Gulrajani et al. 2017)
+    one_sided: bool | None = None  # gp: max(0, ||grad|| - k)^2, WGAN-LP (Petzka et al. 2018)
+    penalty_at: str | None = None  # zgp: interp | real | fake | real+fake
+    reg_every: int = 1  # lazy regularisation interval N (Karras et al. 2020, StyleGAN2)
+
+    # --- objective and optimisation (None: the method's published recipe) ------------
+    loss: str | None = None  # wasserstein | hinge | ns | lsgan
+    optimizer: str | None = None  # adam | rmsprop
+    lr_g: float | None = None
+    lr_d: float | None = None
+    beta1: float | None = None  # Adam only
+    beta2: float | None = None  # Adam only
+    n_critic: int | None = None  # critic steps per generator step
+    batch_size: int = 256  # samples per critic and generator step
+    steps: int = 3000  # generator iterations
+    ema_decay: float = 0.999  # generator EMA (0 disables); warm-up min(d, (1+t)/(10+t))
+
+    # --- reproducibility and placement -------------------------------------------------
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda[:N] | mps
+
+    # --- schedule (generator steps; 0 disables) ---------------------------------------
+    log_every: int = 50
+    eval_every: int = 500
+    sample_every: int = 500
+    ckpt_every: int = 1000
+    eval_samples: int = 2500  # generated points per quality evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# Settings that describe how long and how visibly a run goes, not what it computes; the only
+# ones a resumed run may change.
+SCHEDULE_FIELDS = frozenset(
+    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device"}
+)
+
+_CHOICES = {
+    "critic_norm": ("none", "layer", "batch"),
+    "penalty_at": ("interp", "real", "fake", "real+fake"),
+    "optimizer": ("adam", "rmsprop"),
+}
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def _expected_type(name: str) -> tuple[type, bool]:
+    """The field's base type and whether it may be None."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        base = next(a for a in args if a is not type(None))
+        return base, True
+    return hint, False
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    base, nullable = _expected_type(name)
+    if value is None:
+        if nullable:
+            return None
+        raise ConfigError(f"{where}: '{name}' may not be empty")
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, base) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(
+            f"{where}: '{name}' must be {base.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return float(value) if base is float else value
+
+
+def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Build a config from plain data (TOML file, checkpoint metadata), checking names and types."""
+    known = set(field_names())
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return TrainConfig(**{k: _coerce(k, v, where) for k, v in values.items()})
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file: top-level keys are `TrainConfig` fields (dashes allowed)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    values = {k.replace("-", "_"): v for k, v in raw.items()}
+    from_dict(values, where=f"--config {path}")  # validates names and types
+    return values
+
+
+def _check_positive(cfg: TrainConfig, names: tuple[str, ...], strict: bool = True) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{name.replace('_', '-')} must be finite, got {value}")
+        if value < 0 or (strict and value == 0):
+            need = "> 0" if strict else ">= 0"
+            raise ConfigError(f"--{name.replace('_', '-')} must be {need}, got {value}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse impossible settings before any work starts."""
+    for name, allowed in _CHOICES.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in allowed:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {value!r} is not one of: {', '.join(allowed)}"
+            )
+    _check_positive(cfg, ("width", "depth", "z_dim", "batch_size", "steps", "reg_every"))
+    _check_positive(cfg, ("clip", "lr_g", "lr_d", "n_critic", "eval_samples"))
+    _check_positive(cfg, ("penalty_weight", "gp_target"), strict=False)
+    _check_positive(cfg, ("log_every", "eval_every", "sample_every", "ckpt_every"), strict=False)
+    for name in ("beta1", "beta2"):
+        value = getattr(cfg, name)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ConfigError(f"--{name} must be in [0, 1), got {value}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in [0, 1) (0 disables the EMA), got {cfg.ema_decay}")
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Validate, then fill every ``None`` with the chosen method's published recipe."""
+    from ganctl.lipschitz import get_strategy_class
+    from ganctl.losses import available_losses
+
+    validate(cfg)
+    strategy = get_strategy_class(cfg.lipschitz)
+    resolved = strategy.resolve(cfg)
+    if resolved.loss not in available_losses():
+        raise ConfigError(
+            f"--loss {resolved.loss!r} is not one of: {', '.join(available_losses())}"
+        )
+    return resolved

@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints their message (no traceback) and exits with 2."""
+
+
+class GanctlError(Exception):
+    """Bad usage or input: the message names the flag, file or value and what is accepted."""
+
+
+class ConfigError(GanctlError):
+    pass
+
+
+class DataError(GanctlError):
+    pass
+
+
+class CheckpointError(GanctlError):
+    pass

@@ -1,0 +1,71 @@
+"""Adversarial losses as pure functions of critic outputs. Each pair is (critic, generator);
+both are minimised. Inputs are raw critic outputs of shape (B, 1) or (B,)."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ganctl.errors import ConfigError
+
+
+class Loss(NamedTuple):
+    critic: Callable[[Tensor, Tensor], Tensor]
+    generator: Callable[[Tensor], Tensor]
+    source: str
+
+
+def _wasserstein_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """-(E[D(x)] - E[D(G(z))]): the negated Kantorovich-Rubinstein estimate (Arjovsky 2017)."""
+    return d_fake.mean() - d_real.mean()
+
+
+def _wasserstein_generator(d_fake: Tensor) -> Tensor:
+    return -d_fake.mean()
+
+
+def _hinge_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))] (Lim & Ye 2017; Miyato et al. 2018)."""
+    return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+
+
+def _ns_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """Binary cross-entropy on logits: E[softplus(-D(x))] + E[softplus(D(G(z)))]."""
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def _ns_generator(d_fake: Tensor) -> Tensor:
+    """Non-saturating generator loss E[softplus(-D(G(z)))] (Goodfellow et al. 2014)."""
+    return F.softplus(-d_fake).mean()
+
+
+def _lsgan_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2], the 0-1 coding of Mao et al. 2017."""
+    return 0.5 * (d_real - 1.0).pow(2).mean() + 0.5 * d_fake.pow(2).mean()
+
+
+def _lsgan_generator(d_fake: Tensor) -> Tensor:
+    return 0.5 * (d_fake - 1.0).pow(2).mean()
+
+
+_LOSSES: dict[str, Loss] = {
+    "wasserstein": Loss(_wasserstein_critic, _wasserstein_generator, "Arjovsky et al. 2017"),
+    "hinge": Loss(_hinge_critic, _wasserstein_generator, "Lim & Ye 2017; Miyato et al. 2018"),
+    "ns": Loss(_ns_critic, _ns_generator, "Goodfellow et al. 2014 (non-saturating)"),
+    "lsgan": Loss(_lsgan_critic, _lsgan_generator, "Mao et al. 2017"),
+}
+
+
+def available_losses() -> list[str]:
+    return list(_LOSSES)
+
+
+def get_loss(name: str) -> Loss:
+    try:
+        return _LOSSES[name]
+    except KeyError:
+        raise ConfigError(
+            f"--loss {name!r} is not one of: {', '.join(available_losses())}"
+        ) from None

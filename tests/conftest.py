@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ganctl.config import TrainConfig
+
+
+class Linear(nn.Module):
+    """D(x) = <w, x> + b over all of x's non-batch axes: gradient w everywhere."""
+
+    def __init__(self, w: torch.Tensor, b: float = 0.0):
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.b = nn.Parameter(torch.tensor(b))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.w).flatten(1).sum(dim=1, keepdim=True) + self.b
+
+
+@pytest.fixture
+def linear_critic():
+    return Linear
+
+
+def small(**changes) -> TrainConfig:
+    """A tiny, fast CPU config for tests."""
+    base = dict(data="8gaussians", width=32, depth=2, batch_size=64, steps=6, device="cpu",
+                log_every=2, eval_every=0, sample_every=0, ckpt_every=0, eval_samples=200)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

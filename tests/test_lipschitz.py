@@ -1,0 +1,154 @@
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from conftest import Linear, small
+from ganctl.config import resolve
+from ganctl.engine import Trainer
+from ganctl.errors import ConfigError
+from ganctl.lipschitz import available_methods, build_strategy
+
+
+def test_registry_lists_every_method():
+    assert available_methods() == ["none", "clip", "gp", "zgp", "r1", "r2", "sn"]
+    with pytest.raises(ConfigError, match="clip, gp, zgp, r1, r2, sn"):
+        resolve(small(lipschitz="wgan"))
+
+
+@pytest.mark.parametrize(
+    "method,expected",
+    [
+        ("clip", dict(optimizer="rmsprop", lr_d=5e-5, lr_g=5e-5, n_critic=5, clip=0.01, loss="wasserstein")),
+        ("gp", dict(optimizer="adam", lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5, penalty_weight=10.0, gp_target=1.0, penalty_at="interp")),
+        ("zgp", dict(penalty_weight=10.0, penalty_at="interp", n_critic=5)),
+        ("r1", dict(optimizer="rmsprop", lr_d=1e-4, n_critic=1, penalty_weight=10.0, penalty_at="real", loss="ns")),
+        ("r2", dict(penalty_at="fake", loss="ns")),
+        ("sn", dict(optimizer="adam", lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=5, loss="hinge")),
+    ],
+)
+def test_published_recipes_resolve(method, expected):
+    cfg = resolve(small(lipschitz=method))
+    for key, value in expected.items():
+        assert getattr(cfg, key) == value, key
+
+
+def test_flags_override_recipes():
+    cfg = resolve(small(lipschitz="gp", lr_d=3e-4, n_critic=2, penalty_weight=0.1, loss="hinge"))
+    assert (cfg.lr_d, cfg.n_critic, cfg.penalty_weight, cfg.loss, cfg.lr_g) == (3e-4, 2, 0.1, "hinge", 1e-4)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(lipschitz="clip", penalty_weight=1.0), "--penalty-weight does not apply to --lipschitz clip"),
+        (dict(lipschitz="gp", clip=0.1), "--clip does not apply"),
+        (dict(lipschitz="sn", reg_every=4), "lazy regularisation needs a penalty"),
+        (dict(lipschitz="r1", penalty_at="fake"), "--penalty-at fake is not available for --lipschitz r1"),
+        (dict(lipschitz="zgp", gp_target=1.0), "--gp-target does not apply"),
+        (dict(lipschitz="clip", beta1=0.5), "--beta1 and --beta2 apply to --optimizer adam only"),
+        (dict(penalty_weight=-1.0), "--penalty-weight must be >= 0"),
+        (dict(reg_every=0), "--reg-every must be > 0"),
+        (dict(ema_decay=1.0), "--ema-decay must be in"),
+        (dict(penalty_at="everywhere", lipschitz="zgp"), "--penalty-at 'everywhere' is not one of"),
+    ],
+)
+def test_impossible_settings_are_refused(changes, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        resolve(small(**changes))
+
+
+@pytest.mark.parametrize("method", ["gp", "zgp", "r1", "r2"])
+def test_batch_norm_critic_is_refused_under_a_penalty(method):
+    with pytest.raises(ConfigError, match="batch normalisation"):
+        Trainer(small(lipschitz=method, critic_norm="batch"))
+
+
+def test_batch_norm_is_allowed_without_a_penalty():
+    Trainer(small(lipschitz="clip", critic_norm="batch")).train_step()
+
+
+@pytest.mark.parametrize("target,one_sided", [(1.0, False), (0.5, False), (1.0, True)])
+def test_gp_strategy_on_linear_critic_is_lambda_times_closed_form(target, one_sided):
+    cfg = resolve(small(lipschitz="gp", penalty_weight=7.0, gp_target=target, one_sided=one_sided))
+    w = torch.tensor([0.3, 0.4])  # norm 0.5
+    from ganctl import penalties
+
+    _, g = penalties.input_grads(Linear(w), torch.randn(9, 2))
+    gap = 0.5 - target
+    expected = 7.0 * (max(gap, 0.0) if one_sided else gap) ** 2
+    assert_close(build_strategy(cfg).penalty([g]), torch.tensor(expected))
+
+
+def test_r1_uses_half_gamma_and_zgp_real_fake_sums_both_sets():
+    w = torch.tensor([1.0, 2.0])  # ||w||^2 = 5
+    from ganctl import penalties
+
+    _, g = penalties.input_grads(Linear(w), torch.randn(4, 2))
+    assert_close(build_strategy(resolve(small(lipschitz="r1", penalty_weight=10.0))).penalty([g]), torch.tensor(25.0))
+    both = build_strategy(resolve(small(lipschitz="zgp", penalty_at="real+fake", penalty_weight=2.0)))
+    assert_close(both.penalty([g, g]), torch.tensor(20.0))
+
+
+def test_clipped_weights_stay_in_the_box():
+    trainer = Trainer(small(lipschitz="clip", clip=0.02))
+    params = list(trainer.critic.parameters())
+    assert all(p.abs().max() <= 0.02 for p in params)  # clipped from the start
+    for _ in range(3):
+        trainer.train_step()
+    assert all(p.abs().max() <= 0.02 for p in params)
+    assert any(float(p.detach().abs().max()) == pytest.approx(0.02) for p in params)  # the bound is active
+
+
+def _weights(critic: nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in critic.modules() if isinstance(m, nn.Linear)]
+
+
+def test_spectral_norm_layers_have_unit_top_singular_value():
+    trainer = Trainer(small(lipschitz="sn"))
+    for _ in range(10):
+        trainer.train_step()
+    trainer.critic.eval()
+    for w in _weights(trainer.critic):
+        sigma = torch.linalg.matrix_norm(w.detach(), ord=2)
+        assert abs(float(sigma) - 1.0) < 0.05
+
+
+def test_spectral_norm_runs_no_power_iteration_in_eval_mode():
+    trainer = Trainer(small(lipschitz="sn"))
+    buffers = {k: v.clone() for k, v in trainer.critic.state_dict().items() if k.endswith("_u")}
+    trainer.critic_values(torch.randn(16, 2))
+    trainer.pop_stats()
+    after = trainer.critic.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in buffers.items())
+    trainer.train_step()  # a training forward does advance it
+    after = trainer.critic.state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in buffers.items())
+
+
+def test_lazy_regularisation_weights_and_optimizer_correction():
+    n = 4
+    lazy = Trainer(small(lipschitz="gp", reg_every=n, n_critic=1))
+    group = lazy.opt_d.param_groups[0]
+    c = n / (n + 1)
+    assert group["lr"] == pytest.approx(1e-4 * c)
+    assert group["betas"] == pytest.approx((0.5**c, 0.9**c))
+    assert lazy.opt_g.param_groups[0]["lr"] == pytest.approx(1e-4)  # generator untouched
+    penalised = []
+    for _ in range(2 * n):
+        lazy.train_step()
+        penalised.append("penalty" in lazy._counts)
+        lazy.pop_stats()
+    # penalty on critic steps 0 and n only
+    assert penalised == [True, False, False, False, True, False, False, False]
+
+
+def test_lazy_penalty_is_weighted_by_its_interval():
+    # On a penalised step, the critic's update equals that of a loss with weight N * lambda.
+    torch.manual_seed(0)
+    a = Trainer(small(lipschitz="gp", reg_every=3, n_critic=1, penalty_weight=2.0, optimizer="rmsprop", lr_d=1e-3))
+    b = Trainer(small(lipschitz="gp", reg_every=1, n_critic=1, penalty_weight=6.0, optimizer="rmsprop", lr_d=1e-3 * 3 / 4))
+    a._critic_step()
+    b._critic_step()
+    for pa, pb in zip(a.critic.parameters(), b.critic.parameters()):
+        assert_close(pa, pb)

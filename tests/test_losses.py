@@ -1,0 +1,36 @@
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from ganctl.errors import ConfigError
+from ganctl.losses import available_losses, get_loss
+
+D_REAL = torch.tensor([[2.0], [0.0]])
+D_FAKE = torch.tensor([[-1.0], [3.0]])
+
+
+def sp(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+@pytest.mark.parametrize(
+    "name,critic,generator",
+    [
+        ("wasserstein", 1.0 - 1.0, -1.0),  # E[D(fake)] - E[D(real)] = 1 - 1; -E[D(fake)]
+        ("hinge", (0 + 1) / 2 + (0 + 4) / 2, -1.0),
+        ("ns", (sp(-2) + sp(0)) / 2 + (sp(-1) + sp(3)) / 2, (sp(1) + sp(-3)) / 2),
+        ("lsgan", 0.5 * (1 + 1) / 2 + 0.5 * (1 + 9) / 2, 0.5 * (4 + 4) / 2),
+    ],
+)
+def test_losses_match_closed_forms(name, critic, generator):
+    loss = get_loss(name)
+    assert_close(loss.critic(D_REAL, D_FAKE), torch.tensor(critic))
+    assert_close(loss.generator(D_FAKE), torch.tensor(generator))
+
+
+def test_unknown_loss_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="wasserstein, hinge, ns, lsgan"):
+        get_loss("wgan")
+    assert available_losses() == ["wasserstein", "hinge", "ns", "lsgan"]

@@ -1,0 +1,116 @@
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from conftest import Linear
+from ganctl import penalties
+
+
+def test_linear_critic_has_gradient_w_everywhere():
+    w = torch.tensor([3.0, -4.0])
+    x = torch.randn(10, 2)
+    out, grads = penalties.input_grads(Linear(w), x)
+    assert_close(grads, w.expand(10, 2))
+    assert_close(penalties.grad_norm(grads), torch.full((10,), 5.0))
+
+
+@pytest.mark.parametrize("target", [1.0, 0.5, 2.0])
+def test_two_sided_penalty_of_linear_critic_is_closed_form(target):
+    w = torch.tensor([0.6, 0.8, 2.0])
+    _, grads = penalties.input_grads(Linear(w), torch.randn(7, 3))
+    expected = (w.norm() - target) ** 2
+    assert_close(penalties.two_sided_penalty(grads, target), expected)
+
+
+def test_one_sided_penalty_ignores_norms_below_target():
+    small = torch.tensor([[0.3, 0.4]])  # norm 0.5
+    large = torch.tensor([[3.0, 4.0]])  # norm 5
+    assert penalties.two_sided_penalty(small.expand(4, 2), 1.0, one_sided=True) == 0
+    assert_close(penalties.two_sided_penalty(small, 1.0, one_sided=False), torch.tensor(0.25))
+    assert_close(penalties.two_sided_penalty(large, 1.0, one_sided=True), torch.tensor(16.0))
+
+
+def test_image_shaped_norm_runs_over_all_non_batch_axes():
+    # A linear critic on (B, C, H, W): the per-sample norm is ||w|| over C*H*W. The classic
+    # bug, norm(dim=1) on a 4-D tensor, would give an (B, H, W) tensor of channel norms.
+    w = torch.randn(3, 5, 4)
+    x = torch.randn(6, 3, 5, 4)
+    _, grads = penalties.input_grads(Linear(w), x)
+    norms = penalties.grad_norm(grads)
+    assert norms.shape == (6,)
+    assert_close(norms, torch.full((6,), float(w.norm())))
+    assert_close(penalties.two_sided_penalty(grads), (w.norm() - 1) ** 2)
+
+
+def test_zero_centred_penalty_is_squared_norm_and_finite_at_zero():
+    w = torch.tensor([1.0, 2.0, 2.0])
+    _, grads = penalties.input_grads(Linear(w), torch.randn(5, 3))
+    assert_close(penalties.zero_centred_penalty(grads), torch.tensor(9.0))
+    g = torch.zeros(4, 3, requires_grad=True)
+    penalties.zero_centred_penalty(g).backward()
+    assert torch.isfinite(g.grad).all() and (g.grad == 0).all()
+
+
+def test_interpolate_uses_one_coefficient_per_sample():
+    real = torch.zeros(500, 3, 2, 2)
+    fake = torch.ones(500, 3, 2, 2)
+    x_hat = penalties.interpolate(real, fake, torch.Generator().manual_seed(0))
+    per_sample = x_hat.flatten(1)
+    # each sample is one constant (1 - e) across all its axes
+    assert_close(per_sample.min(dim=1).values, per_sample.max(dim=1).values)
+    e = 1 - per_sample[:, 0]
+    assert 0 <= e.min() and e.max() <= 1
+    assert abs(float(e.mean()) - 0.5) < 0.05  # U[0, 1]
+    assert abs(float(e.var()) - 1 / 12) < 0.01
+
+
+def test_single_forward_penalty_equals_separate_forward():
+    # The engine takes the penalty's gradient from one forward over [real, fake, x_hat]; for
+    # a critic without batch coupling it must equal the textbook separate forward.
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    inputs, leaves = penalties.penalty_inputs("interp", real, fake, torch.Generator().manual_seed(1))
+    out = critic(torch.cat(inputs))
+    (g_joint,) = torch.autograd.grad(out.sum(), leaves, create_graph=True)
+    pen_joint = penalties.two_sided_penalty(g_joint)
+    _, g_sep = penalties.input_grads(critic, leaves[0], create_graph=True)
+    assert_close(g_joint, g_sep)
+    # and the penalty's gradient with respect to the critic's weights agrees too
+    w = critic[0].weight
+    (dw_joint,) = torch.autograd.grad(pen_joint, w)
+    (dw_sep,) = torch.autograd.grad(penalties.two_sided_penalty(g_sep), w)
+    assert_close(dw_joint, dw_sep)
+
+
+def test_penalty_weight_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+
+    def pen() -> torch.Tensor:
+        _, g = penalties.input_grads(critic, x, create_graph=True)
+        return penalties.two_sided_penalty(g)
+
+    w = critic[0].weight
+    (analytic,) = torch.autograd.grad(pen(), w)
+    h = 1e-6
+    numeric = torch.zeros_like(w)
+    with torch.no_grad():
+        for idx in [(0, 0), (3, 1), (7, 0)]:
+            w[idx] += h
+            up = float(pen())
+            w[idx] -= 2 * h
+            down = float(pen())
+            w[idx] += h
+            numeric[idx] = (up - down) / (2 * h)
+            assert math.isclose(float(analytic[idx]), float(numeric[idx]), rel_tol=1e-5, abs_tol=1e-8)
+
+
+@pytest.mark.parametrize("at,n_leaves,n_inputs", [(None, 0, 2), ("interp", 1, 3), ("real", 1, 2), ("fake", 1, 2), ("real+fake", 2, 2)])
+def test_penalty_inputs_shapes(at, n_leaves, n_inputs):
+    inputs, leaves = penalties.penalty_inputs(at, torch.randn(4, 2), torch.randn(4, 2))
+    assert len(inputs) == n_inputs and len(leaves) == n_leaves
+    assert all(leaf.requires_grad for leaf in leaves)
