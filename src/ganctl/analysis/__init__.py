@@ -1,0 +1,1 @@
+"""Measurements of trained models: sample quality now, gradient-norm statistics later."""

@@ -1,0 +1,32 @@
+"""Generators and critics, built from a config. The checkpoint carries that config, so
+loading rebuilds exactly these modules and then loads the tensors strictly."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ganctl.config import TrainConfig
+from ganctl.errors import ConfigError
+from ganctl.models.mlp import build_mlp
+
+Builder = Callable[[TrainConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]
+
+_ARCHS: dict[str, Builder] = {"mlp": build_mlp}
+
+
+def available_archs() -> list[str]:
+    return list(_ARCHS)
+
+
+def build_models(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """Return (generator, critic) for samples of `sample_shape`; the critic is unconstrained
+    (the Lipschitz strategy prepares it)."""
+    try:
+        builder = _ARCHS[cfg.arch]
+    except KeyError:
+        raise ConfigError(
+            f"--arch {cfg.arch!r} is not one of: {', '.join(available_archs())}"
+        ) from None
+    return builder(cfg, sample_shape)

@@ -1,0 +1,77 @@
+"""Pictures drawn with pillow and numpy: no plotting library needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ganctl.fileio import write_atomic
+
+# Diverging map (Moreland's cool-warm end points): low critic values blue, high red.
+_LOW = np.array([59, 76, 192], dtype=np.float64)
+_MID = np.array([236, 236, 236], dtype=np.float64)
+_HIGH = np.array([180, 4, 38], dtype=np.float64)
+REAL_COLOUR = (255, 140, 0)  # orange
+FAKE_COLOUR = (0, 150, 60)  # green
+_LEVELS = 14  # iso-lines drawn over the critic's value field
+
+
+def _diverging(t: np.ndarray) -> np.ndarray:
+    """t in [-1, 1] -> RGB uint8."""
+    t = np.clip(t, -1.0, 1.0)[..., None]
+    rgb = np.where(t < 0, _MID + (-t) * (_LOW - _MID), _MID + t * (_HIGH - _MID))
+    return rgb.astype(np.uint8)
+
+
+def field_image(values: np.ndarray) -> np.ndarray:
+    """A critic value grid (H, W), row 0 at the top, as RGB with iso-lines. The critic is
+    only defined up to a constant, so values are centred on their median."""
+    centred = values - np.median(values)
+    scale = np.percentile(np.abs(centred), 99) or 1.0
+    rgb = _diverging(centred / scale)
+    level = np.floor((centred / scale) * _LEVELS / 2).astype(np.int64)
+    edge = np.zeros(values.shape, dtype=bool)
+    edge[:, 1:] |= level[:, 1:] != level[:, :-1]
+    edge[1:, :] |= level[1:, :] != level[:-1, :]
+    rgb[edge] = (rgb[edge] * 0.55).astype(np.uint8)
+    return rgb
+
+
+def scatter_over_field(
+    path: Path,
+    extent: tuple[float, float, float, float],
+    real: np.ndarray,
+    fake: np.ndarray,
+    field: np.ndarray | None = None,
+    title: str = "",
+    size: int = 512,
+) -> None:
+    """Real (orange) and generated (green) points over the critic's value field.
+    extent = (xmin, xmax, ymin, ymax); field has shape (H, W) over that extent, y upwards."""
+    xmin, xmax, ymin, ymax = extent
+    if field is not None:
+        smooth = Image.fromarray(np.flipud(field).astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+        canvas = Image.fromarray(field_image(np.asarray(smooth, dtype=np.float64)), "RGB")
+    else:
+        canvas = Image.new("RGB", (size, size), (250, 250, 250))
+    draw = ImageDraw.Draw(canvas)
+
+    def to_pixels(points: np.ndarray) -> np.ndarray:
+        px = (points[:, 0] - xmin) / (xmax - xmin) * (size - 1)
+        py = (ymax - points[:, 1]) / (ymax - ymin) * (size - 1)
+        return np.stack([px, py], axis=1)
+
+    for points, colour in ((real, REAL_COLOUR), (fake, FAKE_COLOUR)):
+        for x, y in to_pixels(points):
+            if 0 <= x < size and 0 <= y < size:
+                draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=colour)
+
+    framed = Image.new("RGB", (size, size + 22), (255, 255, 255))
+    framed.paste(canvas, (0, 22))
+    label = ImageDraw.Draw(framed)
+    label.text((6, 5), title, fill=(0, 0, 0))
+    label.text((size - 150, 5), "real", fill=REAL_COLOUR)
+    label.text((size - 110, 5), "generated", fill=FAKE_COLOUR)
+    write_atomic(path, lambda tmp: framed.save(tmp, format="PNG"))

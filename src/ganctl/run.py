@@ -1,0 +1,214 @@
+"""A training run on disk: the loop around `Trainer` that writes the run directory.
+
+    RUN/config.json          the resolved config
+    RUN/metrics.jsonl        one JSON object per logged or evaluated step
+    RUN/checkpoints/         step-NNNNNNN.safetensors
+    RUN/samples/             step-NNNNNNN.png and final.png (2-D: points over the critic field)
+
+Progress is reported through `on_event(kind, payload)`; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ganctl import checkpoint
+from ganctl.analysis.quality import mixture_quality, wasserstein1
+from ganctl.config import TrainConfig
+from ganctl.engine import Trainer, eval_mode
+from ganctl.errors import ConfigError
+from ganctl.fileio import write_text_atomic
+from ganctl.render import scatter_over_field
+
+EventHandler = Callable[[str, dict[str, Any]], None]
+W1_SAMPLES = 512  # exact assignment is O(n^3); 512 points take about a second
+FIELD_RESOLUTION = 128
+PLOT_POINTS = 1000
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def prepare_run_dir(out: Path, resuming: bool, overwrite: bool) -> None:
+    """Create `out`, refuse to train over an earlier run's checkpoints, and check it is
+    writable before any work starts."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if not resuming and checkpoint.list_checkpoints(out) and not overwrite:
+        raise ConfigError(
+            f"--out {out}: already holds a run's checkpoints; resume it with --resume {out},"
+            " choose another --out, or pass --overwrite to start over"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".ganctl-write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    if overwrite and not resuming:
+        for path in checkpoint.list_checkpoints(out):
+            path.unlink()
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+class MetricsLog:
+    """Append-only JSONL; on resume, records past the resumed step are dropped so that the log
+    reads as one uninterrupted run."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= resume_step]
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+        elif resume_step is None:
+            path.write_text("", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+class Evaluator:
+    """Fixed real points and fixed latents, drawn once from their own seeded stream, so every
+    evaluation and picture of a run (and of a resumed run) uses the same inputs."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        cfg = trainer.cfg
+        rng = trainer.eval_generator()
+        dataset = trainer.dataset
+        self.real = dataset.sample(cfg.eval_samples, rng, trainer.device)
+        self.real_w1 = dataset.sample(W1_SAMPLES, rng, trainer.device)
+        self.latents = trainer.noise(cfg.eval_samples, rng)
+        self.centres = dataset.centres_tensor()
+        lo = torch.quantile(self.real.cpu(), 0.001, dim=0)
+        hi = torch.quantile(self.real.cpu(), 0.999, dim=0)
+        centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.35
+        self.extent = (float(centre[0]) - half, float(centre[0]) + half, float(centre[1]) - half, float(centre[1]) + half)
+        # The W1 a perfect generator would still show at this sample size.
+        self.w1_floor = wasserstein1(self.real[:W1_SAMPLES], self.real_w1)
+
+    @torch.no_grad()
+    def fake(self) -> torch.Tensor:
+        net = self.trainer.sampler
+        with eval_mode(net):
+            return net(self.latents)
+
+    def evaluate(self) -> dict[str, Any]:
+        fake = self.fake()
+        result: dict[str, Any] = {"w1": wasserstein1(fake[:W1_SAMPLES], self.real_w1), "w1_floor": self.w1_floor}
+        if self.centres is not None:
+            result.update(mixture_quality(fake, self.centres, self.trainer.dataset.std))
+        return result
+
+    def draw(self, path: Path, title: str) -> None:
+        xmin, xmax, ymin, ymax = self.extent
+        xs = torch.linspace(xmin, xmax, FIELD_RESOLUTION, device=self.trainer.device)
+        ys = torch.linspace(ymin, ymax, FIELD_RESOLUTION, device=self.trainer.device)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+        field = self.trainer.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
+        scatter_over_field(
+            path, self.extent, self.real[:PLOT_POINTS].cpu().numpy(), self.fake()[:PLOT_POINTS].cpu().numpy(),
+            field.cpu().numpy().astype(np.float64), title,
+        )
+
+
+def train(
+    config: TrainConfig | None = None,
+    out: str | Path = "runs/latest",
+    *,
+    resume: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    on_event: EventHandler | None = None,
+) -> dict[str, Any]:
+    """Train from `config` (or continue the checkpoint `resume`, with schedule `overrides`)
+    into the run directory `out`; return a summary of the run."""
+    emit = on_event or (lambda kind, payload: None)
+    out = Path(out)
+    if resume is not None:
+        trainer = checkpoint.open_trainer(Path(resume), overrides=overrides)
+    else:
+        trainer = Trainer(config or TrainConfig())
+    prepare_run_dir(out, resuming=resume is not None, overwrite=overwrite)
+    cfg = trainer.cfg
+    write_text_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    log = MetricsLog(out / "metrics.jsonl", trainer.step if resume is not None else None)
+    evaluator = Evaluator(trainer)
+    (out / "samples").mkdir(exist_ok=True)
+    first_step = trainer.step
+    emit("start", {"config": cfg.to_dict(), "device": str(trainer.device), "step": first_step, "out": str(out),
+                   "exact_resume": trainer.exact_resume})
+
+    started = time.perf_counter()
+    last_ckpt, saved_at = None, None
+    record: dict[str, Any] = {}
+    while trainer.step < cfg.steps:
+        trainer.train_step()
+        step = trainer.step
+        record = {"step": step}
+        if _due(step, cfg.log_every):
+            record.update(trainer.pop_stats())
+            record["elapsed_s"] = round(time.perf_counter() - started, 3)
+        if _due(step, cfg.eval_every):
+            record.update({f"eval/{k}": v for k, v in evaluator.evaluate().items()})
+        if len(record) > 1:
+            log.write(record)
+            emit("log", record)
+        if _due(step, cfg.sample_every):
+            picture = out / "samples" / f"step-{step:07d}.png"
+            evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {step}")
+            emit("sample", {"step": step, "path": str(picture)})
+        if _due(step, cfg.ckpt_every):
+            last_ckpt, saved_at = checkpoint.save(trainer, checkpoint.checkpoint_path(out, step)), step
+            emit("checkpoint", {"step": step, "path": str(last_ckpt)})
+        emit("step", {"step": step})
+    wall = time.perf_counter() - started
+
+    final = evaluator.evaluate()
+    stats = trainer.pop_stats()
+    if saved_at != trainer.step:
+        last_ckpt = checkpoint.save(trainer, checkpoint.checkpoint_path(out, trainer.step))
+    picture = out / "samples" / "final.png"
+    evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {trainer.step} (final)")
+    trained = trainer.step - first_step
+    summary = {
+        "run_dir": str(out),
+        "checkpoint": str(last_ckpt),
+        "picture": str(picture),
+        "step": trainer.step,
+        "steps_trained": trained,
+        "wall_s": round(wall, 3),
+        "s_per_step": round(wall / trained, 6) if trained else None,
+        "device": str(trainer.device),
+        "exact_resume": trainer.exact_resume,
+        "final": {**stats, **final},
+        "config": cfg.to_dict(),
+    }
+    emit("end", summary)
+    return summary
+
+
+def run_dir_of(path: Path) -> Path:
+    """The run directory a checkpoint file belongs to (RUN/checkpoints/step-N.safetensors)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+

@@ -1,0 +1,62 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ganctl.analysis.quality import linear_assignment, mixture_quality, wasserstein1
+from ganctl.data import get_dataset
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
+def test_assignment_matches_brute_force(n):
+    rng = np.random.default_rng(n)
+    for _ in range(10):
+        cost = rng.random((n, n))
+        best = min(sum(cost[i, p[i]] for i in range(n)) for p in itertools.permutations(range(n)))
+        cols = linear_assignment(cost)
+        assert sorted(cols) == list(range(n))
+        assert cost[np.arange(n), cols].sum() == pytest.approx(best)
+
+
+def test_w1_in_one_dimension_is_the_sorted_matching():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 1, generator=g)
+    b = torch.rand(200, 1, generator=g) * 3
+    expected = (a.double().sort(dim=0).values - b.double().sort(dim=0).values).abs().mean()
+    assert wasserstein1(a, b) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_w1_of_a_translation_is_its_length():
+    a = torch.randn(100, 2, generator=torch.Generator().manual_seed(1)) * 0.01
+    assert wasserstein1(a, a + torch.tensor([3.0, 4.0])) == pytest.approx(5.0, abs=0.02)
+
+
+def test_real_samples_cover_every_mode_with_chi_square_share():
+    ds = get_dataset("25gaussians")
+    x = ds.sample(20000, torch.Generator().manual_seed(0), "cpu")
+    q = mixture_quality(x, ds.centres_tensor(), ds.std)
+    assert q["modes"] == q["modes_total"] == 25
+    # within 3 std in 2-D: P(chi^2_2 <= 9) = 1 - exp(-4.5)
+    assert q["hq_share"] == pytest.approx(1 - math.exp(-4.5), abs=0.005)
+
+
+def test_collapsed_and_scattered_samples():
+    ds = get_dataset("8gaussians")
+    centres = ds.centres_tensor()
+    collapsed = centres[0] + ds.std * torch.randn(1000, 2, generator=torch.Generator().manual_seed(0))
+    q = mixture_quality(collapsed, centres, ds.std)
+    assert q["modes"] == 1 and q["hq_share"] > 0.95
+    between = (centres[0] + centres[1]) / 2 + torch.zeros(1000, 2)
+    assert mixture_quality(between, centres, ds.std) == {"modes": 0, "modes_total": 8, "hq_share": 0.0}
+
+
+def test_a_mode_needs_a_fifth_of_its_expected_share():
+    ds = get_dataset("8gaussians")
+    centres = ds.centres_tensor()
+    n = 800  # 100 expected per mode, so 20 are needed
+    x = torch.cat([centres[0].expand(n - 19, 2), centres[1].expand(19, 2)])
+    assert mixture_quality(x, centres, ds.std)["modes"] == 1
+    x = torch.cat([centres[0].expand(n - 20, 2), centres[1].expand(20, 2)])
+    assert mixture_quality(x, centres, ds.std)["modes"] == 2
