@@ -1,0 +1,38 @@
+"""The command line: one thin file per command. Nothing in the library imports this package.
+
+Exit codes, the same for every command: 0 success, 1 a check failed, 2 bad usage or input,
+130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ganctl import __version__
+from ganctl.cli.train import train
+
+app = typer.Typer(
+    name="ganctl",
+    help="Train Wasserstein GANs and check whether the critic is really Lipschitz.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(name="train")(train)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ganctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Train Wasserstein GANs and check whether the critic is really Lipschitz."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,123 @@
+"""Everything the CLI shows: the only module that imports rich. Results go to stdout,
+progress and messages to stderr. Colour and bars only on a terminal; NO_COLOR is respected
+(rich reads it)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ganctl.errors import GanctlError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    stderr.print(f"[bold red]error:[/] {message}" if stderr.is_terminal else f"error: {message}", markup=stderr.is_terminal, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command: F) -> F:
+    """Turn library errors into one line on stderr and exit code 2; Ctrl-C into 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except GanctlError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# Short labels for the live line, in display order.
+_LIVE = (("loss_d", "loss_D"), ("wasserstein", "W"), ("penalty", "pen"), ("grad_norm", "|grad|"),
+         ("eval/modes", "modes"), ("eval/hq_share", "hq"), ("eval/w1", "W1"))
+
+
+def metrics_line(record: dict[str, Any]) -> str:
+    return "  ".join(f"{label}={_fmt(record[key])}" for key, label in _LIVE if key in record)
+
+
+class TrainProgress:
+    """A rich progress bar with live metrics on a terminal; plain periodic lines otherwise."""
+
+    def __init__(self) -> None:
+        self.total = 0  # set from the resolved config when the run starts
+        self.live = stderr.is_terminal
+        self.progress: Progress | None = None
+        self.last: dict[str, Any] = {}
+
+    def __enter__(self) -> TrainProgress:
+        if self.live:
+            self.progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
+                console=stderr, transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=None, metrics="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "start":
+            self.total = payload["config"]["steps"]
+            where = f"resuming at step {payload['step']}" if payload["step"] else "starting"
+            self.message(f"{where} on {payload['device']} -> {payload['out']}")
+            if not payload["exact_resume"]:
+                self.message("note: the checkpoint's random stream came from another device type; the run continues but is not bitwise identical to an uninterrupted one")
+            if self.progress is not None:
+                self.progress.update(self.task, total=self.total, completed=payload["step"])
+        elif kind == "step" and self.progress is not None:
+            self.progress.update(self.task, completed=payload["step"])
+        elif kind == "log":
+            self.last.update(payload)
+            if self.progress is not None:
+                self.progress.update(self.task, metrics=metrics_line(self.last))
+            else:
+                self.message(f"step {payload['step']}/{self.total}  {metrics_line(payload)}")
+        elif kind == "checkpoint" and self.progress is None:
+            self.message(f"checkpoint {payload['path']}")
+
+    def message(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    final = summary["final"]
+    parts = [f"done: {summary['steps_trained']} steps in {summary['wall_s']:.1f} s"]
+    if "modes" in final:
+        parts.append(f"modes {final['modes']}/{final['modes_total']}, high-quality {final['hq_share']:.1%}")
+    parts.append(f"W1 {final['w1']:.4f} (floor {final['w1_floor']:.4f})")
+    for line in (", ".join(parts), f"checkpoint {summary['checkpoint']}", f"picture    {summary['picture']}"):
+        stderr.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,84 @@
+"""`ganctl train`: parse options, build a config, call `ganctl.run.train`, show the result.
+
+Every option defaults to "not given" so that precedence is simple: flags override the
+--config file, which overrides the method's published recipe, which overrides ganctl's
+defaults. Parameter names equal `TrainConfig` field names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ganctl.cli.options import Device, Json, Out, Seed
+from ganctl.cli.output import TrainProgress, handle_errors, print_json, print_summary
+
+_MODEL = "Model"
+_METHOD = "Lipschitz method"
+_OPTIM = "Optimisation (default: the method's published recipe)"
+_SCHEDULE = "Schedule (in generator steps; 0 disables)"
+
+
+def _opt(*names: str, help: str, panel: str | None = None) -> typer.models.OptionInfo:
+    return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False)
+
+
+@handle_errors
+def train(
+    data: Annotated[Optional[str], _opt("--data", help="8gaussians | 25gaussians | swissroll | ring | checkerboard. [default: 25gaussians]")] = None,
+    lipschitz: Annotated[Optional[str], _opt("--lipschitz", help="clip | gp | zgp | r1 | r2 | sn | none. [default: gp]", panel=_METHOD)] = None,
+    clip: Annotated[Optional[float], _opt("--clip", help="clip: weight bound c. [default: 0.01]", panel=_METHOD)] = None,
+    penalty_weight: Annotated[Optional[float], _opt("--lambda", "--gamma", help="gp, zgp: lambda; r1, r2: gamma (penalty gamma/2 E||grad||^2). [default: 10]", panel=_METHOD)] = None,
+    gp_target: Annotated[Optional[float], _opt("--gp-target", help="gp: target norm k. [default: 1]", panel=_METHOD)] = None,
+    one_sided: Annotated[Optional[bool], typer.Option("--one-sided/--two-sided", help="gp: penalise only norms above k (WGAN-LP). [default: two-sided]", rich_help_panel=_METHOD, show_default=False)] = None,
+    penalty_at: Annotated[Optional[str], _opt("--penalty-at", help="zgp: interp | real | fake | real+fake. [default: interp]", panel=_METHOD)] = None,
+    reg_every: Annotated[Optional[int], _opt("--reg-every", help="Apply the penalty every N critic steps with weight N (lazy regularisation). [default: 1]", panel=_METHOD)] = None,
+    loss: Annotated[Optional[str], _opt("--loss", help="wasserstein | hinge | ns | lsgan. [default: the method's]", panel=_OPTIM)] = None,
+    optimizer: Annotated[Optional[str], _opt("--optimizer", help="adam | rmsprop.", panel=_OPTIM)] = None,
+    lr_g: Annotated[Optional[float], _opt("--lr-g", help="Generator learning rate.", panel=_OPTIM)] = None,
+    lr_d: Annotated[Optional[float], _opt("--lr-d", help="Critic learning rate.", panel=_OPTIM)] = None,
+    beta1: Annotated[Optional[float], _opt("--beta1", help="Adam beta1.", panel=_OPTIM)] = None,
+    beta2: Annotated[Optional[float], _opt("--beta2", help="Adam beta2.", panel=_OPTIM)] = None,
+    n_critic: Annotated[Optional[int], _opt("--n-critic", help="Critic steps per generator step.", panel=_OPTIM)] = None,
+    batch_size: Annotated[Optional[int], _opt("--batch-size", help="Batch size. [default: 256]", panel=_OPTIM)] = None,
+    steps: Annotated[Optional[int], _opt("--steps", help="Generator iterations. [default: 3000]", panel=_OPTIM)] = None,
+    ema_decay: Annotated[Optional[float], _opt("--ema-decay", help="Generator EMA decay, used for samples and evaluation; 0 disables. [default: 0.999]", panel=_OPTIM)] = None,
+    arch: Annotated[Optional[str], _opt("--arch", help="mlp. [default: mlp]", panel=_MODEL)] = None,
+    width: Annotated[Optional[int], _opt("--width", help="Hidden units per layer. [default: 256]", panel=_MODEL)] = None,
+    depth: Annotated[Optional[int], _opt("--depth", help="Hidden layers. [default: 3]", panel=_MODEL)] = None,
+    z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size. [default: 2]", panel=_MODEL)] = None,
+    critic_norm: Annotated[Optional[str], _opt("--critic-norm", help="none | layer | batch (refused under a penalty). [default: none]", panel=_MODEL)] = None,
+    seed: Seed = None,
+    device: Device = None,
+    log_every: Annotated[Optional[int], _opt("--log-every", help="[default: 50]", panel=_SCHEDULE)] = None,
+    eval_every: Annotated[Optional[int], _opt("--eval-every", help="Quality metrics. [default: 500]", panel=_SCHEDULE)] = None,
+    sample_every: Annotated[Optional[int], _opt("--sample-every", help="Pictures. [default: 500]", panel=_SCHEDULE)] = None,
+    ckpt_every: Annotated[Optional[int], _opt("--ckpt-every", help="Checkpoints (one is always written at the end). [default: 1000]", panel=_SCHEDULE)] = None,
+    eval_samples: Annotated[Optional[int], _opt("--eval-samples", help="Generated points per evaluation. [default: 2500]", panel=_SCHEDULE)] = None,
+    out: Out = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (keys as the flags, without '--'); flags override it.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from a checkpoint file or run folder; only schedule settings may change.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the checkpoints already in --out.")] = False,
+    json_output: Json = False,
+) -> None:
+    """Train a generator against a critic kept Lipschitz by --lipschitz."""
+    from ganctl.config import field_names, from_dict, load_toml
+    from ganctl.run import run_dir_of
+    from ganctl.run import train as run_train
+
+    given = locals()
+    flags = {name: given[name] for name in field_names() if given.get(name) is not None}
+    values = {**(load_toml(config_file) if config_file else {}), **flags}
+
+    if resume is not None:
+        kwargs = {"resume": resume, "overrides": values, "out": out or run_dir_of(resume)}
+    else:
+        config = from_dict(values, where="options")
+        kwargs = {"config": config, "out": out or Path("runs") / f"{config.data}-{config.lipschitz}-seed{config.seed}"}
+    with TrainProgress() as progress:
+        summary = run_train(**kwargs, overwrite=overwrite, on_event=progress)
+    if json_output:
+        print_json(summary)
+    print_summary(summary)
