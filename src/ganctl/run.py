@@ -94,7 +94,8 @@ class Evaluator:
         rng = trainer.eval_generator()
         dataset = trainer.dataset
         self.real = dataset.sample(cfg.eval_samples, rng, trainer.device)
-        self.real_w1 = dataset.sample(W1_SAMPLES, rng, trainer.device)
+        self.n_w1 = min(W1_SAMPLES, cfg.eval_samples)
+        self.real_w1 = dataset.sample(self.n_w1, rng, trainer.device)
         self.latents = trainer.noise(cfg.eval_samples, rng)
         self.centres = dataset.centres_tensor()
         lo = torch.quantile(self.real.cpu(), 0.001, dim=0)
@@ -102,7 +103,7 @@ class Evaluator:
         centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.35
         self.extent = (float(centre[0]) - half, float(centre[0]) + half, float(centre[1]) - half, float(centre[1]) + half)
         # The W1 a perfect generator would still show at this sample size.
-        self.w1_floor = wasserstein1(self.real[:W1_SAMPLES], self.real_w1)
+        self.w1_floor = wasserstein1(self.real[: self.n_w1], self.real_w1)
 
     @torch.no_grad()
     def fake(self) -> torch.Tensor:
@@ -112,7 +113,7 @@ class Evaluator:
 
     def evaluate(self) -> dict[str, Any]:
         fake = self.fake()
-        result: dict[str, Any] = {"w1": wasserstein1(fake[:W1_SAMPLES], self.real_w1), "w1_floor": self.w1_floor}
+        result: dict[str, Any] = {"w1": wasserstein1(fake[: self.n_w1], self.real_w1), "w1_floor": self.w1_floor}
         if self.centres is not None:
             result.update(mixture_quality(fake, self.centres, self.trainer.dataset.std))
         return result
@@ -158,13 +159,14 @@ def train(
 
     started = time.perf_counter()
     last_ckpt, saved_at = None, None
-    record: dict[str, Any] = {}
+    last_stats: dict[str, Any] = {}
     while trainer.step < cfg.steps:
         trainer.train_step()
         step = trainer.step
         record = {"step": step}
         if _due(step, cfg.log_every):
-            record.update(trainer.pop_stats())
+            last_stats = trainer.pop_stats()
+            record.update(last_stats)
             record["elapsed_s"] = round(time.perf_counter() - started, 3)
         if _due(step, cfg.eval_every):
             record.update({f"eval/{k}": v for k, v in evaluator.evaluate().items()})
@@ -182,7 +184,7 @@ def train(
     wall = time.perf_counter() - started
 
     final = evaluator.evaluate()
-    stats = trainer.pop_stats()
+    stats = {**last_stats, **trainer.pop_stats()}  # steps since the last log, over that log
     if saved_at != trainer.step:
         last_ckpt = checkpoint.save(trainer, checkpoint.checkpoint_path(out, trainer.step))
     picture = out / "samples" / "final.png"

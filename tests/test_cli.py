@@ -1,0 +1,132 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ganctl.cli import app
+
+runner = CliRunner()
+FAST = ["--data", "8gaussians", "--width", "16", "--depth", "1", "--batch-size", "32", "--device", "cpu",
+        "--eval-samples", "100", "--log-every", "2"]
+
+
+def train(tmp_path, *args, out="run"):
+    return runner.invoke(app, ["train", *FAST, "--out", str(tmp_path / out), *args])
+
+
+def parse_json(output: str) -> dict:
+    return json.loads(output[output.index("{"):output.rindex("}") + 1])
+
+
+def test_train_json_files_and_exit_code(tmp_path):
+    result = train(tmp_path, "--steps", "4", "--sample-every", "2", "--eval-every", "4", "--ckpt-every", "2", "--json")
+    assert result.exit_code == 0, result.output
+    summary = parse_json(result.stdout)
+    assert summary["step"] == 4 and summary["config"]["lipschitz"] == "gp"
+    assert {"modes", "modes_total", "hq_share", "w1", "w1_floor", "loss_d", "wasserstein"} <= summary["final"].keys()
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["penalty_weight"] == 10.0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    assert "eval/modes" in records[-1] and "grad_norm" in records[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002.safetensors", "step-0000004.safetensors"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["final.png", "step-0000002.png", "step-0000004.png"]
+
+
+def test_piped_output_is_plain(tmp_path):
+    result = train(tmp_path, "--steps", "2")
+    assert result.exit_code == 0
+    assert "\x1b[" not in result.output  # no colour codes or bars when not on a terminal
+    assert "step 2/2" in result.stderr
+
+
+def test_config_file_and_flag_precedence(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('lipschitz = "zgp"\npenalty-at = "real"\nsteps = 2\nn_critic = 2\n')
+    result = train(tmp_path, "--config", str(toml), "--n-critic", "3", "--json")
+    assert result.exit_code == 0, result.output
+    cfg = parse_json(result.stdout)["config"]
+    assert (cfg["lipschitz"], cfg["penalty_at"], cfg["steps"], cfg["n_critic"]) == ("zgp", "real", 2, 3)
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
+    assert train(tmp_path, "--steps", "4", "--lipschitz", "sn", out="full").exit_code == 0
+    assert train(tmp_path, "--steps", "2", "--lipschitz", "sn", out="part").exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "part"), "--steps", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = parse_json(result.stdout)
+    assert (summary["step"], summary["steps_trained"]) == (4, 2)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "full/checkpoints/step-0000004.safetensors"))
+    b = load_file(str(tmp_path / "part/checkpoints/step-0000004.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--lipschitz", "wgan"], "--lipschitz 'wgan' is not one of"),
+        (["--data", "mnist"], "--data 'mnist' is not a built-in data set"),
+        (["--critic-norm", "batch"], "batch normalisation"),
+        (["--reg-every", "0"], "--reg-every must be > 0"),
+        (["--lambda", "-1"], "--penalty-weight must be >= 0"),
+        (["--lipschitz", "clip", "--lambda", "1"], "does not apply to --lipschitz clip"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+        (["--device", "tpu"], "--device 'tpu' is not one of"),
+        (["--config", "missing.toml"], "--config missing.toml: no such file"),
+        (["--resume", "nowhere"], "nowhere: no such checkpoint file or run directory"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, args, message):
+    result = train(tmp_path, "--steps", "1", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
+
+
+def test_bad_toml_and_unknown_keys(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = [")
+    assert "not valid TOML" in train(tmp_path, "--config", str(bad)).stderr
+    bad.write_text("stepz = 3")
+    result = train(tmp_path, "--config", str(bad))
+    assert result.exit_code == 2 and "unknown setting(s) stepz" in result.stderr
+
+
+def test_existing_run_is_not_overwritten_by_accident(tmp_path):
+    assert train(tmp_path, "--steps", "2").exit_code == 0
+    result = train(tmp_path, "--steps", "2")
+    assert result.exit_code == 2 and "already holds a run" in result.stderr
+    assert train(tmp_path, "--steps", "2", "--overwrite").exit_code == 0
+
+
+def test_resume_cannot_change_the_method(tmp_path):
+    assert train(tmp_path, "--steps", "2").exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--lr-d", "0.1"])
+    assert result.exit_code == 2 and "cannot change --lr-d" in result.stderr
+
+
+def _imports(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "; import sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_ganctl_is_light():
+    assert not {"torch", "typer", "rich"} & _imports("import ganctl")
+
+
+def test_cli_help_does_not_import_torch():
+    loaded = _imports("from ganctl.cli import app; from typer.testing import CliRunner; CliRunner().invoke(app, ['train', '--help'])")
+    assert "torch" not in loaded
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run([sys.executable, "-m", "ganctl", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("ganctl ")
