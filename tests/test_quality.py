@@ -49,7 +49,7 @@ def test_collapsed_and_scattered_samples():
     q = mixture_quality(collapsed, centres, ds.std)
     assert q["modes"] == 1 and q["hq_share"] > 0.95
     between = (centres[0] + centres[1]) / 2 + torch.zeros(1000, 2)
-    assert mixture_quality(between, centres, ds.std) == {"modes": 0, "modes_total": 8, "hq_share": 0.0}
+    assert mixture_quality(between, centres, ds.std) == {"modes": 0, "modes_hit": 0, "modes_total": 8, "hq_share": 0.0}
 
 
 def test_a_mode_needs_a_fifth_of_its_expected_share():
@@ -57,6 +57,7 @@ def test_a_mode_needs_a_fifth_of_its_expected_share():
     centres = ds.centres_tensor()
     n = 800  # 100 expected per mode, so 20 are needed
     x = torch.cat([centres[0].expand(n - 19, 2), centres[1].expand(19, 2)])
-    assert mixture_quality(x, centres, ds.std)["modes"] == 1
+    q = mixture_quality(x, centres, ds.std)
+    assert (q["modes"], q["modes_hit"]) == (1, 2)
     x = torch.cat([centres[0].expand(n - 20, 2), centres[1].expand(20, 2)])
     assert mixture_quality(x, centres, ds.std)["modes"] == 2

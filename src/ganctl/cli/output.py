@@ -55,7 +55,7 @@ def _fmt(value: Any) -> str:
 
 # Short labels for the live line, in display order.
 _LIVE = (("loss_d", "loss_D"), ("wasserstein", "W"), ("penalty", "pen"), ("grad_norm", "|grad|"),
-         ("eval/modes", "modes"), ("eval/hq_share", "hq"), ("eval/w1", "W1"))
+         ("eval/modes", "modes"), ("eval/modes_hit", "hit"), ("eval/hq_share", "hq"), ("eval/w1", "W1"))
 
 
 def metrics_line(record: dict[str, Any]) -> str:
