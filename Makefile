@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ganctl train --data 25gaussians --out runs/demo --overwrite
+	$(BIN)/ganctl train --data 8gaussians --steps 1000 --out runs/demo --overwrite
 	@echo "pictures: runs/demo/samples/"
 
 test: $(STAMP)
