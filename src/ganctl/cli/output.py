@@ -74,7 +74,7 @@ class TrainProgress:
     def __enter__(self) -> TrainProgress:
         if self.live:
             self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
                 console=stderr, transient=False,
             )
