@@ -19,11 +19,6 @@ class Linear(nn.Module):
         return (x * self.w).flatten(1).sum(dim=1, keepdim=True) + self.b
 
 
-@pytest.fixture
-def linear_critic():
-    return Linear
-
-
 def small(**changes) -> TrainConfig:
     """A tiny, fast CPU config for tests."""
     base = dict(data="8gaussians", width=32, depth=2, batch_size=64, steps=6, device="cpu",
