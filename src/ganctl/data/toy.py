@@ -31,6 +31,7 @@ class ToySet:
     centres: tuple[tuple[float, float], ...] | None = None
     std: float | None = None
     shape: tuple[int, ...] = (2,)
+    kind: str = "points"
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         return self.sampler(n, generator, torch.device(device))

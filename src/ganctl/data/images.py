@@ -1,0 +1,240 @@
+"""Image data: a folder of image files or an `.npy`/`.npz` array, decoded once into a uint8
+tensor (N, C, H, W) that is kept on the training device when it fits.
+
+Folders are read recursively (png, jpg, jpeg, webp, bmp). Each image is converted to RGB or
+grayscale, its shorter side resized to the image size (Lanczos) and centre-cropped. The
+decoded tensor is cached as safetensors under the cache folder (``$GANCTL_CACHE``, else
+``$XDG_CACHE_HOME/ganctl``, else ``~/.cache/ganctl``), keyed by a SHA-256 of every file's
+relative path and bytes plus the size and channel settings, so a second run reads the cache
+instead of decoding, and any change to the files makes a new entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ganctl.errors import DataError
+from ganctl.fileio import atomic_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CACHE_FORMAT = "ganctl.image-cache/1"
+MAX_DEVICE_SHARE = 0.25  # keep the data on a GPU when it takes at most this share of its memory
+
+
+def cache_dir() -> Path:
+    if os.environ.get("GANCTL_CACHE"):
+        return Path(os.environ["GANCTL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ganctl"
+
+
+@dataclass
+class ImageSet:
+    """uint8 images (N, C, H, W); batches are floats in [-1, 1], optionally flipped."""
+
+    name: str
+    images: Tensor
+    hflip: bool = False
+    skipped: list[str] = field(default_factory=list)  # files that could not be decoded
+    cache: str | None = None
+    kind: str = "images"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def description(self) -> str:
+        n, c, h, w = self.images.shape
+        return f"{n} images, {c} x {h} x {w}, from {self.name}"
+
+    def to(self, device: torch.device) -> ImageSet:
+        """Move the images to `device` when they fit comfortably; otherwise keep them on the
+        CPU (pinned on CUDA) and move each batch."""
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            if self.images.numel() > MAX_DEVICE_SHARE * total:
+                self.images = self.images.pin_memory()
+                return self
+        if device.type != "cpu":
+            self.images = self.images.to(device)
+        return self
+
+    def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        device = torch.device(device)
+        idx = torch.randint(len(self.images), (n,), generator=generator, device=device)
+        batch = self.images[idx.to(self.images.device)].to(device, non_blocking=True)
+        x = batch.float().div_(127.5).sub_(1.0)
+        if self.hflip:
+            flip = torch.rand(n, generator=generator, device=device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+
+# --- folders ------------------------------------------------------------------------
+def _list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _decode(path: Path, size: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        im = im.convert("RGB" if channels == 3 else "L")
+    w, h = im.size
+    if w == 0 or h == 0:
+        raise OSError("zero-size image")
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.Resampling.LANCZOS)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    im = im.crop((left, top, left + size, top + size))
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _folder_key(root: Path, files: list[Path], size: int, channels: int) -> str:
+    h = hashlib.sha256(f"{CACHE_FORMAT} size={size} channels={channels}".encode())
+    for path in files:
+        h.update(str(path.relative_to(root)).encode("utf-8", "surrogateescape") + b"\0")
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:32]
+
+
+def load_folder(root: Path, size: int, channels: int, hflip: bool = False, use_cache: bool = True) -> ImageSet:
+    if not root.is_dir():
+        raise DataError(f"--data {root}: no such folder or file")
+    files = _list_images(root)
+    if not files:
+        raise DataError(
+            f"--data {root}: no images found (looked recursively for {', '.join(IMAGE_SUFFIXES)})"
+        )
+    key = _folder_key(root, files, size, channels)
+    cached = cache_dir() / f"images-{key}.safetensors"
+    if use_cache and cached.exists():
+        loaded = _read_cache(cached)
+        if loaded is not None:
+            images, skipped = loaded
+            return ImageSet(str(root), images, hflip, skipped, str(cached))
+
+    from PIL import Image
+
+    unreadable = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+    arrays, skipped = [], []
+    for path in files:
+        try:
+            arrays.append(_decode(path, size, channels))
+        except unreadable as exc:  # what pillow raises for truncated, empty or hostile files
+            skipped.append(f"{path} ({type(exc).__name__}: {exc})")
+    if not arrays:
+        raise DataError(f"--data {root}: none of its {len(files)} image files could be read; first: {skipped[0]}")
+    images = torch.from_numpy(np.stack(arrays))
+    if use_cache:
+        _write_cache(cached, images, root, skipped)
+    return ImageSet(str(root), images, hflip, skipped, str(cached) if use_cache else None)
+
+
+def _read_cache(path: Path) -> tuple[Tensor, list[str]] | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != CACHE_FORMAT:
+                return None
+            return f.get_tensor("images"), json.loads(meta.get("skipped", "[]"))
+    except (SafetensorError, OSError, ValueError, KeyError):
+        return None  # a damaged cache entry is simply rebuilt
+
+
+def _write_cache(path: Path, images: Tensor, root: Path, skipped: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": CACHE_FORMAT, "source": str(root), "skipped": json.dumps(skipped)}
+        with atomic_path(path) as tmp:
+            save_file({"images": images.contiguous()}, str(tmp), metadata=meta)
+    except OSError:
+        pass  # the cache is an optimisation; an unwritable cache folder costs a re-decode
+
+
+# --- arrays -----------------------------------------------------------------------------
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"--data {path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--data {path}: not a readable .npy/.npz array ({exc})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            names = list(loaded.files)
+            preferred = [n for n in ("images", "x", "data", "arr_0") if n in names]
+            if len(names) == 1:
+                name = names[0]
+            elif preferred:
+                name = preferred[0]
+            else:
+                raise DataError(
+                    f"--data {path}: holds arrays {', '.join(names)}; name the images one 'images' or keep one array"
+                )
+            try:
+                return loaded[name]
+            except ValueError as exc:
+                raise DataError(f"--data {path}: array {name!r} cannot be read ({exc})") from None
+    return loaded
+
+
+def load_array(path: Path, size: int | None, channels: int | None, hflip: bool = False) -> ImageSet:
+    arr = _load_array(path)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or arr.shape[0] == 0:
+        raise DataError(
+            f"--data {path}: expected images of shape (N, H, W) or (N, H, W, C) with C 1 or 3, got {arr.shape}"
+        )
+    if arr.dtype == np.uint8:
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    elif np.issubdtype(arr.dtype, np.floating):
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(0, 3, 1, 2)
+        lo, hi = float(x.min()), float(x.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise DataError(f"--data {path}: the array holds NaN or infinite values")
+        if lo >= 0.0 and hi <= 1.0:
+            x = x * 255.0
+        elif lo >= -1.0 and hi <= 1.0:
+            x = (x + 1.0) * 127.5
+        else:
+            raise DataError(
+                f"--data {path}: float images must lie in [0, 1] or [-1, 1], found [{lo:.3g}, {hi:.3g}]"
+            )
+    else:
+        raise DataError(f"--data {path}: images must be uint8 or float, got {arr.dtype}")
+    c = channels or x.shape[1]
+    if c == 1 and x.shape[1] == 3:  # ITU-R 601 luma, as pillow's convert("L")
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    elif c == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    h, w = x.shape[-2:]
+    if size is not None and (h, w) != (size, size):
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[..., top : top + side, left : left + side]
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    elif h != w:
+        raise DataError(f"--data {path}: images are {h} x {w}; give --image-size to crop them square")
+    images = x.round().clamp(0, 255).to(torch.uint8).contiguous()
+    return ImageSet(str(path), images, hflip)

@@ -1,0 +1,171 @@
+"""`shapes`: a procedural image set with a known number of modes, and the analytic judge
+that assigns an image to its mode or calls it invalid.
+
+An image is one filled shape of one kind (circle, square, triangle, plus) in one colour of a
+five-colour palette on a black background, at a random position and size: 4 x 5 = 20 modes.
+Images are drawn fresh for every batch, on the training device, from the run's seeded
+stream; pixel (i, j) belongs to the shape when its centre lies inside it.
+
+How an image is judged (`judge`), all on pixels mapped to [0, 1]:
+
+1. Foreground: pixels whose largest channel exceeds 0.5 (every palette colour has a channel
+   of at least 0.8; the background is 0).
+2. Size: the foreground covers between half the smallest and 1.5 times the largest area a
+   real shape can have; otherwise the image is invalid.
+3. Kind: each kind's template is drawn inside the foreground's bounding box; the kind with
+   the largest intersection-over-union with the foreground wins, and the image is invalid
+   when that IoU is below 0.8 (so a blob, two shapes or scattered noise fail).
+4. Colour: the mean foreground colour must lie within 0.2 (Euclidean, RGB in [0, 1]) of a
+   palette colour, which names the colour; and the mean background brightness must be below
+   0.1.
+
+The mode is kind * 5 + colour. Real images are judged valid and correct (tested for every
+mode); uniform noise is judged invalid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+KINDS = ("circle", "square", "triangle", "plus")
+PALETTE = (
+    ("red", (0.90, 0.10, 0.10)),
+    ("green", (0.10, 0.80, 0.20)),
+    ("blue", (0.15, 0.35, 0.95)),
+    ("yellow", (0.95, 0.85, 0.10)),
+    ("white", (0.95, 0.95, 0.95)),
+)
+SIZE_RANGE = (0.4, 0.7)  # side of the shape's bounding box, as a share of the image side
+FOREGROUND = 0.5
+MIN_IOU = 0.8
+MAX_COLOUR_DISTANCE = 0.2
+MAX_BACKGROUND = 0.1
+
+
+def _templates(u: Tensor, v: Tensor) -> Tensor:
+    """Masks of every kind at box coordinates u (across) and v (down) in [-1, 1]:
+    returns a (kinds, *u.shape) boolean tensor."""
+    circle = u * u + v * v <= 1.0
+    square = (u.abs() <= 1.0) & (v.abs() <= 1.0)
+    triangle = (v >= -1.0) & (v <= 1.0) & (u.abs() <= (v + 1.0) / 2.0)  # apex up
+    plus = square & ((u.abs() <= 1.0 / 3.0) | (v.abs() <= 1.0 / 3.0))
+    return torch.stack([circle, square, triangle, plus])
+
+
+def _box_coords(left: Tensor, top: Tensor, side_x: Tensor, side_y: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Pixel-centre coordinates mapped so that the box [left, left + side] -> [-1, 1];
+    inputs are per image (n,), outputs (n, size, size)."""
+    centres = torch.arange(size, device=left.device, dtype=torch.float32) + 0.5
+    u = (centres[None, None, :] - left[:, None, None]) / side_x[:, None, None] * 2.0 - 1.0
+    v = (centres[None, :, None] - top[:, None, None]) / side_y[:, None, None] * 2.0 - 1.0
+    return u, v
+
+
+@dataclass(frozen=True)
+class ShapesSet:
+    """Procedural RGB images in [-1, 1] of shape (3, size, size)."""
+
+    size: int = 32
+    name: str = "shapes"
+    kind: str = "images"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (3, self.size, self.size)
+
+    @property
+    def description(self) -> str:
+        return f"procedural shapes, {len(KINDS)} kinds x {len(PALETTE)} colours, {self.size} px"
+
+    @property
+    def modes_total(self) -> int:
+        return len(KINDS) * len(PALETTE)
+
+    def mode_name(self, mode: int) -> str:
+        return f"{PALETTE[mode % len(PALETTE)][0]} {KINDS[mode // len(PALETTE)]}"
+
+    def render(self, kinds: Tensor, colours: Tensor, left: Tensor, top: Tensor, side: Tensor) -> Tensor:
+        """Images in [-1, 1] for given per-image kind, colour index and box (pixels)."""
+        u, v = _box_coords(left, top, side, side, self.size)
+        masks = _templates(u, v)  # (kinds, n, H, W)
+        mask = masks[kinds, torch.arange(len(kinds), device=kinds.device)]
+        palette = torch.tensor([c for _, c in PALETTE], device=kinds.device)
+        colour = palette[colours][:, :, None, None]  # (n, 3, 1, 1)
+        return mask[:, None].float() * colour * 2.0 - 1.0
+
+    def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        device = torch.device(device)
+        kinds = torch.randint(len(KINDS), (n,), generator=generator, device=device)
+        colours = torch.randint(len(PALETTE), (n,), generator=generator, device=device)
+        lo, hi = SIZE_RANGE
+        u = torch.rand(n, 3, generator=generator, device=device)
+        side = (lo + (hi - lo) * u[:, 0]) * self.size
+        left = 1.0 + u[:, 1] * (self.size - 2.0 - side)  # one pixel of margin on every side
+        top = 1.0 + u[:, 2] * (self.size - 2.0 - side)
+        return self.render(kinds, colours, left, top, side)
+
+    def area_bounds(self) -> tuple[float, float]:
+        lo, hi = SIZE_RANGE
+        # Shares of its box each kind covers: circle pi/4, square 1, triangle 1/2, plus 5/9.
+        smallest_area = min(math.pi / 4, 1.0, 0.5, 5.0 / 9.0) * (lo * self.size) ** 2
+        return 0.5 * smallest_area, 1.5 * (hi * self.size) ** 2
+
+    @torch.no_grad()
+    def judge(self, images: Tensor) -> Tensor:
+        """The mode of each image (kind * colours + colour), or -1 where it is invalid."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"judge expects (n, 3, H, W) images, got {tuple(images.shape)}")
+        x = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        n, _, h, w = x.shape
+        fg = x.amax(dim=1) > FOREGROUND  # (n, H, W)
+        area = fg.sum(dim=(1, 2)).float()
+        rows, cols = fg.any(dim=2), fg.any(dim=1)
+        idx_h = torch.arange(h, device=x.device)
+        idx_w = torch.arange(w, device=x.device)
+        top = torch.where(rows, idx_h, h).amin(dim=1).float()
+        bottom = torch.where(rows, idx_h, -1).amax(dim=1).float() + 1.0
+        left = torch.where(cols, idx_w, w).amin(dim=1).float()
+        right = torch.where(cols, idx_w, -1).amax(dim=1).float() + 1.0
+        nonempty = area > 0
+        side_x = torch.where(nonempty, right - left, torch.ones_like(area))
+        side_y = torch.where(nonempty, bottom - top, torch.ones_like(area))
+        u, v = _box_coords(left, top, side_x, side_y, h)
+        templates = _templates(u, v)  # (kinds, n, H, W)
+        inter = (templates & fg).sum(dim=(2, 3)).float()
+        union = (templates | fg).sum(dim=(2, 3)).float().clamp_min(1.0)
+        best_iou, kind = (inter / union).max(dim=0)
+
+        fgf = fg[:, None].float()
+        mean_colour = (x * fgf).sum(dim=(2, 3)) / area.clamp_min(1.0)[:, None]
+        palette = torch.tensor([c for _, c in PALETTE], device=x.device)
+        dist, colour = torch.cdist(mean_colour, palette).min(dim=1)
+        bg_count = (h * w - area).clamp_min(1.0)
+        background = (x.amax(dim=1) * (~fg)).sum(dim=(1, 2)) / bg_count
+
+        amin, amax = self.area_bounds()
+        valid = (
+            nonempty
+            & (area >= amin) & (area <= amax)
+            & (best_iou >= MIN_IOU)
+            & (dist <= MAX_COLOUR_DISTANCE)
+            & (background <= MAX_BACKGROUND)
+        )
+        mode = kind * len(PALETTE) + colour
+        return torch.where(valid, mode, torch.full_like(mode, -1))
+
+    def quality(self, images: Tensor) -> dict[str, float | int]:
+        """Valid share and modes covered (PacGAN's rule: at least a fifth of a mode's expected
+        count n/K; `modes_hit`: at least one valid image)."""
+        modes = self.judge(images)
+        n, k = len(images), self.modes_total
+        counts = torch.bincount(modes[modes >= 0], minlength=k)
+        return {
+            "valid_share": float((modes >= 0).float().mean()),
+            "modes": int((counts >= max(1.0, n / k / 5.0)).sum()),
+            "modes_hit": int((counts > 0).sum()),
+            "modes_total": k,
+        }
