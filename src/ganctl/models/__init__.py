@@ -9,11 +9,13 @@ from torch import nn
 
 from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
+from ganctl.models.dcgan import build_dcgan
 from ganctl.models.mlp import build_mlp
+from ganctl.models.resnet import build_resnet
 
 Builder = Callable[[TrainConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]
 
-_ARCHS: dict[str, Builder] = {"mlp": build_mlp}
+_ARCHS: dict[str, Builder] = {"mlp": build_mlp, "dcgan": build_dcgan, "resnet": build_resnet}
 
 
 def available_archs() -> list[str]:

@@ -1,0 +1,90 @@
+"""The CIFAR ResNet of WGAN-GP (Gulrajani et al. 2017, appendix; also SN-GAN's 32 px ResNet),
+for 32 px images. `width` is the channel count of every block (128 in the papers).
+
+Generator: linear z -> w x 4 x 4, three up-sampling residual blocks (BN, ReLU, nearest
+up-sampling, 3 x 3 conv, BN, ReLU, 3 x 3 conv; shortcut up-sampling and 1 x 1 conv) to 32 px,
+then BN, ReLU, a 3 x 3 conv to C channels and tanh. Critic: an optimised first block (conv,
+ReLU, conv, average pooling; shortcut pooling and 1 x 1 conv), a down-sampling block, two
+plain blocks, ReLU, the spatial mean and a linear layer. `critic_norm` goes before each
+ReLU inside the critic's blocks after the first.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ganctl.config import TrainConfig
+from ganctl.models.dcgan import _norm2d, check_image_shape
+
+
+class UpBlock(nn.Module):
+    def __init__(self, a: int, b: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(a), nn.Conv2d(a, b, 3, 1, 1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(b), nn.Conv2d(b, b, 3, 1, 1)
+        self.shortcut = nn.Conv2d(a, b, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2.0, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class DownBlock(nn.Module):
+    """A critic block: [norm] ReLU conv [norm] ReLU conv, optional 2 x 2 average pooling."""
+
+    def __init__(self, a: int, b: int, norm: str, down: bool):
+        super().__init__()
+        self.n1, self.conv1 = _norm2d(norm, a), nn.Conv2d(a, b, 3, 1, 1)
+        self.n2, self.conv2 = _norm2d(norm, b), nn.Conv2d(b, b, 3, 1, 1)
+        self.down = down
+        self.shortcut = nn.Conv2d(a, b, 1) if (down or a != b) else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv2(F.relu(self.n2(self.conv1(F.relu(self.n1(x))))))
+        s = self.shortcut(x)
+        if self.down:
+            h, s = F.avg_pool2d(h, 2), F.avg_pool2d(s, 2)
+        return h + s
+
+
+class FirstBlock(nn.Module):
+    def __init__(self, c: int, w: int):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, w, 3, 1, 1), nn.Conv2d(w, w, 3, 1, 1)
+        self.shortcut = nn.Conv2d(c, w, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.avg_pool2d(self.conv2(F.relu(self.conv1(x))), 2)
+        return h + self.shortcut(F.avg_pool2d(x, 2))
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int, w: int, c: int):
+        super().__init__()
+        self.w = w
+        self.linear = nn.Linear(z_dim, 4 * 4 * w)
+        self.blocks = nn.Sequential(UpBlock(w, w), UpBlock(w, w), UpBlock(w, w))
+        self.bn, self.out = nn.BatchNorm2d(w), nn.Conv2d(w, c, 3, 1, 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.blocks(self.linear(z).reshape(len(z), self.w, 4, 4))
+        return self.out(F.relu(self.bn(h))).tanh()
+
+
+class Critic(nn.Module):
+    def __init__(self, w: int, c: int, norm: str):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            FirstBlock(c, w), DownBlock(w, w, norm, True), DownBlock(w, w, norm, False), DownBlock(w, w, norm, False)
+        )
+        self.linear = nn.Linear(w, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(F.relu(self.blocks(x)).mean(dim=(2, 3)))
+
+
+def build_resnet(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    c, _ = check_image_shape("resnet", sample_shape, sizes=(32,))
+    return Generator(cfg.z_dim, cfg.width, c), Critic(cfg.width, c, cfg.critic_norm)
