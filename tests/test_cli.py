@@ -71,7 +71,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
     "args,message",
     [
         (["--lipschitz", "wgan"], "--lipschitz 'wgan' is not one of"),
-        (["--data", "mnist"], "--data 'mnist' is not a built-in data set"),
+        (["--data", "mnist"], "--data 'mnist': no such folder or file, and not a built-in set"),
         (["--critic-norm", "batch"], "batch normalisation"),
         (["--reg-every", "0"], "--reg-every must be > 0"),
         (["--lambda", "-1"], "--penalty-weight must be >= 0"),

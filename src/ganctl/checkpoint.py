@@ -95,6 +95,10 @@ def save(trainer: Any, path: Path) -> Path:
         "optim_d_groups": groups_d,
         "rng_device": trainer.device.type,
     }
+    if trainer.scaler_d.is_enabled():  # fp16 gradient scalers: scale and growth tracker
+        metadata["amp_scalers"] = json.dumps(
+            {"d": trainer.scaler_d.state_dict(), "g": trainer.scaler_g.state_dict(), "skipped": trainer.amp_skipped}
+        )
     from safetensors.torch import save_file
 
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -207,6 +211,14 @@ def restore(trainer: Any, path: Path, tensors: dict[str, Tensor], metadata: dict
         rng_state = tensors["rng.train"]
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: missing or malformed counters ({exc})") from None
+    if trainer.scaler_d.is_enabled() and "amp_scalers" in metadata:
+        try:
+            scalers = json.loads(metadata["amp_scalers"])
+            trainer.scaler_d.load_state_dict(scalers["d"])
+            trainer.scaler_g.load_state_dict(scalers["g"])
+            trainer.amp_skipped = int(scalers["skipped"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: metadata 'amp_scalers' is malformed ({exc})") from None
     trainer.exact_resume = metadata.get("rng_device") == trainer.device.type
     if trainer.exact_resume:
         try:
@@ -235,7 +247,7 @@ def open_trainer(path: Path, device: str | None = None, overrides: dict[str, Any
         detail = ", ".join(f"--{k.replace('_', '-')} (checkpoint has {getattr(config, k)!r})" for k in fixed)
         raise ConfigError(f"cannot change {detail} when resuming {path}; only {', '.join(sorted(SCHEDULE_FIELDS))} may change")
     try:
-        trainer = Trainer(config.replace(**changed))
+        trainer = Trainer(config.replace(**changed), load_data=False)
     except GanctlError as exc:
         raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None
     restore(trainer, path, tensors, metadata)

@@ -22,13 +22,16 @@ from ganctl.errors import ConfigError
 @dataclass(frozen=True)
 class TrainConfig:
     # --- data -------------------------------------------------------------------------
-    data: str = "25gaussians"  # a built-in set name (see `ganctl.data.available_datasets`)
+    data: str = "25gaussians"  # a built-in set (2-D toy sets, shapes), an image folder or .npy/.npz
+    image_size: int | None = None  # images: side in pixels (None: 32 for shapes and arrays' own, 64 for folders)
+    channels: int | None = None  # images: 1 or 3 (None: the source's)
+    hflip: bool = False  # images: random horizontal flips
 
-    # --- models (MLP for 2-D data; measured defaults, see README "Choosing the defaults") -
-    arch: str = "mlp"
-    width: int = 256  # hidden units per layer, generator and critic
-    depth: int = 3  # hidden layers, generator and critic
-    z_dim: int = 2  # latent size; the WGAN-GP toy code uses 2
+    # --- models (None: follows the data; see README "Defaults") ------------------------
+    arch: str | None = None  # mlp (2-D data) | dcgan (images) | resnet (32 px images)
+    width: int | None = None  # MLP: hidden units (256); dcgan/resnet: base channels (64/128)
+    depth: int = 3  # MLP hidden layers, generator and critic
+    z_dim: int | None = None  # latent size: 2 for 2-D data (as the WGAN-GP toy code), 128 for images
     critic_norm: str = "none"  # none | layer | batch (batch is refused under a penalty)
 
     # --- Lipschitz method -----------------------------------------------------------
@@ -52,6 +55,9 @@ class TrainConfig:
     batch_size: int = 256  # samples per critic and generator step
     steps: int = 3000  # generator iterations
     ema_decay: float = 0.999  # generator EMA (0 disables); warm-up min(d, (1+t)/(10+t))
+    amp: str = "none"  # none | bf16 | fp16 (fp16 with a gradient scaler)
+    lr_decay: str = "none"  # none | linear (to 0 at decay_steps, as WGAN-GP's CIFAR code)
+    decay_steps: int | None = None  # horizon of lr_decay; None: the run's `steps`, then fixed
 
     # --- reproducibility and placement -------------------------------------------------
     seed: int = 0
@@ -84,6 +90,8 @@ _CHOICES = {
     "critic_norm": ("none", "layer", "batch"),
     "penalty_at": ("interp", "real", "fake", "real+fake"),
     "optimizer": ("adam", "rmsprop"),
+    "lr_decay": ("none", "linear"),
+    "amp": ("none", "bf16", "fp16"),
 }
 
 
@@ -171,6 +179,9 @@ def validate(cfg: TrainConfig) -> None:
                 f"--{name.replace('_', '-')} {value!r} is not one of: {', '.join(allowed)}"
             )
     _check_positive(cfg, ("width", "depth", "z_dim", "batch_size", "steps", "reg_every"))
+    _check_positive(cfg, ("decay_steps", "image_size"))
+    if cfg.channels is not None and cfg.channels not in (1, 3):
+        raise ConfigError(f"--channels must be 1 or 3, got {cfg.channels}")
     _check_positive(cfg, ("clip", "lr_g", "lr_d", "n_critic", "eval_samples"))
     _check_positive(cfg, ("penalty_weight", "gp_target"), strict=False)
     _check_positive(cfg, ("log_every", "eval_every", "sample_every", "ckpt_every"), strict=False)
@@ -187,11 +198,26 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     from ganctl.lipschitz import get_strategy_class
     from ganctl.losses import available_losses
 
+    from ganctl.data import data_kind
+
     validate(cfg)
+    if data_kind(cfg.data) == "points":
+        cfg = _fill(cfg, arch="mlp", width=256, z_dim=2)
+    else:
+        arch = cfg.arch or "dcgan"
+        cfg = _fill(cfg, arch=arch, width=128 if arch == "resnet" else 64, z_dim=128)
     strategy = get_strategy_class(cfg.lipschitz)
     resolved = strategy.resolve(cfg)
+    if resolved.lr_decay != "none" and resolved.decay_steps is None:
+        # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
+        resolved = resolved.replace(decay_steps=resolved.steps)
     if resolved.loss not in available_losses():
         raise ConfigError(
             f"--loss {resolved.loss!r} is not one of: {', '.join(available_losses())}"
         )
     return resolved
+
+
+def _fill(cfg: TrainConfig, **defaults: Any) -> TrainConfig:
+    """Replace the fields that are None with `defaults`."""
+    return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})

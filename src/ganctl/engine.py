@@ -12,13 +12,14 @@ from torch import Tensor, nn
 
 from ganctl import penalties
 from ganctl.config import TrainConfig, resolve
-from ganctl.data import get_dataset
+from ganctl.data import load_dataset, sample_shape
 from ganctl.devices import resolve_device
 from ganctl.lipschitz import build_strategy
 from ganctl.losses import get_loss
 from ganctl.models import build_models
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never draws from the training stream
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_optimizer(
@@ -49,10 +50,18 @@ class Trainer:
     """A generator, a critic kept Lipschitz by a strategy, their optimizers, an optional EMA
     of the generator, and one random stream for data, latents and interpolation."""
 
-    def __init__(self, config: TrainConfig, device: torch.device | str | None = None):
-        self.cfg = cfg = resolve(config)
+    def __init__(self, config: TrainConfig, device: torch.device | str | None = None, load_data: bool = True):
+        cfg = resolve(config)
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
-        self.dataset = get_dataset(cfg.data)
+        self._dataset = None
+        if load_data:
+            # A fresh run reads its data now (errors before any work) and records the image
+            # size and channels it found, so the checkpoint rebuilds without the data.
+            self._dataset = load_dataset(cfg)
+            if self._dataset.kind == "images":
+                c, size, _ = self._dataset.shape
+                cfg = cfg.replace(image_size=size, channels=c)
+        self.cfg = cfg
         self.strategy = build_strategy(cfg)
         self.loss = get_loss(cfg.loss)
 
@@ -60,7 +69,7 @@ class Trainer:
         # any device and the caller's global RNG is left untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            generator, critic = build_models(cfg, self.dataset.shape)
+            generator, critic = build_models(cfg, sample_shape(cfg))
             critic = self.strategy.prepare_critic(critic)
         self.generator = generator.to(self.device)
         self.critic = critic.to(self.device)
@@ -71,22 +80,58 @@ class Trainer:
         lazy = cfg.reg_every if self.strategy.penalty_at is not None else 1
         self.opt_g = make_optimizer(cfg, self.generator.parameters(), cfg.lr_g)
         self.opt_d = make_optimizer(cfg, self.critic.parameters(), cfg.lr_d, lazy)
+        # Mixed precision: autocast for forwards; with fp16, a gradient scaler per optimizer and
+        # the penalty's input gradients taken from the scaled output, then unscaled (PyTorch's
+        # AMP recipe for gradient penalties). bf16 needs no scaler (enabled=False: no-ops).
+        self.amp_dtype = AMP_DTYPES.get(cfg.amp)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self._base_lr_g = self.opt_g.param_groups[0]["lr"]  # after the lazy-reg correction
+        self._base_lr_d = self.opt_d.param_groups[0]["lr"]
 
         self.rng = torch.Generator(device=self.device)
         self.rng.manual_seed(cfg.seed)
         self.step = 0  # generator iterations done
         self.critic_steps = 0
+        self.amp_skipped = 0  # fp16 steps the gradient scaler skipped after an overflow
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
         self._last_batch: tuple[Tensor, Tensor] | None = None
         self.exact_resume = True  # False after resuming another device type's RNG state
 
+    @property
+    def dataset(self) -> Any:
+        """The data source, read on first use (loading a checkpoint to sample needs no data)."""
+        if self._dataset is None:
+            self._dataset = load_dataset(self.cfg)
+        if getattr(self._dataset, "to", None) is not None and not getattr(self, "_data_placed", False):
+            self._dataset.to(self.device)
+            self._data_placed = True
+        return self._dataset
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
     # --- one iteration ---------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.cfg.z_dim, generator=generator or self.rng, device=self.device)
 
+    def lr_factor(self) -> float:
+        """The learning-rate multiplier at the current generator step (1 without decay)."""
+        if self.cfg.lr_decay == "linear":
+            return max(0.0, 1.0 - self.step / self.cfg.decay_steps)
+        return 1.0
+
+    def _apply_lr_schedule(self) -> None:
+        f = self.lr_factor()
+        for opt, base in ((self.opt_g, self._base_lr_g), (self.opt_d, self._base_lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * f
+
     def train_step(self) -> None:
         """n_critic critic steps, then one generator step and the EMA update."""
+        if self.cfg.lr_decay != "none":
+            self._apply_lr_schedule()
         for _ in range(self.cfg.n_critic):
             self._critic_step()
         self._generator_step()
@@ -96,25 +141,30 @@ class Trainer:
     def _critic_step(self) -> None:
         cfg, b = self.cfg, self.cfg.batch_size
         real = self.dataset.sample(b, self.rng, self.device)
-        with torch.no_grad():
-            fake = self.generator(self.noise(b))
+        with torch.no_grad(), self.autocast():
+            fake = self.generator(self.noise(b)).float()
         at = self.strategy.penalty_at
         if at is not None and self.critic_steps % cfg.reg_every != 0:
             at = None  # lazy regularisation: no penalty on this step
         inputs, leaves = penalties.penalty_inputs(at, real, fake, self.rng)
-        out = self.critic(torch.cat(inputs))
+        with self.autocast():
+            out = self.critic(torch.cat(inputs)).float()
         d_real, d_fake = out[:b], out[b : 2 * b]
         loss = self.loss.critic(d_real, d_fake)
-        total = loss
+        total, penalty, grads = loss, None, []
         if leaves:
-            grads = torch.autograd.grad(out.sum(), leaves, create_graph=True)
-            penalty = self.strategy.penalty(list(grads))
+            # Input gradients of the scaled output (no-op scale without fp16), then unscaled.
+            scaled = torch.autograd.grad(self.scaler_d.scale(out.sum()), leaves, create_graph=True)
+            inv_scale = 1.0 / self.scaler_d.get_scale()
+            grads = [g * inv_scale for g in scaled]
+            penalty = self.strategy.penalty(grads)
             total = loss + cfg.reg_every * penalty  # weight N keeps the strength as asked
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(total).backward()
+        stepped = self._scaled_step(self.scaler_d, self.opt_d)  # False: fp16 overflow, skipped
+        if stepped and penalty is not None:
             self._track("penalty", penalty)
             self._track("penalty_grad_norm", torch.cat([penalties.grad_norm(g) for g in grads]).mean())
-        self.opt_d.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_d.step()
         self.strategy.after_critic_step(self.critic)
         self.critic_steps += 1
         self._track("loss_d", loss)
@@ -122,16 +172,32 @@ class Trainer:
         self._last_batch = (real.detach(), fake.detach())
 
     def _generator_step(self) -> None:
-        fake = self.generator(self.noise(self.cfg.batch_size))
         self.critic.requires_grad_(False)  # no critic weight gradients during this backward
         try:
-            loss = self.loss.generator(self.critic(fake))
+            with self.autocast():
+                out = self.critic(self.generator(self.noise(self.cfg.batch_size))).float()
+            loss = self.loss.generator(out)
             self.opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt_g.step()
+            self.scaler_g.scale(loss).backward()
+            stepped = self._scaled_step(self.scaler_g, self.opt_g)
         finally:
             self.critic.requires_grad_(True)
-        self._track("loss_g", loss)
+        if stepped:
+            self._track("loss_g", loss)
+
+    def _scaled_step(self, scaler: torch.amp.GradScaler, opt: torch.optim.Optimizer) -> bool:
+        """Step through the scaler; False when fp16 gradients overflowed and the step was
+        skipped (counted as `amp_skipped`)."""
+        if not scaler.is_enabled():
+            opt.step()
+            return True
+        before = scaler.get_scale()
+        scaler.step(opt)
+        scaler.update()
+        if scaler.get_scale() < before:
+            self.amp_skipped += 1
+            return False
+        return True
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -155,6 +221,9 @@ class Trainer:
         at interpolates of the last critic batch (the same measure for every method)."""
         stats = {k: float(v) / self._counts[k] for k, v in self._sums.items()}
         self._sums, self._counts = {}, {}
+        if self.scaler_d.is_enabled():
+            stats["amp_skipped"] = self.amp_skipped
+            stats["amp_scale"] = self.scaler_d.get_scale()
         if self._last_batch is not None:
             real, fake = self._last_batch
             eval_rng = self.eval_generator(offset=self.step)

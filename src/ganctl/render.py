@@ -52,7 +52,7 @@ def scatter_over_field(
     extent = (xmin, xmax, ymin, ymax); field has shape (H, W) over that extent, y upwards."""
     xmin, xmax, ymin, ymax = extent
     if field is not None:
-        smooth = Image.fromarray(np.flipud(field).astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+        smooth = Image.fromarray(np.ascontiguousarray(np.flipud(field), dtype=np.float32)).resize((size, size), Image.BILINEAR)
         canvas = Image.fromarray(field_image(np.asarray(smooth, dtype=np.float64)), "RGB")
     else:
         canvas = Image.new("RGB", (size, size), (250, 250, 250))
@@ -75,3 +75,29 @@ def scatter_over_field(
     label.text((size - 150, 5), "real", fill=REAL_COLOUR)
     label.text((size - 110, 5), "generated", fill=FAKE_COLOUR)
     write_atomic(path, lambda tmp: framed.save(tmp, format="PNG"))
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images (n, C, H, W) in [-1, 1] -> uint8 (n, H, W, C) with C 1 or 3."""
+    x = np.clip((np.asarray(images, dtype=np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return x.transpose(0, 2, 3, 1)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> Image.Image:
+    """A grid of images (n, C, H, W) in [-1, 1], `columns` wide (default about square),
+    separated by `pad` pixels of dark grey."""
+    x = to_uint8(images)
+    n, h, w, c = x.shape
+    cols = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 40, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        canvas[top : top + h, left : left + w] = x[i]
+    return Image.fromarray(np.ascontiguousarray(canvas[..., 0] if c == 1 else canvas))
+
+
+def save_image(path: Path, image: Image.Image) -> None:
+    """Write a PNG atomically."""
+    write_atomic(Path(path), lambda tmp: image.save(tmp, format="PNG"))

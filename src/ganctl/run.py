@@ -3,7 +3,8 @@
     RUN/config.json          the resolved config
     RUN/metrics.jsonl        one JSON object per logged or evaluated step
     RUN/checkpoints/         step-NNNNNNN.safetensors
-    RUN/samples/             step-NNNNNNN.png and final.png (2-D: points over the critic field)
+    RUN/samples/             step-NNNNNNN.png and final.png (2-D: points over the critic
+                             field; images: an 8 x 8 grid from fixed latents)
 
 Progress is reported through `on_event(kind, payload)`; nothing here prints.
 """
@@ -24,12 +25,14 @@ from ganctl.config import TrainConfig
 from ganctl.engine import Trainer, eval_mode
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_text_atomic
-from ganctl.render import scatter_over_field
+from ganctl.render import image_grid, save_image, scatter_over_field
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 W1_SAMPLES = 512  # exact assignment is O(n^3); 512 points take about a second
 FIELD_RESOLUTION = 128
 PLOT_POINTS = 1000
+GRID_IMAGES = 64  # an 8 x 8 grid from fixed latents
+EVAL_BATCH = 500
 
 
 def _due(step: int, every: int) -> bool:
@@ -85,49 +88,71 @@ def _step_of(line: str) -> int:
 
 
 class Evaluator:
-    """Fixed real points and fixed latents, drawn once from their own seeded stream, so every
+    """Fixed real samples and fixed latents, drawn once from their own seeded stream, so every
     evaluation and picture of a run (and of a resumed run) uses the same inputs."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
         cfg = trainer.cfg
         rng = trainer.eval_generator()
-        dataset = trainer.dataset
+        self.dataset = dataset = trainer.dataset
+        self.points = dataset.kind == "points"
+        self.latents = trainer.noise(cfg.eval_samples, rng)
+        if not self.points:
+            return
         self.real = dataset.sample(cfg.eval_samples, rng, trainer.device)
         self.n_w1 = min(W1_SAMPLES, cfg.eval_samples)
         self.real_w1 = dataset.sample(self.n_w1, rng, trainer.device)
-        self.latents = trainer.noise(cfg.eval_samples, rng)
         self.centres = dataset.centres_tensor()
-        lo = torch.quantile(self.real.cpu(), 0.001, dim=0)
-        hi = torch.quantile(self.real.cpu(), 0.999, dim=0)
-        centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.35
-        self.extent = (float(centre[0]) - half, float(centre[0]) + half, float(centre[1]) - half, float(centre[1]) + half)
+        self.extent = plot_extent(self.real)
         # The W1 a perfect generator would still show at this sample size.
         self.w1_floor = wasserstein1(self.real[: self.n_w1], self.real_w1)
 
     @torch.no_grad()
-    def fake(self) -> torch.Tensor:
+    def fake(self, n: int | None = None) -> torch.Tensor:
         net = self.trainer.sampler
+        latents = self.latents[:n]
         with eval_mode(net):
-            return net(self.latents)
+            return torch.cat([net(z).float() for z in latents.split(EVAL_BATCH)])
 
     def evaluate(self) -> dict[str, Any]:
         fake = self.fake()
+        if not self.points:
+            quality = getattr(self.dataset, "quality", None)
+            return quality(fake) if quality is not None else {}
         result: dict[str, Any] = {"w1": wasserstein1(fake[: self.n_w1], self.real_w1), "w1_floor": self.w1_floor}
         if self.centres is not None:
-            result.update(mixture_quality(fake, self.centres, self.trainer.dataset.std))
+            result.update(mixture_quality(fake, self.centres, self.dataset.std))
         return result
 
     def draw(self, path: Path, title: str) -> None:
-        xmin, xmax, ymin, ymax = self.extent
-        xs = torch.linspace(xmin, xmax, FIELD_RESOLUTION, device=self.trainer.device)
-        ys = torch.linspace(ymin, ymax, FIELD_RESOLUTION, device=self.trainer.device)
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
-        field = self.trainer.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
-        scatter_over_field(
-            path, self.extent, self.real[:PLOT_POINTS].cpu().numpy(), self.fake()[:PLOT_POINTS].cpu().numpy(),
-            field.cpu().numpy().astype(np.float64), title,
-        )
+        if not self.points:
+            save_image(path, image_grid(self.fake(GRID_IMAGES).cpu().numpy(), columns=8))
+            return
+        draw_points(path, self.trainer, self.real[:PLOT_POINTS], self.fake(PLOT_POINTS), title, self.extent)
+
+
+def plot_extent(real: torch.Tensor) -> tuple[float, float, float, float]:
+    """A square view around the central 99.8 % of the real points, with a margin."""
+    lo = torch.quantile(real.float().cpu(), 0.001, dim=0)
+    hi = torch.quantile(real.float().cpu(), 0.999, dim=0)
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.35
+    return (float(centre[0]) - half, float(centre[0]) + half, float(centre[1]) - half, float(centre[1]) + half)
+
+
+def draw_points(
+    path: Path, trainer: Trainer, real: torch.Tensor, fake: torch.Tensor, title: str,
+    extent: tuple[float, float, float, float] | None = None,
+) -> None:
+    """Real and generated 2-D points over the critic's value field, as a PNG."""
+    xmin, xmax, ymin, ymax = extent = extent or plot_extent(real)
+    xs = torch.linspace(xmin, xmax, FIELD_RESOLUTION, device=trainer.device)
+    ys = torch.linspace(ymin, ymax, FIELD_RESOLUTION, device=trainer.device)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+    field = trainer.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
+    scatter_over_field(
+        path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
+    )
 
 
 def train(
@@ -152,6 +177,8 @@ def train(
     write_text_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
     log = MetricsLog(out / "metrics.jsonl", trainer.step if resume is not None else None)
     evaluator = Evaluator(trainer)
+    for skipped in getattr(trainer.dataset, "skipped", []):
+        emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
     (out / "samples").mkdir(exist_ok=True)
     first_step = trainer.step
     emit("start", {"config": cfg.to_dict(), "device": str(trainer.device), "step": first_step, "out": str(out),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from ganctl import __version__
+from ganctl.cli.sample import sample
 from ganctl.cli.train import train
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(name="train")(train)
+app.command(name="sample")(sample)
 
 
 def _version(value: bool) -> None:

@@ -55,7 +55,8 @@ def _fmt(value: Any) -> str:
 
 # Short labels for the live line, in display order.
 _LIVE = (("loss_d", "loss_D"), ("wasserstein", "W"), ("penalty", "pen"), ("grad_norm", "|grad|"),
-         ("eval/modes", "modes"), ("eval/modes_hit", "hit"), ("eval/hq_share", "hq"), ("eval/w1", "W1"))
+         ("eval/modes", "modes"), ("eval/modes_hit", "hit"), ("eval/hq_share", "hq"),
+         ("eval/valid_share", "valid"), ("eval/w1", "W1"), ("amp_skipped", "amp_skip"))
 
 
 def metrics_line(record: dict[str, Any]) -> str:
@@ -103,6 +104,8 @@ class TrainProgress:
                 self.progress.update(self.task, metrics=metrics_line(self.last))
             else:
                 self.message(f"step {payload['step']}/{self.total}  {metrics_line(payload)}")
+        elif kind == "warning":
+            self.message(f"warning: {payload['message']}")
         elif kind == "checkpoint" and self.progress is None:
             self.message(f"checkpoint {payload['path']}")
 
@@ -117,7 +120,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     final = summary["final"]
     parts = [f"done: {summary['steps_trained']} steps in {summary['wall_s']:.1f} s"]
     if "modes" in final:
-        parts.append(f"modes {final['modes']}/{final['modes_total']}, high-quality {final['hq_share']:.1%}")
-    parts.append(f"W1 {final['w1']:.4f} (floor {final['w1_floor']:.4f})")
+        parts.append(f"modes {final['modes']}/{final['modes_total']} (hit {final['modes_hit']})")
+    if "hq_share" in final:
+        parts.append(f"high-quality {final['hq_share']:.1%}")
+    if "valid_share" in final:
+        parts.append(f"valid {final['valid_share']:.1%}")
+    if "w1" in final:
+        parts.append(f"W1 {final['w1']:.4f} (floor {final['w1_floor']:.4f})")
     for line in (", ".join(parts), f"checkpoint {summary['checkpoint']}", f"picture    {summary['picture']}"):
         stderr.print(line, markup=False, highlight=False, soft_wrap=True)

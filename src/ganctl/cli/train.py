@@ -27,7 +27,10 @@ def _opt(*names: str, help: str, panel: str | None = None) -> typer.models.Optio
 
 @handle_errors
 def train(
-    data: Annotated[Optional[str], _opt("--data", help="8gaussians | 25gaussians | swissroll | ring | checkerboard. [default: 25gaussians]")] = None,
+    data: Annotated[Optional[str], _opt("--data", help="8gaussians | 25gaussians | swissroll | ring | checkerboard | shapes, a folder of images, or FILE.npy/.npz. [default: 25gaussians]")] = None,
+    image_size: Annotated[Optional[int], _opt("--image-size", help="Images: side in pixels, resized and centre-cropped. [default: 32 for shapes, 64 for folders, an array's own]")] = None,
+    channels: Annotated[Optional[int], _opt("--channels", help="Images: 1 (grayscale) or 3 (RGB). [default: the source's]")] = None,
+    hflip: Annotated[Optional[bool], typer.Option("--hflip/--no-hflip", help="Images: random horizontal flips. [default: no]", show_default=False)] = None,
     lipschitz: Annotated[Optional[str], _opt("--lipschitz", help="clip | gp | zgp | r1 | r2 | sn | none. [default: gp]", panel=_METHOD)] = None,
     clip: Annotated[Optional[float], _opt("--clip", help="clip: weight bound c. [default: 0.01]", panel=_METHOD)] = None,
     penalty_weight: Annotated[Optional[float], _opt("--lambda", "--gamma", help="gp, zgp: lambda; r1, r2: gamma (penalty gamma/2 E||grad||^2). [default: 10]", panel=_METHOD)] = None,
@@ -44,11 +47,13 @@ def train(
     n_critic: Annotated[Optional[int], _opt("--n-critic", help="Critic steps per generator step.", panel=_OPTIM)] = None,
     batch_size: Annotated[Optional[int], _opt("--batch-size", help="Batch size. [default: 256]", panel=_OPTIM)] = None,
     steps: Annotated[Optional[int], _opt("--steps", help="Generator iterations. [default: 3000]", panel=_OPTIM)] = None,
+    lr_decay: Annotated[Optional[str], _opt("--lr-decay", help="none | linear (to 0 at the last step, as WGAN-GP's CIFAR code). [default: none]", panel=_OPTIM)] = None,
+    amp: Annotated[Optional[str], _opt("--amp", help="Mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler). [default: none]", panel=_OPTIM)] = None,
     ema_decay: Annotated[Optional[float], _opt("--ema-decay", help="Generator EMA decay, used for samples and evaluation; 0 disables. [default: 0.999]", panel=_OPTIM)] = None,
-    arch: Annotated[Optional[str], _opt("--arch", help="mlp. [default: mlp]", panel=_MODEL)] = None,
-    width: Annotated[Optional[int], _opt("--width", help="Hidden units per layer. [default: 256]", panel=_MODEL)] = None,
-    depth: Annotated[Optional[int], _opt("--depth", help="Hidden layers. [default: 3]", panel=_MODEL)] = None,
-    z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size. [default: 2]", panel=_MODEL)] = None,
+    arch: Annotated[Optional[str], _opt("--arch", help="mlp | dcgan | resnet (32 px). [default: mlp for 2-D data, dcgan for images]", panel=_MODEL)] = None,
+    width: Annotated[Optional[int], _opt("--width", help="MLP hidden units; dcgan/resnet base channels. [default: 256 / 64 / 128]", panel=_MODEL)] = None,
+    depth: Annotated[Optional[int], _opt("--depth", help="MLP hidden layers. [default: 3]", panel=_MODEL)] = None,
+    z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size. [default: 2 for 2-D data, 128 for images]", panel=_MODEL)] = None,
     critic_norm: Annotated[Optional[str], _opt("--critic-norm", help="none | layer | batch (refused under a penalty). [default: none]", panel=_MODEL)] = None,
     seed: Seed = None,
     device: Device = None,
@@ -76,7 +81,8 @@ def train(
         kwargs = {"resume": resume, "overrides": values, "out": out or run_dir_of(resume)}
     else:
         config = from_dict(values, where="options")
-        kwargs = {"config": config, "out": out or Path("runs") / f"{config.data}-{config.lipschitz}-seed{config.seed}"}
+        name = Path(config.data).stem or "data"
+        kwargs = {"config": config, "out": out or Path("runs") / f"{name}-{config.lipschitz}-seed{config.seed}"}
     with TrainProgress() as progress:
         summary = run_train(**kwargs, overwrite=overwrite, on_event=progress)
     if json_output:

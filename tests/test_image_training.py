@@ -1,0 +1,102 @@
+"""Short image training runs on CPU, resume on images, mixed precision and devices."""
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+import ganctl
+from conftest import small
+from ganctl import checkpoint
+from ganctl.engine import Trainer
+
+METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
+
+
+def tiny_images(**changes):
+    base = dict(data="shapes", width=8, z_dim=16, batch_size=16, steps=4, log_every=2, eval_samples=64)
+    base.update(changes)
+    return small(**base)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_short_image_run_for_each_method(method, tmp_path):
+    cfg = tiny_images(lipschitz=method, steps=3, eval_every=3, sample_every=3)
+    summary = ganctl.train(cfg, tmp_path / "run")
+    final = summary["final"]
+    assert summary["config"]["arch"] == "dcgan" and summary["config"]["image_size"] == 32
+    assert {"valid_share", "modes", "modes_hit", "modes_total"} <= final.keys() and final["modes_total"] == 20
+    assert all(math.isfinite(final[k]) for k in ("loss_d", "loss_g", "wasserstein", "grad_norm"))
+    grid = Image.open(tmp_path / "run" / "samples" / "final.png")
+    assert grid.size == (8 * 34 + 2, 8 * 34 + 2) and grid.mode == "RGB"
+    # The checkpoint rebuilds without reading any data.
+    ck = ganctl.load(tmp_path / "run")
+    assert ck.config.channels == 3 and ck.trainer._dataset is None
+
+
+def test_critic_separates_real_from_fake_on_shapes():
+    trainer = Trainer(tiny_images(lipschitz="gp", batch_size=32, n_critic=2))
+    for _ in range(15):
+        trainer.train_step()
+    assert trainer.pop_stats()["wasserstein"] > 0.05
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_image_resume_is_bitwise_with_and_without_amp(amp, tmp_path):
+    cfg = tiny_images(lipschitz="gp", amp=amp, n_critic=2)
+    straight = Trainer(cfg)
+    for _ in range(4):
+        straight.train_step()
+    first = Trainer(cfg)
+    for _ in range(2):
+        first.train_step()
+    path = checkpoint.save(first, tmp_path / "c.safetensors")
+    resumed = checkpoint.open_trainer(path)
+    for _ in range(2):
+        resumed.train_step()
+    for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.critic.parameters(), resumed.critic.parameters()):
+        assert torch.equal(a, b)
+    assert straight.scaler_d.get_scale() == resumed.scaler_d.get_scale()
+
+
+def test_fp16_overflow_skips_the_step_and_keeps_metrics_finite():
+    trainer = Trainer(tiny_images(lipschitz="gp", amp="fp16", n_critic=1))
+    trainer.scaler_d = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # certain overflow
+    for _ in range(3):
+        trainer.train_step()
+    stats = trainer.pop_stats()
+    assert stats["amp_skipped"] >= 1 and stats["amp_scale"] < 2.0**40
+    assert all(math.isfinite(v) for v in stats.values())
+
+
+def test_a_checkpoint_from_another_device_loads_and_says_so(tmp_path):
+    trainer = Trainer(tiny_images())
+    trainer.train_step()
+    path = checkpoint.save(trainer, tmp_path / "c.safetensors")
+    tensors, meta, _ = checkpoint.read(path)
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={**meta, "rng_device": "cuda"})  # as if written on a GPU
+    ck = ganctl.load(path)
+    assert ck.trainer.exact_resume is False
+    assert torch.equal(ck.generator.state_dict()["1.weight"], trainer.generator.state_dict()["1.weight"])
+
+
+def test_linear_lr_decay_reaches_zero_and_survives_a_longer_resume(tmp_path):
+    cfg = small(lr_decay="linear", steps=4)
+    trainer = Trainer(cfg)
+    assert trainer.cfg.decay_steps == 4
+    base = trainer.opt_g.param_groups[0]["lr"]
+    lrs = []
+    for _ in range(4):
+        trainer.train_step()
+        lrs.append(trainer.opt_g.param_groups[0]["lr"] / base)
+    assert lrs == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    path = checkpoint.save(trainer, tmp_path / "c.safetensors")
+    resumed = checkpoint.open_trainer(path, overrides={"steps": 8})
+    assert resumed.cfg.decay_steps == 4 and resumed.lr_factor() == 0.0
+    assert json.loads(checkpoint.read(path)[1]["config"])["decay_steps"] == 4
