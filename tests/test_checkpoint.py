@@ -142,7 +142,7 @@ def test_broken_checkpoints_give_one_clear_error(tmp_path, mutate, message):
 
 def test_resume_refuses_to_change_what_the_run_computes(tmp_path):
     path = _saved(tmp_path)
-    with pytest.raises(ConfigError, match=r"cannot change --lr-d \(checkpoint has 0.0001\)"):
-        checkpoint.open_trainer(path, overrides={"lr_d": 1e-3})
+    with pytest.raises(ConfigError, match=r"cannot change --lr-d \(checkpoint has 0.001\)"):
+        checkpoint.open_trainer(path, overrides={"lr_d": 1e-4})
     trainer = checkpoint.open_trainer(path, overrides={"steps": 50, "log_every": 7})
     assert (trainer.cfg.steps, trainer.cfg.log_every) == (50, 7)

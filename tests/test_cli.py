@@ -27,7 +27,7 @@ def test_train_json_files_and_exit_code(tmp_path):
     assert summary["step"] == 4 and summary["config"]["lipschitz"] == "gp"
     assert {"modes", "modes_total", "hq_share", "w1", "w1_floor", "loss_d", "wasserstein"} <= summary["final"].keys()
     run = tmp_path / "run"
-    assert json.loads((run / "config.json").read_text())["penalty_weight"] == 10.0
+    assert json.loads((run / "config.json").read_text())["penalty_weight"] == 0.1  # the 2-D recipe
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     assert "eval/modes" in records[-1] and "grad_norm" in records[0]

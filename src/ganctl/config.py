@@ -29,7 +29,7 @@ class TrainConfig:
 
     # --- models (None: follows the data; see README "Defaults") ------------------------
     arch: str | None = None  # mlp (2-D data) | dcgan (images) | resnet (32 px images)
-    width: int | None = None  # MLP: hidden units (256); dcgan/resnet: base channels (64/128)
+    width: int | None = None  # MLP: hidden units (128, measured); dcgan/resnet: base channels (64/128)
     depth: int = 3  # MLP hidden layers, generator and critic
     z_dim: int | None = None  # latent size: 2 for 2-D data (as the WGAN-GP toy code), 128 for images
     critic_norm: str = "none"  # none | layer | batch (batch is refused under a penalty)
@@ -202,7 +202,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
     validate(cfg)
     if data_kind(cfg.data) == "points":
-        cfg = _fill(cfg, arch="mlp", width=256, z_dim=2)
+        cfg = _fill(cfg, arch="mlp", width=128, z_dim=2)
     else:
         arch = cfg.arch or "dcgan"
         cfg = _fill(cfg, arch=arch, width=128 if arch == "resnet" else 64, z_dim=128)

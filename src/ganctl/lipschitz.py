@@ -72,6 +72,8 @@ class Lipschitz:
     recipe: ClassVar[Recipe] = Recipe(
         "ns", "adam", 2e-4, 2e-4, 0.5, 0.999, 1, "DCGAN (Radford et al. 2016)"
     )
+    # The recipe on the 2-D toy sets where it differs from the paper's main (image) recipe.
+    points_recipe: ClassVar[Recipe | None] = None
     # Settings that only this method may set; any other method refuses them.
     own_settings: ClassVar[tuple[str, ...]] = ()
 
@@ -92,7 +94,7 @@ class Lipschitz:
                 f"--reg-every {cfg.reg_every}: lazy regularisation needs a penalty, and"
                 f" --lipschitz {cls.name} has none"
             )
-        recipe = cls.recipe
+        recipe = cls.recipe_for(cfg.data)
         changes = {
             k: getattr(recipe, k)
             for k in ("loss", "optimizer", "lr_g", "lr_d", "n_critic", "penalty_weight")
@@ -107,6 +109,14 @@ class Lipschitz:
             if cfg.beta2 is None:
                 changes["beta2"] = 0.9 if recipe.beta2 is None else recipe.beta2
         return cfg.replace(**changes)
+
+    @classmethod
+    def recipe_for(cls, data: str) -> Recipe:
+        from ganctl.data import data_kind
+
+        if cls.points_recipe is not None and data_kind(data) == "points":
+            return cls.points_recipe
+        return cls.recipe
 
     @property
     def penalty_at(self) -> str | None:
@@ -204,6 +214,12 @@ class GradientPenalty(_Penalised):
     recipe = Recipe(
         "wasserstein", "adam", 1e-4, 1e-4, 0.5, 0.9, 5,
         "WGAN-GP (Gulrajani et al. 2017, Alg. 1)", penalty_weight=10.0,
+    )
+    # 2-D data: lambda 0.1 as the paper's released toy code (gan_toy.py), whose critic then
+    # moves the generator fast enough; lr 1e-3 measured (README, "Quality on 2-D data").
+    points_recipe = Recipe(
+        "wasserstein", "adam", 1e-3, 1e-3, 0.5, 0.9, 5,
+        "WGAN-GP toy code (gan_toy.py) lambda 0.1; lr 1e-3 measured", penalty_weight=0.1,
     )
     own_settings = ("penalty_weight", "gp_target", "one_sided", "penalty_at")
 
