@@ -41,6 +41,13 @@ class DownBlock(nn.Module):
         self.down = down
         self.shortcut = nn.Conv2d(a, b, 1) if (down or a != b) else nn.Identity()
 
+    def lipschitz_branches(self) -> list[list[tuple[str, nn.Module | float]]]:
+        """Main path and shortcut for `ganctl gradnorm`'s upper bound (ReLU: 1, 2 x 2 average
+        pooling: 1/2)."""
+        pool = [("avg_pool", 0.5)] if self.down else []
+        main = [("n1", self.n1), ("conv1", self.conv1), ("n2", self.n2), ("conv2", self.conv2), *pool]
+        return [main, [("shortcut", self.shortcut), *pool]]
+
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv2(F.relu(self.n2(self.conv1(F.relu(self.n1(x))))))
         s = self.shortcut(x)
@@ -54,6 +61,10 @@ class FirstBlock(nn.Module):
         super().__init__()
         self.conv1, self.conv2 = nn.Conv2d(c, w, 3, 1, 1), nn.Conv2d(w, w, 3, 1, 1)
         self.shortcut = nn.Conv2d(c, w, 1)
+
+    def lipschitz_branches(self) -> list[list[tuple[str, nn.Module | float]]]:
+        return [[("conv1", self.conv1), ("conv2", self.conv2), ("avg_pool", 0.5)],
+                [("avg_pool", 0.5), ("shortcut", self.shortcut)]]
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.avg_pool2d(self.conv2(F.relu(self.conv1(x))), 2)

@@ -1,0 +1,264 @@
+"""How Lipschitz a critic really is: the distribution of ||grad_x D(x)|| on point sets, an
+empirical lower bound, a layer-wise upper bound, and transport alignment.
+
+Every gradient comes from `ganctl.penalties.input_grads`, the function training penalises,
+taken in eval mode (spectral norm then runs no power iteration, so measuring changes nothing).
+
+Upper bound: the product, over the critic's layers in order, of each layer's Lipschitz
+constant. A linear layer's constant is its operator norm as the map it computes on its real
+input shape, found by power iteration on A^T A through autograd (x <- grad of ||A x||^2 / 2),
+so a convolution's norm accounts for its stride and padding, not the reshaped kernel's. ReLU,
+LeakyReLU (slope <= 1), tanh and flattening have constant 1; batch norm in eval mode is a
+per-channel scale; layer norm has no global constant, so a critic with it has no finite bound
+(reported as such). Residual blocks add their branches' bounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ganctl import penalties
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+VANISHING = 1e-3
+POWER_ITERATIONS = 50
+
+
+@torch.no_grad()
+def _eval(module: nn.Module) -> Callable[[], None]:
+    was = module.training
+    module.eval()
+    return lambda: module.train(was)
+
+
+def gradient_norms(critic: nn.Module, x: Tensor, batch: int = 4096) -> tuple[Tensor, Tensor]:
+    """(D(x), ||grad D(x)||) per sample, in batches, in eval mode."""
+    restore = _eval(critic)
+    try:
+        values, norms = [], []
+        for chunk in x.split(batch):
+            out, grads = penalties.input_grads(critic, chunk)
+            values.append(out.detach().reshape(-1))
+            norms.append(penalties.grad_norm(grads).detach())
+        return torch.cat(values), torch.cat(norms)
+    finally:
+        restore()
+
+
+def summarise(norms: Tensor, tol: float = 0.1) -> dict[str, float]:
+    """count, mean, std, min, quantiles, max and the shares above 1 + tol, below 1 - tol and
+    below 1e-3 (vanishing)."""
+    x = norms.detach().double().cpu()
+    q = torch.quantile(x, torch.tensor(QUANTILES, dtype=torch.float64))
+    stats = {"count": len(x), "mean": float(x.mean()), "std": float(x.std()) if len(x) > 1 else 0.0,
+             "min": float(x.min())}
+    stats.update({f"q{round(p * 100):02d}": float(v) for p, v in zip(QUANTILES, q)})
+    stats.update({
+        "max": float(x.max()),
+        "above": float((x > 1.0 + tol).double().mean()),
+        "below": float((x < 1.0 - tol).double().mean()),
+        "vanishing": float((x < VANISHING).double().mean()),
+    })
+    return stats
+
+
+def alignment(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor:
+    """cos(grad D(x_hat), x_real - x_fake) at interpolates: 1 for the optimal critic, whose
+    gradient points along the transport direction (Gulrajani et al. 2017, Proposition 1)."""
+    x_hat = penalties.interpolate(real, fake, generator)
+    restore = _eval(critic)
+    try:
+        _, grads = penalties.input_grads(critic, x_hat)
+    finally:
+        restore()
+    g, d = grads.flatten(1), (real - fake).flatten(1)
+    return torch.nn.functional.cosine_similarity(g, d, dim=1, eps=1e-12).detach()
+
+
+@torch.no_grad()
+def empirical_lower_bound(critic: nn.Module, x: Tensor, y: Tensor) -> float:
+    """max |D(x_i) - D(y_i)| / ||x_i - y_i|| over the given pairs: a lower bound on the
+    critic's Lipschitz constant (any pair is a witness)."""
+    restore = _eval(critic)
+    try:
+        dx = torch.linalg.vector_norm((x - y).flatten(1), dim=1)
+        dd = (critic(x) - critic(y)).reshape(-1).abs()
+    finally:
+        restore()
+    keep = dx > 1e-12
+    return float((dd[keep] / dx[keep]).max()) if keep.any() else 0.0
+
+
+# --- the layer-wise upper bound ------------------------------------------------------------
+@dataclass
+class LayerBound:
+    name: str
+    kind: str
+    bound: float  # inf where no finite constant exists
+    how: str
+
+
+def operator_norm(fn: Callable[[Tensor], Tensor], shape: tuple[int, ...], iterations: int = POWER_ITERATIONS,
+                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> float:
+    """The operator norm of the affine map `fn` (bias removed: fn(x) - fn(0)) on inputs of
+    `shape` (batch of one), by power iteration on A^T A."""
+    zero = torch.zeros((1, *shape), device=device)
+    with torch.no_grad():
+        offset = fn(zero)
+    x = torch.randn((1, *shape), generator=generator, device=device)
+    x = x / x.norm()
+    sigma = 0.0
+    for _ in range(iterations):
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            ax = fn(x) - offset
+            (ata_x,) = torch.autograd.grad(0.5 * ax.pow(2).sum(), x)
+        sigma = float(ax.detach().norm())
+        norm = ata_x.norm()
+        if norm == 0:
+            return 0.0
+        x = ata_x / norm
+    with torch.no_grad():
+        return max(sigma, float((fn(x) - offset).norm()))
+
+
+_UNIT = (nn.ReLU, nn.Tanh, nn.Identity, nn.Flatten, nn.Dropout)
+
+
+def _layer_bound(name: str, module: nn.Module, in_shape: tuple[int, ...], device: torch.device) -> LayerBound:
+    kind = type(module).__name__
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+        how = "power iteration on the layer's map" + (" (spectral-normalised weight)" if hasattr(module, "parametrizations") else "")
+        return LayerBound(name, kind, operator_norm(module, in_shape, device=device), how)
+    if isinstance(module, (nn.AvgPool2d, nn.Upsample)):
+        return LayerBound(name, kind, operator_norm(module, in_shape, device=device), "power iteration on the layer's map")
+    if isinstance(module, nn.LeakyReLU):
+        return LayerBound(name, kind, max(1.0, abs(module.negative_slope)), "max(1, |slope|)")
+    if isinstance(module, _UNIT) or kind in ("Flatten", "Unflatten"):
+        return LayerBound(name, kind, 1.0, "1-Lipschitz")
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        scale = (module.weight if module.affine else torch.ones_like(module.running_var)).abs()
+        return LayerBound(name, kind, float((scale / torch.sqrt(module.running_var + module.eps)).max()),
+                          "max |gamma| / sqrt(running var + eps) (eval mode)")
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        return LayerBound(name, kind, math.inf, "no global Lipschitz constant (normalisation by the input's own scale)")
+    return LayerBound(name, kind, math.inf, "unknown layer: no bound")
+
+
+def upper_bound(critic: nn.Module, sample_shape: tuple[int, ...], device: torch.device | str = "cpu") -> tuple[float, list[LayerBound]]:
+    """The product of per-layer constants along the critic (branches of a residual block
+    add), and the per-layer table."""
+    device = torch.device(device)
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def record(mod: nn.Module, args: tuple) -> None:  # a pre-hook must return None
+        if args and torch.is_tensor(args[0]):
+            shapes.setdefault(mod, tuple(args[0].shape[1:]))
+
+    hooks = [m.register_forward_pre_hook(record) for m in critic.modules()]
+    restore = _eval(critic)
+    try:
+        with torch.no_grad():
+            critic(torch.zeros((1, *sample_shape), device=device))
+        for h in hooks:
+            h.remove()
+        table: list[LayerBound] = []
+        total = _bound(critic, "", shapes, table, device)
+    finally:
+        for h in hooks:
+            h.remove()
+        restore()
+    return total, table
+
+
+def _bound(module: nn.Module, name: str, shapes: dict, table: list[LayerBound], device: torch.device) -> float:
+    branches = getattr(module, "lipschitz_branches", None)
+    if branches is not None:  # a residual block: sum over branches of the product along each
+        total = 0.0
+        for branch in branches():
+            prod = 1.0
+            for child_name, child in branch:
+                if isinstance(child, float):  # a functional step with a known constant
+                    prod *= child
+                    continue
+                prod *= _bound(child, f"{name}.{child_name}" if name else child_name, shapes, table, device)
+            total += prod
+        return total
+    if isinstance(module, nn.Sequential) or (len(list(module.children())) and not _is_leaf(module)):
+        prod = 1.0
+        for child_name, child in module.named_children():
+            if child in shapes:
+                prod *= _bound(child, f"{name}.{child_name}" if name else child_name, shapes, table, device)
+        return prod
+    entry = _layer_bound(name, module, shapes[module], device)
+    table.append(entry)
+    return entry.bound
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    # A parametrized (spectral-norm) layer has children (its parametrizations) but is one layer.
+    return hasattr(module, "parametrizations") or isinstance(module, (nn.Linear, nn.Conv2d))
+
+
+# --- the whole report -------------------------------------------------------------------
+def verdict(interp: dict[str, float], tol: float) -> tuple[str, str]:
+    """One word and a sentence for the interpolate norms."""
+    if interp["vanishing"] > 0.5 or interp["q50"] < 1e-2:
+        return "vanishing", f"median norm {interp['q50']:.3g}: the critic is nearly flat where the penalty looks"
+    if interp["q50"] > 10.0:
+        return "exploding", f"median norm {interp['q50']:.3g}: far above 1"
+    if interp["above"] > 0.05:
+        return "violating", f"{interp['above']:.1%} of interpolates have norm above 1 + {tol}"
+    if interp["below"] > 0.5:
+        return "under-using", f"{interp['below']:.1%} of interpolates have norm below 1 - {tol}: Lipschitz but far from the optimal critic's unit norm"
+    return "within tolerance", f"{1 - interp['above'] - interp['below']:.1%} of interpolates within 1 +/- {tol}"
+
+
+def analyse(trainer: Any, n: int = 4096, seed: int = 0, tol: float = 0.1, raw: bool = False,
+            noise_std: float | None = None, real: Tensor | None = None, bounds: bool = True) -> dict[str, Any]:
+    """The full report for a trainer (from `ganctl.load`): per point set statistics,
+    bounds, alignment, verdict, and the time it took."""
+    started = time.perf_counter()
+    device = trainer.device
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    if real is None:
+        real = trainer.dataset.sample(n, g, device)
+    real = real[:n].to(device)
+    n = len(real)
+    fake = trainer.sample(n, g, raw=raw)
+    x_hat = penalties.interpolate(real, fake, g)
+    sets = {"real": real, "fake": fake, "interp": x_hat}
+    if noise_std:
+        sets["real+noise"] = real + noise_std * torch.randn(real.shape, generator=g, device=device)
+    report: dict[str, Any] = {"n": n, "seed": seed, "tol": tol, "generator": "raw" if raw or trainer.ema is None else "ema",
+                              "step": trainer.step, "sets": {}}
+    largest = 0.0
+    norms_by_set = {}
+    for name, x in sets.items():
+        _, norms = gradient_norms(trainer.critic, x)
+        norms_by_set[name] = norms
+        report["sets"][name] = summarise(norms, tol)
+        largest = max(largest, float(norms.max()))
+    cos = alignment(trainer.critic, real, fake, g)
+    report["alignment"] = {"mean": float(cos.mean()), **{f"q{round(p * 100):02d}": float(v) for p, v in
+                           zip(QUANTILES, torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64)))}}
+    pair_bound = empirical_lower_bound(trainer.critic, real, fake)
+    lower = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
+    report["lower_bound"] = lower
+    if bounds:
+        total, table = upper_bound(trainer.critic, tuple(real.shape[1:]), device)
+        report["upper_bound"] = {"value": total if math.isfinite(total) else None,
+                                 "method": "product of per-layer operator norms; convolutions by power iteration on the layer's map",
+                                 "layers": [vars(e) | {"bound": e.bound if math.isfinite(e.bound) else None} for e in table]}
+    word, why = verdict(report["sets"]["interp"], tol)
+    report["verdict"] = {"status": word, "detail": why}
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    report["_norms"] = norms_by_set  # tensors for histograms; dropped from JSON
+    return report

@@ -1,0 +1,112 @@
+"""The gradient-norm analysis against analytic critics, finite differences and dense
+Jacobians."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import Linear, small
+from ganctl.analysis import gradnorm
+from ganctl.engine import Trainer
+
+
+def test_linear_critic_has_norm_w_everywhere_and_geometric_alignment():
+    w = torch.tensor([3.0, 4.0])
+    critic = Linear(w)
+    x = torch.randn(500, 2)
+    _, norms = gradnorm.gradient_norms(critic, x, batch=64)
+    assert torch.allclose(norms, torch.full((500,), 5.0))
+    stats = gradnorm.summarise(norms, tol=0.1)
+    assert stats["mean"] == pytest.approx(5.0) and stats["above"] == 1.0 and stats["below"] == 0.0
+    # Alignment: cos(w, real - fake). Fake = real - t * w gives cos 1; real - fake orthogonal to w gives 0.
+    real = torch.randn(100, 2)
+    g = torch.Generator().manual_seed(0)
+    along = gradnorm.alignment(critic, real, real - 0.5 * w, g)
+    across = gradnorm.alignment(critic, real, real - torch.tensor([4.0, -3.0]), g)
+    assert torch.allclose(along, torch.ones(100)) and torch.allclose(across, torch.zeros(100), atol=1e-6)
+
+
+def test_image_shaped_linear_critic_uses_the_norm_over_c_h_w():
+    w = torch.randn(3, 8, 8)
+    _, norms = gradnorm.gradient_norms(Linear(w), torch.randn(10, 3, 8, 8))
+    assert torch.allclose(norms, torch.full((10,), float(w.norm())), rtol=1e-5)
+
+
+def test_scaling_the_last_layer_by_k_scales_norms_and_bounds_by_k():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1))
+    x = torch.randn(200, 2)
+    _, before = gradnorm.gradient_norms(critic, x)
+    ub_before, _ = gradnorm.upper_bound(critic, (2,))
+    with torch.no_grad():
+        critic[2].weight.mul_(3.0)
+    _, after = gradnorm.gradient_norms(critic, x)
+    ub_after, _ = gradnorm.upper_bound(critic, (2,))
+    assert torch.allclose(after, 3 * before, rtol=1e-5)
+    assert ub_after == pytest.approx(3 * ub_before, rel=1e-3)
+
+
+def test_finite_differences_agree_with_reported_norms_on_a_trained_critic():
+    trainer = Trainer(small(lipschitz="gp", steps=20))
+    for _ in range(20):
+        trainer.train_step()
+    critic = trainer.critic.double()
+    x = torch.randn(20, 2, dtype=torch.float64)
+    _, norms = gradnorm.gradient_norms(critic, x)
+    h = 1e-6
+    with torch.no_grad():
+        fd = torch.stack([(critic(x + h * e) - critic(x - h * e)).reshape(-1) / (2 * h)
+                          for e in torch.eye(2, dtype=torch.float64)], dim=1)
+    assert torch.allclose(norms, fd.norm(dim=1), rtol=1e-5)
+
+
+def test_convolution_operator_norm_is_the_dense_jacobians_not_the_kernels():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+    shape = (2, 6, 6)
+    jac = torch.autograd.functional.jacobian(lambda v: conv(v.reshape(1, *shape)).flatten(), torch.zeros(72))
+    dense = float(torch.linalg.matrix_norm(jac, 2))
+    assert gradnorm.operator_norm(conv, shape, iterations=200) == pytest.approx(dense, rel=1e-4)
+    kernel = float(torch.linalg.matrix_norm(conv.weight.detach().reshape(3, -1), 2))
+    assert abs(dense - kernel) > 0.01  # the two differ; ganctl reports the first
+
+
+@pytest.mark.parametrize("data,arch", [("8gaussians", "mlp"), ("shapes", "dcgan"), ("shapes", "resnet")])
+@pytest.mark.parametrize("method", ["gp", "sn"])
+def test_upper_bound_is_never_below_the_empirical_lower_bound(data, arch, method):
+    trainer = Trainer(small(data=data, arch=arch, width=8, z_dim=8, lipschitz=method, batch_size=16, n_critic=1))
+    for _ in range(3):
+        trainer.train_step()
+    shape = trainer.dataset.shape
+    x, y = torch.randn(64, *shape), torch.randn(64, *shape)
+    _, norms = gradnorm.gradient_norms(trainer.critic, x)
+    lower = max(gradnorm.empirical_lower_bound(trainer.critic, x, y), float(norms.max()))
+    upper, table = gradnorm.upper_bound(trainer.critic, shape)
+    assert math.isfinite(upper) and upper >= lower > 0
+    assert all(e.bound >= 0 for e in table)
+
+
+def test_layer_norm_critic_has_no_finite_bound():
+    trainer = Trainer(small(data="shapes", width=4, z_dim=8, critic_norm="layer", batch_size=8))
+    upper, table = gradnorm.upper_bound(trainer.critic, (3, 32, 32))
+    assert upper == math.inf and any(e.kind == "GroupNorm" and e.bound == math.inf for e in table)
+
+
+def test_verdicts():
+    ok = gradnorm.summarise(torch.full((100,), 1.0))
+    assert gradnorm.verdict(ok, 0.1)[0] == "within tolerance"
+    assert gradnorm.verdict(gradnorm.summarise(torch.full((100,), 1.5)), 0.1)[0] == "violating"
+    assert gradnorm.verdict(gradnorm.summarise(torch.full((100,), 1e-4)), 0.1)[0] == "vanishing"
+    assert gradnorm.verdict(gradnorm.summarise(torch.full((100,), 50.0)), 0.1)[0] == "exploding"
+
+
+def test_analyse_reports_every_set_and_is_fast_enough_to_batch(tmp_path):
+    trainer = Trainer(small(lipschitz="gp"))
+    report = gradnorm.analyse(trainer, n=4096, seed=0, noise_std=0.01)
+    assert set(report["sets"]) == {"real", "fake", "interp", "real+noise"}
+    assert report["sets"]["interp"]["count"] == 4096
+    assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
+    keys = {"count", "mean", "std", "min", "q01", "q05", "q25", "q50", "q75", "q95", "q99", "max", "above", "below", "vanishing"}
+    assert keys == set(report["sets"]["real"])
