@@ -101,3 +101,35 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> 
 def save_image(path: Path, image: Image.Image) -> None:
     """Write a PNG atomically."""
     write_atomic(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+
+
+SET_COLOURS = {"real": (230, 120, 0), "fake": (0, 140, 60), "interp": (40, 80, 200), "real+noise": (150, 60, 160)}
+
+
+def histograms(path: Path, values: dict[str, np.ndarray], title: str, bins: int = 60, size: tuple[int, int] = (640, 360)) -> None:
+    """Overlaid step histograms of non-negative values (gradient norms) per named set, with a
+    vertical line at 1, drawn with pillow."""
+    w, h = size
+    left, right, top, bottom = 50, 20, 30, 40
+    hi = max(1.2, max(float(np.max(v)) for v in values.values()) * 1.05)
+    edges = np.linspace(0.0, hi, bins + 1)
+    counts = {k: np.histogram(v, bins=edges)[0] / max(len(v), 1) for k, v in values.items()}
+    top_share = max(float(c.max()) for c in counts.values()) or 1.0
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    x_of = lambda v: left + (w - left - right) * v / hi  # noqa: E731
+    y_of = lambda c: h - bottom - (h - top - bottom) * c / top_share  # noqa: E731
+    draw.line([(left, h - bottom), (w - right, h - bottom)], fill=(0, 0, 0))
+    draw.line([(x_of(1.0), top), (x_of(1.0), h - bottom)], fill=(120, 120, 120))
+    draw.text((x_of(1.0) + 3, top), "1", fill=(80, 80, 80))
+    for tick in np.linspace(0.0, hi, 5):
+        draw.text((x_of(tick) - 10, h - bottom + 5), f"{tick:.2g}", fill=(0, 0, 0))
+    for i, (name, c) in enumerate(counts.items()):
+        colour = SET_COLOURS.get(name, (0, 0, 0))
+        points = []
+        for b in range(bins):
+            points += [(x_of(edges[b]), y_of(c[b])), (x_of(edges[b + 1]), y_of(c[b]))]
+        draw.line(points, fill=colour, width=2)
+        draw.text((w - right - 120, top + 14 * i), name, fill=colour)
+    draw.text((left, 8), title, fill=(0, 0, 0))
+    save_image(path, canvas)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from ganctl import __version__
+from ganctl.cli.gradnorm import gradnorm
 from ganctl.cli.sample import sample
 from ganctl.cli.train import train
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.command(name="train")(train)
 app.command(name="sample")(sample)
+app.command(name="gradnorm")(gradnorm)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,118 @@
+"""`ganctl gradnorm`: how Lipschitz a checkpoint's critic is, for people and for CI.
+
+Exit codes: 0 every threshold holds, 1 a threshold is broken (the message says which and by
+how much), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ganctl.cli.options import Device, Json
+from ganctl.cli.output import EXIT_CHECK_FAILED, fail, handle_errors, print_json, stderr
+
+
+def check_thresholds(report: dict[str, Any], max_violation: float | None, max_norm: float | None,
+                     min_norm: float | None) -> list[str]:
+    """The broken thresholds, each as a sentence with the numbers."""
+    interp = report["sets"]["interp"]
+    broken = []
+    if max_violation is not None and interp["above"] > max_violation:
+        broken.append(f"violation share {interp['above']:.4f} > --max-violation {max_violation} (by {interp['above'] - max_violation:.4f})")
+    largest = max(s["max"] for s in report["sets"].values())
+    if max_norm is not None and largest > max_norm:
+        broken.append(f"largest gradient norm {largest:.4f} > --max-norm {max_norm} (by {largest - max_norm:.4f})")
+    if min_norm is not None and interp["mean"] < min_norm:
+        broken.append(f"mean interpolate norm {interp['mean']:.4f} < --min-norm {min_norm} (by {min_norm - interp['mean']:.4f})")
+    return broken
+
+
+def _table(report: dict[str, Any]) -> None:
+    cols = ("mean", "std", "min", "q05", "q50", "q95", "max", "above", "below", "vanishing")
+    if not stderr.is_terminal:  # plain, whitespace-separated columns when piped
+        print("\t".join(("set", *cols)), file=sys.stderr)
+        for name, s in report["sets"].items():
+            print("\t".join((name, *(f"{s[c]:.6g}" for c in cols))), file=sys.stderr)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"||grad D(x)||  step {report['step']}  n={report['n']}  tol={report['tol']}")
+    table.add_column("set")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, s in report["sets"].items():
+        table.add_row(name, *(f"{s[c]:.1%}" if c in ("above", "below", "vanishing") else f"{s[c]:.4g}" for c in cols))
+    stderr.print(table)
+
+
+def _histogram(norms: Any, width: int = 40, bins: int = 12) -> list[str]:
+    import torch
+
+    x = norms.double().cpu()
+    hi = max(float(x.max()), 1e-12)
+    counts = torch.histc(x, bins=bins, min=0.0, max=hi)
+    top = float(counts.max()) or 1.0
+    edges = [hi * i / bins for i in range(bins + 1)]
+    return [f"{edges[i]:8.3g}-{edges[i + 1]:<8.3g} {'#' * round(width * float(c) / top)}" for i, c in enumerate(counts)]
+
+
+@handle_errors
+def gradnorm(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder (its latest checkpoint).", show_default=False)],
+    n: Annotated[int, typer.Option("--n", help="Points per set.")] = 4096,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for data, latents and interpolation.")] = 0,
+    tol: Annotated[float, typer.Option("--tol", help="Norms above 1 + tol are violations, below 1 - tol under-use.")] = 0.1,
+    raw: Annotated[bool, typer.Option("--raw", help="Generated points from the raw generator instead of the EMA one.")] = False,
+    noise: Annotated[Optional[float], typer.Option("--noise", help="Also measure at real points plus N(0, noise^2) noise.", show_default=False)] = None,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Draw the overlaid histograms to this PNG.", show_default=False)] = None,
+    max_violation: Annotated[Optional[float], typer.Option("--max-violation", help="Fail (exit 1) when the interpolates' violation share exceeds this.", show_default=False)] = None,
+    max_norm: Annotated[Optional[float], typer.Option("--max-norm", help="Fail when any measured norm exceeds this.", show_default=False)] = None,
+    min_norm: Annotated[Optional[float], typer.Option("--min-norm", help="Fail when the interpolates' mean norm is below this.", show_default=False)] = None,
+    device: Device = None,
+    json_output: Json = False,
+) -> None:
+    """Measure the critic's input-gradient norm on real, generated and interpolated points."""
+    from ganctl.analysis.gradnorm import analyse
+    from ganctl.checkpoint import open_trainer
+    from ganctl.devices import resolve_device
+    from ganctl.errors import ConfigError
+
+    if n <= 0:
+        raise ConfigError(f"--n must be > 0, got {n}")
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise ConfigError(f"--tol must be a finite number >= 0, got {tol}")
+    trainer = open_trainer(checkpoint, device=str(resolve_device(device or "cpu")))
+    report = analyse(trainer, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise)
+    norms = report.pop("_norms")
+    report["checkpoint"] = str(trainer.checkpoint_path)
+    broken = check_thresholds(report, max_violation, max_norm, min_norm)
+    report["thresholds"] = {"max_violation": max_violation, "max_norm": max_norm, "min_norm": min_norm,
+                            "broken": broken, "passed": not broken}
+    if png is not None:
+        from ganctl.render import histograms
+
+        histograms(png, {k: v.cpu().numpy() for k, v in norms.items()}, f"||grad D||  step {report['step']}")
+    if json_output:
+        print_json(report)
+    else:
+        _table(report)
+        for line in _histogram(norms["interp"]):
+            stderr.print(f"interp {line}", markup=False, highlight=False)
+        lb, ub = report["lower_bound"], report["upper_bound"]
+        stderr.print(f"Lipschitz lower bound {lb['value']:.4g} (pairs {lb['pairs']:.4g}, largest norm {lb['max_grad_norm']:.4g});"
+                     f" upper bound {ub['value'] if ub['value'] is None else format(ub['value'], '.4g')} ({ub['method']})",
+                     markup=False, highlight=False, soft_wrap=True)
+        al = report["alignment"]
+        stderr.print(f"alignment cos(grad D(x_hat), x_real - x_fake): mean {al['mean']:.3f}, median {al['q50']:.3f}",
+                     markup=False, highlight=False)
+        v = report["verdict"]
+        stderr.print(f"verdict: {v['status']}: {v['detail']}", markup=False, highlight=False, soft_wrap=True)
+    if broken:
+        for line in broken:
+            stderr.print(f"threshold broken: {line}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CHECK_FAILED)
