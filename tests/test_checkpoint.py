@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -146,3 +147,21 @@ def test_resume_refuses_to_change_what_the_run_computes(tmp_path):
         checkpoint.open_trainer(path, overrides={"lr_d": 1e-4})
     trainer = checkpoint.open_trainer(path, overrides={"steps": 50, "log_every": 7})
     assert (trainer.cfg.steps, trainer.cfg.log_every) == (50, 7)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    # mkstemp makes 0o600 temporaries; what lands at the user's path must not stay that way.
+    from ganctl.fileio import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "new.txt", "x")
+        existing = tmp_path / "shared.txt"
+        existing.write_text("old")
+        existing.chmod(0o664)
+        write_text_atomic(existing, "new")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+    assert existing.stat().st_mode & 0o777 == 0o664
+    assert existing.read_text() == "new"
