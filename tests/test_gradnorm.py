@@ -110,3 +110,19 @@ def test_analyse_reports_every_set_and_is_fast_enough_to_batch(tmp_path):
     assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
     keys = {"count", "mean", "std", "min", "q01", "q05", "q25", "q50", "q75", "q95", "q99", "max", "above", "below", "vanishing"}
     assert keys == set(report["sets"]["real"])
+
+
+def test_alignment_uses_the_optimal_coupling_so_the_optimal_critic_scores_one():
+    # Real points shifted by t*w: the optimal plan moves each point along w, and the linear
+    # critic w.x is then optimal up to scale, so every optimally coupled pair has cos 1. The
+    # same sets paired at random (as in the penalty) score far less.
+    w = torch.tensor([0.6, 0.8])
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 2, generator=g)
+    fake = (real - 0.3 * w)[torch.randperm(300, generator=g)]
+    perm = gradnorm.optimal_coupling(real, fake)
+    assert torch.allclose(fake[perm], real - 0.3 * w)
+    coupled = gradnorm.alignment(Linear(w), real, fake[perm], g)
+    random = gradnorm.alignment(Linear(w), real, fake, g)
+    assert torch.allclose(coupled, torch.ones(300), atol=1e-6)
+    assert random.mean() < 0.5

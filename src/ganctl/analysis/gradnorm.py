@@ -28,6 +28,7 @@ from ganctl import penalties
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 VANISHING = 1e-3
 POWER_ITERATIONS = 50
+ALIGNMENT_PAIRS = 512  # the exact coupling is O(n^3): 512 pairs take about 0.6 s on a CPU
 
 
 @torch.no_grad()
@@ -68,9 +69,20 @@ def summarise(norms: Tensor, tol: float = 0.1) -> dict[str, float]:
     return stats
 
 
+def optimal_coupling(real: Tensor, fake: Tensor) -> Tensor:
+    """The permutation `perm` that pairs real[i] with fake[perm[i]] at the least total
+    Euclidean distance: the empirical optimal transport plan of W1 between the two sets."""
+    from ganctl.analysis.quality import linear_assignment
+
+    cost = torch.cdist(real.flatten(1).double().cpu(), fake.flatten(1).double().cpu())
+    return torch.from_numpy(linear_assignment(cost.numpy())).to(fake.device)
+
+
 def alignment(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor:
-    """cos(grad D(x_hat), x_real - x_fake) at interpolates: 1 for the optimal critic, whose
-    gradient points along the transport direction (Gulrajani et al. 2017, Proposition 1)."""
+    """cos(grad D(x_hat), x_real - x_fake) at x_hat = e x_real + (1 - e) x_fake for the given
+    pairs. Pairs drawn from the optimal coupling (see `optimal_coupling`) give 1 for the
+    optimal critic, whose gradient points along the transport direction (Gulrajani et al.
+    2017, Proposition 1); independently drawn pairs do not, even then."""
     x_hat = penalties.interpolate(real, fake, generator)
     restore = _eval(critic)
     try:
@@ -246,9 +258,11 @@ def analyse(trainer: Any, n: int = 4096, seed: int = 0, tol: float = 0.1, raw: b
         norms_by_set[name] = norms
         report["sets"][name] = summarise(norms, tol)
         largest = max(largest, float(norms.max()))
-    cos = alignment(trainer.critic, real, fake, g)
-    report["alignment"] = {"mean": float(cos.mean()), **{f"q{round(p * 100):02d}": float(v) for p, v in
-                           zip(QUANTILES, torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64)))}}
+    k = min(n, ALIGNMENT_PAIRS)
+    cos = alignment(trainer.critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
+    report["alignment"] = {"pairs": k, "coupling": "optimal", "mean": float(cos.mean()),
+                           **{f"q{round(p * 100):02d}": float(v) for p, v in
+                              zip(QUANTILES, torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64)))}}
     pair_bound = empirical_lower_bound(trainer.critic, real, fake)
     lower = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
     report["lower_bound"] = lower

@@ -108,7 +108,8 @@ def gradnorm(
                      f" upper bound {ub['value'] if ub['value'] is None else format(ub['value'], '.4g')} ({ub['method']})",
                      markup=False, highlight=False, soft_wrap=True)
         al = report["alignment"]
-        stderr.print(f"alignment cos(grad D(x_hat), x_real - x_fake): mean {al['mean']:.3f}, median {al['q50']:.3f}",
+        stderr.print(f"alignment cos(grad D(x_hat), x_real - x_fake) on {al['pairs']} optimally coupled pairs:"
+                     f" mean {al['mean']:.3f}, median {al['q50']:.3f} (1 at the optimal critic)",
                      markup=False, highlight=False)
         v = report["verdict"]
         stderr.print(f"verdict: {v['status']}: {v['detail']}", markup=False, highlight=False, soft_wrap=True)
