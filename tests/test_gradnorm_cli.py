@@ -16,10 +16,17 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gn") / "run"
-    ganctl.train(small(lipschitz="gp", steps=10), out)
-    return out
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gn")
+    for method in ("clip", "gp"):
+        ganctl.train(small(lipschitz=method, steps=10, ckpt_every=4), root / method)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(runs):
+    """One checkpoint file (a folder means the whole trajectory)."""
+    return runs / "gp" / "checkpoints" / "step-0000010.safetensors"
 
 
 def invoke(*args):
@@ -61,3 +68,30 @@ def test_bad_input_exits_2(run, args, message):
 def test_missing_checkpoint_exits_2(tmp_path):
     r = invoke(tmp_path / "none")
     assert r.exit_code == 2 and "none" in r.stderr
+
+
+def test_a_run_folder_gives_the_trajectory_over_its_checkpoints(runs, tmp_path):
+    r = invoke(runs / "clip", runs / "gp", "--n", "256", "--json", "--png", tmp_path / "t.png")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert [run["name"] for run in report["runs"]] == ["clip", "gp"]
+    for run in report["runs"]:
+        assert [c["step"] for c in run["checkpoints"]] == [4, 8, 10]
+    # Each row is the single-checkpoint report of that checkpoint (same points, same seed).
+    last = report["runs"][1]["checkpoints"][-1]
+    single = json.loads(invoke(last["checkpoint"], "--n", "256", "--json").stdout)
+    assert last["sets"] == single["sets"] and last["alignment"] == single["alignment"]
+    assert Image.open(tmp_path / "t.png").size == (760, 400)
+    # Thresholds judge each run's last checkpoint; the message names the run.
+    r = invoke(runs / "clip", runs / "gp", "--n", "256", "--min-norm", "0.5")
+    assert r.exit_code == 1 and "clip: mean interpolate norm" in r.stderr and "gp:" not in r.stderr
+    assert r.stderr.splitlines()[0].split("\t")[:3] == ["run", "step", "interp_mean"]
+
+
+def test_data_option_measures_on_other_real_points(run):
+    own = json.loads(invoke(run, "--n", "256", "--json").stdout)
+    other = json.loads(invoke(run, "--n", "256", "--json", "--data", "ring").stdout)
+    assert other["data"] == "ring" and own["data"] == "8gaussians"
+    assert other["sets"]["real"] != own["sets"]["real"] and other["sets"]["fake"] == own["sets"]["fake"]
+    r = invoke(run, "--data", "shapes")
+    assert r.exit_code == 2 and "--data shapes" in r.stderr and "(2,)" in r.stderr

@@ -133,3 +133,66 @@ def histograms(path: Path, values: dict[str, np.ndarray], title: str, bins: int 
         draw.text((w - right - 120, top + 14 * i), name, fill=colour)
     draw.text((left, 8), title, fill=(0, 0, 0))
     save_image(path, canvas)
+
+
+RUN_COLOURS = ((40, 80, 200), (200, 60, 40), (0, 140, 60), (150, 60, 160), (230, 120, 0), (0, 150, 160), (90, 90, 90))
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
+    """Round tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
+    raw = (hi - lo) / max(count - 1, 1)
+    power = 10.0 ** np.floor(np.log10(raw)) if raw > 0 else 1.0
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw) if raw > 0 else 1.0
+    return np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
+
+
+def quantile_trajectories(path: Path, runs: dict[str, dict[str, np.ndarray]], title: str,
+                          size: tuple[int, int] = (760, 400)) -> None:
+    """Gradient-norm quantiles against training step, one colour per run, on a log10 axis
+    (clipped critics' norms vanish by orders of magnitude): the median as a thick line, the 5 %
+    and 95 % quantiles thin, and a grey line at norm 1. Exact zeros (dead ReLU regions) sit on
+    the axis marked 0. `runs` maps a name to arrays `step`, `q05`, `q50`, `q95`."""
+    w, h = size
+    left, right, top, bottom = 60, 130, 30, 40
+    steps = np.concatenate([r["step"] for r in runs.values()]).astype(np.float64)
+    values = np.concatenate([np.concatenate([r["q05"], r["q50"], r["q95"]]) for r in runs.values()])
+    positive = values[values > 0]
+    logs = np.log10(positive) if positive.size else np.zeros(1)
+    lo, hi = np.floor(min(float(logs.min()), -0.5)), np.ceil(max(float(logs.max()), 0.5))
+    if positive.size < values.size:
+        lo -= 1  # one decade of room below the smallest positive value for the zeros
+    s_lo, s_hi = float(steps.min()), float(steps.max())
+    if s_hi == s_lo:
+        s_lo, s_hi = s_lo - 1.0, s_hi + 1.0
+    x_of = lambda s: left + (w - left - right) * (s - s_lo) / (s_hi - s_lo)  # noqa: E731
+    y_of = lambda v: h - bottom - (h - top - bottom) * ((np.log10(v) if v > 0 else lo) - lo) / (hi - lo)  # noqa: E731
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.line([(left, h - bottom), (w - right, h - bottom)], fill=(0, 0, 0))
+    draw.line([(left, top), (left, h - bottom)], fill=(0, 0, 0))
+    decades = range(int(lo) + (1 if positive.size < values.size else 0), int(hi) + 1)
+    label_every = max(1, len(decades) // 8)
+    for i, e in enumerate(decades):
+        y = y_of(10.0 ** e)
+        draw.line([(left - 4, y), (left, y)], fill=(0, 0, 0))
+        if i % label_every == 0 or e == 0:
+            draw.text((6, y - 6), f"1e{e}", fill=(0, 0, 0))
+    if positive.size < values.size:
+        draw.text((6, h - bottom - 6), "0", fill=(0, 0, 0))
+    draw.line([(left, y_of(1.0)), (w - right, y_of(1.0))], fill=(160, 160, 160))
+    for tick in _nice_ticks(s_lo, s_hi):
+        draw.line([(x_of(tick), h - bottom), (x_of(tick), h - bottom + 4)], fill=(0, 0, 0))
+        draw.text((x_of(tick) - 12, h - bottom + 6), f"{tick:g}", fill=(0, 0, 0))
+    draw.text(((w - right + left) // 2 - 15, h - 16), "step", fill=(0, 0, 0))
+    for i, (name, r) in enumerate(runs.items()):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        for key, width in (("q05", 1), ("q95", 1), ("q50", 3)):
+            points = [(x_of(float(s)), y_of(float(v))) for s, v in zip(r["step"], r[key])]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=width)
+            for x, y in points:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+        draw.line([(w - right + 10, top + 10 + 16 * i), (w - right + 28, top + 10 + 16 * i)], fill=colour, width=3)
+        draw.text((w - right + 32, top + 4 + 16 * i), name[:16], fill=colour)
+    draw.text((left, 8), title, fill=(0, 0, 0))
+    save_image(path, canvas)

@@ -33,6 +33,8 @@ FIELD_RESOLUTION = 128
 PLOT_POINTS = 1000
 GRID_IMAGES = 64  # an 8 x 8 grid from fixed latents
 EVAL_BATCH = 500
+GRADNORM_POINTS = 512  # interpolates measured at each eval (the gradnorm command's summary)
+GRADNORM_TOL = 0.1
 
 
 def _due(step: int, every: int) -> bool:
@@ -98,6 +100,10 @@ class Evaluator:
         self.dataset = dataset = trainer.dataset
         self.points = dataset.kind == "points"
         self.latents = trainer.noise(cfg.eval_samples, rng)
+        # Real points for the gradient-norm summary, from a stream of their own so that adding
+        # them changed no other evaluation input.
+        self.n_gradnorm = min(GRADNORM_POINTS, cfg.eval_samples)
+        self.real_gradnorm = dataset.sample(self.n_gradnorm, trainer.eval_generator(offset=1), trainer.device)
         if not self.points:
             return
         self.real = dataset.sample(cfg.eval_samples, rng, trainer.device)
@@ -117,13 +123,25 @@ class Evaluator:
 
     def evaluate(self) -> dict[str, Any]:
         fake = self.fake()
+        result: dict[str, Any] = self.gradnorm(fake[: self.n_gradnorm])
         if not self.points:
             quality = getattr(self.dataset, "quality", None)
-            return quality(fake) if quality is not None else {}
-        result: dict[str, Any] = {"w1": wasserstein1(fake[: self.n_w1], self.real_w1), "w1_floor": self.w1_floor}
+            return {**(quality(fake) if quality is not None else {}), **result}
+        result.update({"w1": wasserstein1(fake[: self.n_w1], self.real_w1), "w1_floor": self.w1_floor})
         if self.centres is not None:
             result.update(mixture_quality(fake, self.centres, self.dataset.std))
         return result
+
+    def gradnorm(self, fake: torch.Tensor) -> dict[str, float]:
+        """`ganctl gradnorm`'s interpolate summary: ||grad D(x_hat)|| on fixed real points and
+        the fixed latents' samples, with interpolation coefficients drawn the same every time."""
+        from ganctl.analysis.gradnorm import gradient_norms, summarise
+        from ganctl.penalties import interpolate
+
+        x_hat = interpolate(self.real_gradnorm, fake.to(self.real_gradnorm.dtype), self.trainer.eval_generator(offset=2))
+        stats = summarise(gradient_norms(self.trainer.critic, x_hat)[1], GRADNORM_TOL)
+        return {"gradnorm_mean": stats["mean"], "gradnorm_q50": stats["q50"], "violation_share": stats["above"],
+                "vanishing_share": stats["vanishing"]}
 
     def draw(self, path: Path, title: str) -> None:
         if not self.points:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -232,17 +233,38 @@ def verdict(interp: dict[str, float], tol: float) -> tuple[str, str]:
     return "within tolerance", f"{1 - interp['above'] - interp['below']:.1%} of interpolates within 1 +/- {tol}"
 
 
+def real_points(trainer: Any, n: int, seed: int = 0, data: str | None = None) -> Tensor:
+    """n real points on the trainer's device, from a stream seeded by `seed`: from the
+    checkpoint's own data, or from `data` (any `--data` value) when given, which must have the
+    critic's input shape."""
+    import dataclasses
+
+    from ganctl.data import load_dataset, sample_shape
+    from ganctl.errors import DataError
+
+    g = torch.Generator(device=trainer.device)
+    g.manual_seed(seed)
+    if data is None:
+        return trainer.dataset.sample(n, g, trainer.device)
+    points = load_dataset(dataclasses.replace(trainer.cfg, data=data)).sample(n, g, trainer.device)
+    expected = sample_shape(trainer.cfg)
+    if tuple(points.shape[1:]) != expected:
+        raise DataError(f"--data {data}: its points have shape {tuple(points.shape[1:])}, but this critic takes {expected}"
+                        f" (the checkpoint was trained on {trainer.cfg.data})")
+    return points
+
+
 def analyse(trainer: Any, n: int = 4096, seed: int = 0, tol: float = 0.1, raw: bool = False,
             noise_std: float | None = None, real: Tensor | None = None, bounds: bool = True) -> dict[str, Any]:
     """The full report for a trainer (from `ganctl.load`): per point set statistics,
     bounds, alignment, verdict, and the time it took."""
     started = time.perf_counter()
     device = trainer.device
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
     if real is None:
-        real = trainer.dataset.sample(n, g, device)
+        real = real_points(trainer, n, seed)
     real = real[:n].to(device)
+    g = torch.Generator(device=device)  # latents, interpolation and noise: a stream apart from
+    g.manual_seed(seed + 1)  # the real points', so passing `real` in changes nothing else
     n = len(real)
     fake = trainer.sample(n, g, raw=raw)
     x_hat = penalties.interpolate(real, fake, g)
@@ -276,3 +298,27 @@ def analyse(trainer: Any, n: int = 4096, seed: int = 0, tol: float = 0.1, raw: b
     report["seconds"] = round(time.perf_counter() - started, 3)
     report["_norms"] = norms_by_set  # tensors for histograms; dropped from JSON
     return report
+
+
+def trajectory(run: Path, n: int = 1024, seed: int = 0, tol: float = 0.1, raw: bool = False,
+               device: str = "cpu", data: str | None = None, noise_std: float | None = None) -> list[dict[str, Any]]:
+    """`analyse` at every checkpoint of a run (a run folder, or one checkpoint file), in step
+    order, on the same real points, latents and interpolation coefficients throughout. Each
+    row keeps the upper bound's value, not its per-layer table."""
+    from ganctl.checkpoint import find_checkpoint, list_checkpoints, open_trainer
+
+    run = Path(run)
+    paths = list_checkpoints(run) if run.is_dir() else []
+    if not paths:
+        paths = [find_checkpoint(run)]  # a file, or a clear error for a folder with none
+    rows, real = [], None
+    for path in paths:
+        trainer = open_trainer(path, device=device)
+        if real is None:
+            real = real_points(trainer, n, seed, data)
+        report = analyse(trainer, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise_std, real=real)
+        report.pop("_norms")
+        report["upper_bound"].pop("layers")
+        report["checkpoint"] = str(path)
+        rows.append(report)
+    return rows

@@ -63,36 +63,69 @@ def _histogram(norms: Any, width: int = 40, bins: int = 12) -> list[str]:
 
 @handle_errors
 def gradnorm(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder (its latest checkpoint).", show_default=False)],
-    n: Annotated[int, typer.Option("--n", help="Points per set.")] = 4096,
+    paths: Annotated[list[Path], typer.Argument(
+        help="A checkpoint file (one report), or run folders / checkpoints whose every checkpoint is measured (a trajectory over steps).",
+        show_default=False, metavar="CKPT_OR_RUN")],
+    n: Annotated[Optional[int], typer.Option("--n", help="Points per set (default 4096 for one checkpoint, 1024 per checkpoint of a trajectory).", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data, latents and interpolation.")] = 0,
     tol: Annotated[float, typer.Option("--tol", help="Norms above 1 + tol are violations, below 1 - tol under-use.")] = 0.1,
     raw: Annotated[bool, typer.Option("--raw", help="Generated points from the raw generator instead of the EMA one.")] = False,
+    data: Annotated[Optional[str], typer.Option("--data", help="Real points from this data (a built-in set, folder or array) instead of the checkpoint's.", show_default=False)] = None,
     noise: Annotated[Optional[float], typer.Option("--noise", help="Also measure at real points plus N(0, noise^2) noise.", show_default=False)] = None,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Draw the overlaid histograms to this PNG.", show_default=False)] = None,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Draw the overlaid histograms (one checkpoint) or the quantiles against step (a trajectory) to this PNG.", show_default=False)] = None,
     max_violation: Annotated[Optional[float], typer.Option("--max-violation", help="Fail (exit 1) when the interpolates' violation share exceeds this.", show_default=False)] = None,
     max_norm: Annotated[Optional[float], typer.Option("--max-norm", help="Fail when any measured norm exceeds this.", show_default=False)] = None,
     min_norm: Annotated[Optional[float], typer.Option("--min-norm", help="Fail when the interpolates' mean norm is below this.", show_default=False)] = None,
     device: Device = None,
     json_output: Json = False,
 ) -> None:
-    """Measure the critic's input-gradient norm on real, generated and interpolated points."""
-    from ganctl.analysis.gradnorm import analyse
-    from ganctl.checkpoint import open_trainer
+    """Measure the critic's input-gradient norm on real, generated and interpolated points.
+
+    Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input. For a trajectory the thresholds apply to each run's last checkpoint.
+    """
     from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
 
-    if n <= 0:
+    if n is not None and n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
     if not (tol >= 0 and math.isfinite(tol)):
         raise ConfigError(f"--tol must be a finite number >= 0, got {tol}")
-    trainer = open_trainer(checkpoint, device=str(resolve_device(device or "cpu")))
-    report = analyse(trainer, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise)
+    if noise is not None and not (noise > 0 and math.isfinite(noise)):
+        raise ConfigError(f"--noise must be a finite number > 0, got {noise}")
+    device_name = str(resolve_device(device or "cpu"))
+    limits = (max_violation, max_norm, min_norm)
+    if len(paths) == 1 and not paths[0].is_dir():
+        _one(paths[0], n or 4096, seed, tol, raw, data, noise, png, limits, device_name, json_output)
+    else:
+        _trajectories(paths, n or 1024, seed, tol, raw, data, noise, png, limits, device_name, json_output)
+
+
+def _thresholds(reports: dict[str, dict[str, Any]], limits: tuple) -> dict[str, Any]:
+    broken = [f"{name}: {line}" if name else line for name, report in reports.items()
+              for line in check_thresholds(report, *limits)]
+    max_violation, max_norm, min_norm = limits
+    return {"max_violation": max_violation, "max_norm": max_norm, "min_norm": min_norm, "broken": broken, "passed": not broken}
+
+
+def _finish(thresholds: dict[str, Any]) -> None:
+    for line in thresholds["broken"]:
+        stderr.print(f"threshold broken: {line}", markup=False, highlight=False, soft_wrap=True)
+    if thresholds["broken"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _one(path: Path, n: int, seed: int, tol: float, raw: bool, data: str | None, noise: float | None,
+         png: Path | None, limits: tuple, device: str, json_output: bool) -> None:
+    from ganctl.analysis.gradnorm import analyse, real_points
+    from ganctl.checkpoint import open_trainer
+
+    trainer = open_trainer(path, device=device)
+    real = real_points(trainer, n, seed, data) if data is not None else None
+    report = analyse(trainer, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise, real=real)
     norms = report.pop("_norms")
     report["checkpoint"] = str(trainer.checkpoint_path)
-    broken = check_thresholds(report, max_violation, max_norm, min_norm)
-    report["thresholds"] = {"max_violation": max_violation, "max_norm": max_norm, "min_norm": min_norm,
-                            "broken": broken, "passed": not broken}
+    report["data"] = data or trainer.cfg.data
+    report["thresholds"] = _thresholds({"": report}, limits)
     if png is not None:
         from ganctl.render import histograms
 
@@ -113,7 +146,64 @@ def gradnorm(
                      markup=False, highlight=False)
         v = report["verdict"]
         stderr.print(f"verdict: {v['status']}: {v['detail']}", markup=False, highlight=False, soft_wrap=True)
-    if broken:
-        for line in broken:
-            stderr.print(f"threshold broken: {line}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    _finish(report["thresholds"])
+
+
+TRAJECTORY_COLUMNS = (("step", "step"), ("interp mean", "mean"), ("q05", "q05"), ("q50", "q50"), ("q95", "q95"),
+                      ("above", "above"), ("vanishing", "vanishing"), ("align", None), ("lower", None), ("verdict", None))
+
+
+def _row(report: dict[str, Any]) -> list[str]:
+    s = report["sets"]["interp"]
+    return [str(report["step"]), *(f"{s[k]:.4g}" for k in ("mean", "q05", "q50", "q95")),
+            f"{s['above']:.1%}", f"{s['vanishing']:.1%}", f"{report['alignment']['mean']:.3f}",
+            f"{report['lower_bound']['value']:.4g}", report["verdict"]["status"]]
+
+
+def _trajectories(paths: list[Path], n: int, seed: int, tol: float, raw: bool, data: str | None, noise: float | None,
+                  png: Path | None, limits: tuple, device: str, json_output: bool) -> None:
+    import time
+
+    from ganctl.analysis.gradnorm import trajectory
+
+    started = time.perf_counter()
+    names = _names(paths)
+    runs = {name: trajectory(path, n=n, seed=seed, tol=tol, raw=raw, device=device, data=data, noise_std=noise)
+            for name, path in zip(names, paths)}
+    thresholds = _thresholds({name: rows[-1] for name, rows in runs.items()}, limits)
+    if png is not None:
+        import numpy as np
+
+        from ganctl.render import quantile_trajectories
+
+        series = {name: {"step": np.array([r["step"] for r in rows]),
+                         **{q: np.array([r["sets"]["interp"][q] for r in rows]) for q in ("q05", "q50", "q95")}}
+                  for name, rows in runs.items()}
+        quantile_trajectories(png, series, "||grad D(x_hat)|| at interpolates, by step: median (thick), q05 and q95 (thin)")
+    if json_output:
+        print_json({"runs": [{"run": str(path), "name": name, "checkpoints": runs[name]} for name, path in zip(names, paths)],
+                    "n": n, "seed": seed, "tol": tol, "thresholds": thresholds,
+                    "seconds": round(time.perf_counter() - started, 3)})
+    elif stderr.is_terminal:
+        from rich.table import Table
+
+        for name, rows in runs.items():
+            table = Table(title=f"{name}: ||grad D(x_hat)|| on interpolates, n={n}, tol={tol}")
+            for label, _ in TRAJECTORY_COLUMNS:
+                table.add_column(label, justify="left" if label == "verdict" else "right")
+            for report in rows:
+                table.add_row(*_row(report))
+            stderr.print(table)
+    else:
+        print("\t".join(("run", *(label.replace(" ", "_") for label, _ in TRAJECTORY_COLUMNS))), file=sys.stderr)
+        for name, rows in runs.items():
+            for report in rows:
+                print("\t".join((name, *_row(report))), file=sys.stderr)
+    _finish(thresholds)
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Short distinct names for the runs: their folder names, or the full paths when two
+    share a name."""
+    names = [(p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else p).name or str(p) for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]

@@ -56,7 +56,8 @@ def _fmt(value: Any) -> str:
 # Short labels for the live line, in display order.
 _LIVE = (("loss_d", "loss_D"), ("wasserstein", "W"), ("penalty", "pen"), ("grad_norm", "|grad|"),
          ("eval/modes", "modes"), ("eval/modes_hit", "hit"), ("eval/hq_share", "hq"),
-         ("eval/valid_share", "valid"), ("eval/w1", "W1"), ("amp_skipped", "amp_skip"))
+         ("eval/valid_share", "valid"), ("eval/w1", "W1"), ("eval/gradnorm_mean", "|grad x_hat|"),
+         ("eval/violation_share", "viol"), ("amp_skipped", "amp_skip"))
 
 
 def metrics_line(record: dict[str, Any]) -> str:
