@@ -13,9 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The gradient penalty and weight clipping on the same data, then how Lipschitz each critic
+# was over training (the comparison of the WGAN-GP paper's Figure 1(b)).
 demo: $(STAMP)
-	$(BIN)/ganctl train --data 8gaussians --steps 1000 --out runs/demo --overwrite
-	@echo "pictures: runs/demo/samples/"
+	$(BIN)/ganctl train --data 8gaussians --lipschitz gp --steps 1000 --ckpt-every 200 --out runs/demo/gp --overwrite
+	$(BIN)/ganctl train --data 8gaussians --lipschitz clip --steps 1000 --ckpt-every 200 --out runs/demo/clip --overwrite
+	$(BIN)/ganctl gradnorm runs/demo/clip runs/demo/gp --png runs/demo/gradnorm.png
+	@echo "pictures: runs/demo/gp/samples/, runs/demo/clip/samples/, runs/demo/gradnorm.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -29,6 +29,7 @@ from ganctl import penalties
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 VANISHING = 1e-3
 POWER_ITERATIONS = 50
+BATCH_VALUES = 1 << 22
 ALIGNMENT_PAIRS = 512  # the exact coupling is O(n^3): 512 pairs take about 0.6 s on a CPU
 
 
@@ -39,8 +40,11 @@ def _eval(module: nn.Module) -> Callable[[], None]:
     return lambda: module.train(was)
 
 
-def gradient_norms(critic: nn.Module, x: Tensor, batch: int = 4096) -> tuple[Tensor, Tensor]:
-    """(D(x), ||grad D(x)||) per sample, in batches, in eval mode."""
+def gradient_norms(critic: nn.Module, x: Tensor, batch: int | None = None) -> tuple[Tensor, Tensor]:
+    """(D(x), ||grad D(x)||) per sample, in eval mode, in batches of `batch` (by default 4096
+    points, fewer for images: about 4 million input values a batch)."""
+    if batch is None:
+        batch = min(4096, max(1, BATCH_VALUES // max(1, x[0].numel())))
     restore = _eval(critic)
     try:
         values, norms = [], []
