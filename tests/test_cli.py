@@ -130,3 +130,10 @@ def test_cli_help_does_not_import_torch():
 def test_python_dash_m_and_version():
     out = subprocess.run([sys.executable, "-m", "ganctl", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("ganctl ")
+
+
+def test_help_shows_the_defaults():
+    # Square brackets in help text are rich markup and vanish; defaults must stay visible.
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "(default: 3000)" in r.stdout and "(default: 128 / 64 / 128)" in r.stdout

@@ -40,16 +40,17 @@ def field_image(values: np.ndarray) -> np.ndarray:
 
 
 def scatter_over_field(
-    path: Path,
+    path: Path | None,
     extent: tuple[float, float, float, float],
     real: np.ndarray,
     fake: np.ndarray,
     field: np.ndarray | None = None,
     title: str = "",
     size: int = 512,
-) -> None:
-    """Real (orange) and generated (green) points over the critic's value field.
-    extent = (xmin, xmax, ymin, ymax); field has shape (H, W) over that extent, y upwards."""
+) -> Image.Image:
+    """Real (orange) and generated (green) points over the critic's value field, written to
+    `path` unless it is None, and returned. extent = (xmin, xmax, ymin, ymax); field has shape
+    (H, W) over that extent, y upwards."""
     xmin, xmax, ymin, ymax = extent
     if field is not None:
         smooth = Image.fromarray(np.ascontiguousarray(np.flipud(field), dtype=np.float32)).resize((size, size), Image.BILINEAR)
@@ -74,7 +75,9 @@ def scatter_over_field(
     label.text((6, 5), title, fill=(0, 0, 0))
     label.text((size - 150, 5), "real", fill=REAL_COLOUR)
     label.text((size - 110, 5), "generated", fill=FAKE_COLOUR)
-    write_atomic(path, lambda tmp: framed.save(tmp, format="PNG"))
+    if path is not None:
+        save_image(path, framed)
+    return framed
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -106,9 +109,10 @@ def save_image(path: Path, image: Image.Image) -> None:
 SET_COLOURS = {"real": (230, 120, 0), "fake": (0, 140, 60), "interp": (40, 80, 200), "real+noise": (150, 60, 160)}
 
 
-def histograms(path: Path, values: dict[str, np.ndarray], title: str, bins: int = 60, size: tuple[int, int] = (640, 360)) -> None:
+def histograms(path: Path | None, values: dict[str, np.ndarray], title: str, bins: int = 60,
+               size: tuple[int, int] = (640, 360)) -> Image.Image:
     """Overlaid step histograms of non-negative values (gradient norms) per named set, with a
-    vertical line at 1, drawn with pillow."""
+    vertical line at 1, drawn with pillow; written to `path` unless it is None, and returned."""
     w, h = size
     left, right, top, bottom = 50, 20, 30, 40
     hi = max(1.2, max(float(np.max(v)) for v in values.values()) * 1.05)
@@ -132,7 +136,9 @@ def histograms(path: Path, values: dict[str, np.ndarray], title: str, bins: int 
         draw.line(points, fill=colour, width=2)
         draw.text((w - right - 120, top + 14 * i), name, fill=colour)
     draw.text((left, 8), title, fill=(0, 0, 0))
-    save_image(path, canvas)
+    if path is not None:
+        save_image(path, canvas)
+    return canvas
 
 
 RUN_COLOURS = ((40, 80, 200), (200, 60, 40), (0, 140, 60), (150, 60, 160), (230, 120, 0), (0, 150, 160), (90, 90, 90))

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ganctl import checkpoint
 from ganctl.analysis.quality import mixture_quality, wasserstein1
@@ -143,11 +144,15 @@ class Evaluator:
         return {"gradnorm_mean": stats["mean"], "gradnorm_q50": stats["q50"], "violation_share": stats["above"],
                 "vanishing_share": stats["vanishing"]}
 
-    def draw(self, path: Path, title: str) -> None:
+    def draw(self, path: Path | None, title: str) -> Image.Image:
+        """The run's picture (a grid from fixed latents, or 2-D points over the critic's
+        field), saved to `path` unless it is None, and returned."""
         if not self.points:
-            save_image(path, image_grid(self.fake(GRID_IMAGES).cpu().numpy(), columns=8))
-            return
-        draw_points(path, self.trainer, self.real[:PLOT_POINTS], self.fake(PLOT_POINTS), title, self.extent)
+            grid = image_grid(self.fake(GRID_IMAGES).cpu().numpy(), columns=8)
+            if path is not None:
+                save_image(path, grid)
+            return grid
+        return draw_points(path, self.trainer, self.real[:PLOT_POINTS], self.fake(PLOT_POINTS), title, self.extent)
 
 
 def plot_extent(real: torch.Tensor) -> tuple[float, float, float, float]:
@@ -159,16 +164,16 @@ def plot_extent(real: torch.Tensor) -> tuple[float, float, float, float]:
 
 
 def draw_points(
-    path: Path, trainer: Trainer, real: torch.Tensor, fake: torch.Tensor, title: str,
+    path: Path | None, trainer: Trainer, real: torch.Tensor, fake: torch.Tensor, title: str,
     extent: tuple[float, float, float, float] | None = None,
-) -> None:
+) -> Image.Image:
     """Real and generated 2-D points over the critic's value field, as a PNG."""
     xmin, xmax, ymin, ymax = extent = extent or plot_extent(real)
     xs = torch.linspace(xmin, xmax, FIELD_RESOLUTION, device=trainer.device)
     ys = torch.linspace(ymin, ymax, FIELD_RESOLUTION, device=trainer.device)
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
     field = trainer.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
-    scatter_over_field(
+    return scatter_over_field(
         path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
     )
 

@@ -16,7 +16,7 @@ def sample(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file or a run folder (its latest checkpoint).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="samples.png (grid or 2-D scatter), a folder (one PNG per image), .npy or .safetensors.")],
     n: Annotated[int, typer.Option("--n", help="Samples (with --interpolate: strips).")] = 64,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="png | dir | npy | safetensors. [default: from --out]", show_default=False)] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="png | dir | npy | safetensors. (default: from --out)", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the latents.")] = 0,
     raw: Annotated[bool, typer.Option("--raw", help="Use the raw generator instead of the EMA one.")] = False,
     interpolate: Annotated[int, typer.Option("--interpolate", help="K > 1: n strips of K samples along spherical paths between two latents.")] = 0,
