@@ -128,6 +128,51 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return float(value) if base is float else value
 
 
+FLAG_ALIASES = {"lambda": "penalty_weight", "gamma": "penalty_weight", "config": None, "resume": None}
+
+
+def parse_flags(args: list[str], where: str = "options", positionals: list[str] | None = None) -> dict[str, Any]:
+    """`ganctl train`-style flags given as words (``--lr-d 1e-4``, ``--lr-d=1e-4``, ``--hflip``,
+    ``--no-hflip``, ``--lambda 0.1``) as config values, each converted to its field's type.
+    Other words go to `positionals` when it is given, else they are an error."""
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("--"):
+            if positionals is None:
+                raise ConfigError(f"{where}: expected an option, got {word!r}")
+            positionals.append(word)
+            i += 1
+            continue
+        flag, has_value, raw = word[2:].partition("=")
+        name = flag.replace("-", "_")
+        name = FLAG_ALIASES.get(name, name)
+        negated = False
+        if name is not None and name not in field_names() and name.startswith("no_") and name[3:] in field_names():
+            name, negated = name[3:], True
+        if name is None or name not in field_names():
+            raise ConfigError(f"{where}: unknown option --{flag}; any setting of `ganctl train` is accepted (see ganctl train --help)")
+        base, _ = _expected_type(name)
+        if base is bool:
+            if has_value:
+                raise ConfigError(f"{where}: --{flag} takes no value (use --{flag} or --no-{flag})")
+            values[name] = not negated
+            i += 1
+            continue
+        if not has_value:
+            if i + 1 >= len(args):
+                raise ConfigError(f"{where}: --{flag} needs a value")
+            raw = args[i + 1]
+            i += 1
+        i += 1
+        try:
+            values[name] = base(raw)
+        except ValueError:
+            raise ConfigError(f"{where}: --{flag} must be {base.__name__}, got {raw!r}") from None
+    return values
+
+
 def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     """Build a config from plain data (TOML file, checkpoint metadata), checking names and types."""
     known = set(field_names())

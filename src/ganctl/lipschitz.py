@@ -21,6 +21,10 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
 
+# Settings that belong to some methods only; a method refuses the ones it does not own.
+METHOD_SETTINGS = ("clip", "penalty_weight", "gp_target", "one_sided", "penalty_at")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A method's published training recipe: what `None` in a `TrainConfig` resolves to."""
@@ -82,8 +86,7 @@ class Lipschitz:
 
     @classmethod
     def resolve(cls, cfg: TrainConfig) -> TrainConfig:
-        method_only = ("clip", "penalty_weight", "gp_target", "one_sided", "penalty_at")
-        for name in method_only:
+        for name in METHOD_SETTINGS:
             if name not in cls.own_settings and getattr(cfg, name) is not None:
                 raise ConfigError(
                     f"{_flag(name)} does not apply to --lipschitz {cls.name}"

@@ -149,7 +149,8 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
     raw = (hi - lo) / max(count - 1, 1)
     power = 10.0 ** np.floor(np.log10(raw)) if raw > 0 else 1.0
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw) if raw > 0 else 1.0
-    return np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
+    ticks = np.arange(np.ceil(lo / step), np.floor(hi / step) + 1) * step
+    return np.where(np.abs(ticks) < step * 1e-9, 0.0, ticks) + 0.0  # no "-0" label
 
 
 def quantile_trajectories(path: Path, runs: dict[str, dict[str, np.ndarray]], title: str,
@@ -202,3 +203,59 @@ def quantile_trajectories(path: Path, runs: dict[str, dict[str, np.ndarray]], ti
         draw.text((w - right + 32, top + 4 + 16 * i), name[:16], fill=colour)
     draw.text((left, 8), title, fill=(0, 0, 0))
     save_image(path, canvas)
+
+
+def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, y_label: str = "",
+               size: tuple[int, int] = (720, 300)) -> Image.Image:
+    """Lines of y against step on linear axes, one colour per named series, legend on the right."""
+    w, h = size
+    left, right, top, bottom = 70, 130, 30, 36
+    xs = np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in series.values()] or [np.zeros(1)])
+    ys = np.concatenate([np.asarray(y, dtype=np.float64) for _, y in series.values()] or [np.zeros(1)])
+    finite = ys[np.isfinite(ys)]
+    y_lo, y_hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if y_hi - y_lo < 1e-12:
+        y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+    pad = 0.05 * (y_hi - y_lo)
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    x_lo, x_hi = float(xs.min()), float(xs.max())
+    if x_hi == x_lo:
+        x_lo, x_hi = x_lo - 1.0, x_hi + 1.0
+    x_of = lambda v: left + (w - left - right) * (v - x_lo) / (x_hi - x_lo)  # noqa: E731
+    y_of = lambda v: h - bottom - (h - top - bottom) * (v - y_lo) / (y_hi - y_lo)  # noqa: E731
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.line([(left, h - bottom), (w - right, h - bottom)], fill=(0, 0, 0))
+    draw.line([(left, top), (left, h - bottom)], fill=(0, 0, 0))
+    for tick in _nice_ticks(y_lo, y_hi):
+        draw.line([(left - 4, y_of(tick)), (left, y_of(tick))], fill=(0, 0, 0))
+        draw.text((6, y_of(tick) - 6), f"{tick:.3g}", fill=(0, 0, 0))
+    for tick in _nice_ticks(x_lo, x_hi):
+        draw.line([(x_of(tick), h - bottom), (x_of(tick), h - bottom + 4)], fill=(0, 0, 0))
+        draw.text((x_of(tick) - 12, h - bottom + 6), f"{tick:g}", fill=(0, 0, 0))
+    for i, (name, (x, y)) in enumerate(series.items()):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        points = [(x_of(float(a)), y_of(float(b))) for a, b in zip(x, y) if np.isfinite(b)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        elif points:
+            px, py = points[0]
+            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
+        draw.line([(w - right + 10, top + 10 + 16 * i), (w - right + 28, top + 10 + 16 * i)], fill=colour, width=3)
+        draw.text((w - right + 32, top + 4 + 16 * i), name[:16], fill=colour)
+    draw.text((left, 8), f"{title}" + (f"  ({y_label})" if y_label else ""), fill=(0, 0, 0))
+    return canvas
+
+
+def stack(images: list[Image.Image], vertical: bool = True, pad: int = 6) -> Image.Image:
+    """Images one below (or beside) the other on white."""
+    if vertical:
+        size = (max(i.width for i in images), sum(i.height for i in images) + pad * (len(images) - 1))
+    else:
+        size = (sum(i.width for i in images) + pad * (len(images) - 1), max(i.height for i in images))
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    offset = 0
+    for image in images:
+        canvas.paste(image, (0, offset) if vertical else (offset, 0))
+        offset += (image.height if vertical else image.width) + pad
+    return canvas

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from ganctl import __version__
+from ganctl.cli.compare import compare
 from ganctl.cli.gradnorm import gradnorm
 from ganctl.cli.sample import sample
 from ganctl.cli.train import train
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.command(name="train")(train)
 app.command(name="sample")(sample)
 app.command(name="gradnorm")(gradnorm)
+app.command(name="compare", options_metavar="[OPTIONS] [RUN_OR_CKPT]... [TRAIN OPTIONS]", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(compare)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,126 @@
+"""`ganctl compare`: the Lipschitz methods side by side on the same data, seeds and budget,
+or existing runs and checkpoints compared without training."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ganctl.cli.options import Device, Json
+from ganctl.cli.output import TrainProgress, handle_errors, print_json, stderr
+
+DEFAULT_METHODS = "clip,gp,zgp,r1,sn"
+
+
+class CompareProgress:
+    """One line per run, then the run's own progress (bar on a terminal, lines when piped)."""
+
+    def __init__(self) -> None:
+        self.inner: TrainProgress | None = None
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "job":
+            what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[payload["state"]]
+            stderr.print(f"[{payload['index'] + 1}/{payload['total']}] {payload['method']} seed {payload['seed']}: {what}"
+                         f" ({payload['run_dir']})", markup=False, highlight=False, soft_wrap=True)
+            return
+        if kind == "start":
+            self.inner = TrainProgress().__enter__()
+        if self.inner is not None:
+            self.inner(kind, payload)
+        if kind == "end" and self.inner is not None:
+            self.inner.__exit__(None, None, None)
+            self.inner = None
+
+
+def _fmt(key: str, stat: dict[str, float] | None, runs: int) -> str:
+    if stat is None:
+        return "-"
+    mean, std = stat["mean"], stat["std"]
+    if key in ("hq_share", "valid_share", "violation_share"):
+        text = f"{mean:.1%}" + (f" ± {std:.1%}" if runs > 1 else "")
+    elif key == "modes":
+        text = f"{mean:.3g}" + (f" ± {std:.2g}" if runs > 1 else "")
+    else:
+        text = f"{mean:.4g}" + (f" ± {std:.2g}" if runs > 1 else "")
+    return text
+
+
+def _table(result: dict[str, Any]) -> None:
+    from ganctl.compare import COLUMNS
+
+    methods, marks = result["methods"], result["best"]
+    shown = [(k, label) for k, label, _ in COLUMNS if any(k in s for s in methods.values())]
+    if not stderr.is_terminal:  # plain, tab-separated, with '*' on the best value
+        print("\t".join(("method", "runs", *(k for k, _ in shown))), file=sys.stderr)
+        for method, s in methods.items():
+            cells = [_fmt(k, s.get(k), s["runs"]) + ("*" if method in marks.get(k, []) else "") for k, _ in shown]
+            print("\t".join((method, str(s["runs"]), *cells)), file=sys.stderr)
+        return
+    from rich.table import Table
+
+    table = Table(title="methods side by side (mean ± std over seeds; best in bold green)")
+    table.add_column("method")
+    table.add_column("runs", justify="right")
+    for _, label in shown:
+        table.add_column(label, justify="right")
+    for method, s in methods.items():
+        cells = []
+        for k, _ in shown:
+            text = _fmt(k, s.get(k), s["runs"])
+            cells.append(f"[bold green]{text}[/]" if method in marks.get(k, []) else text)
+        table.add_row(method, str(s["runs"]), *cells)
+    stderr.print(table)
+
+
+@handle_errors
+def compare(
+    ctx: typer.Context,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data for every run, as for train (default: 25gaussians).", show_default=False)] = None,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated Lipschitz methods.")] = DEFAULT_METHODS,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per method: --seed, --seed + 1, ...")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = 0,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Generator iterations for every run (default: 3000).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the runs and the results (default: runs/compare-DATA).", show_default=False)] = None,
+    device: Device = None,
+    json_output: Json = False,
+) -> None:
+    """Train each method with the same data, seeds and budget, then evaluate every run the same way. Or compare existing RUN_OR_CKPT... without training.
+
+    Any other option of `ganctl train` (for example --batch-size 128 --lr-d 1e-4) applies to every run. Finished runs under --out are not trained again; unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json, compare.csv, panel.png and curves.png to --out.
+    """
+    from ganctl.compare import compare as run_compare
+    from ganctl.compare import compare_runs
+    from ganctl.config import parse_flags
+    from ganctl.devices import resolve_device
+    from ganctl.errors import ConfigError
+
+    # Run folders and train's options both arrive as extra words (click would hand an option's
+    # value to a variadic argument), so they are told apart here.
+    words: list[str] = []
+    extra = parse_flags(list(ctx.args), where="compare", positionals=words)
+    runs = [Path(w) for w in words]
+    device_name = str(resolve_device(device or "auto"))
+    if runs:
+        if extra or data or steps is not None:
+            raise ConfigError("compare RUN_OR_CKPT...: training options make no sense when comparing existing runs")
+        result = compare_runs(runs, device=device_name, out=out)
+    else:
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+        base = {**extra, **({"data": data} if data else {}), **({"steps": steps} if steps is not None else {})}
+        name = Path(base.get("data", "25gaussians")).stem or "data"
+        out = out or Path("runs") / f"compare-{name}"
+        method_list = [m.strip() for m in methods.split(",") if m.strip()]
+        result = run_compare(base, method_list, list(range(seed, seed + seeds)), out, device=device_name,
+                             on_event=CompareProgress())
+    if json_output:
+        print_json(result)
+    else:
+        _table(result)
+        if out is not None:
+            stderr.print(f"results: {out / 'compare.json'}, {out / 'compare.csv'}, {out / 'panel.png'}, {out / 'curves.png'}",
+                         markup=False, highlight=False, soft_wrap=True)

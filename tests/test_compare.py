@@ -1,0 +1,96 @@
+"""`ganctl compare` through CliRunner: outputs, resuming an interrupted comparison, and
+agreement with `ganctl gradnorm` on existing checkpoints."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from ganctl.cli import app
+
+runner = CliRunner()
+TINY = ["--data", "8gaussians", "--steps", "6", "--device", "cpu", "--batch-size", "64", "--width", "32",
+        "--depth", "2", "--eval-every", "3", "--log-every", "3", "--ckpt-every", "3", "--sample-every", "0",
+        "--eval-samples", "200"]
+
+
+def invoke(*args):
+    return runner.invoke(app, ["compare", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cmp") / "c"
+    r = invoke(*TINY, "--methods", "clip,gp", "--seeds", "2", "--out", out, "--json", "--lambda", "1")
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout), r
+
+
+def test_two_methods_write_every_output(compared):
+    out, result, _ = compared
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clip-seed0", "clip-seed1", "compare.csv", "compare.json", "curves.png", "gp-seed0", "gp-seed1", "panel.png"]
+    assert {"runs", "methods", "best", "settings", "seconds"} <= result.keys()
+    assert [(r["method"], r["seed"], r["step"]) for r in result["runs"]] == [("clip", 0, 6), ("clip", 1, 6), ("gp", 0, 6), ("gp", 1, 6)]
+    # The pass-through option reached every run, and the recipe filled the rest per method.
+    configs = {r["method"]: json.loads((out / f"{r['method']}-seed0" / "config.json").read_text()) for r in result["runs"]}
+    assert configs["gp"]["penalty_weight"] == 1.0 and configs["clip"]["optimizer"] == "rmsprop"
+    assert configs["gp"]["batch_size"] == configs["clip"]["batch_size"] == 64
+    for key in ("modes", "hq_share", "w1", "interp_mean", "violation_share", "wasserstein", "s_per_step"):
+        stats = result["methods"]["gp"][key]
+        values = [r[key] for r in result["runs"] if r["method"] == "gp"]
+        assert stats["mean"] == pytest.approx(sum(values) / 2)
+        assert stats["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    assert result["best"]["w1"] == [min(("clip", "gp"), key=lambda m: result["methods"][m]["w1"]["mean"])]
+    rows = list(csv.DictReader((out / "compare.csv").open()))
+    assert len(rows) == 4 and float(rows[2]["w1"]) == pytest.approx(result["runs"][2]["w1"])
+    assert json.loads((out / "compare.json").read_text())["runs"] == result["runs"]
+    assert Image.open(out / "panel.png").width > 700 and Image.open(out / "curves.png").height > 500
+
+
+def test_a_second_call_skips_finished_runs_and_an_interrupted_run_resumes(compared):
+    out, first, _ = compared
+    final = out / "gp-seed1" / "checkpoints" / "step-0000006.safetensors"
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("*/checkpoints/*.safetensors") if p != final}
+    final.unlink()  # gp seed 1 stopped after its step-3 checkpoint
+    r = invoke(*TINY, "--methods", "clip,gp", "--seeds", "2", "--out", out, "--json", "--lambda", "1")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("finished, skipped") == 3 and "gp seed 1: resuming" in r.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    again = json.loads(r.stdout)
+    # Resuming on the CPU is bitwise exact, so the comparison's numbers do not move.
+    for a, b in zip(first["runs"], again["runs"]):
+        assert {k: v for k, v in a.items() if k != "s_per_step"} == {k: v for k, v in b.items() if k != "s_per_step"}
+
+
+def test_existing_checkpoints_give_gradnorms_numbers(compared):
+    out, _, _ = compared
+    ckpt = out / "gp-seed0" / "checkpoints" / "step-0000006.safetensors"
+    r = invoke(out / "clip-seed0", ckpt, "--json")
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)["runs"][1]
+    gn = json.loads(runner.invoke(app, ["gradnorm", str(ckpt), "--json"]).stdout)
+    assert row["interp_mean"] == gn["sets"]["interp"]["mean"]
+    assert row["violation_share"] == gn["sets"]["interp"]["above"]
+    assert row["wasserstein"] == gn["wasserstein"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "gp,gp"], "listed twice"),
+    (["--methods", "gp", "--lr-dd", "1"], "unknown option --lr-dd"),
+    (["--methods", "gp", "--lr-d", "fast"], "--lr-d must be float"),
+    (["--methods", "gp,bogus"], "bogus"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+])
+def test_bad_input_exits_2_before_training(tmp_path, args, message):
+    r = invoke(*TINY, "--out", tmp_path / "x", *args)
+    assert r.exit_code == 2 and message in r.stderr, r.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_holding_another_run_is_refused(compared, tmp_path):
+    out, _, _ = compared
+    r = invoke(*TINY, "--methods", "gp", "--seeds", "1", "--out", out, "--lambda", "5")
+    assert r.exit_code == 2 and "holds a run with other settings" in r.stderr and "penalty_weight" in r.stderr
