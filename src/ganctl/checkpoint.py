@@ -71,9 +71,10 @@ def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[st
     return tensors, json.dumps(state["param_groups"])
 
 
-def save(trainer: Any, path: Path) -> Path:
+def save(trainer: Any, path: Path, rank_states: list[Tensor] | None = None) -> Path:
     """Write the trainer's whole state to `path` atomically: a crash mid-write leaves any
-    earlier file at `path` intact."""
+    earlier file at `path` intact. `rank_states`: every rank's random stream in a
+    multi-process run (from `distributed.gather_states`), stored as ``rng.rank<r>``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {**_module_tensors("generator", trainer.generator), **_module_tensors("critic", trainer.critic)}
@@ -86,6 +87,9 @@ def save(trainer: Any, path: Path) -> Path:
     tensors["state.step"] = torch.tensor(trainer.step, dtype=torch.int64)
     tensors["state.critic_steps"] = torch.tensor(trainer.critic_steps, dtype=torch.int64)
     tensors["rng.train"] = trainer.rng.get_state().cpu()
+    for rank, state in enumerate(rank_states or []):
+        if rank > 0:
+            tensors[f"rng.rank{rank}"] = state.cpu()
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -94,6 +98,7 @@ def save(trainer: Any, path: Path) -> Path:
         "optim_g_groups": groups_g,
         "optim_d_groups": groups_d,
         "rng_device": trainer.device.type,
+        "world_size": str(len(rank_states) if rank_states else 1),
     }
     if trainer.scaler_d.is_enabled():  # fp16 gradient scalers: scale and growth tracker
         metadata["amp_scalers"] = json.dumps(
@@ -220,6 +225,13 @@ def restore(trainer: Any, path: Path, tensors: dict[str, Tensor], metadata: dict
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: metadata 'amp_scalers' is malformed ({exc})") from None
     trainer.exact_resume = metadata.get("rng_device") == trainer.device.type
+    rank = trainer.world.rank
+    if rank > 0:  # a torchrun rank: its own stream when the checkpoint has it
+        own = tensors.get(f"rng.rank{rank}")
+        if own is not None and metadata.get("world_size") == str(trainer.world.size):
+            rng_state = own
+        else:
+            trainer.exact_resume = False
     if trainer.exact_resume:
         try:
             trainer.rng.set_state(rng_state)
@@ -228,7 +240,9 @@ def restore(trainer: Any, path: Path, tensors: dict[str, Tensor], metadata: dict
     else:
         # Another device type's generator state does not transfer; continue on a stream that
         # is still a function of (seed, step) alone.
-        trainer.rng.manual_seed(trainer.cfg.seed + 7919 * trainer.step)
+        from ganctl.distributed import rank_seed
+
+        trainer.rng.manual_seed(rank_seed(trainer.cfg.seed + 7919 * trainer.step, rank))
 
 
 def open_trainer(path: Path, device: str | None = None, overrides: dict[str, Any] | None = None) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from ganctl import penalties
+from ganctl import distributed, penalties
 from ganctl.config import TrainConfig, resolve
 from ganctl.data import load_dataset, sample_shape
 from ganctl.devices import resolve_device
@@ -50,9 +50,13 @@ class Trainer:
     """A generator, a critic kept Lipschitz by a strategy, their optimizers, an optional EMA
     of the generator, and one random stream for data, latents and interpolation."""
 
-    def __init__(self, config: TrainConfig, device: torch.device | str | None = None, load_data: bool = True):
+    def __init__(self, config: TrainConfig, device: torch.device | str | None = None, load_data: bool = True,
+                 world: distributed.World | None = None):
         cfg = resolve(config)
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
+        self.world = world if world is not None else distributed.current()
+        if self.world.active and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.world.local_rank)  # one GPU per rank
         self._dataset = None
         if load_data:
             # A fresh run reads its data now (errors before any work) and records the image
@@ -73,6 +77,7 @@ class Trainer:
             critic = self.strategy.prepare_critic(critic)
         self.generator = generator.to(self.device)
         self.critic = critic.to(self.device)
+        distributed.broadcast_modules((self.generator, self.critic), self.world)
         self.ema = None
         if cfg.ema_decay > 0:
             self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
@@ -90,7 +95,7 @@ class Trainer:
         self._base_lr_d = self.opt_d.param_groups[0]["lr"]
 
         self.rng = torch.Generator(device=self.device)
-        self.rng.manual_seed(cfg.seed)
+        self.rng.manual_seed(distributed.rank_seed(cfg.seed, self.world.rank))  # rank 0: the seed itself
         self.step = 0  # generator iterations done
         self.critic_steps = 0
         self.amp_skipped = 0  # fp16 steps the gradient scaler skipped after an overflow
@@ -161,6 +166,7 @@ class Trainer:
             total = loss + cfg.reg_every * penalty  # weight N keeps the strength as asked
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(total).backward()
+        distributed.average_gradients(self.critic, self.world)  # no-op on one process
         stepped = self._scaled_step(self.scaler_d, self.opt_d)  # False: fp16 overflow, skipped
         if stepped and penalty is not None:
             self._track("penalty", penalty)
@@ -179,6 +185,7 @@ class Trainer:
             loss = self.loss.generator(out)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
+            distributed.average_gradients(self.generator, self.world)
             stepped = self._scaled_step(self.scaler_g, self.opt_g)
         finally:
             self.critic.requires_grad_(True)

@@ -188,24 +188,65 @@ def train(
     on_event: EventHandler | None = None,
 ) -> dict[str, Any]:
     """Train from `config` (or continue the checkpoint `resume`, with schedule `overrides`)
-    into the run directory `out`; return a summary of the run."""
-    emit = on_event or (lambda kind, payload: None)
+    into the run directory `out`; return a summary of the run.
+
+    Under torchrun (WORLD_SIZE > 1) every rank trains its replica on its own data (see
+    `ganctl.distributed`); rank 0 alone evaluates, draws, logs and writes checkpoints."""
+    from ganctl import distributed
+
     out = Path(out)
+    started_group = distributed.requested() and not distributed.current().active
+    if distributed.requested():
+        spec = (overrides or {}).get("device") or (config.device if config is not None else None) or "auto"
+        if resume is not None and spec == "auto":
+            spec = checkpoint.read(checkpoint.find_checkpoint(Path(resume)))[2].device
+        from ganctl.devices import resolve_device
+
+        distributed.init(resolve_device(spec))
+    try:
+        return _train(config, out, resume, overrides, overwrite, on_event)
+    finally:
+        if started_group:
+            distributed.shutdown()
+
+
+def _train(config: TrainConfig | None, out: Path, resume: str | Path | None, overrides: dict[str, Any] | None,
+           overwrite: bool, on_event: EventHandler | None) -> dict[str, Any]:
+    from ganctl import distributed
+
+    world = distributed.current()
+    emit = (on_event if world.main else None) or (lambda kind, payload: None)
     if resume is not None:
         trainer = checkpoint.open_trainer(Path(resume), overrides=overrides)
     else:
         trainer = Trainer(config or TrainConfig())
-    prepare_run_dir(out, resuming=resume is not None, overwrite=overwrite)
     cfg = trainer.cfg
-    write_text_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
-    log = MetricsLog(out / "metrics.jsonl", trainer.step if resume is not None else None)
-    evaluator = Evaluator(trainer)
-    for skipped in getattr(trainer.dataset, "skipped", []):
-        emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
-    (out / "samples").mkdir(exist_ok=True)
+    main = world.main
+    failure: Exception | None = None
+    if main:
+        try:
+            prepare_run_dir(out, resuming=resume is not None, overwrite=overwrite)
+            write_text_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+            log = MetricsLog(out / "metrics.jsonl", trainer.step if resume is not None else None)
+            evaluator = Evaluator(trainer)
+            for skipped in getattr(trainer.dataset, "skipped", []):
+                emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
+            (out / "samples").mkdir(exist_ok=True)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
+            failure = exc
+    if not distributed.all_ok(failure is None, world):
+        if failure is not None:
+            raise failure
+        raise ConfigError(f"rank {world.rank}: rank 0 could not set up the run (its message says why)")
     first_step = trainer.step
     emit("start", {"config": cfg.to_dict(), "device": str(trainer.device), "step": first_step, "out": str(out),
-                   "exact_resume": trainer.exact_resume})
+                   "exact_resume": trainer.exact_resume, "world_size": world.size})
+
+    def save_checkpoint(step: int) -> Path | None:  # a collective: every rank's stream is kept
+        states = distributed.gather_states(trainer.rng.get_state(), world, trainer.device)
+        if not main:
+            return None
+        return checkpoint.save(trainer, checkpoint.checkpoint_path(out, step), states if world.active else None)
 
     started = time.perf_counter()
     last_ckpt, saved_at = None, None
@@ -213,6 +254,12 @@ def train(
     while trainer.step < cfg.steps:
         trainer.train_step()
         step = trainer.step
+        if _due(step, cfg.ckpt_every):
+            last_ckpt, saved_at = save_checkpoint(step), step
+            if main:
+                emit("checkpoint", {"step": step, "path": str(last_ckpt)})
+        if not main:
+            continue
         record = {"step": step}
         if _due(step, cfg.log_every):
             last_stats = trainer.pop_stats()
@@ -227,16 +274,16 @@ def train(
             picture = out / "samples" / f"step-{step:07d}.png"
             evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {step}")
             emit("sample", {"step": step, "path": str(picture)})
-        if _due(step, cfg.ckpt_every):
-            last_ckpt, saved_at = checkpoint.save(trainer, checkpoint.checkpoint_path(out, step)), step
-            emit("checkpoint", {"step": step, "path": str(last_ckpt)})
         emit("step", {"step": step})
     wall = time.perf_counter() - started
 
+    if saved_at != trainer.step:
+        last_ckpt = save_checkpoint(trainer.step)
+    in_sync = distributed.in_sync([trainer.generator, trainer.critic], world)
+    if not main:
+        return {"rank": world.rank, "in_sync": in_sync}
     final = evaluator.evaluate()
     stats = {**last_stats, **trainer.pop_stats()}  # steps since the last log, over that log
-    if saved_at != trainer.step:
-        last_ckpt = checkpoint.save(trainer, checkpoint.checkpoint_path(out, trainer.step))
     picture = out / "samples" / "final.png"
     evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {trainer.step} (final)")
     trained = trainer.step - first_step
@@ -250,6 +297,8 @@ def train(
         "s_per_step": round(wall / trained, 6) if trained else None,
         "device": str(trainer.device),
         "exact_resume": trainer.exact_resume,
+        "world_size": world.size,
+        "ranks_in_sync": in_sync,
         "final": {**stats, **final},
         "config": cfg.to_dict(),
     }

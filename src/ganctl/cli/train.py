@@ -7,6 +7,7 @@ defaults. Parameter names equal `TrainConfig` field names.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -66,9 +67,12 @@ def train(
     config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (keys as the flags, without '--'); flags override it.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from a checkpoint file or run folder; only schedule settings may change.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the checkpoints already in --out.")] = False,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Train data-parallel on N processes (one per GPU on CUDA, gloo on the CPU) by launching torchrun with these same options; --batch-size is per process.", show_default=False)] = None,
     json_output: Json = False,
 ) -> None:
     """Train a generator against a critic kept Lipschitz by --lipschitz."""
+    if nproc is not None:
+        _launch(nproc)
     from ganctl.config import field_names, from_dict, load_toml
     from ganctl.run import run_dir_of
     from ganctl.run import train as run_train
@@ -83,8 +87,34 @@ def train(
         config = from_dict(values, where="options")
         name = Path(config.data).stem or "data"
         kwargs = {"config": config, "out": out or Path("runs") / f"{name}-{config.lipschitz}-seed{config.seed}"}
+    if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 reports
+        run_train(**kwargs, overwrite=overwrite)
+        return
     with TrainProgress() as progress:
         summary = run_train(**kwargs, overwrite=overwrite, on_event=progress)
     if json_output:
         print_json(summary)
     print_summary(summary)
+
+
+def _launch(nproc: int) -> None:
+    """Re-run this command under torchrun on `nproc` processes and exit with its status."""
+    import subprocess
+    import sys
+
+    from ganctl.errors import ConfigError
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    if os.environ.get("WORLD_SIZE"):
+        raise ConfigError("--nproc: already running under torchrun; drop --nproc")
+    args, argv, i = [], sys.argv[1:], 0
+    while i < len(argv):  # the same command line without --nproc
+        if argv[i] == "--nproc":
+            i += 2
+            continue
+        if not argv[i].startswith("--nproc="):
+            args.append(argv[i])
+        i += 1
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ganctl", *args]
+    raise typer.Exit(subprocess.call(command))
