@@ -15,3 +15,11 @@ class DataError(GanctlError):
 
 class CheckpointError(GanctlError):
     pass
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

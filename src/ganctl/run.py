@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganctl import checkpoint
+from ganctl import checkpoint, interrupts
 from ganctl.analysis.quality import mixture_quality, wasserstein1
 from ganctl.config import TrainConfig
 from ganctl.engine import Trainer, eval_mode
-from ganctl.errors import ConfigError
+from ganctl.errors import ConfigError, Interrupted
 from ganctl.fileio import write_text_atomic
 from ganctl.render import image_grid, save_image, scatter_over_field
 
@@ -248,12 +248,29 @@ def _train(config: TrainConfig | None, out: Path, resume: str | Path | None, ove
             return None
         return checkpoint.save(trainer, checkpoint.checkpoint_path(out, step), states if world.active else None)
 
+    with interrupts.guard() as stop:
+        return _loop(trainer, out, world, main, emit, save_checkpoint, stop, first_step,
+                     log if main else None, evaluator if main else None)
+
+
+def _loop(trainer: Trainer, out: Path, world: Any, main: bool, emit: EventHandler,
+          save_checkpoint: Callable[[int], Path | None], stop: interrupts.Guard, first_step: int,
+          log: MetricsLog | None, evaluator: Evaluator | None) -> dict[str, Any]:
+    from ganctl import distributed
+
+    cfg = trainer.cfg
     started = time.perf_counter()
     last_ckpt, saved_at = None, None
     last_stats: dict[str, Any] = {}
     while trainer.step < cfg.steps:
         trainer.train_step()
         step = trainer.step
+        # A signal ends the run after this step, with a checkpoint (every rank must agree).
+        if not distributed.all_ok(stop.signum is None, world):
+            path = save_checkpoint(step) if saved_at != step else last_ckpt
+            signum = stop.signum or 15
+            raise Interrupted(f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
+                              f" continue with: ganctl train --resume {path}", signum)
         if _due(step, cfg.ckpt_every):
             last_ckpt, saved_at = save_checkpoint(step), step
             if main:

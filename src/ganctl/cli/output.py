@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ganctl.errors import GanctlError
+from ganctl.errors import GanctlError, Interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +36,10 @@ def handle_errors(command: F) -> F:
             return command(*args, **kwargs)
         except GanctlError as exc:
             raise fail(str(exc)) from None
-        except KeyboardInterrupt:
+        except Interrupted as exc:  # stopped cleanly by a signal, with a checkpoint
+            stderr.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
             raise fail("interrupted", EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,70 @@
+"""Interrupting training with real signals in real processes: SIGINT and SIGTERM stop after
+the current step with a checkpoint (exit 130 / 143); SIGKILL loses only the steps since the
+last checkpoint, which still loads and resumes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import ganctl
+from ganctl import checkpoint
+
+ARGS = ["train", "--data", "8gaussians", "--lipschitz", "gp", "--steps", "100000", "--batch-size", "32", "--width", "16",
+        "--depth", "2", "--device", "cpu", "--log-every", "5", "--eval-every", "0", "--sample-every", "0", "--ckpt-every", "20"]
+
+
+def start(out):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ganctl", *ARGS, "--out", str(out)], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(proc, text, timeout=120):
+    """Read stderr until a line containing `text` (the run is then well under way)."""
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if text in line:
+            return lines
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("".join(lines))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, sig, code):
+    proc = start(tmp_path / "run")
+    wait_for(proc, "checkpoint")  # past the first checkpoint
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "continue with: ganctl train --resume" in err and "Traceback" not in err
+    last = checkpoint.list_checkpoints(tmp_path / "run")[-1]
+    assert str(last) in err
+    ck = ganctl.load(last)
+    assert ck.step > 20 and last.name == f"step-{ck.step:07d}.safetensors"  # the step it stopped at
+    # and it resumes
+    r = subprocess.run([sys.executable, "-m", "ganctl", "train", "--resume", str(last), "--steps", str(ck.step + 3), "--json"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
+    proc = start(tmp_path / "run")
+    wait_for(proc, "step-0000040")
+    proc.kill()
+    proc.wait(timeout=60)
+    found = checkpoint.list_checkpoints(tmp_path / "run")
+    for path in found:  # a kill mid-write can leave a temporary file, never a partial checkpoint
+        checkpoint.read(path)
+    ck = ganctl.load(found[-1])
+    assert ck.step % 20 == 0 and ck.step >= 40
+    assert torch.isfinite(ck.sampler(torch.randn(4, ck.config.z_dim))).all()
