@@ -299,3 +299,14 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         trainer.checkpoint_path, trainer.cfg, trainer.step, trainer.generator, trainer.critic,
         trainer.ema, trainer.checkpoint_metadata, trainer,
     )
+
+
+def roll_back(trainer: Any, path: Path, attempt: int) -> None:
+    """Reload `path` into a running trainer (weights, optimizers, counters), then continue on a
+    fresh random stream, so the same batches do not lead to the same non-finite value again."""
+    from ganctl.distributed import rank_seed
+
+    tensors, metadata, _ = read(path)
+    restore(trainer, path, tensors, metadata)
+    trainer.rng.manual_seed(rank_seed(trainer.cfg.seed + 7919 * trainer.step + 1_000_003 * attempt, trainer.world.rank))
+    trainer.exact_resume = False

@@ -69,6 +69,7 @@ class TrainConfig:
     sample_every: int = 500
     ckpt_every: int = 1000
     eval_samples: int = 2500  # generated points per quality evaluation
+    on_nonfinite: str = "stop"  # stop | skip | rollback: what a NaN or Inf in a loss, penalty or gradient does
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,7 +84,7 @@ class TrainConfig:
 # Settings that describe how long and how visibly a run goes, not what it computes; the only
 # ones a resumed run may change.
 SCHEDULE_FIELDS = frozenset(
-    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device"}
+    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device", "on_nonfinite"}
 )
 
 _CHOICES = {
@@ -92,6 +93,7 @@ _CHOICES = {
     "optimizer": ("adam", "rmsprop"),
     "lr_decay": ("none", "linear"),
     "amp": ("none", "bf16", "fp16"),
+    "on_nonfinite": ("stop", "skip", "rollback"),
 }
 
 

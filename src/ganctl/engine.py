@@ -14,6 +14,7 @@ from ganctl import distributed, penalties
 from ganctl.config import TrainConfig, resolve
 from ganctl.data import load_dataset, sample_shape
 from ganctl.devices import resolve_device
+from ganctl.errors import NonFinite
 from ganctl.lipschitz import build_strategy
 from ganctl.losses import get_loss
 from ganctl.models import build_models
@@ -99,6 +100,7 @@ class Trainer:
         self.step = 0  # generator iterations done
         self.critic_steps = 0
         self.amp_skipped = 0  # fp16 steps the gradient scaler skipped after an overflow
+        self.nonfinite_skipped = 0  # updates dropped by --on-nonfinite skip
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
         self._last_batch: tuple[Tensor, Tensor] | None = None
@@ -167,6 +169,10 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(total).backward()
         distributed.average_gradients(self.critic, self.world)  # no-op on one process
+        if not self._finite("critic", self.critic, loss=loss, penalty=penalty):
+            self.opt_d.zero_grad(set_to_none=True)  # --on-nonfinite skip: drop this update
+            self.critic_steps += 1
+            return
         stepped = self._scaled_step(self.scaler_d, self.opt_d)  # False: fp16 overflow, skipped
         if stepped and penalty is not None:
             self._track("penalty", penalty)
@@ -186,11 +192,32 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
             distributed.average_gradients(self.generator, self.world)
+            if not self._finite("generator", self.generator, loss=loss):
+                self.opt_g.zero_grad(set_to_none=True)
+                return
             stepped = self._scaled_step(self.scaler_g, self.opt_g)
         finally:
             self.critic.requires_grad_(True)
         if stepped:
             self._track("loss_g", loss)
+
+    def _finite(self, net: str, module: nn.Module, **values: Tensor | None) -> bool:
+        """Whether this step's losses, penalty and gradients are all finite. With fp16 the
+        gradient scaler owns overflowing gradients (it skips those steps itself). Otherwise a
+        non-finite value raises `NonFinite` naming it, or with --on-nonfinite skip returns
+        False so the caller drops the update (counted as `nonfinite_skipped`)."""
+        checks = {f"{net} {name}": v.detach().float().reshape(()) for name, v in values.items() if v is not None}
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if grads and not self.scaler_d.is_enabled():
+            checks[f"{net} gradient"] = torch.stack(torch._foreach_norm(grads)).float().sum()
+        flags = torch.isfinite(torch.stack(list(checks.values())))
+        if distributed.all_ok(bool(flags.all()), self.world):  # one device sync per step; ranks agree
+            return True
+        bad = next((name for name, ok in zip(checks, flags.tolist()) if not ok), f"{net} on another rank")
+        if self.cfg.on_nonfinite == "skip":
+            self.nonfinite_skipped += 1
+            return False
+        raise NonFinite(self.step + 1, bad)
 
     def _scaled_step(self, scaler: torch.amp.GradScaler, opt: torch.optim.Optimizer) -> bool:
         """Step through the scaler; False when fp16 gradients overflowed and the step was
@@ -228,6 +255,8 @@ class Trainer:
         at interpolates of the last critic batch (the same measure for every method)."""
         stats = {k: float(v) / self._counts[k] for k, v in self._sums.items()}
         self._sums, self._counts = {}, {}
+        if self.cfg.on_nonfinite == "skip":
+            stats["nonfinite_skipped"] = self.nonfinite_skipped
         if self.scaler_d.is_enabled():
             stats["amp_skipped"] = self.amp_skipped
             stats["amp_scale"] = self.scaler_d.get_scale()

@@ -23,3 +23,15 @@ class Interrupted(Exception):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class NonFinite(Exception):
+    """A NaN or Inf appeared in training (exit 1: a check failed)."""
+
+    def __init__(self, step: int, quantity: str):
+        super().__init__(f"step {step}: {quantity} is not finite")
+        self.step, self.quantity = step, quantity
+
+
+class TrainingFailed(Exception):
+    """Training could not go on (for example a NaN with --on-nonfinite stop): exit 1."""

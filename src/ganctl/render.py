@@ -28,6 +28,9 @@ def _diverging(t: np.ndarray) -> np.ndarray:
 def field_image(values: np.ndarray) -> np.ndarray:
     """A critic value grid (H, W), row 0 at the top, as RGB with iso-lines. The critic is
     only defined up to a constant, so values are centred on their median."""
+    finite = values[np.isfinite(values)]  # a diverged critic can return inf or nan
+    values = np.nan_to_num(values, nan=float(np.median(finite)) if finite.size else 0.0,
+                           posinf=float(finite.max()) if finite.size else 0.0, neginf=float(finite.min()) if finite.size else 0.0)
     centred = values - np.median(values)
     scale = np.percentile(np.abs(centred), 99) or 1.0
     rgb = _diverging(centred / scale)

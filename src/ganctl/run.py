@@ -24,10 +24,11 @@ from ganctl import checkpoint, interrupts
 from ganctl.analysis.quality import mixture_quality, wasserstein1
 from ganctl.config import TrainConfig
 from ganctl.engine import Trainer, eval_mode
-from ganctl.errors import ConfigError, Interrupted
+from ganctl.errors import ConfigError, Interrupted, NonFinite, TrainingFailed
 from ganctl.fileio import write_text_atomic
 from ganctl.render import image_grid, save_image, scatter_over_field
 
+MAX_ROLLBACKS = 3  # --on-nonfinite rollback: reloads per run before giving up
 EventHandler = Callable[[str, dict[str, Any]], None]
 W1_SAMPLES = 512  # exact assignment is O(n^3); 512 points take about a second
 FIELD_RESOLUTION = 128
@@ -261,18 +262,35 @@ def _loop(trainer: Trainer, out: Path, world: Any, main: bool, emit: EventHandle
     cfg = trainer.cfg
     started = time.perf_counter()
     last_ckpt, saved_at = None, None
+    found = checkpoint.list_checkpoints(out)  # (rollback under torchrun needs a shared filesystem)
+    last_good: Path | None = found[-1] if found else None  # a resumed run's own checkpoints count
     last_stats: dict[str, Any] = {}
+    rollbacks = 0
     while trainer.step < cfg.steps:
-        trainer.train_step()
+        try:
+            trainer.train_step()
+        except NonFinite as exc:
+            if cfg.on_nonfinite != "rollback" or last_good is None or rollbacks >= MAX_ROLLBACKS:
+                why = "" if cfg.on_nonfinite != "rollback" else (
+                    "; no checkpoint to roll back to" if last_good is None else f"; rolled back {rollbacks} times already")
+                raise TrainingFailed(f"{exc}{why}; last good checkpoint: {last_good or 'none'}"
+                                     " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)") from None
+            rollbacks += 1
+            checkpoint.roll_back(trainer, last_good, rollbacks)
+            emit("warning", {"message": f"{exc}; rolled back to {last_good} with a fresh random stream ({rollbacks}/{MAX_ROLLBACKS})"})
+            continue
         step = trainer.step
         # A signal ends the run after this step, with a checkpoint (every rank must agree).
         if not distributed.all_ok(stop.signum is None, world):
             path = save_checkpoint(step) if saved_at != step else last_ckpt
+            if path is not None:
+                last_good = path
             signum = stop.signum or 15
             raise Interrupted(f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
                               f" continue with: ganctl train --resume {path}", signum)
         if _due(step, cfg.ckpt_every):
             last_ckpt, saved_at = save_checkpoint(step), step
+            last_good = checkpoint.checkpoint_path(out, step)
             if main:
                 emit("checkpoint", {"step": step, "path": str(last_ckpt)})
         if not main:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ganctl.errors import GanctlError, Interrupted
+from ganctl.errors import GanctlError, Interrupted, TrainingFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +36,8 @@ def handle_errors(command: F) -> F:
             return command(*args, **kwargs)
         except GanctlError as exc:
             raise fail(str(exc)) from None
+        except TrainingFailed as exc:
+            raise fail(str(exc), EXIT_CHECK_FAILED) from None
         except Interrupted as exc:  # stopped cleanly by a signal, with a checkpoint
             stderr.print(str(exc), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None

@@ -62,6 +62,7 @@ def train(
     eval_every: Annotated[Optional[int], _opt("--eval-every", help="Quality metrics. (default: 500)", panel=_SCHEDULE)] = None,
     sample_every: Annotated[Optional[int], _opt("--sample-every", help="Pictures. (default: 500)", panel=_SCHEDULE)] = None,
     ckpt_every: Annotated[Optional[int], _opt("--ckpt-every", help="Checkpoints (one is always written at the end). (default: 1000)", panel=_SCHEDULE)] = None,
+    on_nonfinite: Annotated[Optional[str], _opt("--on-nonfinite", help="stop | skip | rollback: on a NaN or Inf in a loss, penalty or gradient, stop naming it and the last good checkpoint (exit 1), drop that update and count it, or reload the last checkpoint with a fresh random stream (at most 3 times). (default: stop)", panel=_SCHEDULE)] = None,
     eval_samples: Annotated[Optional[int], _opt("--eval-samples", help="Generated points per evaluation. (default: 2500)", panel=_SCHEDULE)] = None,
     out: Out = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (keys as the flags, without '--'); flags override it.")] = None,
