@@ -245,6 +245,37 @@ def restore(trainer: Any, path: Path, tensors: dict[str, Tensor], metadata: dict
         trainer.rng.manual_seed(rank_seed(trainer.cfg.seed + 7919 * trainer.step, rank))
 
 
+def _check_size(path: Path, config: TrainConfig, tensors: dict[str, Tensor]) -> None:
+    """Refuse a config whose networks are larger than the weights the file holds, before
+    building them: a hostile config (width 10^6) must not allocate what it claims. The
+    networks are first built on the meta device, which allocates nothing."""
+    from ganctl.config import resolve
+    from ganctl.data import sample_shape
+    from ganctl.models import build_models
+
+    try:
+        cfg = resolve(config)
+        if cfg.image_size is None and cfg.channels is None and not _is_points(cfg):
+            return  # an image config always records its size; Trainer reports the problem
+        with torch.device("meta"):
+            generator, critic = build_models(cfg, sample_shape(cfg))
+    except GanctlError as exc:
+        raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: its config describes networks that cannot be built ({exc})") from None
+    implied = sum(p.numel() for m in (generator, critic) for p in m.parameters())
+    held = sum(t.numel() for k, t in tensors.items() if k.startswith(("generator.", "critic.")))
+    if implied > 4 * held + 1_000_000:  # small mismatches get the precise per-tensor message later
+        raise CheckpointError(f"{path}: its config describes networks of {implied:,} parameters, but the file holds"
+                              f" only {held:,} values for them")
+
+
+def _is_points(cfg: TrainConfig) -> bool:
+    from ganctl.data import data_kind
+
+    return data_kind(cfg.data) == "points"
+
+
 def open_trainer(path: Path, device: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
     """Rebuild a trainer from a checkpoint (modules from its config, spectral norm included),
     then load every tensor strictly. `overrides` may change schedule settings only."""
@@ -260,6 +291,7 @@ def open_trainer(path: Path, device: str | None = None, overrides: dict[str, Any
     if fixed:
         detail = ", ".join(f"--{k.replace('_', '-')} (checkpoint has {getattr(config, k)!r})" for k in fixed)
         raise ConfigError(f"cannot change {detail} when resuming {path}; only {', '.join(sorted(SCHEDULE_FIELDS))} may change")
+    _check_size(path, config, tensors)
     try:
         trainer = Trainer(config.replace(**changed), load_data=False)
     except GanctlError as exc:
