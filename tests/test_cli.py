@@ -74,7 +74,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
         (["--data", "mnist"], "--data 'mnist': no such folder or file, and not a built-in set"),
         (["--critic-norm", "batch"], "batch normalisation"),
         (["--reg-every", "0"], "--reg-every must be > 0"),
-        (["--lambda", "-1"], "--penalty-weight must be >= 0"),
+        (["--lambda", "-1"], "--lambda/--gamma must be >= 0"),
         (["--lipschitz", "clip", "--lambda", "1"], "does not apply to --lipschitz clip"),
         (["--device", "cuda:7"], "--device cuda:7"),
         (["--device", "tpu"], "--device 'tpu' is not one of"),

@@ -48,13 +48,13 @@ def test_flags_override_recipes():
 @pytest.mark.parametrize(
     "changes,message",
     [
-        (dict(lipschitz="clip", penalty_weight=1.0), "--penalty-weight does not apply to --lipschitz clip"),
+        (dict(lipschitz="clip", penalty_weight=1.0), "--lambda/--gamma does not apply to --lipschitz clip"),
         (dict(lipschitz="gp", clip=0.1), "--clip does not apply"),
         (dict(lipschitz="sn", reg_every=4), "lazy regularisation needs a penalty"),
         (dict(lipschitz="r1", penalty_at="fake"), "--penalty-at fake is not available for --lipschitz r1"),
         (dict(lipschitz="zgp", gp_target=1.0), "--gp-target does not apply"),
         (dict(lipschitz="clip", beta1=0.5), "--beta1 and --beta2 apply to --optimizer adam only"),
-        (dict(penalty_weight=-1.0), "--penalty-weight must be >= 0"),
+        (dict(penalty_weight=-1.0), "--lambda/--gamma must be >= 0"),
         (dict(reg_every=0), "--reg-every must be > 0"),
         (dict(ema_decay=1.0), "--ema-decay must be in"),
         (dict(penalty_at="everywhere", lipschitz="zgp"), "--penalty-at 'everywhere' is not one of"),

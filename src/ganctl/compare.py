@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from ganctl import checkpoint
-from ganctl.config import SCHEDULE_FIELDS, TrainConfig, from_dict, resolve
+from ganctl.config import SCHEDULE_FIELDS, TrainConfig, flag_of, from_dict, resolve
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_text_atomic
 
@@ -62,7 +62,7 @@ def plan(base: dict[str, Any], methods: list[str], seeds: list[int], out: Path) 
     owners = {m: get_strategy_class(m).own_settings for m in methods}
     for name in (k for k in base if k in METHOD_SETTINGS):
         if not any(name in own for own in owners.values()):
-            raise ConfigError(f"--{name.replace('_', '-')} applies to none of --methods {','.join(methods)}")
+            raise ConfigError(f"{flag_of(name)} applies to none of --methods {','.join(methods)}")
     jobs = []
     for method in methods:
         own = {k: v for k, v in base.items() if k not in METHOD_SETTINGS or k in owners[method]}

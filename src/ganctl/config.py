@@ -130,6 +130,11 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return float(value) if base is float else value
 
 
+def flag_of(name: str) -> str:
+    """The command-line flag of a config field, as the user types it."""
+    return "--lambda/--gamma" if name == "penalty_weight" else "--" + name.replace("_", "-")
+
+
 FLAG_ALIASES = {"lambda": "penalty_weight", "gamma": "penalty_weight", "config": None, "resume": None}
 
 
@@ -211,10 +216,10 @@ def _check_positive(cfg: TrainConfig, names: tuple[str, ...], strict: bool = Tru
         if value is None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{name.replace('_', '-')} must be finite, got {value}")
+            raise ConfigError(f"{flag_of(name)} must be finite, got {value}")
         if value < 0 or (strict and value == 0):
             need = "> 0" if strict else ">= 0"
-            raise ConfigError(f"--{name.replace('_', '-')} must be {need}, got {value}")
+            raise ConfigError(f"{flag_of(name)} must be {need}, got {value}")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -223,7 +228,7 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and value not in allowed:
             raise ConfigError(
-                f"--{name.replace('_', '-')} {value!r} is not one of: {', '.join(allowed)}"
+                f"{flag_of(name)} {value!r} is not one of: {', '.join(allowed)}"
             )
     _check_positive(cfg, ("width", "depth", "z_dim", "batch_size", "steps", "reg_every"))
     _check_positive(cfg, ("decay_steps", "image_size"))

@@ -66,7 +66,9 @@ def build_strategy(cfg: TrainConfig) -> Lipschitz:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    from ganctl.config import flag_of
+
+    return flag_of(name)
 
 
 class Lipschitz:
