@@ -203,12 +203,15 @@ class Trainer:
 
     def _finite(self, net: str, module: nn.Module, **values: Tensor | None) -> bool:
         """Whether this step's losses, penalty and gradients are all finite. With fp16 the
-        gradient scaler owns overflowing gradients (it skips those steps itself). Otherwise a
-        non-finite value raises `NonFinite` naming it, or with --on-nonfinite skip returns
+        gradient scaler owns overflowing gradients, and so the penalty, which is formed from
+        them (it skips those steps and lowers its scale), so only the losses are checked.
+        A non-finite value raises `NonFinite` naming it, or with --on-nonfinite skip returns
         False so the caller drops the update (counted as `nonfinite_skipped`)."""
-        checks = {f"{net} {name}": v.detach().float().reshape(()) for name, v in values.items() if v is not None}
+        scaled = self.scaler_d.is_enabled()
+        checks = {f"{net} {name}": v.detach().float().reshape(()) for name, v in values.items()
+                  if v is not None and not (scaled and name == "penalty")}
         grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if grads and not self.scaler_d.is_enabled():
+        if grads and not scaled:
             checks[f"{net} gradient"] = torch.stack(torch._foreach_norm(grads)).float().sum()
         flags = torch.isfinite(torch.stack(list(checks.values())))
         if distributed.all_ok(bool(flags.all()), self.world):  # one device sync per step; ranks agree
