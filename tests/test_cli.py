@@ -137,3 +137,24 @@ def test_help_shows_the_defaults():
     r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
     assert "(default: 3000)" in r.stdout and "(default: 128 / 64 / 128)" in r.stdout
+
+
+@pytest.mark.parametrize("command, target", [
+    (["sample", "CKPT", "--out", "OUT.png"], "ganctl.sampling.generate"),
+    (["gradnorm", "CKPT"], "ganctl.analysis.gradnorm.analyse"),
+    (["compare", "CKPT"], "ganctl.compare.evaluate"),
+])
+def test_ctrl_c_exits_130_for_every_command(command, target, tmp_path, monkeypatch):
+    import ganctl
+    from conftest import small
+
+    ganctl.train(small(steps=2), tmp_path / "r")
+    ckpt = str(next((tmp_path / "r" / "checkpoints").iterdir()))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    args = [ckpt if a == "CKPT" else str(tmp_path / a) if a == "OUT.png" else a for a in command]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 130 and "interrupted" in r.stderr and "Traceback" not in r.output
