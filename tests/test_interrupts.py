@@ -68,3 +68,17 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     ck = ganctl.load(found[-1])
     assert ck.step % 20 == 0 and ck.step >= 40
     assert torch.isfinite(ck.sampler(torch.randn(4, ck.config.z_dim))).all()
+
+
+def test_a_second_ctrl_c_exits_at_once_and_leaves_every_checkpoint_whole(tmp_path):
+    proc = start(tmp_path / "run")
+    wait_for(proc, "checkpoint")
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # whether it lands before, during or after the final write
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    found = checkpoint.list_checkpoints(tmp_path / "run")
+    assert found
+    for path in found:
+        checkpoint.read(path)
