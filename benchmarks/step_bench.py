@@ -133,8 +133,9 @@ def timed(step, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: int, peak: float) -> dict:
-    cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, **MODELS[model])
+def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: int, peak: float,
+          reg_every: int = 1) -> dict:
+    cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, reg_every=reg_every, **MODELS[model])
     engine = Trainer(cfg)
     textbook = Textbook(engine)
     dev = engine.device
@@ -157,6 +158,7 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
     e, t = statistics.median(t_engine), statistics.median(t_textbook)
     return {
         "method": method, "model": model, "batch": batch, "device": str(dev), "n_critic": engine.cfg.n_critic,
+        "reg_every": reg_every,
         "engine_s": e, "textbook_s": t, "speedup": t / e,
         "critic_step_gflop": flops / 1e9,
         "critic_step_s": critic,
@@ -172,6 +174,8 @@ def main() -> None:
     parser.add_argument("--methods", default="gp,r1", help="penalised methods: gp, r1")
     parser.add_argument("--models", default="mlp,dcgan32,dcgan64")
     parser.add_argument("--batches", default=None, help="comma-separated (default: 256,2048 for mlp; 16,64 for dcgan on CPU, 64,256 on CUDA)")
+    parser.add_argument("--reg-every", default="1", help="comma-separated lazy-regularisation intervals for the engine"
+                        " (the textbook loop always penalises every step), e.g. 1,4")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -186,8 +190,8 @@ def main() -> None:
     results = []
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print("| device | model | method | batch | engine s/it | textbook s/it | speed-up | critic GFLOP/s | of matmul peak | peak MiB (engine / textbook) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up | critic GFLOP/s | of matmul peak | peak MiB (engine / textbook) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         peak = matmul_flops(torch.device(device))
         for model in args.models.split(","):
@@ -196,12 +200,12 @@ def main() -> None:
             else:
                 batches = [256, 2048] if model == "mlp" else ([16, 64] if device == "cpu" else [64, 256])
             for method in args.methods.split(","):
-                for batch in batches:
-                    r = bench(method, model, batch, device, args.iters, args.warmup, peak)
+                for batch, reg in ((b, int(r)) for b in batches for r in args.reg_every.split(",")):
+                    r = bench(method, model, batch, device, args.iters, args.warmup, peak, reg)
                     r["matmul_gflops_per_s"] = peak / 1e9
                     results.append(r)
                     mem = f"{r['peak_mib_engine']:.0f} / {r['peak_mib_textbook']:.0f}" if "peak_mib_engine" in r else "-"
-                    print(f"| {device} | {model} | {method} | {batch} | {r['engine_s']:.4f} | {r['textbook_s']:.4f} | "
+                    print(f"| {device} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | {r['textbook_s']:.4f} | "
                           f"{r['speedup']:.2f}x | {r['critic_gflops_per_s']:.1f} | {r['share_of_matmul_peak']:.1%} | {mem} |", flush=True)
         print(f"measured {device} float32 matmul: {peak / 1e9:.1f} GFLOP/s")
     if args.json:
