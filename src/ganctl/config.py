@@ -62,6 +62,7 @@ class TrainConfig:
     # --- reproducibility and placement -------------------------------------------------
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
+    compile: bool = False  # torch.compile the forwards that allow it (not the penalty's double backward)
 
     # --- schedule (generator steps; 0 disables) ---------------------------------------
     log_every: int = 50
@@ -84,7 +85,7 @@ class TrainConfig:
 # Settings that describe how long and how visibly a run goes, not what it computes; the only
 # ones a resumed run may change.
 SCHEDULE_FIELDS = frozenset(
-    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device", "on_nonfinite"}
+    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device", "on_nonfinite", "compile"}
 )
 
 _CHOICES = {

@@ -83,6 +83,17 @@ class Trainer:
         if cfg.ema_decay > 0:
             self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
 
+        # --compile: compiled forwards wherever one backward follows; torch.compile does not
+        # support the double backward of a penalty, so penalised critic passes stay eager.
+        self.notes: list[str] = []
+        self._generator_fast, self._critic_fast = self.generator, self.critic
+        if cfg.compile:
+            self._generator_fast = torch.compile(self.generator)
+            self._critic_fast = torch.compile(self.critic)
+            if self.strategy.penalty_at is not None:
+                self.notes.append("--compile: the penalised critic passes run eagerly (torch.compile does not support the"
+                                  " penalty's double backward); the generator and the other critic passes are compiled")
+
         lazy = cfg.reg_every if self.strategy.penalty_at is not None else 1
         self.opt_g = make_optimizer(cfg, self.generator.parameters(), cfg.lr_g)
         self.opt_d = make_optimizer(cfg, self.critic.parameters(), cfg.lr_d, lazy)
@@ -149,13 +160,14 @@ class Trainer:
         cfg, b = self.cfg, self.cfg.batch_size
         real = self.dataset.sample(b, self.rng, self.device)
         with torch.no_grad(), self.autocast():
-            fake = self.generator(self.noise(b)).float()
+            fake = self._generator_fast(self.noise(b)).float()
         at = self.strategy.penalty_at
         if at is not None and self.critic_steps % cfg.reg_every != 0:
             at = None  # lazy regularisation: no penalty on this step
         inputs, leaves = penalties.penalty_inputs(at, real, fake, self.rng)
+        critic = self.critic if leaves else self._critic_fast
         with self.autocast():
-            out = self.critic(torch.cat(inputs)).float()
+            out = critic(torch.cat(inputs)).float()
         d_real, d_fake = out[:b], out[b : 2 * b]
         loss = self.loss.critic(d_real, d_fake)
         total, penalty, grads = loss, None, []
@@ -187,7 +199,7 @@ class Trainer:
         self.critic.requires_grad_(False)  # no critic weight gradients during this backward
         try:
             with self.autocast():
-                out = self.critic(self.generator(self.noise(self.cfg.batch_size))).float()
+                out = self._critic_fast(self._generator_fast(self.noise(self.cfg.batch_size))).float()
             loss = self.loss.generator(out)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()

@@ -240,6 +240,8 @@ def _train(config: TrainConfig | None, out: Path, resume: str | Path | None, ove
             raise failure
         raise ConfigError(f"rank {world.rank}: rank 0 could not set up the run (its message says why)")
     first_step = trainer.step
+    for note in getattr(trainer, "notes", []):
+        emit("warning", {"message": note})
     emit("start", {"config": cfg.to_dict(), "device": str(trainer.device), "step": first_step, "out": str(out),
                    "exact_resume": trainer.exact_resume, "world_size": world.size})
 

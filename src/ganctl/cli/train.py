@@ -56,6 +56,7 @@ def train(
     depth: Annotated[Optional[int], _opt("--depth", help="MLP hidden layers. (default: 3)", panel=_MODEL)] = None,
     z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size. (default: 2 for 2-D data, 128 for images)", panel=_MODEL)] = None,
     critic_norm: Annotated[Optional[str], _opt("--critic-norm", help="none | layer | batch (refused under a penalty). (default: none)", panel=_MODEL)] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile every forward that allows it; penalised critic passes stay eager (no double backward under torch.compile). (default: no)", show_default=False)] = None,
     seed: Seed = None,
     device: Device = None,
     log_every: Annotated[Optional[int], _opt("--log-every", help="(default: 50)", panel=_SCHEDULE)] = None,
