@@ -10,23 +10,20 @@ from ganctl.engine import Trainer
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager():
-    # reg_every 2: the critic alternates penalised (eager) and plain (compiled) passes.
+    # reg_every 2: penalised steps (x_hat pass eager) alternate with fully compiled ones.
     cfg = dict(lipschitz="gp", reg_every=2, width=16, depth=2, batch_size=32, ema_decay=0.0)
-    eager, compiled = Trainer(small(**cfg)), Trainer(small(compile=True, **cfg))
+    # At a learning rate of 1e-12 the weights stay put, so both see the same inputs at every
+    # step and Adam's normalisation (which turns a rounding-level gradient into a whole step
+    # of lr) cannot amplify the compiled kernels' different rounding.
+    still = dict(cfg, lr_d=1e-12, lr_g=1e-12)
+    eager, compiled = Trainer(small(**still)), Trainer(small(compile=True, **still))
     assert not eager.notes and "run eagerly" in compiled.notes[0]
-    for _ in range(3):
+    for _ in range(2):
         eager.train_step()
         compiled.train_step()
     a, b = eager.pop_stats(), compiled.pop_stats()
     for key in ("loss_d", "loss_g", "wasserstein", "penalty"):
-        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
-    # Gradients, compared where Adam's normalisation cannot amplify rounding (at a learning
-    # rate of 1e-12 the weights stay put, so both see the same inputs at every step).
-    still = dict(cfg, lr_d=1e-12, lr_g=1e-12)
-    eager, compiled = Trainer(small(**still)), Trainer(small(compile=True, **still))
-    for _ in range(2):
-        eager.train_step()
-        compiled.train_step()
+        assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
     for net in ("critic", "generator"):
         for p, q in zip(getattr(eager, net).parameters(), getattr(compiled, net).parameters()):
             assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), net

@@ -66,25 +66,6 @@ def test_interpolate_uses_one_coefficient_per_sample():
     assert abs(float(e.var()) - 1 / 12) < 0.01
 
 
-def test_single_forward_penalty_equals_separate_forward():
-    # The engine takes the penalty's gradient from one forward over [real, fake, x_hat]; for
-    # a critic without batch coupling it must equal the textbook separate forward.
-    torch.manual_seed(0)
-    critic = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
-    real, fake = torch.randn(8, 2), torch.randn(8, 2)
-    inputs, leaves = penalties.penalty_inputs("interp", real, fake, torch.Generator().manual_seed(1))
-    out = critic(torch.cat(inputs))
-    (g_joint,) = torch.autograd.grad(out.sum(), leaves, create_graph=True)
-    pen_joint = penalties.two_sided_penalty(g_joint)
-    _, g_sep = penalties.input_grads(critic, leaves[0], create_graph=True)
-    assert_close(g_joint, g_sep)
-    # and the penalty's gradient with respect to the critic's weights agrees too
-    w = critic[0].weight
-    (dw_joint,) = torch.autograd.grad(pen_joint, w)
-    (dw_sep,) = torch.autograd.grad(penalties.two_sided_penalty(g_sep), w)
-    assert_close(dw_joint, dw_sep)
-
-
 def test_penalty_weight_gradient_matches_finite_differences():
     torch.manual_seed(0)
     critic = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
@@ -109,8 +90,13 @@ def test_penalty_weight_gradient_matches_finite_differences():
             assert math.isclose(float(analytic[idx]), float(numeric[idx]), rel_tol=1e-5, abs_tol=1e-8)
 
 
-@pytest.mark.parametrize("at,n_leaves,n_inputs", [(None, 0, 2), ("interp", 1, 3), ("real", 1, 2), ("fake", 1, 2), ("real+fake", 2, 2)])
-def test_penalty_inputs_shapes(at, n_leaves, n_inputs):
-    inputs, leaves = penalties.penalty_inputs(at, torch.randn(4, 2), torch.randn(4, 2))
-    assert len(inputs) == n_inputs and len(leaves) == n_leaves
-    assert all(leaf.requires_grad for leaf in leaves)
+@pytest.mark.parametrize("at,names", [(None, []), ("interp", ["interp"]), ("real", ["real"]), ("fake", ["fake"]),
+                                      ("real+fake", ["real", "fake"])])
+def test_penalty_points(at, names):
+    real, fake = torch.randn(4, 2), torch.randn(4, 2)
+    leaves = penalties.penalty_points(at, real, fake)
+    assert list(leaves) == names
+    assert all(leaf.requires_grad and leaf.is_leaf for leaf in leaves.values())
+    for name in set(names) & {"real", "fake"}:
+        assert torch.equal(leaves[name], {"real": real, "fake": fake}[name])
+    assert not real.requires_grad and not fake.requires_grad  # the caller's tensors are left alone

@@ -173,15 +173,20 @@ def _load_module(path: Path, name: str, module: nn.Module, state: dict[str, Tens
     module.load_state_dict(state, strict=True)
 
 
+_IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
 def _load_optimizer(path: Path, name: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups_json: str | None) -> None:
     if groups_json is None:
         raise CheckpointError(f"{path}: metadata has no '{name}_groups'")
     try:
         groups = json.loads(groups_json)
-        for group in groups:
+        for group, current in zip(groups, opt.param_groups):
             if "betas" in group:
                 group["betas"] = tuple(group["betas"])
-    except (ValueError, TypeError) as exc:
+            # How the update is computed (fused, foreach) belongs to this machine, not to the file.
+            group.update((key, current[key]) for key in _IMPLEMENTATION_FLAGS if key in current)
+    except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: metadata '{name}_groups' is not valid ({exc})") from None
     state: dict[int, dict[str, Tensor]] = {}
     for key, value in _take(tensors, name).items():

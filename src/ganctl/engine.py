@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Any, Iterator
 
 import torch
@@ -17,7 +18,7 @@ from ganctl.devices import resolve_device
 from ganctl.errors import NonFinite
 from ganctl.lipschitz import build_strategy
 from ganctl.losses import get_loss
-from ganctl.models import build_models
+from ganctl.models import activations, build_models
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never draws from the training stream
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -26,13 +27,17 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def make_optimizer(
     cfg: TrainConfig, params: Any, lr: float, lazy_interval: int = 1
 ) -> torch.optim.Optimizer:
-    """Adam or RMSprop. With a penalty applied every N steps, lr and Adam's betas are
+    """Adam (fused where torch has the kernel, else foreach) or RMSprop. With a penalty applied every N steps, lr and Adam's betas are
     corrected by c = N / (N + 1) (lr * c, beta ** c), as in StyleGAN2's lazy regularisation."""
     c = lazy_interval / (lazy_interval + 1) if lazy_interval > 1 else 1.0
+    params = list(params)
     if cfg.optimizer == "adam":
         betas = (cfg.beta1**c, cfg.beta2**c)
-        return torch.optim.Adam(params, lr=lr * c, betas=betas)
-    return torch.optim.RMSprop(params, lr=lr * c)
+        try:  # one fused kernel per step where torch has it for this device
+            return torch.optim.Adam(params, lr=lr * c, betas=betas, fused=True)
+        except RuntimeError:
+            return torch.optim.Adam(params, lr=lr * c, betas=betas, foreach=True)
+    return torch.optim.RMSprop(params, lr=lr * c, foreach=True)
 
 
 @contextlib.contextmanager
@@ -94,9 +99,12 @@ class Trainer:
                 self.notes.append("--compile: the penalised critic passes run eagerly (torch.compile does not support the"
                                   " penalty's double backward); the generator and the other critic passes are compiled")
 
+        # Parameter lists, walked every step (module.parameters() re-walks the module tree).
+        self._generator_params = tuple(self.generator.parameters())
+        self._critic_params = tuple(self.critic.parameters())
         lazy = cfg.reg_every if self.strategy.penalty_at is not None else 1
-        self.opt_g = make_optimizer(cfg, self.generator.parameters(), cfg.lr_g)
-        self.opt_d = make_optimizer(cfg, self.critic.parameters(), cfg.lr_d, lazy)
+        self.opt_g = make_optimizer(cfg, self._generator_params, cfg.lr_g)
+        self.opt_d = make_optimizer(cfg, self._critic_params, cfg.lr_d, lazy)
         # Mixed precision: autocast for forwards; with fp16, a gradient scaler per optimizer and
         # the penalty's input gradients taken from the scaled output, then unscaled (PyTorch's
         # AMP recipe for gradient penalties). bf16 needs no scaler (enabled=False: no-ops).
@@ -164,16 +172,14 @@ class Trainer:
         at = self.strategy.penalty_at
         if at is not None and self.critic_steps % cfg.reg_every != 0:
             at = None  # lazy regularisation: no penalty on this step
-        inputs, leaves = penalties.penalty_inputs(at, real, fake, self.rng)
-        critic = self.critic if leaves else self._critic_fast
-        with self.autocast():
-            out = critic(torch.cat(inputs)).float()
-        d_real, d_fake = out[:b], out[b : 2 * b]
+        leaves = penalties.penalty_points(at, real, fake, self.rng)
+        out, pen_out = self._critic_passes(real.detach(), fake.detach(), leaves)
+        d_real, d_fake = out["real"], out["fake"]
         loss = self.loss.critic(d_real, d_fake)
         total, penalty, grads = loss, None, []
         if leaves:
             # Input gradients of the scaled output (no-op scale without fp16), then unscaled.
-            scaled = torch.autograd.grad(self.scaler_d.scale(out.sum()), leaves, create_graph=True)
+            scaled = torch.autograd.grad(self.scaler_d.scale(pen_out.sum()), list(leaves.values()), create_graph=True)
             inv_scale = 1.0 / self.scaler_d.get_scale()
             grads = [g * inv_scale for g in scaled]
             penalty = self.strategy.penalty(grads)
@@ -181,7 +187,7 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(total).backward()
         distributed.average_gradients(self.critic, self.world)  # no-op on one process
-        if not self._finite("critic", self.critic, loss=loss, penalty=penalty):
+        if not self._finite("critic", self._critic_params, loss=loss, penalty=penalty):
             self.opt_d.zero_grad(set_to_none=True)  # --on-nonfinite skip: drop this update
             self.critic_steps += 1
             return
@@ -195,8 +201,31 @@ class Trainer:
         self._track("wasserstein", d_real.mean() - d_fake.mean())
         self._last_batch = (real.detach(), fake.detach())
 
+    def _critic_passes(self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
+        """D on real and fake points, in two forwards when there is a penalty: one over the
+        penalised leaves (eager; at interpolates with constant-slope activations, see
+        `models.activations`) and one over the other sets (compiled with --compile). Returns D per set name and the
+        penalised pass's output, whose input gradients the penalty takes."""
+        b = self.cfg.batch_size
+        plain = [(name, x) for name, x in (("real", real), ("fake", fake)) if name not in leaves]
+        out: dict[str, Tensor] = {}
+        pen_out = None
+        with self.autocast():
+            if plain:
+                values = self._critic_fast(torch.cat([x for _, x in plain])).float()
+                out.update((name, values[i * b : (i + 1) * b]) for i, (name, _) in enumerate(plain))
+            if leaves:
+                # Constant slopes pay off where the penalised outputs are not in the loss (x_hat):
+                # elsewhere the loss's own backward walks that forward graph anyway.
+                slope = activations.constant_slope() if "interp" in leaves else contextlib.nullcontext()
+                with slope:
+                    pen_out = self.critic(torch.cat(list(leaves.values()))).float()
+                out.update((name, pen_out[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
+        return out, pen_out
+
     def _generator_step(self) -> None:
-        self.critic.requires_grad_(False)  # no critic weight gradients during this backward
+        for p in self._critic_params:  # no critic weight gradients in this backward
+            p.requires_grad_(False)
         try:
             with self.autocast():
                 out = self._critic_fast(self._generator_fast(self.noise(self.cfg.batch_size))).float()
@@ -204,16 +233,17 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
             distributed.average_gradients(self.generator, self.world)
-            if not self._finite("generator", self.generator, loss=loss):
+            if not self._finite("generator", self._generator_params, loss=loss):
                 self.opt_g.zero_grad(set_to_none=True)
                 return
             stepped = self._scaled_step(self.scaler_g, self.opt_g)
         finally:
-            self.critic.requires_grad_(True)
+            for p in self._critic_params:
+                p.requires_grad_(True)
         if stepped:
             self._track("loss_g", loss)
 
-    def _finite(self, net: str, module: nn.Module, **values: Tensor | None) -> bool:
+    def _finite(self, net: str, params: tuple[nn.Parameter, ...], **values: Tensor | None) -> bool:
         """Whether this step's losses, penalty and gradients are all finite. With fp16 the
         gradient scaler owns overflowing gradients, and so the penalty, which is formed from
         them (it skips those steps and lowers its scale), so only the losses are checked.
@@ -222,13 +252,14 @@ class Trainer:
         scaled = self.scaler_d.is_enabled()
         checks = {f"{net} {name}": v.detach().float().reshape(()) for name, v in values.items()
                   if v is not None and not (scaled and name == "penalty")}
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        grads = [p.grad for p in params if p.grad is not None]
         if grads and not scaled:
             checks[f"{net} gradient"] = torch.stack(torch._foreach_norm(grads)).float().sum()
-        flags = torch.isfinite(torch.stack(list(checks.values())))
-        if distributed.all_ok(bool(flags.all()), self.world):  # one device sync per step; ranks agree
+        parts = torch.stack(list(checks.values()))
+        # One device sync per step: the float64 sum is finite exactly when every part is.
+        if distributed.all_ok(math.isfinite(float(parts.double().sum())), self.world):  # ranks agree
             return True
-        bad = next((name for name, ok in zip(checks, flags.tolist()) if not ok), f"{net} on another rank")
+        bad = next((name for name, v in zip(checks, parts.tolist()) if not math.isfinite(v)), f"{net} on another rank")
         if self.cfg.on_nonfinite == "skip":
             self.nonfinite_skipped += 1
             return False

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
+from ganctl.models import activations
 
 MIN_SIZE, MAX_SIZE = 16, 256
 
@@ -64,9 +65,9 @@ def build_dcgan(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Mod
     g += [nn.ConvTranspose2d(chans[-1], c, 4, 2, 1), nn.Tanh()]
 
     rev = chans[::-1]  # e.g. 32 px: [w, 2w, 4w]
-    d: list[nn.Module] = [nn.Conv2d(c, rev[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+    d: list[nn.Module] = [nn.Conv2d(c, rev[0], 4, 2, 1), activations.LeakyReLU(0.2)]
     for a, b in zip(rev, rev[1:]):
         d += [nn.Conv2d(a, b, 4, 2, 1, bias=cfg.critic_norm == "none"), _norm2d(cfg.critic_norm, b)]
-        d += [nn.LeakyReLU(0.2)]
+        d += [activations.LeakyReLU(0.2)]
     d += [nn.Conv2d(rev[-1], 1, 4, 1, 0), Flatten()]
     return nn.Sequential(*g), nn.Sequential(*d)

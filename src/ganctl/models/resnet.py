@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ganctl.config import TrainConfig
+from ganctl.models import activations
 from ganctl.models.dcgan import _norm2d, check_image_shape
 
 
@@ -49,7 +50,7 @@ class DownBlock(nn.Module):
         return [main, [("shortcut", self.shortcut), *pool]]
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv2(F.relu(self.n2(self.conv1(F.relu(self.n1(x))))))
+        h = self.conv2(activations.relu(self.n2(self.conv1(activations.relu(self.n1(x))))))
         s = self.shortcut(x)
         if self.down:
             h, s = F.avg_pool2d(h, 2), F.avg_pool2d(s, 2)
@@ -67,7 +68,7 @@ class FirstBlock(nn.Module):
                 [("avg_pool", 0.5), ("shortcut", self.shortcut)]]
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.avg_pool2d(self.conv2(F.relu(self.conv1(x))), 2)
+        h = F.avg_pool2d(self.conv2(activations.relu(self.conv1(x))), 2)
         return h + self.shortcut(F.avg_pool2d(x, 2))
 
 
@@ -93,7 +94,7 @@ class Critic(nn.Module):
         self.linear = nn.Linear(w, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(F.relu(self.blocks(x)).mean(dim=(2, 3)))
+        return self.linear(activations.relu(self.blocks(x)).mean(dim=(2, 3)))
 
 
 def build_resnet(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
