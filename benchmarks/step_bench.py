@@ -9,12 +9,14 @@ throughput.
 
 The textbook loop is the tutorial pattern for penalised critics, written here on purpose: three
 critic forwards (real, fake, interpolates), `torch.autograd.grad(..., create_graph=True)` on the
-interpolates, the penalty on the flattened per-sample norm, `zero_grad()`, one backward, a step.
-Both sides start from identical weights and optimizer settings (the engine's recipe for the
-method), draw their own batches, and alternate iteration by iteration, so machine noise hits
-both alike. Reported: median seconds per iteration of each, their ratio (textbook / engine:
-above 1 means the engine is faster), peak memory on CUDA, and the engine's critic-step FLOP/s
-(counted by torch's FlopCounterMode) as a share of the measured dense matmul FLOP/s.
+interpolates, the penalty on the flattened per-sample norm, `zero_grad()`, one backward, a step
+of torch.optim.Adam. A third loop, "single pass", is the same with one critic forward over
+[real, fake, x_hat]. All three start from identical weights and the method's lr and betas,
+draw their own batches, and alternate iteration by iteration, so machine noise hits them alike.
+Reported: median seconds per iteration, the ratios textbook / engine and textbook / single pass
+(above 1: faster than the textbook), peak memory on CUDA, the critic step's FLOPs in the engine
+and the textbook (torch's per-operator formulas), and the engine's critic-step FLOP/s as a
+share of the measured dense matmul FLOP/s.
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import flop_registry  # noqa: E402
+
 from ganctl.config import TrainConfig  # noqa: E402
+from ganctl.data import sample_shape  # noqa: E402
 from ganctl.engine import Trainer  # noqa: E402
+from ganctl.models import build_models  # noqa: E402
 
 MODELS = {  # name -> config changes
     "mlp": {"data": "8gaussians"},
@@ -47,14 +54,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def plain_copy(opt: torch.optim.Optimizer, params) -> torch.optim.Optimizer:
+    """The same optimizer and hyperparameters with torch's default implementation."""
+    settings = {k: v for k, v in opt.defaults.items() if k not in ("fused", "foreach", "capturable", "differentiable")}
+    return type(opt)(params, **settings)
+
+
 class Textbook:
-    """The tutorial WGAN-GP / R1 loop over copies of the engine's modules and optimizers."""
+    """The tutorial WGAN-GP / R1 loop: its own copy of the models (built from the same config
+    and seed, so the same initial weights; outside the engine its activations are plain
+    torch ones) and the recipe's optimizer with torch's default implementation."""
 
     def __init__(self, trainer: Trainer):
         self.cfg, self.device, self.data = trainer.cfg, trainer.device, trainer.dataset
-        self.G, self.D = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.critic)
-        self.opt_g = type(trainer.opt_g)(self.G.parameters(), **trainer.opt_g.defaults)
-        self.opt_d = type(trainer.opt_d)(self.D.parameters(), **trainer.opt_d.defaults)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(trainer.cfg.seed)
+            generator, critic = build_models(trainer.cfg, sample_shape(trainer.cfg))
+        self.G, self.D = generator.to(self.device), critic.to(self.device)
+        self.opt_g = plain_copy(trainer.opt_g, self.G.parameters())
+        self.opt_d = plain_copy(trainer.opt_d, self.D.parameters())
         if trainer.cfg.lipschitz not in ("gp", "r1"):
             raise SystemExit(f"the textbook loop is written for gp and r1, not {trainer.cfg.lipschitz}")
         self.weight = trainer.cfg.penalty_weight
@@ -99,6 +117,35 @@ class Textbook:
         self.generator_step()
 
 
+class SinglePass(Textbook):
+    """The textbook loop with one critic forward over every point set, [real, fake, x_hat]
+    (R1: [real, fake] with real a leaf), the penalty's input gradient taken from that pass.
+    Both backward passes of the penalty then run over all the rows, not just the penalised
+    ones: this is what the engine measured slower, and why it runs two passes instead."""
+
+    def critic_step(self) -> None:
+        b = self.cfg.batch_size
+        real = self.data.sample(b, self.rng, self.device)
+        fake = self.G(self.z()).detach()
+        if self.r1:
+            real.requires_grad_(True)
+            out = self.D(torch.cat([real, fake]))
+            (g,) = torch.autograd.grad(out.sum(), real, create_graph=True)
+            d_real, d_fake = out[:b], out[b:]
+            loss = torch.nn.functional.softplus(-d_real).mean() + torch.nn.functional.softplus(d_fake).mean()
+            loss = loss + self.weight / 2 * g.reshape(b, -1).pow(2).sum(1).mean()
+        else:
+            eps = torch.rand(b, *[1] * (real.dim() - 1), generator=self.rng, device=self.device)
+            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+            out = self.D(torch.cat([real, fake, x_hat]))
+            (g,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+            loss = out[b : 2 * b].mean() - out[:b].mean()
+            loss = loss + self.weight * (g.reshape(b, -1).norm(2, dim=1) - 1).pow(2).mean()
+        self.opt_d.zero_grad()
+        loss.backward()
+        self.opt_d.step()
+
+
 def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
     """Measured dense float32 matmul throughput (FLOP/s): the hardware's practical ceiling."""
     a = torch.randn(n, n, device=device)
@@ -114,15 +161,31 @@ def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> floa
     return 2 * n**3 / statistics.median(times)
 
 
-def critic_step_flops(trainer: Trainer) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
+class FlopCount(TorchDispatchMode):
+    """Theoretical FLOPs of the operators that run (torch's own per-operator formulas).
+    torch's FlopCounterMode would do, but its module tracker refuses autograd.grad on leaves."""
 
-    state = copy.deepcopy(trainer.critic.state_dict()), copy.deepcopy(trainer.opt_d.state_dict())
-    with FlopCounterMode(display=False) as counter:
-        trainer._critic_step()
-    trainer.critic.load_state_dict(state[0])
-    trainer.opt_d.load_state_dict(state[1])
-    return float(counter.get_total_flops())
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def step_flops(step, *objects) -> float:
+    """FLOPs of one call of `step`, leaving every module and optimizer in `objects` as it was."""
+    states = [copy.deepcopy(o.state_dict()) for o in objects]
+    with FlopCount() as counter:
+        step()
+    for o, state in zip(objects, states):
+        o.load_state_dict(state)
+    return float(counter.total)
 
 
 def timed(step, device: torch.device) -> float:
@@ -137,30 +200,35 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
           reg_every: int = 1) -> dict:
     cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, reg_every=reg_every, **MODELS[model])
     engine = Trainer(cfg)
-    textbook = Textbook(engine)
+    loops = {"engine": engine.train_step, "textbook": Textbook(engine).train_step, "single_pass": SinglePass(engine).train_step}
     dev = engine.device
     for _ in range(warmup):
-        engine.train_step()
-        textbook.train_step()
-    t_engine, t_textbook = [], []
-    for _ in range(iters):  # interleaved: noise hits both alike
-        t_engine.append(timed(engine.train_step, dev))
-        t_textbook.append(timed(textbook.train_step, dev))
+        for step in loops.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(iters):  # interleaved: noise hits all alike
+        for name, step in loops.items():
+            times[name].append(timed(step, dev))
     memory = {}
     if dev.type == "cuda":
-        for name, obj in (("engine", engine), ("textbook", textbook)):
+        for name, step in loops.items():
             torch.cuda.reset_peak_memory_stats(dev)
-            obj.train_step()
+            step()
             sync(dev)
             memory[f"peak_mib_{name}"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    flops = critic_step_flops(engine)
+    textbook = loops["textbook"].__self__
+    flops = step_flops(engine._critic_step, engine.critic, engine.opt_d)
+    textbook_flops = step_flops(textbook.critic_step, textbook.D, textbook.opt_d)
     critic = statistics.median(timed(engine._critic_step, dev) for _ in range(iters))
-    e, t = statistics.median(t_engine), statistics.median(t_textbook)
+    median = {name: statistics.median(t) for name, t in times.items()}
     return {
         "method": method, "model": model, "batch": batch, "device": str(dev), "n_critic": engine.cfg.n_critic,
         "reg_every": reg_every,
-        "engine_s": e, "textbook_s": t, "speedup": t / e,
+        "engine_s": median["engine"], "textbook_s": median["textbook"], "single_pass_s": median["single_pass"],
+        "speedup": median["textbook"] / median["engine"],
+        "single_pass_speedup": median["textbook"] / median["single_pass"],
         "critic_step_gflop": flops / 1e9,
+        "textbook_critic_step_gflop": textbook_flops / 1e9,
         "critic_step_s": critic,
         "critic_gflops_per_s": flops / critic / 1e9,
         "share_of_matmul_peak": flops / critic / peak,
@@ -190,8 +258,9 @@ def main() -> None:
     results = []
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print("| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up | critic GFLOP/s | of matmul peak | peak MiB (engine / textbook) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up | single pass | "
+          "critic GFLOP engine / textbook | critic GFLOP/s | of matmul peak | peak MiB (engine / textbook) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         peak = matmul_flops(torch.device(device))
         for model in args.models.split(","):
@@ -206,7 +275,9 @@ def main() -> None:
                     results.append(r)
                     mem = f"{r['peak_mib_engine']:.0f} / {r['peak_mib_textbook']:.0f}" if "peak_mib_engine" in r else "-"
                     print(f"| {device} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | {r['textbook_s']:.4f} | "
-                          f"{r['speedup']:.2f}x | {r['critic_gflops_per_s']:.1f} | {r['share_of_matmul_peak']:.1%} | {mem} |", flush=True)
+                          f"{r['speedup']:.2f}x | {r['single_pass_speedup']:.2f}x | "
+                          f"{r['critic_step_gflop']:.3f} / {r['textbook_critic_step_gflop']:.3f} | {r['critic_gflops_per_s']:.1f} | "
+                          f"{r['share_of_matmul_peak']:.1%} | {mem} |", flush=True)
         print(f"measured {device} float32 matmul: {peak / 1e9:.1f} GFLOP/s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

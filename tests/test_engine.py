@@ -107,3 +107,18 @@ def test_the_critic_step_equals_the_textbook_step(data, arch, method, at):
             assert p.grad is None or torch.count_nonzero(p.grad) == 0
         else:
             torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_channels_last_convolutions_give_the_same_critic_step():
+    # On CUDA the engine runs dcgan/resnet in channels-last layout; the penalised step,
+    # double backward included, must not depend on the layout (checked here on the CPU).
+    cfg = small(data="shapes", arch="dcgan", lipschitz="gp", image_size=32, z_dim=8, width=8, batch_size=8)
+    plain, nhwc = Trainer(cfg), Trainer(cfg)
+    nhwc.memory_format = torch.channels_last
+    nhwc.generator.to(memory_format=torch.channels_last)
+    nhwc.critic.to(memory_format=torch.channels_last)
+    assert nhwc.critic[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain._critic_step()
+    nhwc._critic_step()
+    for p, q in zip(plain.critic.parameters(), nhwc.critic.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)

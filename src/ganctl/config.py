@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     compile: bool = False  # torch.compile the forwards that allow it (not the penalty's double backward)
+    tf32: bool = True  # CUDA: TensorFloat-32 matrix products and convolutions (float32 accumulation)
 
     # --- schedule (generator steps; 0 disables) ---------------------------------------
     log_every: int = 50
@@ -85,7 +86,7 @@ class TrainConfig:
 # Settings that describe how long and how visibly a run goes, not what it computes; the only
 # ones a resumed run may change.
 SCHEDULE_FIELDS = frozenset(
-    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device", "on_nonfinite", "compile"}
+    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device", "on_nonfinite", "compile", "tf32"}
 )
 
 _CHOICES = {

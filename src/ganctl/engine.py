@@ -81,8 +81,15 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             generator, critic = build_models(cfg, sample_shape(cfg))
             critic = self.strategy.prepare_critic(critic)
-        self.generator = generator.to(self.device)
-        self.critic = critic.to(self.device)
+        # CUDA: TF32 as asked, and channels-last convolutions (the layout tensor cores read).
+        self.memory_format = torch.contiguous_format
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
+            if cfg.arch in ("dcgan", "resnet"):
+                self.memory_format = torch.channels_last
+        self.generator = generator.to(self.device, memory_format=self.memory_format)
+        self.critic = critic.to(self.device, memory_format=self.memory_format)
         distributed.broadcast_modules((self.generator, self.critic), self.world)
         self.ema = None
         if cfg.ema_decay > 0:
@@ -167,6 +174,8 @@ class Trainer:
     def _critic_step(self) -> None:
         cfg, b = self.cfg, self.cfg.batch_size
         real = self.dataset.sample(b, self.rng, self.device)
+        if real.dim() == 4:
+            real = real.contiguous(memory_format=self.memory_format)
         with torch.no_grad(), self.autocast():
             fake = self._generator_fast(self.noise(b)).float()
         at = self.strategy.penalty_at

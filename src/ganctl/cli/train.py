@@ -57,6 +57,7 @@ def train(
     z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size. (default: 2 for 2-D data, 128 for images)", panel=_MODEL)] = None,
     critic_norm: Annotated[Optional[str], _opt("--critic-norm", help="none | layer | batch (refused under a penalty). (default: none)", panel=_MODEL)] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile every forward that allows it; penalised critic passes stay eager (no double backward under torch.compile). (default: no)", show_default=False)] = None,
+    tf32: Annotated[Optional[bool], typer.Option("--tf32/--no-tf32", help="On CUDA: TensorFloat-32 matrix products and convolutions (10-bit mantissa inputs, float32 sums); --no-tf32 for full float32, which is StyleGAN2-ADA's default. (default: yes)", show_default=False)] = None,
     seed: Seed = None,
     device: Device = None,
     log_every: Annotated[Optional[int], _opt("--log-every", help="(default: 50)", panel=_SCHEDULE)] = None,
