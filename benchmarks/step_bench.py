@@ -197,8 +197,9 @@ def timed(step, device: torch.device) -> float:
 
 
 def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: int, peak: float,
-          reg_every: int = 1) -> dict:
-    cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, reg_every=reg_every, **MODELS[model])
+          reg_every: int = 1, compile: bool = False) -> dict:
+    cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, reg_every=reg_every,
+                      compile=compile, **MODELS[model])
     engine = Trainer(cfg)
     loops = {"engine": engine.train_step, "textbook": Textbook(engine).train_step, "single_pass": SinglePass(engine).train_step}
     dev = engine.device
@@ -223,7 +224,7 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
     median = {name: statistics.median(t) for name, t in times.items()}
     return {
         "method": method, "model": model, "batch": batch, "device": str(dev), "n_critic": engine.cfg.n_critic,
-        "reg_every": reg_every,
+        "reg_every": reg_every, "compile": compile,
         "engine_s": median["engine"], "textbook_s": median["textbook"], "single_pass_s": median["single_pass"],
         "speedup": median["textbook"] / median["engine"],
         "single_pass_speedup": median["textbook"] / median["single_pass"],
@@ -244,6 +245,7 @@ def main() -> None:
     parser.add_argument("--batches", default=None, help="comma-separated (default: 256,2048 for mlp; 16,64 for dcgan on CPU, 64,256 on CUDA)")
     parser.add_argument("--reg-every", default="1", help="comma-separated lazy-regularisation intervals for the engine"
                         " (the textbook loop always penalises every step), e.g. 1,4")
+    parser.add_argument("--compile", action="store_true", help="the engine with --compile (warm-up compiles it)")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -270,7 +272,7 @@ def main() -> None:
                 batches = [256, 2048] if model == "mlp" else ([16, 64] if device == "cpu" else [64, 256])
             for method in args.methods.split(","):
                 for batch, reg in ((b, int(r)) for b in batches for r in args.reg_every.split(",")):
-                    r = bench(method, model, batch, device, args.iters, args.warmup, peak, reg)
+                    r = bench(method, model, batch, device, args.iters, args.warmup, peak, reg, args.compile)
                     r["matmul_gflops_per_s"] = peak / 1e9
                     results.append(r)
                     mem = f"{r['peak_mib_engine']:.0f} / {r['peak_mib_textbook']:.0f}" if "peak_mib_engine" in r else "-"
