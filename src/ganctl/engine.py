@@ -259,16 +259,17 @@ class Trainer:
         A non-finite value raises `NonFinite` naming it, or with --on-nonfinite skip returns
         False so the caller drops the update (counted as `nonfinite_skipped`)."""
         scaled = self.scaler_d.is_enabled()
-        checks = {f"{net} {name}": v.detach().float().reshape(()) for name, v in values.items()
-                  if v is not None and not (scaled and name == "penalty")}
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads and not scaled:
-            checks[f"{net} gradient"] = torch.stack(torch._foreach_norm(grads)).float().sum()
-        parts = torch.stack(list(checks.values()))
-        # One device sync per step: the float64 sum is finite exactly when every part is.
+        checked = {f"{net} {name}": v for name, v in values.items() if v is not None and not (scaled and name == "penalty")}
+        grads = [] if scaled else [p.grad for p in params if p.grad is not None]
+        # The scalars and one norm per gradient tensor, stacked (float32 parameters, so float32
+        # norms): one device sync per step, and the float64 sum is finite exactly when every part is.
+        parts = torch.stack([v.detach().float().reshape(()) for v in checked.values()] + (list(torch._foreach_norm(grads)) if grads else []))
         if distributed.all_ok(math.isfinite(float(parts.double().sum())), self.world):  # ranks agree
             return True
-        bad = next((name for name, v in zip(checks, parts.tolist()) if not math.isfinite(v)), f"{net} on another rank")
+        finite = [math.isfinite(v) for v in parts.tolist()]
+        bad = next((name for name, ok in zip(checked, finite) if not ok), None)
+        if bad is None:
+            bad = f"{net} gradient" if not all(finite) else f"{net} on another rank"
         if self.cfg.on_nonfinite == "skip":
             self.nonfinite_skipped += 1
             return False
