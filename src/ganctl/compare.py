@@ -93,11 +93,13 @@ def status(job: Job) -> tuple[str, Path | None]:
     return ("done", latest) if step >= wanted.steps else ("resume", latest)
 
 
-def run_job(job: Job, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or finish) one run and write its summary, with peak memory on CUDA."""
+def run_job(job: Job, on_event: Callable[[str, dict[str, Any]], None] | None = None,
+            known: tuple[str, Path | None] | None = None) -> dict[str, Any]:
+    """Train (or finish) one run and write its summary, with peak memory on CUDA. `known`:
+    the job's `status`, when the caller has already read it."""
     from ganctl.run import train
 
-    state, latest = status(job)
+    state, latest = known or status(job)
     if state == "done":
         return {"state": "done"}
     device = torch.device(job.config.device) if job.config.device not in (None, "auto") else None
@@ -228,14 +230,12 @@ def compare(base: dict[str, Any], methods: list[str], seeds: list[int], out: Pat
     emit = on_event or (lambda kind, payload: None)
     out = Path(out)
     jobs = plan({**base, "device": device}, methods, seeds, out)
-    for job in jobs:
-        status(job)  # a folder holding some other run fails now, before any training
+    states = [status(job) for job in jobs]  # a folder holding some other run fails now, before any training
     out.mkdir(parents=True, exist_ok=True)
-    for i, job in enumerate(jobs):
-        state, _ = status(job)
+    for i, (job, known) in enumerate(zip(jobs, states)):
         emit("job", {"index": i, "total": len(jobs), "method": job.method, "seed": job.seed,
-                     "run_dir": str(job.run_dir), "state": state})
-        run_job(job, on_event)
+                     "run_dir": str(job.run_dir), "state": known[0]})
+        run_job(job, on_event, known)
     return compare_runs([job.run_dir for job in jobs], device=device, out=out,
                         settings={"base": base, "methods": methods, "seeds": seeds})
 
