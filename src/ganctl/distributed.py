@@ -84,10 +84,12 @@ def _comm_device(params: list[Tensor]) -> torch.device:
 def average_gradients(module: nn.Module, world: World) -> None:
     """Replace every parameter's gradient by its mean over ranks (missing gradients count as
     zero, so every rank contributes a buffer of the same layout)."""
+    if not world.active:  # checked first: this runs after every backward
+        return
     import torch.distributed as dist
 
     params = [p for p in module.parameters() if p.requires_grad]
-    if not world.active or not params:
+    if not params:
         return
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
     dist.all_reduce(flat)

@@ -27,8 +27,9 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def make_optimizer(
     cfg: TrainConfig, params: Any, lr: float, lazy_interval: int = 1
 ) -> torch.optim.Optimizer:
-    """Adam (fused where torch has the kernel, else foreach) or RMSprop. With a penalty applied every N steps, lr and Adam's betas are
-    corrected by c = N / (N + 1) (lr * c, beta ** c), as in StyleGAN2's lazy regularisation."""
+    """Adam (fused where torch has the kernel, else foreach) or RMSprop (foreach). With a
+    penalty applied every N steps, lr and Adam's betas are corrected by c = N / (N + 1)
+    (lr * c, beta ** c), as in StyleGAN2's lazy regularisation."""
     c = lazy_interval / (lazy_interval + 1) if lazy_interval > 1 else 1.0
     params = list(params)
     if cfg.optimizer == "adam":
@@ -182,7 +183,7 @@ class Trainer:
         if at is not None and self.critic_steps % cfg.reg_every != 0:
             at = None  # lazy regularisation: no penalty on this step
         leaves = penalties.penalty_points(at, real, fake, self.rng)
-        out, pen_out = self._critic_passes(real.detach(), fake.detach(), leaves)
+        out, pen_out = self._critic_passes(real, fake, leaves)
         d_real, d_fake = out["real"], out["fake"]
         loss = self.loss.critic(d_real, d_fake)
         total, penalty, grads = loss, None, []
@@ -213,8 +214,9 @@ class Trainer:
     def _critic_passes(self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
         """D on real and fake points, in two forwards when there is a penalty: one over the
         penalised leaves (eager; at interpolates with constant-slope activations, see
-        `models.activations`) and one over the other sets (compiled with --compile). Returns D per set name and the
-        penalised pass's output, whose input gradients the penalty takes."""
+        `models.activations`) and one over the other sets (compiled with --compile). Returns
+        D per set name and the penalised pass's output, whose input gradients the penalty takes.
+        `real` and `fake` carry no graph (data, and a generator output taken under no_grad)."""
         b = self.cfg.batch_size
         plain = [(name, x) for name, x in (("real", real), ("fake", fake)) if name not in leaves]
         out: dict[str, Tensor] = {}

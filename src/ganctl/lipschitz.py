@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ganctl import penalties
-from ganctl.config import TrainConfig
+from ganctl.config import TrainConfig, flag_of
 from ganctl.errors import ConfigError
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -65,12 +65,6 @@ def build_strategy(cfg: TrainConfig) -> Lipschitz:
     return get_strategy_class(cfg.lipschitz)(cfg)
 
 
-def _flag(name: str) -> str:
-    from ganctl.config import flag_of
-
-    return flag_of(name)
-
-
 class Lipschitz:
     """No constraint. Also the base class: every hook is a no-op."""
 
@@ -91,7 +85,7 @@ class Lipschitz:
         for name in METHOD_SETTINGS:
             if name not in cls.own_settings and getattr(cfg, name) is not None:
                 raise ConfigError(
-                    f"{_flag(name)} does not apply to --lipschitz {cls.name}"
+                    f"{flag_of(name)} does not apply to --lipschitz {cls.name}"
                     f" (it applies to: {', '.join(_methods_owning(name))})"
                 )
         if cfg.reg_every != 1 and "penalty_weight" not in cls.own_settings:
