@@ -30,3 +30,14 @@ def small(**changes) -> TrainConfig:
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def central_difference(fn, tensor: torch.Tensor, index: tuple[int, ...], h: float) -> float:
+    """(fn() at tensor[index] + h  -  fn() at tensor[index] - h) / 2h, restoring the entry."""
+    with torch.no_grad():
+        tensor[index] += h
+        up = float(fn())
+        tensor[index] -= 2 * h
+        down = float(fn())
+        tensor[index] += h
+    return (up - down) / (2 * h)

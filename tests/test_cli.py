@@ -90,6 +90,15 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, args, messag
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
 
 
+def test_tf32_is_recorded_and_may_change_on_resume(tmp_path):
+    # --tf32 only acts on CUDA; it is a how-to-compute setting, so a resume may flip it.
+    assert train(tmp_path, "--steps", "2", "--no-tf32").exit_code == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["tf32"] is False
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--steps", "3", "--tf32", "--json"])
+    assert result.exit_code == 0, result.output
+    assert parse_json(result.stdout)["config"]["tf32"] is True
+
+
 def test_bad_toml_and_unknown_keys(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("steps = [")
