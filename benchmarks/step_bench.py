@@ -11,10 +11,12 @@ The textbook loop is the tutorial pattern for penalised critics, written here on
 critic forwards (real, fake, interpolates), `torch.autograd.grad(..., create_graph=True)` on the
 interpolates, the penalty on the flattened per-sample norm, `zero_grad()`, one backward, a step
 of torch.optim.Adam. A third loop, "single pass", is the same with one critic forward over
-[real, fake, x_hat]. All three start from identical weights and the method's lr and betas,
-draw their own batches, and alternate iteration by iteration, so machine noise hits them alike.
-Reported: median seconds per iteration, the ratios textbook / engine and textbook / single pass
-(above 1: faster than the textbook), peak memory on CUDA, the critic step's FLOPs in the engine
+[real, fake, x_hat]. Where the critic is a plain ReLU MLP, which the engine steps through its
+hand-written backward (`ganctl.fused_mlp`), a fourth loop is the engine forced onto its autograd
+path, so that each part's share is visible. All start from identical weights and the method's
+lr and betas, draw their own batches, and alternate iteration by iteration, so machine noise
+hits them alike. Reported: median seconds per iteration, the ratios textbook / engine, textbook
+/ single pass and textbook / engine's autograd path (above 1: faster than the textbook), peak memory on CUDA, the critic step's FLOPs in the engine
 and the textbook (torch's per-operator formulas), and the engine's critic-step FLOP/s as a
 share of the measured dense matmul FLOP/s.
 """
@@ -202,6 +204,11 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
                       compile=compile, **MODELS[model])
     engine = Trainer(cfg)
     loops = {"engine": engine.train_step, "textbook": Textbook(engine).train_step, "single_pass": SinglePass(engine).train_step}
+    autograd = None
+    if engine._fused_layers is not None:  # a plain MLP critic: also its autograd path, to show what each part gives
+        autograd = Trainer(cfg)
+        autograd._fused_layers = None
+        loops["engine_autograd"] = autograd.train_step
     dev = engine.device
     for _ in range(warmup):
         for step in loops.values():
@@ -222,6 +229,11 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
     textbook_flops = step_flops(textbook.critic_step, textbook.D, textbook.opt_d)
     critic = statistics.median(timed(engine._critic_step, dev) for _ in range(iters))
     median = {name: statistics.median(t) for name, t in times.items()}
+    if autograd is not None:
+        extra = {"engine_autograd_s": median["engine_autograd"], "autograd_speedup": median["textbook"] / median["engine_autograd"],
+                 "autograd_critic_step_gflop": step_flops(autograd._critic_step, autograd.critic, autograd.opt_d) / 1e9}
+    else:
+        extra = {}
     return {
         "method": method, "model": model, "batch": batch, "device": str(dev), "n_critic": engine.cfg.n_critic,
         "reg_every": reg_every, "compile": compile,
@@ -233,6 +245,7 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
         "critic_step_s": critic,
         "critic_gflops_per_s": flops / critic / 1e9,
         "share_of_matmul_peak": flops / critic / peak,
+        **extra,
         **memory,
     }
 
@@ -261,8 +274,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print("| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up | single pass | "
-          "critic GFLOP engine / textbook | critic GFLOP/s | of matmul peak | peak MiB (engine / textbook) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "engine, autograd path | critic GFLOP engine / textbook | critic GFLOP/s | of matmul peak | peak MiB (engine / textbook) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         peak = matmul_flops(torch.device(device))
         for model in args.models.split(","):
@@ -276,8 +289,9 @@ def main() -> None:
                     r["matmul_gflops_per_s"] = peak / 1e9
                     results.append(r)
                     mem = f"{r['peak_mib_engine']:.0f} / {r['peak_mib_textbook']:.0f}" if "peak_mib_engine" in r else "-"
+                    auto = f"{r['autograd_speedup']:.2f}x" if "autograd_speedup" in r else "-"
                     print(f"| {device} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | {r['textbook_s']:.4f} | "
-                          f"{r['speedup']:.2f}x | {r['single_pass_speedup']:.2f}x | "
+                          f"{r['speedup']:.2f}x | {r['single_pass_speedup']:.2f}x | {auto} | "
                           f"{r['critic_step_gflop']:.3f} / {r['textbook_critic_step_gflop']:.3f} | {r['critic_gflops_per_s']:.1f} | "
                           f"{r['share_of_matmul_peak']:.1%} | {mem} |", flush=True)
         print(f"measured {device} float32 matmul: {peak / 1e9:.1f} GFLOP/s")

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from ganctl import distributed, penalties
+from ganctl import distributed, fused_mlp, penalties
 from ganctl.config import TrainConfig, resolve
 from ganctl.data import load_dataset, sample_shape
 from ganctl.devices import resolve_device
@@ -119,6 +119,12 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(cfg.amp)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        # A plain ReLU / LeakyReLU MLP critic takes its penalised steps through the hand-written
+        # backward of `fused_mlp` (same numbers, a fraction of autograd's operators); anything
+        # else, and any autocast step, goes through autograd.
+        self._fused_layers, self._workspace = None, {}
+        if self.strategy.penalty_at is not None and self.amp_dtype is None:
+            self._fused_layers = fused_mlp.layers_of(self.critic)
         self._base_lr_g = self.opt_g.param_groups[0]["lr"]  # after the lazy-reg correction
         self._base_lr_d = self.opt_d.param_groups[0]["lr"]
 
@@ -183,19 +189,13 @@ class Trainer:
         if at is not None and self.critic_steps % cfg.reg_every != 0:
             at = None  # lazy regularisation: no penalty on this step
         leaves = penalties.penalty_points(at, real, fake, self.rng)
-        out, pen_out = self._critic_passes(real, fake, leaves)
-        d_real, d_fake = out["real"], out["fake"]
-        loss = self.loss.critic(d_real, d_fake)
-        total, penalty, grads = loss, None, []
-        if leaves:
-            # Input gradients of the scaled output (no-op scale without fp16), then unscaled.
-            scaled = torch.autograd.grad(self.scaler_d.scale(pen_out.sum()), list(leaves.values()), create_graph=True)
-            inv_scale = 1.0 / self.scaler_d.get_scale()
-            grads = [g * inv_scale for g in scaled]
-            penalty = self.strategy.penalty(grads)
-            total = loss + cfg.reg_every * penalty  # weight N keeps the strength as asked
         self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(total).backward()
+        if leaves and self._fused_layers is not None:
+            d_real, d_fake, loss, penalty, grads = fused_mlp.critic_step(
+                self._fused_layers, real, fake, leaves, self.loss.critic, self.strategy.penalty, cfg.reg_every,
+                self._workspace)
+        else:
+            d_real, d_fake, loss, penalty, grads = self._critic_backward(real, fake, leaves)
         distributed.average_gradients(self.critic, self.world)  # no-op on one process
         if not self._finite("critic", self._critic_params, loss=loss, penalty=penalty):
             self.opt_d.zero_grad(set_to_none=True)  # --on-nonfinite skip: drop this update
@@ -210,6 +210,23 @@ class Trainer:
         self._track("loss_d", loss)
         self._track("wasserstein", d_real.mean() - d_fake.mean())
         self._last_batch = (real.detach(), fake.detach())
+
+    def _critic_backward(self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+        """The critic's loss and penalty by autograd, and its (scaled) backward into `.grad`.
+        Returns D(real), D(fake), the loss, the penalty (None without one) and its input gradients."""
+        out, pen_out = self._critic_passes(real, fake, leaves)
+        d_real, d_fake = out["real"], out["fake"]
+        loss = self.loss.critic(d_real, d_fake)
+        total, penalty, grads = loss, None, []
+        if leaves:
+            # Input gradients of the scaled output (no-op scale without fp16), then unscaled.
+            scaled = torch.autograd.grad(self.scaler_d.scale(pen_out.sum()), list(leaves.values()), create_graph=True)
+            inv_scale = 1.0 / self.scaler_d.get_scale()
+            grads = [g * inv_scale for g in scaled]
+            penalty = self.strategy.penalty(grads)
+            total = loss + self.cfg.reg_every * penalty  # weight N keeps the strength as asked
+        self.scaler_d.scale(total).backward()
+        return d_real, d_fake, loss, penalty, grads
 
     def _critic_passes(self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
         """D on real and fake points, in two forwards when there is a penalty: one over the
