@@ -27,8 +27,23 @@ def gp(grads):  # lambda * E[(||g|| - 1)^2] per set, summed over sets
     return 10.0 * sum(penalties.two_sided_penalty(g) for g in grads)
 
 
+def gp_grads(grads):
+    return [10.0 * penalties.two_sided_penalty_grad(g) for g in grads]
+
+
 def zero_centred(grads):
     return 5.0 * sum(penalties.zero_centred_penalty(g) for g in grads)
+
+
+def zero_centred_grads(grads):
+    return [5.0 * penalties.zero_centred_penalty_grad(g) for g in grads]
+
+
+def fused(net, real, fake, leaves, loss, penalty, scale=1.0, workspace=None):
+    """The hand-written step with `penalty` (gp or zero_centred) and its closed-form derivative."""
+    grads_of = gp_grads if penalty is gp else zero_centred_grads
+    return fused_mlp.critic_step(fused_mlp.layers_of(net), real, fake, leaves, get_loss(loss), penalty, grads_of,
+                                 penalty_scale=scale, workspace=workspace)
 
 
 def batches(b: int = 9, d: int = 3, at: str = "interp"):
@@ -59,11 +74,11 @@ CASES = list(itertools.product([0.0, 0.2], ["interp", "real", "fake", "real+fake
 def test_the_step_equals_autograd(slope, at, loss, depth, bias):
     net = critic(depth, slope, bias)
     real, fake, leaves = batches(at=at)
-    loss_fn, penalty_fn = get_loss(loss).critic, gp if at == "interp" else zero_centred
-    want_loss, want_penalty, want_grads, want_weights = autograd_step(net, real, fake, leaves, loss_fn, penalty_fn, 3.0)
-
+    penalty = gp if at == "interp" else zero_centred
+    want_loss, want_penalty, want_grads, want_weights = autograd_step(net, real, fake, leaves, get_loss(loss).critic,
+                                                                      penalty, 3.0)
     net.zero_grad(set_to_none=True)
-    step = fused_mlp.critic_step(fused_mlp.layers_of(net), real, fake, leaves, loss_fn, penalty_fn, penalty_scale=3.0)
+    step = fused(net, real, fake, leaves, loss, penalty, scale=3.0)
     exact = dict(rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(step.loss, want_loss, **exact)
     torch.testing.assert_close(step.penalty, want_penalty, **exact)
@@ -87,7 +102,7 @@ def test_weight_gradients_match_finite_differences():
         (g,) = torch.autograd.grad(net(x).sum(), x)
         return get_loss("wasserstein").critic(net(real), net(fake)) + gp([g])
 
-    step = fused_mlp.critic_step(fused_mlp.layers_of(net), real, fake, leaves, get_loss("wasserstein").critic, gp)
+    fused(net, real, fake, leaves, "wasserstein", gp)
     for param, index in ((net[0].weight, (3, 1)), (net[2].weight, (5, 7)), (net[4].weight, (0, 2)), (net[2].bias, (4,))):
         numeric = central_difference(objective, param.data, index, 1e-6)
         assert abs(float(param.grad[index]) - numeric) < 1e-6 * max(1.0, abs(numeric))
@@ -96,17 +111,16 @@ def test_weight_gradients_match_finite_differences():
 def test_the_workspace_is_reused_and_leaks_nothing_between_steps():
     net = critic(3, 0.0)
     workspace: dict = {}
-    layers = fused_mlp.layers_of(net)
     for b in (9, 9, 5, 9):
         real, fake, leaves = batches(b=b)
         before = dict(workspace)
-        step = fused_mlp.critic_step(layers, real, fake, leaves, get_loss("wasserstein").critic, gp, workspace=workspace)
+        step = fused(net, real, fake, leaves, "wasserstein", gp, workspace=workspace)
         if b == 9 and before:  # the same shapes: the same buffers, nothing new allocated
             assert workspace.keys() == before.keys() and all(workspace[k] is before[k] for k in before)
         _, _, _, want = autograd_step(net, real, fake, leaves, get_loss("wasserstein").critic, gp, 1.0)
         torch.testing.assert_close(step.penalty, gp(step.grads))
         net.zero_grad(set_to_none=True)
-        fused_mlp.critic_step(layers, real, fake, leaves, get_loss("wasserstein").critic, gp, workspace=workspace)
+        fused(net, real, fake, leaves, "wasserstein", gp, workspace=workspace)
         for p, w in zip(net.parameters(), want):
             torch.testing.assert_close(p.grad, w, rtol=1e-10, atol=1e-12)
 

@@ -159,3 +159,17 @@ def test_lazy_penalty_is_weighted_by_its_interval():
     b._critic_step()
     for pa, pb in zip(a.critic.parameters(), b.critic.parameters()):
         assert_close(pa, pb)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(lipschitz="gp"), dict(lipschitz="gp", gp_target=0.5, one_sided=True), dict(lipschitz="zgp", penalty_at="real+fake"),
+    dict(lipschitz="r1"), dict(lipschitz="r2"),
+])
+def test_penalty_grads_are_the_derivative_of_the_penalty(changes):
+    # The hand-written MLP step backpropagates these; they must be d penalty / d g exactly.
+    strategy = build_strategy(resolve(small(**changes)))
+    sets = len(strategy.penalty_at.split("+"))
+    grads = [torch.randn(16, 2, dtype=torch.float64, requires_grad=True) for _ in range(sets)]
+    want = torch.autograd.grad(strategy.penalty(grads), grads)
+    for got, w in zip(strategy.penalty_grads([g.detach() for g in grads]), want):
+        assert_close(got, w, rtol=1e-12, atol=1e-15)

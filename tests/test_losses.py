@@ -34,3 +34,15 @@ def test_unknown_loss_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="wasserstein, hinge, ns, lsgan"):
         get_loss("wgan")
     assert available_losses() == ["wasserstein", "hinge", "ns", "lsgan"]
+
+
+@pytest.mark.parametrize("name", available_losses())
+def test_critic_grad_is_autograd_s_derivative(name):
+    # Including the hinge's kinks (D(x) = 1, D(G(z)) = -1) and far tails for softplus.
+    d_real = torch.tensor([[2.0], [0.0], [1.0], [-30.0], [25.0]], dtype=torch.float64, requires_grad=True)
+    d_fake = torch.tensor([[-1.0], [3.0], [0.5], [30.0], [-25.0]], dtype=torch.float64, requires_grad=True)
+    loss = get_loss(name)
+    want = torch.autograd.grad(loss.critic(d_real, d_fake), (d_real, d_fake))
+    got = loss.critic_grad(d_real.detach(), d_fake.detach())
+    for g, w in zip(got, want):
+        assert_close(g, w, rtol=1e-12, atol=1e-15)

@@ -92,3 +92,21 @@ def test_penalty_points(at, names):
     for name in set(names) & {"real", "fake"}:
         assert torch.equal(leaves[name], {"real": real, "fake": fake}[name])
     assert not real.requires_grad and not fake.requires_grad  # the caller's tensors are left alone
+
+
+@pytest.mark.parametrize("target,one_sided", [(1.0, False), (0.5, False), (1.0, True)])
+def test_two_sided_penalty_grad_is_autograd_s_derivative(target, one_sided):
+    # Rows below, above and at the target, and a zero gradient (norm 0: autograd gives 0).
+    g = torch.randn(6, 3, 4, 4, dtype=torch.float64) * torch.tensor([0.01, 0.1, 1.0, 3.0, 0.0, 1.0]).view(6, 1, 1, 1)
+    g[5] /= penalties.grad_norm(g[5:6])  # exactly on the target norm 1
+    g.requires_grad_(True)
+    (want,) = torch.autograd.grad(penalties.two_sided_penalty(g, target, one_sided), g)
+    got = penalties.two_sided_penalty_grad(g.detach(), target, one_sided)
+    assert_close(got, want, rtol=1e-12, atol=1e-15)
+    assert torch.all(got[4] == 0)
+
+
+def test_zero_centred_penalty_grad_is_autograd_s_derivative():
+    g = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    (want,) = torch.autograd.grad(penalties.zero_centred_penalty(g), g)
+    assert_close(penalties.zero_centred_penalty_grad(g.detach()), want, rtol=1e-12, atol=1e-15)

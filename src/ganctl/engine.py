@@ -192,8 +192,8 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         if leaves and self._fused_layers is not None:
             d_real, d_fake, loss, penalty, grads = fused_mlp.critic_step(
-                self._fused_layers, real, fake, leaves, self.loss.critic, self.strategy.penalty, cfg.reg_every,
-                self._workspace)
+                self._fused_layers, real, fake, leaves, self.loss, self.strategy.penalty, self.strategy.penalty_grads,
+                cfg.reg_every, self._workspace)
         else:
             d_real, d_fake, loss, penalty, grads = self._critic_backward(real, fake, leaves)
         distributed.average_gradients(self.critic, self.world)  # no-op on one process

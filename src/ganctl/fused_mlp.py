@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ganctl.losses import Loss
+
 POINT_SETS = ("real", "fake", "interp")
 
 
@@ -86,22 +88,26 @@ def _hooked(module: nn.Module) -> bool:
                 or module._backward_hooks or getattr(module, "_backward_pre_hooks", None))
 
 
+@torch.no_grad()
 def critic_step(
     layers: list[Layer],
     real: Tensor,
     fake: Tensor,
     leaves: dict[str, Tensor],
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    loss: Loss,
     penalty_fn: Callable[[list[Tensor]], Tensor],
+    penalty_grads: Callable[[list[Tensor]], list[Tensor]],
     penalty_scale: float = 1.0,
     workspace: dict | None = None,
 ) -> Step:
-    """loss_fn(D(real), D(fake)) + penalty_scale * penalty_fn(input gradients at `leaves`), its
-    gradient written to every weight's and bias's `.grad` (replacing what was there). `leaves`
-    maps point-set names ("real", "fake", "interp") to the penalised points; `real` and `fake`
-    are (B, d) batches that carry no graph. A `workspace` dict, kept by the caller across
-    steps, holds the row buffers so that they are allocated once (fresh memory costs page
-    faults on every step, a large share of the step on a CPU)."""
+    """loss.critic(D(real), D(fake)) + penalty_scale * penalty_fn(input gradients at `leaves`),
+    its gradient written to every weight's and bias's `.grad` (replacing what was there). The
+    loss's and the penalty's own derivatives come in closed form (`loss.critic_grad`,
+    `penalty_grads`: d penalty / d g per set). `leaves` maps point-set names ("real", "fake",
+    "interp") to the penalised points; `real` and `fake` are (B, d) batches that carry no
+    graph. A `workspace` dict, kept by the caller across steps, holds the row buffers so that
+    they are allocated once (fresh memory costs page faults on every step, a large share of
+    the step on a CPU)."""
     b, names = real.shape[0], list(leaves)
     if not names or any(n not in POINT_SETS for n in names):
         raise ValueError(f"penalised point sets must be among {POINT_SETS}, got {names}")
@@ -111,53 +117,49 @@ def critic_step(
     penalised = _merge([(i * b, origin[n], b) for i, n in enumerate(names)])  # (adjoint row, forward row, n)
     everything = _merge([(0, 0, 2 * b)] + [(2 * b + dst, src, n) for dst, src, n in penalised])
     buffer = _Buffers(workspace if workspace is not None else {}, real)
-    with torch.no_grad():
-        # 1. Forward. hs[k] is the input of layer k; its rows past the loss's hold the adjoint later.
-        points = [real, fake] + ([leaves["interp"].detach()] if "interp" in leaves else [])
-        n_forward, n_rows = b * len(points), b * (2 + len(names))
-        hs = [buffer("h", 0, n_rows, real.shape[1])]
-        torch.cat(points, out=hs[0][:n_forward])
-        for k, layer in enumerate(layers[:-1], start=1):
-            h = buffer("h", k, n_rows, layer.weight.shape[0])
-            _linear(hs[-1][:n_forward], layer, out=h[:n_forward])
-            _activate_(h[:n_forward], layer.slope)
-            hs.append(h)
-        out = _linear(hs[-1][:n_forward], layers[-1])  # (n_forward, 1)
+    # 1. Forward. hs[k] is the input of layer k; its rows past the loss's hold the adjoint later.
+    points = [real, fake] + ([leaves["interp"].detach()] if "interp" in leaves else [])
+    n_forward, n_rows = b * len(points), b * (2 + len(names))
+    hs = [buffer("h", 0, n_rows, real.shape[1])]
+    torch.cat(points, out=hs[0][:n_forward])
+    for k, layer in enumerate(layers[:-1], start=1):
+        h = buffer("h", k, n_rows, layer.weight.shape[0])
+        _linear(hs[-1][:n_forward], layer, out=h[:n_forward])
+        _activate_(h[:n_forward], layer.slope)
+        hs.append(h)
+    out = _linear(hs[-1][:n_forward], layers[-1])  # (n_forward, 1)
 
-    d_real, d_fake = out[:b].detach().requires_grad_(True), out[b : 2 * b].detach().requires_grad_(True)
-    with torch.enable_grad():  # the loss's derivative per output (a few small operators)
-        loss = loss_fn(d_real, d_fake)
-        seed_real, seed_fake = torch.autograd.grad(loss, (d_real, d_fake))
+    d_real, d_fake = out[:b], out[b : 2 * b]
+    seed_real, seed_fake = loss.critic_grad(d_real, d_fake)
 
-    with torch.no_grad():
-        # 2. Top-down over every backward row: deltas[k] = d(objective) / d(output of layer k),
-        # which on the penalised rows (seed 1) is a_k = dD/dz_k.
-        deltas = [torch.cat([seed_real, seed_fake, seed_real.new_ones(b * len(names), 1)])]
-        for k in range(len(layers) - 1, 0, -1):
-            grad_h = torch.mm(deltas[-1], layers[k].weight, out=buffer("delta", k - 1, n_rows, layers[k].weight.shape[1]))
-            deltas.append(_slope_backward(grad_h, hs[k], layers[k - 1].slope, everything, out=grad_h))
-        deltas.reverse()
-        x_grad = deltas[0][2 * b :] @ layers[0].weight  # (P, d): grad_x D at the penalised points
+    # 2. Top-down over every backward row: deltas[k] = d(objective) / d(output of layer k),
+    # which on the penalised rows (seed 1) is a_k = dD/dz_k.
+    deltas = [torch.cat([seed_real, seed_fake, seed_real.new_ones(b * len(names), 1)])]
+    for k in range(len(layers) - 1, 0, -1):
+        grad_h = torch.mm(deltas[-1], layers[k].weight, out=buffer("delta", k - 1, n_rows, layers[k].weight.shape[1]))
+        deltas.append(_slope_backward(grad_h, hs[k], layers[k - 1].slope, everything, out=grad_h))
+    deltas.reverse()
+    x_grad = deltas[0][2 * b :] @ layers[0].weight  # (P, d): grad_x D at the penalised points
 
-    x_grad.requires_grad_(True)
-    with torch.enable_grad():  # 3. the penalty, by the strategy's own formula
-        grads = [x_grad[i * b : (i + 1) * b].view_as(leaves[n]) for i, n in enumerate(names)]
-        penalty = penalty_fn(grads)
-        (adjoint,) = torch.autograd.grad(penalty_scale * penalty, x_grad)
+    # 3. The penalty, and its derivative with respect to the input gradients.
+    grads = [x_grad[i * b : (i + 1) * b].view_as(leaves[n]) for i, n in enumerate(names)]
+    penalty = penalty_fn(grads)
+    adjoint = torch.cat([g.flatten(1) for g in penalty_grads(grads)])  # (P, d)
+    if penalty_scale != 1.0:
+        adjoint.mul_(penalty_scale)
 
-    with torch.no_grad():
-        # 4. Bottom-up: e_0 = d penalty / d grad_x D, e_k = (e_{k-1} W_{k-1}^T) * s'(z_{k-1}),
-        # kept in the spare rows of hs[k] so that one product gives each weight's gradient.
-        for k, (layer, delta) in enumerate(zip(layers, deltas)):
-            if k > 0:
-                adjoint = torch.mm(adjoint, layers[k - 1].weight.t(), out=buffer("adjoint", k, n_rows - 2 * b, hs[k].shape[1]))
-                adjoint = _slope_backward(adjoint, hs[k], layers[k - 1].slope, penalised, out=hs[k][2 * b :])
-            else:
-                hs[0][2 * b :] = adjoint
-            layer.weight.grad = delta.t() @ hs[k]  # [delta; a]^T [h; e]: loss and penalty at once
-            if layer.bias is not None:
-                layer.bias.grad = delta[: 2 * b].sum(0)  # the penalty does not reach a bias
-    return Step(d_real.detach(), d_fake.detach(), loss.detach(), penalty.detach(), [g.detach() for g in grads])
+    # 4. Bottom-up: e_0 = d penalty / d grad_x D, e_k = (e_{k-1} W_{k-1}^T) * s'(z_{k-1}),
+    # kept in the spare rows of hs[k] so that one product gives each weight's gradient.
+    for k, (layer, delta) in enumerate(zip(layers, deltas)):
+        if k > 0:
+            adjoint = torch.mm(adjoint, layers[k - 1].weight.t(), out=buffer("adjoint", k, n_rows - 2 * b, hs[k].shape[1]))
+            adjoint = _slope_backward(adjoint, hs[k], layers[k - 1].slope, penalised, out=hs[k][2 * b :])
+        else:
+            hs[0][2 * b :] = adjoint
+        layer.weight.grad = _weight_grad(delta, hs[k])  # [delta; a]^T [h; e]: loss and penalty at once
+        if layer.bias is not None:
+            layer.bias.grad = delta[: 2 * b].sum(0)  # the penalty does not reach a bias
+    return Step(d_real, d_fake, loss.critic(d_real, d_fake), penalty, grads)
 
 
 class _Buffers:
@@ -191,6 +193,15 @@ def _linear(x: Tensor, layer: Layer, out: Tensor | None = None) -> Tensor:
     if layer.bias is None:
         return torch.mm(x, layer.weight.t(), out=out)
     return torch.addmm(layer.bias, x, layer.weight.t(), out=out)
+
+
+def _weight_grad(delta: Tensor, h: Tensor) -> Tensor:
+    """delta^T h, (out, in). With few inputs (the first layer on 2-D points) the product is
+    taken as (h^T delta)^T: BLAS runs a (2, N) x (N, 128) product a few times faster than a
+    (128, N) x (N, 2) one."""
+    if h.shape[1] < delta.shape[1]:
+        return (h.t() @ delta).t().contiguous()
+    return delta.t() @ h
 
 
 def _activate_(h: Tensor, slope: float) -> None:

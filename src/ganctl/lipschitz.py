@@ -204,6 +204,14 @@ class _Penalised(Lipschitz):
         """The unweighted penalty from the input gradients at one point set."""
         raise NotImplementedError
 
+    def penalty_grads(self, grads: list[Tensor]) -> list[Tensor]:
+        """d penalty / d g for each set's input gradients g, in closed form."""
+        weight = self.weight_factor * self.cfg.penalty_weight
+        return [weight * self.penalty_grad_of(g) for g in grads]
+
+    def penalty_grad_of(self, grads: Tensor) -> Tensor:
+        raise NotImplementedError
+
 
 @register
 class GradientPenalty(_Penalised):
@@ -233,6 +241,9 @@ class GradientPenalty(_Penalised):
     def penalty_of(self, grads: Tensor) -> Tensor:
         return penalties.two_sided_penalty(grads, self.cfg.gp_target, self.cfg.one_sided)
 
+    def penalty_grad_of(self, grads: Tensor) -> Tensor:
+        return penalties.two_sided_penalty_grad(grads, self.cfg.gp_target, self.cfg.one_sided)
+
 
 @register
 class ZeroCentredPenalty(_Penalised):
@@ -250,6 +261,9 @@ class ZeroCentredPenalty(_Penalised):
 
     def penalty_of(self, grads: Tensor) -> Tensor:
         return penalties.zero_centred_penalty(grads)
+
+    def penalty_grad_of(self, grads: Tensor) -> Tensor:
+        return penalties.zero_centred_penalty_grad(grads)
 
 
 _MESCHEDER = Recipe(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -15,6 +16,9 @@ class Loss(NamedTuple):
     critic: Callable[[Tensor, Tensor], Tensor]
     generator: Callable[[Tensor], Tensor]
     source: str
+    # d critic / d D(x) and d critic / d D(G(z)) per sample, in closed form (the hand-written
+    # MLP step seeds its backward with them; autograd's agree, which a test checks).
+    critic_grad: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _wasserstein_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
@@ -26,14 +30,27 @@ def _wasserstein_generator(d_fake: Tensor) -> Tensor:
     return -d_fake.mean()
 
 
+def _wasserstein_critic_grad(d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.full_like(d_real, -1.0 / d_real.numel()), torch.full_like(d_fake, 1.0 / d_fake.numel())
+
+
 def _hinge_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
     """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))] (Lim & Ye 2017; Miyato et al. 2018)."""
     return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
 
 
+def _hinge_critic_grad(d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
+    # relu's derivative as autograd takes it: 1 where its output is positive.
+    return -(1.0 - d_real > 0).to(d_real.dtype) / d_real.numel(), (1.0 + d_fake > 0).to(d_fake.dtype) / d_fake.numel()
+
+
 def _ns_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
     """Binary cross-entropy on logits: E[softplus(-D(x))] + E[softplus(D(G(z)))]."""
     return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def _ns_critic_grad(d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
+    return -torch.sigmoid(-d_real) / d_real.numel(), torch.sigmoid(d_fake) / d_fake.numel()
 
 
 def _ns_generator(d_fake: Tensor) -> Tensor:
@@ -46,15 +63,19 @@ def _lsgan_critic(d_real: Tensor, d_fake: Tensor) -> Tensor:
     return 0.5 * (d_real - 1.0).pow(2).mean() + 0.5 * d_fake.pow(2).mean()
 
 
+def _lsgan_critic_grad(d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
+    return (d_real - 1.0) / d_real.numel(), d_fake / d_fake.numel()
+
+
 def _lsgan_generator(d_fake: Tensor) -> Tensor:
     return 0.5 * (d_fake - 1.0).pow(2).mean()
 
 
 _LOSSES: dict[str, Loss] = {
-    "wasserstein": Loss(_wasserstein_critic, _wasserstein_generator, "Arjovsky et al. 2017"),
-    "hinge": Loss(_hinge_critic, _wasserstein_generator, "Lim & Ye 2017; Miyato et al. 2018"),
-    "ns": Loss(_ns_critic, _ns_generator, "Goodfellow et al. 2014 (non-saturating)"),
-    "lsgan": Loss(_lsgan_critic, _lsgan_generator, "Mao et al. 2017"),
+    "wasserstein": Loss(_wasserstein_critic, _wasserstein_generator, "Arjovsky et al. 2017", _wasserstein_critic_grad),
+    "hinge": Loss(_hinge_critic, _wasserstein_generator, "Lim & Ye 2017; Miyato et al. 2018", _hinge_critic_grad),
+    "ns": Loss(_ns_critic, _ns_generator, "Goodfellow et al. 2014 (non-saturating)", _ns_critic_grad),
+    "lsgan": Loss(_lsgan_critic, _lsgan_generator, "Mao et al. 2017", _lsgan_critic_grad),
 }
 
 

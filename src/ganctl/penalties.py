@@ -50,10 +50,26 @@ def two_sided_penalty(grads: Tensor, target: float = 1.0, one_sided: bool = Fals
     return gap.pow(2).mean()
 
 
+def two_sided_penalty_grad(grads: Tensor, target: float = 1.0, one_sided: bool = False) -> Tensor:
+    """d two_sided_penalty / d g = 2 (||g|| - k) g / (B ||g||) per sample (one-sided: the gap
+    clamped at 0), and 0 where g = 0, as autograd takes the norm's derivative there."""
+    norm = grad_norm(grads)
+    gap = norm - target
+    if one_sided:
+        gap = gap.clamp(min=0.0)
+    coef = torch.where(norm > 0, 2.0 * gap / (grads.shape[0] * norm), 0.0)
+    return grads * coef.view((-1,) + (1,) * (grads.dim() - 1))
+
+
 def zero_centred_penalty(grads: Tensor) -> Tensor:
     """E[||g||^2]: 0-GP on interpolates (Thanh-Tung et al. 2019), R1 on real and R2 on fake
     points (Mescheder et al. 2018) depending on where g was taken."""
     return grad_sq_norm(grads).mean()
+
+
+def zero_centred_penalty_grad(grads: Tensor) -> Tensor:
+    """d zero_centred_penalty / d g = 2 g / B."""
+    return grads * (2.0 / grads.shape[0])
 
 
 def penalty_points(
