@@ -135,6 +135,10 @@ def test_which_critics_take_the_hand_written_step():
         def forward(self, x):
             return 2 * super().forward(x)
 
+    class Capped(nn.ReLU):
+        def forward(self, x):
+            return super().forward(x).clamp(max=1.0)
+
     hooked = critic(2, 0.0)
     hooked[0].register_forward_hook(lambda m, i, o: o * 2)
     refused = {
@@ -144,6 +148,7 @@ def test_which_critics_take_the_hand_written_step():
         "two outputs": nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
         "no output layer": nn.Sequential(nn.Linear(3, 1), nn.ReLU()),
         "own forward": nn.Sequential(Scaled(3, 8), nn.ReLU(), nn.Linear(8, 1)),
+        "own activation": nn.Sequential(nn.Linear(3, 8), Capped(), nn.Linear(8, 1)),
         "forward hook": hooked,
         "negative slope": nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(-0.5), nn.Linear(8, 1)),
         "not a Sequential": nn.ModuleList([nn.Linear(3, 1)]),

@@ -103,9 +103,6 @@ class Trainer:
         if cfg.compile:
             self._generator_fast = torch.compile(self.generator)
             self._critic_fast = torch.compile(self.critic)
-            if self.strategy.penalty_at is not None:
-                self.notes.append("--compile: the penalised critic passes run eagerly (torch.compile does not support the"
-                                  " penalty's double backward); the generator and the other critic passes are compiled")
 
         # Parameter lists, walked every step (module.parameters() re-walks the module tree).
         self._generator_params = tuple(self.generator.parameters())
@@ -121,10 +118,15 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         # A plain ReLU / LeakyReLU MLP critic takes its penalised steps through the hand-written
         # backward of `fused_mlp` (same numbers, a fraction of autograd's operators); anything
-        # else, and any autocast step, goes through autograd.
+        # else, any autocast step, and MPS (where its out= kernels are untried) use autograd.
         self._fused_layers, self._workspace = None, {}
-        if self.strategy.penalty_at is not None and self.amp_dtype is None:
+        if self.strategy.penalty_at is not None and self.amp_dtype is None and self.device.type in ("cpu", "cuda"):
             self._fused_layers = fused_mlp.layers_of(self.critic)
+        if cfg.compile and self.strategy.penalty_at is not None:
+            penalised = ("run ganctl's hand-written MLP step, eagerly" if self._fused_layers is not None else
+                         "run eagerly (torch.compile does not support the penalty's double backward)")
+            self.notes.append(f"--compile: the penalised critic steps {penalised}; the generator and the other"
+                              " critic passes are compiled")
         self._base_lr_g = self.opt_g.param_groups[0]["lr"]  # after the lazy-reg correction
         self._base_lr_d = self.opt_d.param_groups[0]["lr"]
 

@@ -15,8 +15,9 @@ step is four matrix products per layer, each over all rows at once:
 2. one top-down pass over the rows [real, fake | penalised sets], seeded with dloss/dD on the
    loss rows and with 1 on the penalised ones: the loss's back-propagated errors delta_k and
    the penalty's a_k = dD/dz_k come out of the same products;
-3. the penalty and v = d penalty / d grad_x D from the strategy's own formula (autograd on a
-   small (P, d) leaf);
+3. the penalty, and v = d penalty / d grad_x D in closed form (`Loss.critic_grad` and the
+   strategies' `penalty_grads` likewise: autograd on these small tensors cost a fifth of the
+   step);
 4. one bottom-up pass of the adjoint e_k of a_k, whose weight gradient shares one product with
    the loss's: dW_k = [delta_k; a_k]^T [h_{k-1}; e_{k-1}].
 
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ganctl.losses import Loss
+from ganctl.models import activations
 
 POINT_SETS = ("real", "fake", "interp")
 
@@ -76,9 +78,11 @@ def layers_of(critic: nn.Module) -> list[Layer] | None:
 
 
 def _slope(act: nn.Module) -> float | None:
-    if isinstance(act, nn.LeakyReLU) and 0.0 <= act.negative_slope < 1.0:
+    """The negative-side slope of torch's or ganctl's own ReLU / LeakyReLU (no other
+    subclass: its forward could be anything)."""
+    if type(act) in (nn.LeakyReLU, activations.LeakyReLU) and 0.0 <= act.negative_slope < 1.0:
         return float(act.negative_slope)
-    if isinstance(act, nn.ReLU):
+    if type(act) in (nn.ReLU, activations.ReLU):
         return 0.0
     return None
 
