@@ -6,6 +6,7 @@ throughput.
     python benchmarks/step_bench.py                       # CPU cases (and CUDA ones when present)
     python benchmarks/step_bench.py --device cuda --json results.json
     python benchmarks/step_bench.py --methods gp --models mlp --batches 256 --iters 30
+    python benchmarks/step_bench.py --device cuda --models dcgan64 --amp bf16   # the engine in bf16
 
 The textbook loop is the tutorial pattern for penalised critics, written here on purpose: three
 critic forwards (real, fake, interpolates), `torch.autograd.grad(..., create_graph=True)` on the
@@ -199,9 +200,9 @@ def timed(step, device: torch.device) -> float:
 
 
 def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: int, peak: float,
-          reg_every: int = 1, compile: bool = False) -> dict:
+          reg_every: int = 1, compile: bool = False, amp: str = "none") -> dict:
     cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, reg_every=reg_every,
-                      compile=compile, **MODELS[model])
+                      compile=compile, amp=amp, **MODELS[model])
     engine = Trainer(cfg)
     loops = {"engine": engine.train_step, "textbook": Textbook(engine).train_step, "single_pass": SinglePass(engine).train_step}
     autograd = None
@@ -236,7 +237,7 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
         extra = {}
     return {
         "method": method, "model": model, "batch": batch, "device": str(dev), "n_critic": engine.cfg.n_critic,
-        "reg_every": reg_every, "compile": compile,
+        "reg_every": reg_every, "compile": compile, "amp": amp,
         "engine_s": median["engine"], "textbook_s": median["textbook"], "single_pass_s": median["single_pass"],
         "speedup": median["textbook"] / median["engine"],
         "single_pass_speedup": median["textbook"] / median["single_pass"],
@@ -259,6 +260,8 @@ def main() -> None:
     parser.add_argument("--reg-every", default="1", help="comma-separated lazy-regularisation intervals for the engine"
                         " (the textbook loop always penalises every step), e.g. 1,4")
     parser.add_argument("--compile", action="store_true", help="the engine with --compile (warm-up compiles it)")
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                        help="the engine's mixed precision (the textbook loops stay in float32)")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -285,12 +288,13 @@ def main() -> None:
                 batches = [256, 2048] if model == "mlp" else ([16, 64] if device == "cpu" else [64, 256])
             for method in args.methods.split(","):
                 for batch, reg in ((b, int(r)) for b in batches for r in args.reg_every.split(",")):
-                    r = bench(method, model, batch, device, args.iters, args.warmup, peak, reg, args.compile)
+                    r = bench(method, model, batch, device, args.iters, args.warmup, peak, reg, args.compile, args.amp)
                     r["matmul_gflops_per_s"] = peak / 1e9
                     results.append(r)
                     mem = f"{r['peak_mib_engine']:.0f} / {r['peak_mib_textbook']:.0f}" if "peak_mib_engine" in r else "-"
                     auto = f"{r['autograd_speedup']:.2f}x" if "autograd_speedup" in r else "-"
-                    print(f"| {device} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | {r['textbook_s']:.4f} | "
+                    label = device if args.amp == "none" else f"{device} ({args.amp})"
+                    print(f"| {label} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | {r['textbook_s']:.4f} | "
                           f"{r['speedup']:.2f}x | {r['single_pass_speedup']:.2f}x | {auto} | "
                           f"{r['critic_step_gflop']:.3f} / {r['textbook_critic_step_gflop']:.3f} | {r['critic_gflops_per_s']:.1f} | "
                           f"{r['share_of_matmul_peak']:.1%} | {mem} |", flush=True)

@@ -31,3 +31,16 @@ def test_the_benchmark_runs_and_counts_the_engine_s_saved_flops(tmp_path):
     first_layer = 2 * 16 * 128 * 2 / 1e9  # batch 16, 128 units, 2-D points
     assert r1["autograd_critic_step_gflop"] == r1["textbook_critic_step_gflop"]
     assert abs(r1["textbook_critic_step_gflop"] - r1["critic_step_gflop"] - first_layer) < 1e-12
+
+
+def test_the_engine_runs_under_autocast_in_the_benchmark(tmp_path):
+    # --amp: the engine in mixed precision against the float32 textbook loop (for the GPU run);
+    # under autocast the MLP critic takes the autograd path, so there is no fourth loop.
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--models", "mlp", "--batches", "8",
+                             "--methods", "gp", "--amp", "bf16", "--iters", "1", "--warmup", "0", "--threads", "1",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())
+    assert row["amp"] == "bf16" and row["engine_s"] > 0 and "autograd_speedup" not in row
+    assert "| cpu (bf16) | mlp | gp |" in result.stdout
