@@ -17,9 +17,9 @@ hand-written backward (`ganctl.fused_mlp`), a fourth loop is the engine forced o
 path, so that each part's share is visible. All start from identical weights and the method's
 lr and betas, draw their own batches, and alternate iteration by iteration, so machine noise
 hits them alike. Reported: median seconds per iteration, the ratios textbook / engine, textbook
-/ single pass and textbook / engine's autograd path (above 1: faster than the textbook), peak memory on CUDA, the critic step's FLOPs in the engine
-and the textbook (torch's per-operator formulas), and the engine's critic-step FLOP/s as a
-share of the measured dense matmul FLOP/s.
+/ single pass and textbook / engine's autograd path (above 1: faster than the textbook), peak
+memory on CUDA, the critic step's FLOPs in the engine and the textbook (torch's per-operator
+formulas), and the engine's critic-step FLOP/s as a share of the measured dense matmul FLOP/s.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
+from ganctl.checkpoint import OPTIMIZER_IMPLEMENTATION_FLAGS  # noqa: E402
 from ganctl.config import TrainConfig  # noqa: E402
 from ganctl.data import sample_shape  # noqa: E402
 from ganctl.engine import Trainer  # noqa: E402
@@ -59,7 +60,7 @@ def sync(device: torch.device) -> None:
 
 def plain_copy(opt: torch.optim.Optimizer, params) -> torch.optim.Optimizer:
     """The same optimizer and hyperparameters with torch's default implementation."""
-    settings = {k: v for k, v in opt.defaults.items() if k not in ("fused", "foreach", "capturable", "differentiable")}
+    settings = {k: v for k, v in opt.defaults.items() if k not in OPTIMIZER_IMPLEMENTATION_FLAGS}
     return type(opt)(params, **settings)
 
 

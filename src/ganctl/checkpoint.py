@@ -173,7 +173,8 @@ def _load_module(path: Path, name: str, module: nn.Module, state: dict[str, Tens
     module.load_state_dict(state, strict=True)
 
 
-_IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+# Optimizer settings that say how an update is computed, not what it computes.
+OPTIMIZER_IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
 def _load_optimizer(path: Path, name: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups_json: str | None) -> None:
@@ -185,7 +186,7 @@ def _load_optimizer(path: Path, name: str, opt: torch.optim.Optimizer, tensors: 
             if "betas" in group:
                 group["betas"] = tuple(group["betas"])
             # How the update is computed (fused, foreach) belongs to this machine, not to the file.
-            group.update((key, current[key]) for key in _IMPLEMENTATION_FLAGS if key in current)
+            group.update((key, current[key]) for key in OPTIMIZER_IMPLEMENTATION_FLAGS if key in current)
     except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: metadata '{name}_groups' is not valid ({exc})") from None
     state: dict[int, dict[str, Tensor]] = {}

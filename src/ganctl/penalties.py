@@ -78,12 +78,13 @@ def penalty_points(
     """The point sets a penalty at `at` (None | interp | real | fake | real+fake) needs input
     gradients on, by name ("interp", "real", "fake"), as fresh leaves that require grad.
 
-    The engine runs these through the critic in one forward, and the sets that are not
-    penalised in another: the penalty's double backward then covers only the penalised rows.
-    (One forward over [real, fake, x_hat] would make both backward passes of the penalty run
-    over all 3B rows; the benchmark measures that layout too.) Because the critic has no
-    batch-coupled layer, the gradient of the summed output with respect to a leaf is the
-    per-sample input gradient there.
+    The engine's autograd path runs these through the critic in one forward, and the sets
+    that are not penalised in another: the penalty's double backward then covers only the
+    penalised rows. (One autograd forward over [real, fake, x_hat] would make both backward
+    passes of the penalty run over all 3B rows; the benchmark measures that layout too. The
+    hand-written MLP step of `fused_mlp` has no such cost and takes one forward.) Because the
+    critic has no batch-coupled layer, the gradient of the summed output with respect to a
+    leaf is the per-sample input gradient there.
     """
     if at is None:
         return {}
