@@ -44,3 +44,12 @@ def test_the_engine_runs_under_autocast_in_the_benchmark(tmp_path):
     (row,) = json.loads(out.read_text())
     assert row["amp"] == "bf16" and row["engine_s"] > 0 and "autograd_speedup" not in row
     assert "| cpu (bf16) | mlp | gp |" in result.stdout
+
+
+def test_lazy_regularisation_intervals_each_get_a_row(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--models", "mlp", "--batches", "8",
+                             "--methods", "r1", "--reg-every", "1,3", "--iters", "1", "--warmup", "0", "--threads", "1",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [r["reg_every"] for r in json.loads(out.read_text())] == [1, 3]
