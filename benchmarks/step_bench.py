@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
-from ganctl.checkpoint import OPTIMIZER_IMPLEMENTATION_FLAGS  # noqa: E402
+from ganctl.engine import OPTIMIZER_IMPLEMENTATION_FLAGS  # noqa: E402
 from ganctl.config import TrainConfig  # noqa: E402
 from ganctl.data import sample_shape  # noqa: E402
 from ganctl.engine import Trainer  # noqa: E402
@@ -205,11 +205,12 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
     cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, reg_every=reg_every,
                       compile=compile, amp=amp, **MODELS[model])
     engine = Trainer(cfg)
+    if engine.device.type == "cuda":  # every loop at the engine's precision (its --tf32 covers its own steps only)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = engine.cfg.tf32
     loops = {"engine": engine.train_step, "textbook": Textbook(engine).train_step, "single_pass": SinglePass(engine).train_step}
     autograd = None
-    if engine._fused_layers is not None:  # a plain MLP critic: also its autograd path, to show what each part gives
-        autograd = Trainer(cfg)
-        autograd._fused_layers = None
+    if engine.uses_fused_step:  # a plain MLP critic: also its autograd path, to show what each part gives
+        autograd = Trainer(cfg, fused=False)
         loops["engine_autograd"] = autograd.train_step
     dev = engine.device
     for _ in range(warmup):
@@ -227,13 +228,13 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
             sync(dev)
             memory[f"peak_mib_{name}"] = torch.cuda.max_memory_allocated(dev) / 2**20
     textbook = loops["textbook"].__self__
-    flops = step_flops(engine._critic_step, engine.critic, engine.opt_d)
+    flops = step_flops(engine.critic_step, engine.critic, engine.opt_d)
     textbook_flops = step_flops(textbook.critic_step, textbook.D, textbook.opt_d)
-    critic = statistics.median(timed(engine._critic_step, dev) for _ in range(iters))
+    critic = statistics.median(timed(engine.critic_step, dev) for _ in range(iters))
     median = {name: statistics.median(t) for name, t in times.items()}
     if autograd is not None:
         extra = {"engine_autograd_s": median["engine_autograd"], "autograd_speedup": median["textbook"] / median["engine_autograd"],
-                 "autograd_critic_step_gflop": step_flops(autograd._critic_step, autograd.critic, autograd.opt_d) / 1e9}
+                 "autograd_critic_step_gflop": step_flops(autograd.critic_step, autograd.critic, autograd.opt_d) / 1e9}
     else:
         extra = {}
     return {

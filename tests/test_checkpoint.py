@@ -11,6 +11,7 @@ from conftest import small
 from ganctl import checkpoint
 from ganctl.engine import Trainer
 from ganctl.errors import CheckpointError, ConfigError
+from ganctl.runfolder import RunFolder
 
 METHODS = ["none", "clip", "gp", "zgp", "r1", "r2", "sn"]
 
@@ -34,7 +35,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(method, tmp_path):
         first.train_step()
     path = checkpoint.save(first, tmp_path / "ckpt.safetensors")
     del first
-    resumed = checkpoint.open_trainer(path)
+    resumed = ganctl.resume(path)
     assert (resumed.step, resumed.exact_resume) == (3, True)
     for _ in range(3):
         resumed.train_step()
@@ -71,7 +72,7 @@ def test_load_rebuilds_modules_strictly(tmp_path):
     trainer = Trainer(small(lipschitz="sn"))
     for _ in range(2):
         trainer.train_step()
-    checkpoint.save(trainer, checkpoint.checkpoint_path(tmp_path, 2))
+    checkpoint.save(trainer, RunFolder(tmp_path).checkpoint_path(2))
     ck = ganctl.load(tmp_path)  # a run folder: its latest checkpoint
     assert ck.step == 2 and ck.config == trainer.cfg and ck.sampler is ck.ema
     x = torch.randn(5, 2)
@@ -144,8 +145,8 @@ def test_broken_checkpoints_give_one_clear_error(tmp_path, mutate, message):
 def test_resume_refuses_to_change_what_the_run_computes(tmp_path):
     path = _saved(tmp_path)
     with pytest.raises(ConfigError, match=r"cannot change --lr-d \(checkpoint has 0.001\)"):
-        checkpoint.open_trainer(path, overrides={"lr_d": 1e-4})
-    trainer = checkpoint.open_trainer(path, overrides={"steps": 50, "log_every": 7})
+        ganctl.resume(path, overrides={"lr_d": 1e-4})
+    trainer = ganctl.resume(path, overrides={"steps": 50, "log_every": 7})
     assert (trainer.cfg.steps, trainer.cfg.log_every) == (50, 7)
 
 
@@ -165,3 +166,35 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
     assert existing.stat().st_mode & 0o777 == 0o664
     assert existing.read_text() == "new"
+
+
+def test_load_builds_no_optimizer_and_no_scaler(tmp_path, monkeypatch):
+    trainer = Trainer(small(lipschitz="gp", amp="fp16"))
+    trainer.train_step()
+    path = checkpoint.save(trainer, tmp_path / "c.safetensors")
+
+    def refused(*args, **kwargs):
+        raise AssertionError("ganctl.load built an optimizer or a gradient scaler")
+
+    for name in ("Adam", "RMSprop"):
+        monkeypatch.setattr(torch.optim, name, refused)
+    monkeypatch.setattr(torch.amp, "GradScaler", refused)
+    ck = ganctl.load(path)
+    assert ck.step == 1 and not hasattr(ck, "opt_d") and not ck.data_loaded
+    x = torch.randn(4, 2)
+    trainer.critic.eval()
+    with torch.no_grad():
+        assert torch.equal(ck.critic(x), trainer.critic(x))
+
+
+def test_trainer_state_round_trips_in_memory():
+    # load_state_dict(state_dict()) is how resume works; in memory it must be exact too.
+    a, b = Trainer(small(lipschitz="gp", seed=1)), Trainer(small(lipschitz="gp", seed=2))
+    for _ in range(2):
+        a.train_step()
+    b.load_state_dict(a.state_dict())
+    assert (b.step, b.critic_steps, b.exact_resume) == (a.step, a.critic_steps, True)
+    a.train_step()
+    b.train_step()
+    for pa, pb in zip(a.critic.parameters(), b.critic.parameters()):
+        assert torch.equal(pa, pb)

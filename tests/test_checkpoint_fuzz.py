@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import ganctl
 from conftest import small
 from ganctl import checkpoint
+from ganctl.runfolder import list_checkpoints
 from ganctl.errors import GanctlError
 
 
@@ -19,14 +20,14 @@ from ganctl.errors import GanctlError
 def valid(tmp_path_factory):
     out = tmp_path_factory.mktemp("fz") / "run"
     ganctl.train(small(lipschitz="sn", steps=2, width=8, depth=1), out)
-    return checkpoint.list_checkpoints(out)[-1].read_bytes()
+    return list_checkpoints(out)[-1].read_bytes()
 
 
 def opens_cleanly(data: bytes, tmp_path) -> None:
     path = tmp_path / "fuzz.safetensors"
     path.write_bytes(data)
     try:
-        checkpoint.open_trainer(path, device="cpu")
+        ganctl.resume(path, device="cpu")
     except GanctlError:
         pass  # the one acceptable failure
 
@@ -89,7 +90,7 @@ def test_a_config_claiming_huge_networks_is_refused_before_allocation(valid, tmp
     path = tmp_path / "huge.safetensors"
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + valid[8 + header_len :])
     with pytest.raises(GanctlError, match="parameters, but the file holds only"):
-        checkpoint.open_trainer(path, device="cpu")
+        ganctl.resume(path, device="cpu")
 
 
 def test_nothing_is_ever_unpickled():

@@ -141,11 +141,31 @@ def test_python_dash_m_and_version():
     assert out.returncode == 0 and out.stdout.startswith("ganctl ")
 
 
+def _help_text(command: str) -> str:
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert r.exit_code == 0
+    return " ".join(r.stdout.replace("│", " ").split())  # one line, whatever the wrapping
+
+
 def test_help_shows_the_defaults():
     # Square brackets in help text are rich markup and vanish; defaults must stay visible.
-    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
-    assert r.exit_code == 0
-    assert "(default: 3000)" in r.stdout and "(default: 128 / 64 / 128)" in r.stdout
+    text = _help_text("train")
+    assert "(default: 3000)" in text and "(default: 128 for the 2-D MLP; dcgan 64, resnet 128)" in text
+
+
+def test_every_train_option_shows_the_default_that_is_applied():
+    from ganctl.config import TrainConfig, field_names
+    from ganctl.recipes import describe_default, resolve
+
+    text = _help_text("train")
+    for name in field_names():
+        if name == "decay_steps":  # set by --lr-decay's horizon, not a flag
+            continue
+        assert f"(default: {describe_default(name)})" in text, name
+    # The default run (25gaussians, gp) is the 2-D case the --lambda help names.
+    assert "gp 10 (2-D data: 0.1)" in text and resolve(TrainConfig()).penalty_weight == 0.1
+    assert resolve(TrainConfig(data="shapes")).penalty_weight == 10.0
+    assert "clip 5e-5" in text and resolve(TrainConfig(lipschitz="clip")).lr_d == 5e-5
 
 
 @pytest.mark.parametrize("command, target", [

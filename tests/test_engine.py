@@ -59,7 +59,7 @@ def test_no_ema_when_disabled():
 
 def test_critic_gradients_do_not_leak_into_the_generator_step():
     trainer = Trainer(small(n_critic=1))
-    trainer._generator_step()
+    trainer.generator_step()
     assert all(p.grad is None for p in trainer.critic.parameters())
     assert all(p.requires_grad for p in trainer.critic.parameters())
 
@@ -100,7 +100,7 @@ def test_the_critic_step_equals_the_textbook_step(data, arch, method, at):
     trainer = Trainer(small(data=data, arch=arch, lipschitz=method, penalty_at=at, **image))
     state = trainer.rng.get_state()
     loss, expected = reference_critic_step(trainer, state)
-    trainer._critic_step()
+    trainer.critic_step()
     assert abs(trainer.pop_stats()["loss_d"] - loss) < 1e-5 * max(1.0, abs(loss))
     for p, g in zip(trainer.critic.parameters(), expected):
         if g is None:
@@ -118,7 +118,7 @@ def test_channels_last_convolutions_give_the_same_critic_step():
     nhwc.generator.to(memory_format=torch.channels_last)
     nhwc.critic.to(memory_format=torch.channels_last)
     assert nhwc.critic[0].weight.is_contiguous(memory_format=torch.channels_last)
-    plain._critic_step()
-    nhwc._critic_step()
+    plain.critic_step()
+    nhwc.critic_step()
     for p, q in zip(plain.critic.parameters(), nhwc.critic.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)

@@ -166,7 +166,7 @@ def test_which_critics_take_the_hand_written_step():
     ({"lipschitz": "sn"}, False), ({"lipschitz": "clip"}, False),
 ])
 def test_the_engine_takes_it_for_penalised_plain_mlps_only(changes, fused):
-    assert (Trainer(small(**changes))._fused_layers is not None) is fused
+    assert Trainer(small(**changes)).uses_fused_step is fused
 
 
 @pytest.mark.parametrize("method", ["gp", "r1"])
@@ -174,9 +174,8 @@ def test_training_follows_the_autograd_path(method):
     # Same seed, the hand-written step or autograd's: the same losses step after step. lr is
     # tiny so that Adam cannot turn rounding-level gradient differences into whole steps.
     cfg = small(lipschitz=method, lr_d=1e-7, lr_g=1e-7)
-    fused, plain = Trainer(cfg), Trainer(cfg)
-    plain._fused_layers = None
-    assert fused._fused_layers is not None
+    fused, plain = Trainer(cfg), Trainer(cfg, fused=False)
+    assert fused.uses_fused_step and not plain.uses_fused_step
     for _ in range(4):
         fused.train_step()
         plain.train_step()

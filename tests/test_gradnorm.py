@@ -146,7 +146,7 @@ def test_clipping_vanishes_and_the_penalty_holds_norms_near_one(tmp_path):
         logged = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in logged if "eval/gradnorm_q50" in r]
         assert [r["step"] for r in evals] == [100, 200]
-        report = gradnorm.analyse(ganctl.load(tmp_path / method).trainer, n=1024)
+        report = gradnorm.analyse(ganctl.load(tmp_path / method), n=1024)
         results[method] = (evals[-1], report)
     clip_log, clip = results["clip"]
     gp_log, gp = results["gp"]

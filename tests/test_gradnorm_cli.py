@@ -40,7 +40,7 @@ def test_json_schema_and_agreement_with_the_library(run):
     assert {"sets", "alignment", "lower_bound", "upper_bound", "verdict", "seconds", "thresholds", "checkpoint", "step"} <= report.keys()
     assert set(report["sets"]) == {"real", "fake", "interp", "real+noise"}
     assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
-    same = analysis.analyse(ganctl.load(run).trainer, n=512, seed=0, noise_std=0.01)
+    same = analysis.analyse(ganctl.load(run), n=512, seed=0, noise_std=0.01)
     assert report["sets"]["interp"]["mean"] == pytest.approx(same["sets"]["interp"]["mean"], rel=1e-6)
 
 

@@ -33,7 +33,7 @@ def test_short_image_run_for_each_method(method, tmp_path):
     assert grid.size == (8 * 34 + 2, 8 * 34 + 2) and grid.mode == "RGB"
     # The checkpoint rebuilds without reading any data.
     ck = ganctl.load(tmp_path / "run")
-    assert ck.config.channels == 3 and ck.trainer._dataset is None
+    assert ck.config.channels == 3 and not ck.data_loaded
 
 
 def test_critic_separates_real_from_fake_on_shapes():
@@ -53,7 +53,7 @@ def test_image_resume_is_bitwise_with_and_without_amp(amp, tmp_path):
     for _ in range(2):
         first.train_step()
     path = checkpoint.save(first, tmp_path / "c.safetensors")
-    resumed = checkpoint.open_trainer(path)
+    resumed = ganctl.resume(path)
     for _ in range(2):
         resumed.train_step()
     for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
@@ -81,8 +81,8 @@ def test_a_checkpoint_from_another_device_loads_and_says_so(tmp_path):
     from safetensors.torch import save_file
 
     save_file(tensors, str(path), metadata={**meta, "rng_device": "cuda"})  # as if written on a GPU
-    ck = ganctl.load(path)
-    assert ck.trainer.exact_resume is False
+    ck = ganctl.resume(path)
+    assert ck.exact_resume is False
     assert torch.equal(ck.generator.state_dict()["1.weight"], trainer.generator.state_dict()["1.weight"])
 
 
@@ -97,6 +97,6 @@ def test_linear_lr_decay_reaches_zero_and_survives_a_longer_resume(tmp_path):
         lrs.append(trainer.opt_g.param_groups[0]["lr"] / base)
     assert lrs == pytest.approx([1.0, 0.75, 0.5, 0.25])
     path = checkpoint.save(trainer, tmp_path / "c.safetensors")
-    resumed = checkpoint.open_trainer(path, overrides={"steps": 8})
+    resumed = ganctl.resume(path, overrides={"steps": 8})
     assert resumed.cfg.decay_steps == 4 and resumed.lr_factor() == 0.0
     assert json.loads(checkpoint.read(path)[1]["config"])["decay_steps"] == 4

@@ -13,6 +13,7 @@ import torch
 
 import ganctl
 from ganctl import checkpoint
+from ganctl.runfolder import list_checkpoints
 
 ARGS = ["train", "--data", "8gaussians", "--lipschitz", "gp", "--steps", "100000", "--batch-size", "32", "--width", "16",
         "--depth", "2", "--device", "cpu", "--log-every", "5", "--eval-every", "0", "--sample-every", "0", "--ckpt-every", "20"]
@@ -47,7 +48,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, sig, code):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "continue with: ganctl train --resume" in err and "Traceback" not in err
-    last = checkpoint.list_checkpoints(tmp_path / "run")[-1]
+    last = list_checkpoints(tmp_path / "run")[-1]
     assert str(last) in err
     ck = ganctl.load(last)
     assert ck.step > 20 and last.name == f"step-{ck.step:07d}.safetensors"  # the step it stopped at
@@ -62,7 +63,7 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     wait_for(proc, "step-0000040")
     proc.kill()
     proc.wait(timeout=60)
-    found = checkpoint.list_checkpoints(tmp_path / "run")
+    found = list_checkpoints(tmp_path / "run")
     for path in found:  # a kill mid-write can leave a temporary file, never a partial checkpoint
         checkpoint.read(path)
     ck = ganctl.load(found[-1])
@@ -78,7 +79,7 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_every_checkpoint_whole(tmp_pat
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    found = checkpoint.list_checkpoints(tmp_path / "run")
+    found = list_checkpoints(tmp_path / "run")
     assert found
     for path in found:
         checkpoint.read(path)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ganctl import penalties
-from ganctl.config import TrainConfig, resolve
+from ganctl.config import TrainConfig
+from ganctl.recipes import resolve
 from ganctl.errors import ConfigError
 from ganctl.lipschitz import build_strategy
 from ganctl.models import build_models

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 import ganctl
 from conftest import small
 from ganctl import checkpoint
+from ganctl.runfolder import list_checkpoints
 from ganctl.cli import app
 from ganctl.engine import Trainer
 from ganctl.errors import NonFinite, TrainingFailed
@@ -38,7 +39,7 @@ def test_cli_stop_exits_1_with_the_last_good_checkpoint(tmp_path, monkeypatch):
                                  "--width", "16", "--batch-size", "32", "--device", "cpu", "--ckpt-every", "1",
                                  "--eval-every", "0", "--sample-every", "0", "--out", str(tmp_path / "r")])
     assert r.exit_code == 1, r.output
-    last = checkpoint.list_checkpoints(tmp_path / "r")[-1]
+    last = list_checkpoints(tmp_path / "r")[-1]
     assert last.name == "step-0000002.safetensors"
     assert f"step 3: critic loss is not finite; last good checkpoint: {last}" in r.stderr
     assert "Traceback" not in r.output

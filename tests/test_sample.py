@@ -50,7 +50,7 @@ def test_png_grid_npy_and_safetensors_agree(image_run, tmp_path):
     # The same seed and generator give the same samples as the library.
     ck = ganctl.load(image_run)
     rng = torch.Generator().manual_seed(0)
-    assert np.allclose(arr, ck.trainer.sample(6, rng).numpy(), atol=1e-6)
+    assert np.allclose(arr, ck.sample(6, rng).numpy(), atol=1e-6)
 
 
 def test_raw_differs_from_ema_and_seed_changes_samples(image_run, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import small
 from ganctl.engine import Trainer
-from ganctl.run import Evaluator
+from ganctl.evaluation import Evaluator
 
 METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
 

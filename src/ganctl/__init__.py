@@ -9,19 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["TrainConfig", "Trainer", "load", "train", "__version__"]
+__all__ = ["TrainConfig", "Trainer", "load", "resume", "train", "__version__"]
 
 if TYPE_CHECKING:
     from ganctl.checkpoint import load
     from ganctl.config import TrainConfig
-    from ganctl.engine import Trainer
-    from ganctl.run import train
+    from ganctl.engine import Trainer, resume
+    from ganctl.training import train
 
 _LAZY = {
     "TrainConfig": "ganctl.config",
     "Trainer": "ganctl.engine",
     "load": "ganctl.checkpoint",
-    "train": "ganctl.run",
+    "resume": "ganctl.engine",
+    "train": "ganctl.training",
 }
 
 

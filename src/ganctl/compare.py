@@ -19,14 +19,11 @@ from typing import Any, Callable
 import torch
 
 from ganctl import checkpoint
-from ganctl.config import SCHEDULE_FIELDS, TrainConfig, flag_of, from_dict, resolve
+from ganctl.config import SCHEDULE_FIELDS, TrainConfig, flag_of, from_dict
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_text_atomic
-
-SUMMARY = "summary.json"  # written into a run folder when compare finishes training it
-GRADNORM_N = 4096  # `ganctl gradnorm`'s defaults, so the numbers are the ones it prints
-GRADNORM_SEED = 0
-GRADNORM_TOL = 0.1
+from ganctl.recipes import METHOD_SETTINGS, get_method, resolve
+from ganctl.runfolder import RunFolder, run_dir_of
 
 # (key, label, which value is best: "max", "min", "one" (closest to 1) or None)
 COLUMNS = (
@@ -56,10 +53,8 @@ def plan(base: dict[str, Any], methods: list[str], seeds: list[int], out: Path) 
         raise ConfigError("--methods: give at least one method")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods {','.join(methods)}: a method is listed twice")
-    from ganctl.lipschitz import METHOD_SETTINGS, get_strategy_class
-
     # A method's own setting (--lambda, --clip...) given for all applies to the methods that own it.
-    owners = {m: get_strategy_class(m).own_settings for m in methods}
+    owners = {m: get_method(m).owns for m in methods}
     for name in (k for k in base if k in METHOD_SETTINGS):
         if not any(name in own for own in owners.values()):
             raise ConfigError(f"{flag_of(name)} applies to none of --methods {','.join(methods)}")
@@ -76,11 +71,11 @@ def plan(base: dict[str, Any], methods: list[str], seeds: list[int], out: Path) 
 def status(job: Job) -> tuple[str, Path | None]:
     """("done", final checkpoint) | ("resume", latest checkpoint) | ("new", None). A folder
     holding a run of another config is an error rather than something to overwrite."""
-    found = checkpoint.list_checkpoints(job.run_dir)
+    found = RunFolder(job.run_dir).checkpoints()
     if not found:
         return "new", None
     latest = found[-1]
-    tensors, _, stored = checkpoint.read(latest)
+    stored, step = checkpoint.peek(latest)
     wanted = resolve(job.config)
     # Schedule settings may differ (a longer --steps extends finished runs); settings the data
     # fills in (image size, channels) are None until the data is read.
@@ -89,7 +84,6 @@ def status(job: Job) -> tuple[str, Path | None]:
     if differ:
         detail = ", ".join(f"{k} {stored.to_dict().get(k)!r} there, {wanted.to_dict()[k]!r} asked" for k in differ[:4])
         raise ConfigError(f"{job.run_dir}: holds a run with other settings ({detail}); choose another --out")
-    step = int(tensors["state.step"])
     return ("done", latest) if step >= wanted.steps else ("resume", latest)
 
 
@@ -97,7 +91,7 @@ def run_job(job: Job, on_event: Callable[[str, dict[str, Any]], None] | None = N
             known: tuple[str, Path | None] | None = None) -> dict[str, Any]:
     """Train (or finish) one run and write its summary, with peak memory on CUDA. `known`:
     the job's `status`, when the caller has already read it."""
-    from ganctl.run import train
+    from ganctl.training import train
 
     state, latest = known or status(job)
     if state == "done":
@@ -112,7 +106,7 @@ def run_job(job: Job, on_event: Callable[[str, dict[str, Any]], None] | None = N
         summary = train(job.config, job.run_dir, overwrite=True, on_event=on_event)
     summary["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
     summary["resumed"] = state == "resume"
-    write_text_atomic(job.run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    RunFolder(job.run_dir).write_summary(summary)
     return {"state": state, **summary}
 
 
@@ -121,56 +115,43 @@ def evaluate(path: Path, device: str = "cpu", pictures: bool = False) -> dict[st
     run's own final evaluation computes them, `ganctl gradnorm`'s numbers at its defaults, and
     the training cost from the run's summary (or, without one, from its log)."""
     from ganctl.analysis.gradnorm import analyse
-    from ganctl.run import Evaluator, run_dir_of
+    from ganctl.evaluation import Evaluator
 
-    trainer = checkpoint.open_trainer(Path(path), device=device)
-    run_dir = run_dir_of(trainer.checkpoint_path)
-    cfg = trainer.cfg
-    row: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(trainer.checkpoint_path), "method": cfg.lipschitz,
-                           "seed": cfg.seed, "data": cfg.data, "step": trainer.step, "critic_steps": trainer.critic_steps}
-    row.update(Evaluator(trainer).evaluate())
-    report = analyse(trainer, n=GRADNORM_N, seed=GRADNORM_SEED, tol=GRADNORM_TOL)
+    nets = checkpoint.load(Path(path), device=device)
+    run_dir = run_dir_of(nets.path)
+    cfg = nets.cfg
+    row: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(nets.path), "method": cfg.lipschitz,
+                           "seed": cfg.seed, "data": cfg.data, "step": nets.step, "critic_steps": nets.critic_steps}
+    evaluator = Evaluator(nets)
+    row.update(evaluator.evaluate())
+    report = analyse(nets)  # `ganctl gradnorm`'s defaults, so the numbers are the ones it prints
     interp = report["sets"]["interp"]
     row.update({"interp_mean": interp["mean"], "interp_q50": interp["q50"], "violation_share": interp["above"],
                 "vanishing_share": interp["vanishing"], "wasserstein": report["wasserstein"],
                 "alignment_mean": report["alignment"]["mean"], "verdict": report["verdict"]["status"]})
-    row.update(_cost(run_dir, trainer.step))
+    row.update(_cost(run_dir, nets.step))
     if pictures:  # kept out of the JSON: the run's picture and its gradient-norm histograms
         from ganctl.render import histograms
 
         norms = {k: v.cpu().numpy() for k, v in report["_norms"].items()}
-        row["_pictures"] = (Evaluator(trainer).draw(None, f"{cfg.lipschitz}  seed {cfg.seed}  step {trainer.step}"),
+        row["_pictures"] = (evaluator.draw(None, f"{cfg.lipschitz}  seed {cfg.seed}  step {nets.step}"),
                             histograms(None, norms, f"{cfg.lipschitz}: ||grad D|| (interp mean {interp['mean']:.3g})"))
     return row
 
 
 def _cost(run_dir: Path, step: int) -> dict[str, Any]:
-    summary_path = run_dir / SUMMARY
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        if summary.get("step") == step:
-            return {"s_per_step": summary.get("s_per_step"), "peak_memory_mb": summary.get("peak_memory_mb")}
+    folder = RunFolder(run_dir)
+    summary = folder.read_summary()
+    if summary is not None and summary.get("step") == step:
+        return {"s_per_step": summary.get("s_per_step"), "peak_memory_mb": summary.get("peak_memory_mb")}
     # An existing run: the log's elapsed time since its (last) start, per step logged since.
-    records = read_metrics(run_dir)
+    records = folder.read_metrics()
     timed = [r for r in records if "elapsed_s" in r]
     if len(timed) >= 2:
         a, b = timed[0], timed[-1]
         if b["elapsed_s"] > a["elapsed_s"] and b["step"] > a["step"]:
             return {"s_per_step": (b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]), "peak_memory_mb": None}
     return {"s_per_step": None, "peak_memory_mb": None}
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a kill; the rest of the log still counts
-    return records
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -293,7 +274,7 @@ def _curves(rows: list[dict[str, Any]], path: Path) -> None:
 
     by_method: dict[str, list[list[dict[str, Any]]]] = {}
     for row in rows:
-        by_method.setdefault(row["method"], []).append(read_metrics(Path(row["run"])))
+        by_method.setdefault(row["method"], []).append(RunFolder(row["run"]).read_metrics())
     quality = next((k for k in ("eval/w1", "eval/valid_share") if any(k in r for logs in by_method.values() for log in logs for r in log)), None)
     charts = []
     for key, title in (("wasserstein", "critic's Wasserstein estimate E[D(real)] - E[D(fake)]"),

@@ -1,8 +1,11 @@
-"""Every training setting, once, with its unit or source.
+"""Every training setting, once, with its unit or source: the ground floor of ganctl.
 
-A `TrainConfig` is frozen. Fields left as ``None`` mean "the Lipschitz method's published
-default" and are filled by `resolve`, so a checkpoint always stores a fully explicit config
-and never depends on defaults that may change later.
+A `TrainConfig` is frozen. Fields left as ``None`` mean "the Lipschitz method's recipe" or
+"follows the data" and are filled by `ganctl.recipes.resolve`, so a checkpoint always stores a
+fully explicit config and never depends on defaults that may change later.
+
+This module imports nothing from ganctl but its errors, and no torch: the command line's help
+reads its defaults from here without paying for torch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from ganctl.errors import ConfigError
+
+# The built-in 2-D sets (`ganctl.data.toy` defines them); every other --data is images.
+POINT_DATA = ("8gaussians", "25gaussians", "swissroll", "ring", "checkerboard")
+LOSSES = ("wasserstein", "hinge", "ns", "lsgan")  # `ganctl.losses` defines them
+ARCHS = ("mlp", "dcgan", "resnet")  # `ganctl.models` builds them
+
+# What the data decides when a setting is left out.
+POINTS_MODEL = {"arch": "mlp", "width": 128, "z_dim": 2}  # width 128 measured as good as 256, 4x faster
+IMAGE_ARCH = "dcgan"
+IMAGE_WIDTH = {"dcgan": 64, "resnet": 128}  # DCGAN's 64; the WGAN-GP / SN-GAN ResNet's 128
+IMAGE_Z_DIM = 128
+SHAPES_IMAGE_SIZE = 32  # the built-in `shapes` set
+FOLDER_IMAGE_SIZE = 64  # a folder of images (an array keeps its own size)
+
+
+def data_kind(name: str) -> str:
+    """'points' for the built-in 2-D sets, 'images' for everything else."""
+    return "points" if name in POINT_DATA else "images"
 
 
 @dataclass(frozen=True)
@@ -96,7 +117,19 @@ _CHOICES = {
     "lr_decay": ("none", "linear"),
     "amp": ("none", "bf16", "fp16"),
     "on_nonfinite": ("stop", "skip", "rollback"),
+    "loss": LOSSES,
+    "arch": ARCHS,
 }
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The values a string setting accepts (the method names live in `ganctl.recipes`)."""
+    return _CHOICES[name]
+
+
+def default(name: str) -> Any:
+    """The `TrainConfig` default of a field (None: filled by the recipe or the data)."""
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 
 def field_names() -> list[str]:
@@ -111,6 +144,11 @@ def _expected_type(name: str) -> tuple[type, bool]:
         base = next(a for a in args if a is not type(None))
         return base, True
     return hint, False
+
+
+def field_type(name: str) -> type:
+    """The base type of a field (float for ``float | None``)."""
+    return _expected_type(name)[0]
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -135,51 +173,6 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 def flag_of(name: str) -> str:
     """The command-line flag of a config field, as the user types it."""
     return "--lambda/--gamma" if name == "penalty_weight" else "--" + name.replace("_", "-")
-
-
-FLAG_ALIASES = {"lambda": "penalty_weight", "gamma": "penalty_weight", "config": None, "resume": None}
-
-
-def parse_flags(args: list[str], where: str = "options", positionals: list[str] | None = None) -> dict[str, Any]:
-    """`ganctl train`-style flags given as words (``--lr-d 1e-4``, ``--lr-d=1e-4``, ``--hflip``,
-    ``--no-hflip``, ``--lambda 0.1``) as config values, each converted to its field's type.
-    Other words go to `positionals` when it is given, else they are an error."""
-    values: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        word = args[i]
-        if not word.startswith("--"):
-            if positionals is None:
-                raise ConfigError(f"{where}: expected an option, got {word!r}")
-            positionals.append(word)
-            i += 1
-            continue
-        flag, has_value, raw = word[2:].partition("=")
-        name = flag.replace("-", "_")
-        name = FLAG_ALIASES.get(name, name)
-        negated = False
-        if name is not None and name not in field_names() and name.startswith("no_") and name[3:] in field_names():
-            name, negated = name[3:], True
-        if name is None or name not in field_names():
-            raise ConfigError(f"{where}: unknown option --{flag}; any setting of `ganctl train` is accepted (see ganctl train --help)")
-        base, _ = _expected_type(name)
-        if base is bool:
-            if has_value:
-                raise ConfigError(f"{where}: --{flag} takes no value (use --{flag} or --no-{flag})")
-            values[name] = not negated
-            i += 1
-            continue
-        if not has_value:
-            if i + 1 >= len(args):
-                raise ConfigError(f"{where}: --{flag} needs a value")
-            raw = args[i + 1]
-            i += 1
-        i += 1
-        try:
-            values[name] = base(raw)
-        except ValueError:
-            raise ConfigError(f"{where}: --{flag} must be {base.__name__}, got {raw!r}") from None
-    return values
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -245,33 +238,3 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name} must be in [0, 1), got {value}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"--ema-decay must be in [0, 1) (0 disables the EMA), got {cfg.ema_decay}")
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Validate, then fill every ``None`` with the chosen method's published recipe."""
-    from ganctl.lipschitz import get_strategy_class
-    from ganctl.losses import available_losses
-
-    from ganctl.data import data_kind
-
-    validate(cfg)
-    if data_kind(cfg.data) == "points":
-        cfg = _fill(cfg, arch="mlp", width=128, z_dim=2)
-    else:
-        arch = cfg.arch or "dcgan"
-        cfg = _fill(cfg, arch=arch, width=128 if arch == "resnet" else 64, z_dim=128)
-    strategy = get_strategy_class(cfg.lipschitz)
-    resolved = strategy.resolve(cfg)
-    if resolved.lr_decay != "none" and resolved.decay_steps is None:
-        # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
-        resolved = resolved.replace(decay_steps=resolved.steps)
-    if resolved.loss not in available_losses():
-        raise ConfigError(
-            f"--loss {resolved.loss!r} is not one of: {', '.join(available_losses())}"
-        )
-    return resolved
-
-
-def _fill(cfg: TrainConfig, **defaults: Any) -> TrainConfig:
-    """Replace the fields that are None with `defaults`."""
-    return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})

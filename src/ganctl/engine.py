@@ -1,27 +1,37 @@
 """The training step and its state. The engine owns the order of zero_grad, backward and
-step for both networks; it reports numbers and never prints or writes files."""
+step for both networks; it reports numbers and never prints or writes files.
+
+A `Trainer` is a `ganctl.networks.Networks` with optimizers, gradient scalers and a random
+stream. Its whole state goes out with `state_dict()` and comes back with `load_state_dict()`
+(`ganctl.checkpoint` writes and reads it; `resume` rebuilds a trainer from a file).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from ganctl import distributed, fused_mlp, penalties
-from ganctl.config import TrainConfig, resolve
-from ganctl.data import load_dataset, sample_shape
+from ganctl import checkpoint, distributed, fused_mlp, penalties, streams
+from ganctl.config import SCHEDULE_FIELDS, TrainConfig, flag_of
+from ganctl.data import load_dataset
 from ganctl.devices import resolve_device
-from ganctl.errors import NonFinite
+from ganctl.errors import CheckpointError, ConfigError, GanctlError, NonFinite
 from ganctl.lipschitz import build_strategy
 from ganctl.losses import get_loss
-from ganctl.models import activations, build_models
+from ganctl.models import activations
+from ganctl.networks import Networks, build, eval_mode
+from ganctl.recipes import resolve
+from ganctl.runfolder import find_checkpoint
 
-EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never draws from the training stream
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Optimizer settings that say how an update is computed, not what it computes: they belong to
+# the machine that runs it, not to a checkpoint.
+OPTIMIZER_IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
 def make_optimizer(
@@ -41,115 +51,95 @@ def make_optimizer(
     return torch.optim.RMSprop(params, lr=lr * c, foreach=True)
 
 
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Evaluation mode for a measurement (spectral norm then runs no power iteration, batch
-    norm uses running statistics), restoring the module's mode afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
-
-
-class Trainer:
+class Trainer(Networks):
     """A generator, a critic kept Lipschitz by a strategy, their optimizers, an optional EMA
-    of the generator, and one random stream for data, latents and interpolation."""
+    of the generator, and one random stream for data, latents and interpolation.
+
+    `fused` chooses how a penalised critic step of a plain ReLU / LeakyReLU MLP critic runs:
+    None (the default) takes the hand-written step of `ganctl.fused_mlp` wherever it applies
+    (CPU and CUDA, no autocast), False always takes autograd, True requires the hand-written
+    step and refuses a critic it does not cover. Both give the same numbers up to rounding."""
 
     def __init__(self, config: TrainConfig, device: torch.device | str | None = None, load_data: bool = True,
-                 world: distributed.World | None = None):
+                 world: distributed.World | None = None, fused: bool | None = None):
         cfg = resolve(config)
-        self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
-        self.world = world if world is not None else distributed.current()
-        if self.world.active and self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", self.world.local_rank)  # one GPU per rank
-        self._dataset = None
+        device = torch.device(device) if device is not None else resolve_device(cfg.device)
+        world = world if world is not None else distributed.current()
+        if world.active and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", world.local_rank)  # one GPU per rank
+        dataset = None
         if load_data:
             # A fresh run reads its data now (errors before any work) and records the image
             # size and channels it found, so the checkpoint rebuilds without the data.
-            self._dataset = load_dataset(cfg)
-            if self._dataset.kind == "images":
-                c, size, _ = self._dataset.shape
+            dataset = load_dataset(cfg)
+            if dataset.kind == "images":
+                c, size, _ = dataset.shape
                 cfg = cfg.replace(image_size=size, channels=c)
-        self.cfg = cfg
         self.strategy = build_strategy(cfg)
         self.loss = get_loss(cfg.loss)
+        generator, critic, ema = build(cfg, self.strategy)
+        # CUDA: channels-last convolutions (the layout tensor cores read).
+        channels_last = device.type == "cuda" and cfg.arch in ("dcgan", "resnet")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        generator, critic, ema = (m.to(device, memory_format=self.memory_format) if m is not None else None
+                                  for m in (generator, critic, ema))
+        super().__init__(cfg, device, generator, critic, ema, dataset=dataset)
+        self.world = world
+        distributed.broadcast_modules([m for m in (generator, critic, ema) if m is not None], world)
+        self.notes: list[str] = []  # said once at the start of a run
+        self._build_step(fused)
+        self.rng = torch.Generator(device=device)
+        self.rng.manual_seed(streams.rank_seed(cfg.seed, world.rank))  # rank 0: the seed itself
+        self.critic_steps = 0
+        self.amp_skipped = 0  # fp16 steps the gradient scaler skipped after an overflow
+        self.nonfinite_skipped = 0  # updates dropped by --on-nonfinite skip
+        self.exact_resume = True  # False after resuming another device type's random stream
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._last_batch: tuple[Tensor, Tensor] | None = None
 
-        # Initialise on the CPU from the seed alone, so the same seed gives the same weights on
-        # any device and the caller's global RNG is left untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            generator, critic = build_models(cfg, sample_shape(cfg))
-            critic = self.strategy.prepare_critic(critic)
-        # CUDA: TF32 as asked, and channels-last convolutions (the layout tensor cores read).
-        self.memory_format = torch.contiguous_format
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-            torch.backends.cudnn.allow_tf32 = cfg.tf32
-            if cfg.arch in ("dcgan", "resnet"):
-                self.memory_format = torch.channels_last
-        self.generator = generator.to(self.device, memory_format=self.memory_format)
-        self.critic = critic.to(self.device, memory_format=self.memory_format)
-        distributed.broadcast_modules((self.generator, self.critic), self.world)
-        self.ema = None
-        if cfg.ema_decay > 0:
-            self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
-
-        # --compile: compiled forwards wherever one backward follows; torch.compile does not
-        # support the double backward of a penalty, so penalised critic passes stay eager.
-        self.notes: list[str] = []
-        self._generator_fast, self._critic_fast = self.generator, self.critic
-        if cfg.compile:
-            self._generator_fast = torch.compile(self.generator)
-            self._critic_fast = torch.compile(self.critic)
-
+    def _build_step(self, fused: bool | None) -> None:
+        """Optimizers, gradient scalers, compiled forwards and the penalised step's path."""
+        cfg = self.cfg
         # Parameter lists, walked every step (module.parameters() re-walks the module tree).
         self._generator_params = tuple(self.generator.parameters())
         self._critic_params = tuple(self.critic.parameters())
         lazy = cfg.reg_every if self.strategy.penalty_at is not None else 1
         self.opt_g = make_optimizer(cfg, self._generator_params, cfg.lr_g)
         self.opt_d = make_optimizer(cfg, self._critic_params, cfg.lr_d, lazy)
+        self._base_lr_g = self.opt_g.param_groups[0]["lr"]  # after the lazy-reg correction
+        self._base_lr_d = self.opt_d.param_groups[0]["lr"]
         # Mixed precision: autocast for forwards; with fp16, a gradient scaler per optimizer and
         # the penalty's input gradients taken from the scaled output, then unscaled (PyTorch's
         # AMP recipe for gradient penalties). bf16 needs no scaler (enabled=False: no-ops).
         self.amp_dtype = AMP_DTYPES.get(cfg.amp)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
-        # A plain ReLU / LeakyReLU MLP critic takes its penalised steps through the hand-written
-        # backward of `fused_mlp` (same numbers, a fraction of autograd's operators); anything
-        # else, any autocast step, and MPS (where its out= kernels are untried) use autograd.
+        # --compile: compiled forwards wherever one backward follows; torch.compile does not
+        # support the double backward of a penalty, so penalised critic passes stay eager.
+        self._generator_fast, self._critic_fast = self.generator, self.critic
+        if cfg.compile:
+            self._generator_fast = torch.compile(self.generator)
+            self._critic_fast = torch.compile(self.critic)
+        # The hand-written step covers plain MLP critics, without autocast, on CPU and CUDA
+        # (its out= kernels are untried on MPS).
         self._fused_layers, self._workspace = None, {}
-        if self.strategy.penalty_at is not None and self.amp_dtype is None and self.device.type in ("cpu", "cuda"):
+        penalised = self.strategy.penalty_at is not None
+        if penalised and fused is not False and self.amp_dtype is None and self.device.type in ("cpu", "cuda"):
             self._fused_layers = fused_mlp.layers_of(self.critic)
-        if cfg.compile and self.strategy.penalty_at is not None:
-            penalised = ("run ganctl's hand-written MLP step, eagerly" if self._fused_layers is not None else
-                         "run eagerly (torch.compile does not support the penalty's double backward)")
-            self.notes.append(f"--compile: the penalised critic steps {penalised}; the generator and the other"
+        if fused and self._fused_layers is None:
+            raise ConfigError("fused=True: the hand-written step needs a penalised plain ReLU/LeakyReLU MLP critic"
+                              " on CPU or CUDA without --amp")
+        if cfg.compile and penalised:
+            how = ("run ganctl's hand-written MLP step, eagerly" if self._fused_layers is not None else
+                   "run eagerly (torch.compile does not support the penalty's double backward)")
+            self.notes.append(f"--compile: the penalised critic steps {how}; the generator and the other"
                               " critic passes are compiled")
-        self._base_lr_g = self.opt_g.param_groups[0]["lr"]  # after the lazy-reg correction
-        self._base_lr_d = self.opt_d.param_groups[0]["lr"]
-
-        self.rng = torch.Generator(device=self.device)
-        self.rng.manual_seed(distributed.rank_seed(cfg.seed, self.world.rank))  # rank 0: the seed itself
-        self.step = 0  # generator iterations done
-        self.critic_steps = 0
-        self.amp_skipped = 0  # fp16 steps the gradient scaler skipped after an overflow
-        self.nonfinite_skipped = 0  # updates dropped by --on-nonfinite skip
-        self._sums: dict[str, Tensor] = {}
-        self._counts: dict[str, int] = {}
-        self._last_batch: tuple[Tensor, Tensor] | None = None
-        self.exact_resume = True  # False after resuming another device type's RNG state
 
     @property
-    def dataset(self) -> Any:
-        """The data source, read on first use (loading a checkpoint to sample needs no data)."""
-        if self._dataset is None:
-            self._dataset = load_dataset(self.cfg)
-        if getattr(self._dataset, "to", None) is not None and not getattr(self, "_data_placed", False):
-            self._dataset.to(self.device)
-            self._data_placed = True
-        return self._dataset
+    def uses_fused_step(self) -> bool:
+        """Whether penalised critic steps take the hand-written MLP step."""
+        return self._fused_layers is not None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -174,13 +164,29 @@ class Trainer:
         """n_critic critic steps, then one generator step and the EMA update."""
         if self.cfg.lr_decay != "none":
             self._apply_lr_schedule()
-        for _ in range(self.cfg.n_critic):
-            self._critic_step()
-        self._generator_step()
+        with self._precision():
+            for _ in range(self.cfg.n_critic):
+                self.critic_step()
+            self.generator_step()
         self.step += 1
         self._update_ema()
 
-    def _critic_step(self) -> None:
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        """On CUDA, TensorFloat-32 products as --tf32 asks, for this trainer's steps only: the
+        process-wide flags are restored afterwards."""
+        if self.device.type != "cuda":
+            yield
+            return
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.cfg.tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+    def critic_step(self) -> None:
+        """One critic update: loss, penalty (every reg_every-th step) and optimizer step."""
         cfg, b = self.cfg, self.cfg.batch_size
         real = self.dataset.sample(b, self.rng, self.device)
         if real.dim() == 4:
@@ -253,7 +259,8 @@ class Trainer:
                 out.update((name, pen_out[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
         return out, pen_out
 
-    def _generator_step(self) -> None:
+    def generator_step(self) -> None:
+        """One generator update against the current critic."""
         for p in self._critic_params:  # no critic weight gradients in this backward
             p.requires_grad_(False)
         try:
@@ -339,31 +346,109 @@ class Trainer:
             stats["amp_scale"] = self.scaler_d.get_scale()
         if self._last_batch is not None:
             real, fake = self._last_batch
-            eval_rng = self.eval_generator(offset=self.step)
+            eval_rng = self.eval_generator(offset=self.step)  # `streams`: the step as offset
             x_hat = penalties.interpolate(real, fake, eval_rng)
             with eval_mode(self.critic):
                 _, grads = penalties.input_grads(self.critic, x_hat)
             stats["grad_norm"] = float(penalties.grad_norm(grads).mean())
         return stats
 
-    def eval_generator(self, offset: int = 0) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        g.manual_seed(self.cfg.seed + EVAL_SEED_OFFSET + offset)
-        return g
+    # --- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a bitwise-exact resume needs: config, weights, optimizer and scaler
+        states, counters and the random stream (tensors as they are; the checkpoint copies them
+        to the CPU)."""
+        scaled = self.scaler_d.is_enabled()
+        return {
+            "config": self.cfg,
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optim_g": self.opt_g.state_dict(),
+            "optim_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "critic_steps": self.critic_steps,
+            "rng": self.rng.get_state(),
+            "rng_device": self.device.type,
+            "scalers": {"d": self.scaler_d.state_dict(), "g": self.scaler_g.state_dict(), "skipped": self.amp_skipped}
+            if scaled else None,
+        }
 
-    @property
-    def sampler(self) -> nn.Module:
-        """The generator used for samples and evaluation: the EMA one when there is one."""
-        return self.ema if self.ema is not None else self.generator
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a state from `state_dict()` or `ganctl.checkpoint.read_state`, strictly; raises
+        `CheckpointError` naming what does not fit. A random stream saved on another device
+        type cannot be restored: the run then continues on a stream derived from (seed, step,
+        rank) and `exact_resume` is False."""
+        checkpoint.load_networks(self, state)
+        self._load_optimizer("optim_g", self.opt_g, state["optim_g"])
+        self._load_optimizer("optim_d", self.opt_d, state["optim_d"])
+        self.step, self.critic_steps = int(state["step"]), int(state["critic_steps"])
+        scalers = state.get("scalers")
+        if self.scaler_d.is_enabled() and scalers is not None:
+            try:
+                self.scaler_d.load_state_dict(scalers["d"])
+                self.scaler_g.load_state_dict(scalers["g"])
+                self.amp_skipped = int(scalers["skipped"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                raise CheckpointError(f"metadata 'amp_scalers' is malformed ({exc})") from None
+        rank, rng_state = self.world.rank, state["rng"]
+        exact = state.get("rng_device") == self.device.type
+        if rank > 0:  # a torchrun rank: its own stream when the checkpoint has it
+            own = state.get("rank_rngs", {}).get(rank)
+            if own is not None and state.get("world_size") == self.world.size:
+                rng_state = own
+            else:
+                exact = False
+        self.exact_resume = exact
+        if exact:
+            try:
+                self.rng.set_state(rng_state)
+            except (RuntimeError, TypeError) as exc:
+                raise CheckpointError(f"rng.train is not a valid generator state ({exc})") from None
+        else:
+            self.rng.manual_seed(streams.resume_seed(self.cfg.seed, self.step, rank))
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, raw: bool = False) -> Tensor:
-        net = self.generator if raw else self.sampler
-        with eval_mode(net):
-            return net(self.noise(n, generator))
+    def _load_optimizer(self, name: str, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        try:
+            groups = [dict(g) for g in state["param_groups"]]
+            for group, current in zip(groups, opt.param_groups):
+                # How the update is computed (fused, foreach) belongs to this machine, not to the file.
+                group.update((key, current[key]) for key in OPTIMIZER_IMPLEMENTATION_FLAGS if key in current)
+            # Copies: torch's load keeps the given tensors, which an in-memory state shares with its source.
+            entries = {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in e.items()} for i, e in state["state"].items()}
+            opt.load_state_dict({"state": entries, "param_groups": groups})
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(f"{name} state does not fit its model ({exc})") from None
 
-    @torch.no_grad()
-    def critic_values(self, x: Tensor) -> Tensor:
-        """D(x) in eval mode: spectral norm runs no power iteration, so this changes nothing."""
-        with eval_mode(self.critic):
-            return self.critic(x).squeeze(-1)
+    def roll_back(self, state: dict[str, Any], attempt: int) -> None:
+        """Reload an earlier state (weights, optimizers, counters), then continue on a fresh
+        random stream, so the same batches do not lead to the same non-finite value again."""
+        self.load_state_dict(state)
+        self.rng.manual_seed(streams.rollback_seed(self.cfg.seed, self.step, self.world.rank, attempt))
+        self.exact_resume = False
+
+
+def resume(path: str | Path, overrides: dict[str, Any] | None = None, device: str | None = None,
+           world: distributed.World | None = None) -> Trainer:
+    """A trainer rebuilt from a checkpoint file (or a run folder's latest), ready to continue.
+    `overrides` may change schedule settings only (`ganctl.config.SCHEDULE_FIELDS`)."""
+    path = find_checkpoint(Path(path))
+    state, config = checkpoint.read_state(path)
+    overrides = dict(overrides or {})
+    if device is not None:
+        overrides["device"] = device
+    changed = {k: v for k, v in overrides.items() if getattr(config, k) != v}
+    fixed = sorted(k for k in changed if k not in SCHEDULE_FIELDS)
+    if fixed:
+        detail = ", ".join(f"{flag_of(k)} (checkpoint has {getattr(config, k)!r})" for k in fixed)
+        raise ConfigError(f"cannot change {detail} when resuming {path}; only {', '.join(sorted(SCHEDULE_FIELDS))} may change")
+    checkpoint.check_size(path, config, state)
+    try:
+        trainer = Trainer(config.replace(**changed), load_data=False, world=world)
+    except GanctlError as exc:
+        raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None
+    try:
+        trainer.load_state_dict(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return trainer

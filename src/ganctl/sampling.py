@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ganctl import streams
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_atomic
+from ganctl.networks import Networks, eval_mode
 
 FORMATS = ("png", "dir", "npy", "safetensors")
 SUFFIX_FORMATS = {".png": "png", ".npy": "npy", ".safetensors": "safetensors"}
@@ -40,28 +42,24 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def generate(trainer: Any, n: int, seed: int = 0, raw: bool = False, interpolate: int = 0) -> Tensor:
+def generate(nets: Networks, n: int, seed: int = 0, raw: bool = False, interpolate: int = 0) -> Tensor:
     """n samples (or n interpolation strips of `interpolate` samples, shape (n, K, ...))
     from the EMA generator unless `raw`, with latents from their own seeded stream."""
     if n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
     if interpolate == 1 or interpolate < 0:
         raise ConfigError(f"--interpolate must be 0 (off) or at least 2, got {interpolate}")
-    rng = torch.Generator(device=trainer.device)
+    rng = torch.Generator(device=nets.device)
     rng.manual_seed(seed)
     if interpolate:
-        ends = trainer.noise(2 * n, rng)
-        t = torch.linspace(0.0, 1.0, interpolate, device=trainer.device)
+        ends = nets.noise(2 * n, rng)
+        t = torch.linspace(0.0, 1.0, interpolate, device=nets.device)
         z = slerp(ends[:n], ends[n:], t).reshape(n * interpolate, -1)
     else:
-        z = trainer.noise(n, rng)
-    net = trainer.generator if raw else trainer.sampler
-    was_training = net.training
-    net.eval()
-    try:
+        z = nets.noise(n, rng)
+    net = nets.generator if raw else nets.sampler
+    with eval_mode(net):
         out = torch.cat([net(chunk).float() for chunk in z.split(1000)])
-    finally:
-        net.train(was_training)
     return out.reshape(n, interpolate, *out.shape[1:]) if interpolate else out
 
 
@@ -82,7 +80,7 @@ def infer_format(out: Path, fmt: str | None) -> str:
 
 
 def write_samples(
-    samples: Tensor, out: Path, fmt: str, trainer: Any, meta: dict[str, Any], overwrite: bool = False
+    samples: Tensor, out: Path, fmt: str, nets: Networks, meta: dict[str, Any], overwrite: bool = False
 ) -> list[Path]:
     """Write `samples` (from `generate`) to `out`; return the files written."""
     from ganctl.render import image_grid, save_image
@@ -121,7 +119,7 @@ def write_samples(
             for path, image in zip(targets, flat):
                 save_image(path, image_grid(image[None], columns=1, pad=0))
         elif points:
-            _draw_points(out, trainer, torch.from_numpy(array.reshape(-1, 2)), meta)
+            _draw_points(out, nets, torch.from_numpy(array.reshape(-1, 2)), meta)
         else:
             flat = array.reshape(-1, *array.shape[(2 if strips else 1):])
             columns = array.shape[1] if strips else int(math.ceil(math.sqrt(len(flat))))
@@ -136,11 +134,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def _draw_points(out: Path, trainer: Any, fake: Tensor, meta: dict[str, Any]) -> None:
-    from ganctl.run import draw_points
+def _draw_points(out: Path, nets: Networks, fake: Tensor, meta: dict[str, Any]) -> None:
+    from ganctl.evaluation import draw_points
 
-    rng = torch.Generator(device=trainer.device)
-    rng.manual_seed(int(meta.get("seed", 0)) + 1)
-    real = trainer.dataset.sample(min(len(fake), 2000), rng, trainer.device)
-    title = f"{trainer.cfg.data}  {trainer.cfg.lipschitz}  step {trainer.step}  ({len(fake)} samples)"
-    draw_points(out, trainer, real, fake.to(trainer.device), title)
+    rng = torch.Generator(device=nets.device)
+    rng.manual_seed(int(meta.get("seed", 0)) + streams.SAMPLE_REAL)
+    real = nets.dataset.sample(min(len(fake), 2000), rng, nets.device)
+    title = f"{nets.cfg.data}  {nets.cfg.lipschitz}  step {nets.step}  ({len(fake)} samples)"
+    draw_points(out, nets, real, fake.to(nets.device), title)

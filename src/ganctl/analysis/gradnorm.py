@@ -24,8 +24,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ganctl import penalties
-
+from ganctl import penalties, streams
+from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
+from ganctl.analysis.defaults import TOL as DEFAULT_TOL
+from ganctl.analysis.defaults import TRAJECTORY_N
+from ganctl.networks import Networks, eval_mode
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 VANISHING = 1e-3
 POWER_ITERATIONS = 50
@@ -33,31 +36,21 @@ BATCH_VALUES = 1 << 22
 ALIGNMENT_PAIRS = 512  # the exact coupling is O(n^3): 512 pairs take about 0.6 s on a CPU
 
 
-@torch.no_grad()
-def _eval(module: nn.Module) -> Callable[[], None]:
-    was = module.training
-    module.eval()
-    return lambda: module.train(was)
-
-
 def gradient_norms(critic: nn.Module, x: Tensor, batch: int | None = None) -> tuple[Tensor, Tensor]:
     """(D(x), ||grad D(x)||) per sample, in eval mode, in batches of `batch` (by default 4096
     points, fewer for images: about 4 million input values a batch)."""
     if batch is None:
         batch = min(4096, max(1, BATCH_VALUES // max(1, x[0].numel())))
-    restore = _eval(critic)
-    try:
-        values, norms = [], []
+    values, norms = [], []
+    with eval_mode(critic):
         for chunk in x.split(batch):
             out, grads = penalties.input_grads(critic, chunk)
             values.append(out.detach().reshape(-1))
             norms.append(penalties.grad_norm(grads).detach())
-        return torch.cat(values), torch.cat(norms)
-    finally:
-        restore()
+    return torch.cat(values), torch.cat(norms)
 
 
-def summarise(norms: Tensor, tol: float = 0.1) -> dict[str, float]:
+def summarise(norms: Tensor, tol: float = DEFAULT_TOL) -> dict[str, float]:
     """count, mean, std, min, quantiles, max and the shares above 1 + tol, below 1 - tol and
     below 1e-3 (vanishing)."""
     x = norms.detach().double().cpu()
@@ -89,11 +82,8 @@ def alignment(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Ge
     optimal critic, whose gradient points along the transport direction (Gulrajani et al.
     2017, Proposition 1); independently drawn pairs do not, even then."""
     x_hat = penalties.interpolate(real, fake, generator)
-    restore = _eval(critic)
-    try:
+    with eval_mode(critic):
         _, grads = penalties.input_grads(critic, x_hat)
-    finally:
-        restore()
     g, d = grads.flatten(1), (real - fake).flatten(1)
     return torch.nn.functional.cosine_similarity(g, d, dim=1, eps=1e-12).detach()
 
@@ -102,12 +92,9 @@ def alignment(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Ge
 def empirical_lower_bound(critic: nn.Module, x: Tensor, y: Tensor) -> float:
     """max |D(x_i) - D(y_i)| / ||x_i - y_i|| over the given pairs: a lower bound on the
     critic's Lipschitz constant (any pair is a witness)."""
-    restore = _eval(critic)
-    try:
+    with eval_mode(critic):
         dx = torch.linalg.vector_norm((x - y).flatten(1), dim=1)
         dd = (critic(x) - critic(y)).reshape(-1).abs()
-    finally:
-        restore()
     keep = dx > 1e-12
     return float((dd[keep] / dx[keep]).max()) if keep.any() else 0.0
 
@@ -179,18 +166,15 @@ def upper_bound(critic: nn.Module, sample_shape: tuple[int, ...], device: torch.
             shapes.setdefault(mod, tuple(args[0].shape[1:]))
 
     hooks = [m.register_forward_pre_hook(record) for m in critic.modules()]
-    restore = _eval(critic)
-    try:
-        with torch.no_grad():
-            critic(torch.zeros((1, *sample_shape), device=device))
-        for h in hooks:
-            h.remove()
+    with eval_mode(critic):
+        try:
+            with torch.no_grad():
+                critic(torch.zeros((1, *sample_shape), device=device))
+        finally:
+            for h in hooks:
+                h.remove()
         table: list[LayerBound] = []
         total = _bound(critic, "", shapes, table, device)
-    finally:
-        for h in hooks:
-            h.remove()
-        restore()
     return total, table
 
 
@@ -237,8 +221,8 @@ def verdict(interp: dict[str, float], tol: float) -> tuple[str, str]:
     return "within tolerance", f"{1 - interp['above'] - interp['below']:.1%} of interpolates within 1 +/- {tol}"
 
 
-def real_points(trainer: Any, n: int, seed: int = 0, data: str | None = None) -> Tensor:
-    """n real points on the trainer's device, from a stream seeded by `seed`: from the
+def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) -> Tensor:
+    """n real points on the networks' device, from a stream seeded by `seed`: from the
     checkpoint's own data, or from `data` (any `--data` value) when given, which must have the
     critic's input shape."""
     import dataclasses
@@ -246,56 +230,56 @@ def real_points(trainer: Any, n: int, seed: int = 0, data: str | None = None) ->
     from ganctl.data import load_dataset, sample_shape
     from ganctl.errors import DataError
 
-    g = torch.Generator(device=trainer.device)
+    g = torch.Generator(device=nets.device)
     g.manual_seed(seed)
     if data is None:
-        return trainer.dataset.sample(n, g, trainer.device)
-    points = load_dataset(dataclasses.replace(trainer.cfg, data=data)).sample(n, g, trainer.device)
-    expected = sample_shape(trainer.cfg)
+        return nets.dataset.sample(n, g, nets.device)
+    points = load_dataset(dataclasses.replace(nets.cfg, data=data)).sample(n, g, nets.device)
+    expected = sample_shape(nets.cfg)
     if tuple(points.shape[1:]) != expected:
         raise DataError(f"--data {data}: its points have shape {tuple(points.shape[1:])}, but this critic takes {expected}"
-                        f" (the checkpoint was trained on {trainer.cfg.data})")
+                        f" (the checkpoint was trained on {nets.cfg.data})")
     return points
 
 
-def analyse(trainer: Any, n: int = 4096, seed: int = 0, tol: float = 0.1, raw: bool = False,
+def analyse(nets: Networks, n: int = DEFAULT_N, seed: int = 0, tol: float = DEFAULT_TOL, raw: bool = False,
             noise_std: float | None = None, real: Tensor | None = None, bounds: bool = True) -> dict[str, Any]:
-    """The full report for a trainer (from `ganctl.load`): per point set statistics,
-    bounds, alignment, verdict, and the time it took."""
+    """The full report for a checkpoint's networks (`ganctl.load`) or a trainer: per point set
+    statistics, bounds, alignment, verdict, and the time it took."""
     started = time.perf_counter()
-    device = trainer.device
+    device = nets.device
     if real is None:
-        real = real_points(trainer, n, seed)
+        real = real_points(nets, n, seed)
     real = real[:n].to(device)
     g = torch.Generator(device=device)  # latents, interpolation and noise: a stream apart from
-    g.manual_seed(seed + 1)  # the real points', so passing `real` in changes nothing else
+    g.manual_seed(seed + streams.ANALYSIS_FAKE)  # the real points', so passing `real` in changes nothing else
     n = len(real)
-    fake = trainer.sample(n, g, raw=raw)
+    fake = nets.sample(n, g, raw=raw)
     x_hat = penalties.interpolate(real, fake, g)
     sets = {"real": real, "fake": fake, "interp": x_hat}
     if noise_std:
         sets["real+noise"] = real + noise_std * torch.randn(real.shape, generator=g, device=device)
-    report: dict[str, Any] = {"n": n, "seed": seed, "tol": tol, "generator": "raw" if raw or trainer.ema is None else "ema",
-                              "step": trainer.step, "sets": {}}
+    report: dict[str, Any] = {"n": n, "seed": seed, "tol": tol, "generator": "raw" if raw or nets.ema is None else "ema",
+                              "step": nets.step, "sets": {}}
     largest = 0.0
     norms_by_set, values_by_set = {}, {}
     for name, x in sets.items():
-        values_by_set[name], norms = gradient_norms(trainer.critic, x)
+        values_by_set[name], norms = gradient_norms(nets.critic, x)
         norms_by_set[name] = norms
         report["sets"][name] = summarise(norms, tol)
         largest = max(largest, float(norms.max()))
     # The critic's estimate of W1 on these points (exact for the optimal 1-Lipschitz critic).
     report["wasserstein"] = float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean())
     k = min(n, ALIGNMENT_PAIRS)
-    cos = alignment(trainer.critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
+    cos = alignment(nets.critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
     report["alignment"] = {"pairs": k, "coupling": "optimal", "mean": float(cos.mean()),
                            **{f"q{round(p * 100):02d}": float(v) for p, v in
                               zip(QUANTILES, torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64)))}}
-    pair_bound = empirical_lower_bound(trainer.critic, real, fake)
+    pair_bound = empirical_lower_bound(nets.critic, real, fake)
     lower = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
     report["lower_bound"] = lower
     if bounds:
-        total, table = upper_bound(trainer.critic, tuple(real.shape[1:]), device)
+        total, table = upper_bound(nets.critic, tuple(real.shape[1:]), device)
         report["upper_bound"] = {"value": total if math.isfinite(total) else None,
                                  "method": "product of per-layer operator norms; convolutions by power iteration on the layer's map",
                                  "layers": [vars(e) | {"bound": e.bound if math.isfinite(e.bound) else None} for e in table]}
@@ -306,12 +290,13 @@ def analyse(trainer: Any, n: int = 4096, seed: int = 0, tol: float = 0.1, raw: b
     return report
 
 
-def trajectory(run: Path, n: int = 1024, seed: int = 0, tol: float = 0.1, raw: bool = False,
+def trajectory(run: Path, n: int = TRAJECTORY_N, seed: int = 0, tol: float = DEFAULT_TOL, raw: bool = False,
                device: str = "cpu", data: str | None = None, noise_std: float | None = None) -> list[dict[str, Any]]:
     """`analyse` at every checkpoint of a run (a run folder, or one checkpoint file), in step
     order, on the same real points, latents and interpolation coefficients throughout. Each
     row keeps the upper bound's value, not its per-layer table."""
-    from ganctl.checkpoint import find_checkpoint, list_checkpoints, open_trainer
+    from ganctl.checkpoint import load
+    from ganctl.runfolder import find_checkpoint, list_checkpoints
 
     run = Path(run)
     paths = list_checkpoints(run) if run.is_dir() else []
@@ -319,10 +304,10 @@ def trajectory(run: Path, n: int = 1024, seed: int = 0, tol: float = 0.1, raw: b
         paths = [find_checkpoint(run)]  # a file, or a clear error for a folder with none
     rows, real = [], None
     for path in paths:
-        trainer = open_trainer(path, device=device)
+        nets = load(path, device=device)
         if real is None:
-            real = real_points(trainer, n, seed, data)
-        report = analyse(trainer, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise_std, real=real)
+            real = real_points(nets, n, seed, data)
+        report = analyse(nets, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise_std, real=real)
         report.pop("_norms")
         report["upper_bound"].pop("layers")
         report["checkpoint"] = str(path)

@@ -11,8 +11,10 @@ import typer
 
 from ganctl.cli.options import Device, Json
 from ganctl.cli.output import TrainProgress, handle_errors, print_json, stderr
+from ganctl.config import default
+from ganctl.recipes import compared_methods
 
-DEFAULT_METHODS = "clip,gp,zgp,r1,sn"
+DEFAULT_METHODS = ",".join(compared_methods())
 
 
 class CompareProgress:
@@ -79,29 +81,28 @@ def _table(result: dict[str, Any]) -> None:
 @handle_errors
 def compare(
     ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Option("--data", help="Data for every run, as for train (default: 25gaussians).", show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help=f"Data for every run, as for train (default: {default('data')}).", show_default=False)] = None,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated Lipschitz methods.")] = DEFAULT_METHODS,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per method: --seed, --seed + 1, ...")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = 0,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Generator iterations for every run (default: 3000).", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help=f"Generator iterations for every run (default: {default('steps')}).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the runs and the results (default: runs/compare-DATA).", show_default=False)] = None,
     device: Device = None,
     json_output: Json = False,
 ) -> None:
     """Train each method with the same data, seeds and budget, then evaluate every run the same way. Or compare existing RUN_OR_CKPT... without training.
 
-    Any other option of `ganctl train` (for example --batch-size 128 --lr-d 1e-4) applies to every run. Finished runs under --out are not trained again; unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json, compare.csv, panel.png and curves.png to --out.
+    Any other setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided, or --config FILE) applies to every run. Finished runs under --out are not trained again; unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json, compare.csv, panel.png and curves.png to --out.
     """
+    from ganctl.cli.train import parse_train_options
     from ganctl.compare import compare as run_compare
     from ganctl.compare import compare_runs
-    from ganctl.config import parse_flags
     from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
 
-    # Run folders and train's options both arrive as extra words (click would hand an option's
-    # value to a variadic argument), so they are told apart here.
-    words: list[str] = []
-    extra = parse_flags(list(ctx.args), where="compare", positionals=words)
+    # Run folders and train's options both arrive as extra words (a variadic argument would
+    # take an option's value), so train's own parser tells them apart.
+    extra, words = parse_train_options(list(ctx.args), "compare")
     runs = [Path(w) for w in words]
     device_name = str(resolve_device(device or "auto"))
     if runs:
@@ -112,7 +113,7 @@ def compare(
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
         base = {**extra, **({"data": data} if data else {}), **({"steps": steps} if steps is not None else {})}
-        name = Path(base.get("data", "25gaussians")).stem or "data"
+        name = Path(base.get("data", default("data"))).stem or "data"
         out = out or Path("runs") / f"compare-{name}"
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         result = run_compare(base, method_list, list(range(seed, seed + seeds)), out, device=device_name,

@@ -13,8 +13,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ganctl.cli.options import Device, Json
-from ganctl.cli.output import EXIT_CHECK_FAILED, fail, handle_errors, print_json, stderr
+from ganctl.cli.options import DEVICE_HELP, Json
+from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
+from ganctl.analysis.defaults import TOL as DEFAULT_TOL
+from ganctl.analysis.defaults import TRAJECTORY_N
+from ganctl.cli.output import EXIT_CHECK_FAILED, handle_errors, print_json, stderr
 
 
 def check_thresholds(report: dict[str, Any], max_violation: float | None, max_norm: float | None,
@@ -66,9 +69,9 @@ def gradnorm(
     paths: Annotated[list[Path], typer.Argument(
         help="A checkpoint file (one report), or run folders / checkpoints whose every checkpoint is measured (a trajectory over steps).",
         show_default=False, metavar="CKPT_OR_RUN")],
-    n: Annotated[Optional[int], typer.Option("--n", help="Points per set (default 4096 for one checkpoint, 1024 per checkpoint of a trajectory).", show_default=False)] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help=f"Points per set (default: {DEFAULT_N} for one checkpoint, {TRAJECTORY_N} per checkpoint of a trajectory).", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data, latents and interpolation.")] = 0,
-    tol: Annotated[float, typer.Option("--tol", help="Norms above 1 + tol are violations, below 1 - tol under-use.")] = 0.1,
+    tol: Annotated[float, typer.Option("--tol", help="Norms above 1 + tol are violations, below 1 - tol under-use.")] = DEFAULT_TOL,
     raw: Annotated[bool, typer.Option("--raw", help="Generated points from the raw generator instead of the EMA one.")] = False,
     data: Annotated[Optional[str], typer.Option("--data", help="Real points from this data (a built-in set, folder or array) instead of the checkpoint's.", show_default=False)] = None,
     noise: Annotated[Optional[float], typer.Option("--noise", help="Also measure at real points plus N(0, noise^2) noise.", show_default=False)] = None,
@@ -76,7 +79,7 @@ def gradnorm(
     max_violation: Annotated[Optional[float], typer.Option("--max-violation", help="Fail (exit 1) when the interpolates' violation share exceeds this.", show_default=False)] = None,
     max_norm: Annotated[Optional[float], typer.Option("--max-norm", help="Fail when any measured norm exceeds this.", show_default=False)] = None,
     min_norm: Annotated[Optional[float], typer.Option("--min-norm", help="Fail when the interpolates' mean norm is below this.", show_default=False)] = None,
-    device: Device = None,
+    device: Annotated[Optional[str], typer.Option("--device", help=f"{DEVICE_HELP} (default: cpu)", show_default=False)] = None,
     json_output: Json = False,
 ) -> None:
     """Measure the critic's input-gradient norm on real, generated and interpolated points.
@@ -95,9 +98,9 @@ def gradnorm(
     device_name = str(resolve_device(device or "cpu"))
     limits = (max_violation, max_norm, min_norm)
     if len(paths) == 1 and not paths[0].is_dir():
-        _one(paths[0], n or 4096, seed, tol, raw, data, noise, png, limits, device_name, json_output)
+        _one(paths[0], n or DEFAULT_N, seed, tol, raw, data, noise, png, limits, device_name, json_output)
     else:
-        _trajectories(paths, n or 1024, seed, tol, raw, data, noise, png, limits, device_name, json_output)
+        _trajectories(paths, n or TRAJECTORY_N, seed, tol, raw, data, noise, png, limits, device_name, json_output)
 
 
 def _thresholds(reports: dict[str, dict[str, Any]], limits: tuple) -> dict[str, Any]:
@@ -117,14 +120,14 @@ def _finish(thresholds: dict[str, Any]) -> None:
 def _one(path: Path, n: int, seed: int, tol: float, raw: bool, data: str | None, noise: float | None,
          png: Path | None, limits: tuple, device: str, json_output: bool) -> None:
     from ganctl.analysis.gradnorm import analyse, real_points
-    from ganctl.checkpoint import open_trainer
+    from ganctl.checkpoint import load
 
-    trainer = open_trainer(path, device=device)
-    real = real_points(trainer, n, seed, data) if data is not None else None
-    report = analyse(trainer, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise, real=real)
+    nets = load(path, device=device)
+    real = real_points(nets, n, seed, data) if data is not None else None
+    report = analyse(nets, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise, real=real)
     norms = report.pop("_norms")
-    report["checkpoint"] = str(trainer.checkpoint_path)
-    report["data"] = data or trainer.cfg.data
+    report["checkpoint"] = str(nets.path)
+    report["data"] = data or nets.cfg.data
     report["thresholds"] = _thresholds({"": report}, limits)
     if png is not None:
         from ganctl.render import histograms
@@ -205,5 +208,7 @@ def _trajectories(paths: list[Path], n: int, seed: int, tol: float, raw: bool, d
 def _names(paths: list[Path]) -> list[str]:
     """Short distinct names for the runs: their folder names, or the full paths when two
     share a name."""
-    names = [(p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else p).name or str(p) for p in paths]
+    from ganctl.runfolder import run_dir_of
+
+    names = [(run_dir_of(p) if p.parent.name == "checkpoints" or p.is_dir() else p).name or str(p) for p in paths]
     return names if len(set(names)) == len(names) else [str(p) for p in paths]

@@ -1,4 +1,4 @@
-"""`ganctl train`: parse options, build a config, call `ganctl.run.train`, show the result.
+"""`ganctl train`: parse options, build a config, call `ganctl.training.train`, show the result.
 
 Every option defaults to "not given" so that precedence is simple: flags override the
 --config file, which overrides the method's published recipe, which overrides ganctl's
@@ -9,64 +9,71 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from ganctl.cli.options import Device, Json, Out, Seed
+from ganctl.cli.options import DEVICE_HELP, SEED_HELP, Json
 from ganctl.cli.output import TrainProgress, handle_errors, print_json, print_summary
+from ganctl.config import POINT_DATA, choices
+from ganctl.recipes import available_methods, describe_default
 
 _MODEL = "Model"
 _METHOD = "Lipschitz method"
-_OPTIM = "Optimisation (default: the method's published recipe)"
+_OPTIM = "Optimisation (default: the method's recipe; see docs/results.md)"
 _SCHEDULE = "Schedule (in generator steps; 0 disables)"
 
 
-def _opt(*names: str, help: str, panel: str | None = None) -> typer.models.OptionInfo:
-    return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False)
+def _opt(*names: str, help: str, field: str, panel: str | None = None) -> typer.models.OptionInfo:
+    """An option whose help ends with the default that `ganctl.recipes.resolve` applies."""
+    return typer.Option(*names, help=f"{help} (default: {describe_default(field)})", rich_help_panel=panel,
+                        show_default=False)
+
+
+_DATA = " | ".join((*POINT_DATA, "shapes"))
 
 
 @handle_errors
 def train(
-    data: Annotated[Optional[str], _opt("--data", help="8gaussians | 25gaussians | swissroll | ring | checkerboard | shapes, a folder of images, or FILE.npy/.npz. (default: 25gaussians)")] = None,
-    image_size: Annotated[Optional[int], _opt("--image-size", help="Images: side in pixels, resized and centre-cropped. (default: 32 for shapes, 64 for folders, an array's own)")] = None,
-    channels: Annotated[Optional[int], _opt("--channels", help="Images: 1 (grayscale) or 3 (RGB). (default: the source's)")] = None,
-    hflip: Annotated[Optional[bool], typer.Option("--hflip/--no-hflip", help="Images: random horizontal flips. (default: no)", show_default=False)] = None,
-    lipschitz: Annotated[Optional[str], _opt("--lipschitz", help="clip | gp | zgp | r1 | r2 | sn | none. (default: gp)", panel=_METHOD)] = None,
-    clip: Annotated[Optional[float], _opt("--clip", help="clip: weight bound c. (default: 0.01)", panel=_METHOD)] = None,
-    penalty_weight: Annotated[Optional[float], _opt("--lambda", "--gamma", help="gp, zgp: lambda; r1, r2: gamma (penalty gamma/2 E||grad||^2). (default: 10)", panel=_METHOD)] = None,
-    gp_target: Annotated[Optional[float], _opt("--gp-target", help="gp: target norm k. (default: 1)", panel=_METHOD)] = None,
-    one_sided: Annotated[Optional[bool], typer.Option("--one-sided/--two-sided", help="gp: penalise only norms above k (WGAN-LP). (default: two-sided)", rich_help_panel=_METHOD, show_default=False)] = None,
-    penalty_at: Annotated[Optional[str], _opt("--penalty-at", help="zgp: interp | real | fake | real+fake. (default: interp)", panel=_METHOD)] = None,
-    reg_every: Annotated[Optional[int], _opt("--reg-every", help="Apply the penalty every N critic steps with weight N (lazy regularisation). (default: 1)", panel=_METHOD)] = None,
-    loss: Annotated[Optional[str], _opt("--loss", help="wasserstein | hinge | ns | lsgan. (default: the method's)", panel=_OPTIM)] = None,
-    optimizer: Annotated[Optional[str], _opt("--optimizer", help="adam | rmsprop.", panel=_OPTIM)] = None,
-    lr_g: Annotated[Optional[float], _opt("--lr-g", help="Generator learning rate.", panel=_OPTIM)] = None,
-    lr_d: Annotated[Optional[float], _opt("--lr-d", help="Critic learning rate.", panel=_OPTIM)] = None,
-    beta1: Annotated[Optional[float], _opt("--beta1", help="Adam beta1.", panel=_OPTIM)] = None,
-    beta2: Annotated[Optional[float], _opt("--beta2", help="Adam beta2.", panel=_OPTIM)] = None,
-    n_critic: Annotated[Optional[int], _opt("--n-critic", help="Critic steps per generator step.", panel=_OPTIM)] = None,
-    batch_size: Annotated[Optional[int], _opt("--batch-size", help="Batch size. (default: 256)", panel=_OPTIM)] = None,
-    steps: Annotated[Optional[int], _opt("--steps", help="Generator iterations. (default: 3000)", panel=_OPTIM)] = None,
-    lr_decay: Annotated[Optional[str], _opt("--lr-decay", help="none | linear (to 0 at the last step, as WGAN-GP's CIFAR code). (default: none)", panel=_OPTIM)] = None,
-    amp: Annotated[Optional[str], _opt("--amp", help="Mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler). (default: none)", panel=_OPTIM)] = None,
-    ema_decay: Annotated[Optional[float], _opt("--ema-decay", help="Generator EMA decay, used for samples and evaluation; 0 disables. (default: 0.999)", panel=_OPTIM)] = None,
-    arch: Annotated[Optional[str], _opt("--arch", help="mlp | dcgan | resnet (32 px). (default: mlp for 2-D data, dcgan for images)", panel=_MODEL)] = None,
-    width: Annotated[Optional[int], _opt("--width", help="MLP hidden units; dcgan/resnet base channels. (default: 128 / 64 / 128)", panel=_MODEL)] = None,
-    depth: Annotated[Optional[int], _opt("--depth", help="MLP hidden layers. (default: 3)", panel=_MODEL)] = None,
-    z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size. (default: 2 for 2-D data, 128 for images)", panel=_MODEL)] = None,
-    critic_norm: Annotated[Optional[str], _opt("--critic-norm", help="none | layer | batch (refused under a penalty). (default: none)", panel=_MODEL)] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile every forward that allows it; penalised critic passes stay eager (no double backward under torch.compile). (default: no)", show_default=False)] = None,
-    tf32: Annotated[Optional[bool], typer.Option("--tf32/--no-tf32", help="On CUDA: TensorFloat-32 matrix products and convolutions (10-bit mantissa inputs, float32 sums); --no-tf32 for full float32, which is StyleGAN2-ADA's default. (default: yes)", show_default=False)] = None,
-    seed: Seed = None,
-    device: Device = None,
-    log_every: Annotated[Optional[int], _opt("--log-every", help="(default: 50)", panel=_SCHEDULE)] = None,
-    eval_every: Annotated[Optional[int], _opt("--eval-every", help="Quality metrics. (default: 500)", panel=_SCHEDULE)] = None,
-    sample_every: Annotated[Optional[int], _opt("--sample-every", help="Pictures. (default: 500)", panel=_SCHEDULE)] = None,
-    ckpt_every: Annotated[Optional[int], _opt("--ckpt-every", help="Checkpoints (one is always written at the end). (default: 1000)", panel=_SCHEDULE)] = None,
-    on_nonfinite: Annotated[Optional[str], _opt("--on-nonfinite", help="stop | skip | rollback: on a NaN or Inf in a loss, penalty or gradient, stop naming it and the last good checkpoint (exit 1), drop that update and count it, or reload the last checkpoint with a fresh random stream (at most 3 times). (default: stop)", panel=_SCHEDULE)] = None,
-    eval_samples: Annotated[Optional[int], _opt("--eval-samples", help="Generated points per evaluation. (default: 2500)", panel=_SCHEDULE)] = None,
-    out: Out = None,
+    data: Annotated[Optional[str], _opt("--data", help=f"{_DATA}, a folder of images, or FILE.npy/.npz.", field="data")] = None,
+    image_size: Annotated[Optional[int], _opt("--image-size", help="Images: side in pixels, resized and centre-cropped.", field="image_size")] = None,
+    channels: Annotated[Optional[int], _opt("--channels", help="Images: 1 (grayscale) or 3 (RGB).", field="channels")] = None,
+    hflip: Annotated[Optional[bool], _opt("--hflip/--no-hflip", help="Images: random horizontal flips.", field="hflip")] = None,
+    lipschitz: Annotated[Optional[str], _opt("--lipschitz", help=" | ".join(available_methods()) + ".", field="lipschitz", panel=_METHOD)] = None,
+    clip: Annotated[Optional[float], _opt("--clip", help="clip: weight bound c.", field="clip", panel=_METHOD)] = None,
+    penalty_weight: Annotated[Optional[float], _opt("--lambda", "--gamma", help="gp, zgp: lambda; r1, r2: gamma (penalty gamma/2 E||grad||^2).", field="penalty_weight", panel=_METHOD)] = None,
+    gp_target: Annotated[Optional[float], _opt("--gp-target", help="gp: target norm k.", field="gp_target", panel=_METHOD)] = None,
+    one_sided: Annotated[Optional[bool], _opt("--one-sided/--two-sided", help="gp: penalise only norms above k (WGAN-LP).", field="one_sided", panel=_METHOD)] = None,
+    penalty_at: Annotated[Optional[str], _opt("--penalty-at", help="Where the penalty looks: interp | real | fake | real+fake.", field="penalty_at", panel=_METHOD)] = None,
+    reg_every: Annotated[Optional[int], _opt("--reg-every", help="Apply the penalty every N critic steps with weight N (lazy regularisation).", field="reg_every", panel=_METHOD)] = None,
+    loss: Annotated[Optional[str], _opt("--loss", help=" | ".join(choices("loss")) + ".", field="loss", panel=_OPTIM)] = None,
+    optimizer: Annotated[Optional[str], _opt("--optimizer", help=" | ".join(choices("optimizer")) + ".", field="optimizer", panel=_OPTIM)] = None,
+    lr_g: Annotated[Optional[float], _opt("--lr-g", help="Generator learning rate.", field="lr_g", panel=_OPTIM)] = None,
+    lr_d: Annotated[Optional[float], _opt("--lr-d", help="Critic learning rate.", field="lr_d", panel=_OPTIM)] = None,
+    beta1: Annotated[Optional[float], _opt("--beta1", help="Adam beta1.", field="beta1", panel=_OPTIM)] = None,
+    beta2: Annotated[Optional[float], _opt("--beta2", help="Adam beta2.", field="beta2", panel=_OPTIM)] = None,
+    n_critic: Annotated[Optional[int], _opt("--n-critic", help="Critic steps per generator step.", field="n_critic", panel=_OPTIM)] = None,
+    batch_size: Annotated[Optional[int], _opt("--batch-size", help="Batch size.", field="batch_size", panel=_OPTIM)] = None,
+    steps: Annotated[Optional[int], _opt("--steps", help="Generator iterations.", field="steps", panel=_OPTIM)] = None,
+    lr_decay: Annotated[Optional[str], _opt("--lr-decay", help="none | linear (to 0 at the last step, as WGAN-GP's CIFAR code).", field="lr_decay", panel=_OPTIM)] = None,
+    amp: Annotated[Optional[str], _opt("--amp", help="Mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler).", field="amp", panel=_OPTIM)] = None,
+    ema_decay: Annotated[Optional[float], _opt("--ema-decay", help="Generator EMA decay, used for samples and evaluation; 0 disables.", field="ema_decay", panel=_OPTIM)] = None,
+    arch: Annotated[Optional[str], _opt("--arch", help=" | ".join(choices("arch")) + " (resnet: 32 px).", field="arch", panel=_MODEL)] = None,
+    width: Annotated[Optional[int], _opt("--width", help="MLP hidden units; dcgan/resnet base channels.", field="width", panel=_MODEL)] = None,
+    depth: Annotated[Optional[int], _opt("--depth", help="MLP hidden layers.", field="depth", panel=_MODEL)] = None,
+    z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size.", field="z_dim", panel=_MODEL)] = None,
+    critic_norm: Annotated[Optional[str], _opt("--critic-norm", help="none | layer | batch (refused under a penalty).", field="critic_norm", panel=_MODEL)] = None,
+    compile: Annotated[Optional[bool], _opt("--compile/--no-compile", help="torch.compile every forward that allows it; penalised critic passes stay eager (no double backward under torch.compile).", field="compile")] = None,
+    tf32: Annotated[Optional[bool], _opt("--tf32/--no-tf32", help="On CUDA: TensorFloat-32 matrix products and convolutions (10-bit mantissa inputs, float32 sums); --no-tf32 for full float32, which is StyleGAN2-ADA's default.", field="tf32")] = None,
+    seed: Annotated[Optional[int], _opt("--seed", help=SEED_HELP, field="seed")] = None,
+    device: Annotated[Optional[str], _opt("--device", help=DEVICE_HELP, field="device")] = None,
+    log_every: Annotated[Optional[int], _opt("--log-every", help="Training scalars to metrics.jsonl.", field="log_every", panel=_SCHEDULE)] = None,
+    eval_every: Annotated[Optional[int], _opt("--eval-every", help="Quality metrics.", field="eval_every", panel=_SCHEDULE)] = None,
+    sample_every: Annotated[Optional[int], _opt("--sample-every", help="Pictures.", field="sample_every", panel=_SCHEDULE)] = None,
+    ckpt_every: Annotated[Optional[int], _opt("--ckpt-every", help="Checkpoints (one is always written at the end).", field="ckpt_every", panel=_SCHEDULE)] = None,
+    on_nonfinite: Annotated[Optional[str], _opt("--on-nonfinite", help="stop | skip | rollback: on a NaN or Inf in a loss, penalty or gradient, stop naming it and the last good checkpoint (exit 1), drop that update and count it, or reload the last checkpoint with a fresh random stream (at most 3 times).", field="on_nonfinite", panel=_SCHEDULE)] = None,
+    eval_samples: Annotated[Optional[int], _opt("--eval-samples", help="Generated points per evaluation.", field="eval_samples", panel=_SCHEDULE)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="The run folder. (default: runs/DATA-METHOD-seedSEED, DATA the data's file or folder name)", show_default=False)] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (keys as the flags, without '--'); flags override it.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from a checkpoint file or run folder; only schedule settings may change.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the checkpoints already in --out.")] = False,
@@ -76,13 +83,11 @@ def train(
     """Train a generator against a critic kept Lipschitz by --lipschitz."""
     if nproc is not None:
         _launch(nproc)
-    from ganctl.config import field_names, from_dict, load_toml
-    from ganctl.run import run_dir_of
-    from ganctl.run import train as run_train
+    from ganctl.config import from_dict
+    from ganctl.runfolder import run_dir_of
+    from ganctl.training import train as run_train
 
-    given = locals()
-    flags = {name: given[name] for name in field_names() if given.get(name) is not None}
-    values = {**(load_toml(config_file) if config_file else {}), **flags}
+    values = settings(locals(), config_file)
 
     if resume is not None:
         kwargs = {"resume": resume, "overrides": values, "out": out or run_dir_of(resume)}
@@ -98,6 +103,54 @@ def train(
     if json_output:
         print_json(summary)
     print_summary(summary)
+
+
+def settings(given: dict[str, Any], config_file: Path | None) -> dict[str, Any]:
+    """The config values of parsed `train` options: the --config file's, then every option
+    given (parameter names are `TrainConfig` field names)."""
+    from ganctl.config import field_names, load_toml
+
+    flags = {name: given[name] for name in field_names() if given.get(name) is not None}
+    return {**(load_toml(config_file) if config_file else {}), **flags}
+
+
+def parse_train_options(args: list[str], command: str) -> tuple[dict[str, Any], list[str]]:
+    """`ganctl train`'s options among `args` as config values, by train's own parser, and the
+    words that are not options (another command that trains takes train's options this way).
+    Options of train that are not settings (--resume, --out, --json...) are refused."""
+    import typer.main
+
+    from ganctl.errors import ConfigError
+
+    app = typer.Typer()
+    app.command()(train)
+    parser = typer.main.get_command(app)
+    try:
+        ctx = parser.make_context(command, list(args), allow_extra_args=True)
+    except Exception as exc:  # the parser's UsageError (typer's or click's, by version)
+        raise ConfigError(_usage_message(exc, command)) from None
+    extra = sorted(name for name, value in ctx.params.items()
+                   if name in _NOT_SETTINGS and value not in (None, False))
+    if extra:
+        flags = ", ".join(next(p.opts[0] for p in parser.params if p.name == name) for name in extra)
+        raise ConfigError(f"{command}: {flags} is an option of ganctl train only")
+    return settings(ctx.params, ctx.params.get("config_file")), list(ctx.args)
+
+
+_NOT_SETTINGS = ("out", "resume", "overwrite", "nproc", "json_output")
+
+
+def _usage_message(exc: Exception, command: str) -> str:
+    from ganctl.config import field_names, field_type
+
+    option = getattr(exc, "option_name", None)
+    if option:  # no such option
+        return f"{command}: unknown option {option}; any option of `ganctl train` is accepted (see ganctl train --help)"
+    param = getattr(exc, "param", None)
+    if param is not None and getattr(param, "opts", None) and param.name in field_names():
+        return f"{command}: {param.opts[0]} must be {field_type(param.name).__name__} ({exc.format_message()})"  # type: ignore[attr-defined]
+    formatted = getattr(exc, "format_message", None)
+    return f"{command}: {formatted() if formatted else exc}"
 
 
 def _launch(nproc: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ganctl.config import FOLDER_IMAGE_SIZE, SHAPES_IMAGE_SIZE, data_kind
 from ganctl.data.toy import ToySet, available_datasets, get_dataset
 from ganctl.errors import DataError
 
@@ -23,11 +24,6 @@ SHAPES_MIN_SIZE = 32  # below this the judge cannot tell a small triangle from a
 
 def builtin_names() -> list[str]:
     return [*available_datasets(), "shapes"]
-
-
-def data_kind(name: str) -> str:
-    """'points' for the 2-D toy sets, 'images' for everything else."""
-    return "points" if name in available_datasets() else "images"
 
 
 def sample_shape(cfg: Any) -> tuple[int, ...]:
@@ -45,7 +41,7 @@ def load_dataset(cfg: Any) -> Any:
     if name == "shapes":
         from ganctl.data.shapes import ShapesSet
 
-        size = cfg.image_size or 32
+        size = cfg.image_size or SHAPES_IMAGE_SIZE
         if size < SHAPES_MIN_SIZE:
             raise DataError(f"--image-size {size}: the shapes set needs at least {SHAPES_MIN_SIZE} pixels")
         if cfg.channels not in (None, 3):
@@ -58,7 +54,7 @@ def load_dataset(cfg: Any) -> Any:
     if path.suffix.lower() in ARRAY_SUFFIXES:
         return images.load_array(path, cfg.image_size, cfg.channels, cfg.hflip)
     if path.is_dir():
-        return images.load_folder(path, cfg.image_size or 64, cfg.channels or 3, cfg.hflip)
+        return images.load_folder(path, cfg.image_size or FOLDER_IMAGE_SIZE, cfg.channels or 3, cfg.hflip)
     if path.exists():
         raise DataError(
             f"--data {name}: not a folder of images or a {'/'.join(ARRAY_SUFFIXES)} array"

@@ -1,0 +1,100 @@
+"""A generator, its EMA and a critic, built from a resolved config: what sampling, evaluation
+and analysis need, with no optimizer in sight.
+
+`ganctl.engine.Trainer` is a `Networks` that also trains; `ganctl.checkpoint.load` returns one
+that only holds weights. Both build their modules with `build`, so a checkpoint always rebuilds
+exactly the modules that wrote it (spectral norm included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ganctl import streams
+from ganctl.config import TrainConfig
+from ganctl.data import load_dataset, sample_shape
+from ganctl.lipschitz import Lipschitz
+from ganctl.models import build_models
+
+
+def build(cfg: TrainConfig, strategy: Lipschitz) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+    """(generator, critic, EMA generator or None) on the CPU, initialised from the seed alone,
+    so the same seed gives the same weights on any device and the caller's global random
+    stream is left untouched. The strategy prepares the critic (clipping, spectral norm)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        generator, critic = build_models(cfg, sample_shape(cfg))
+        critic = strategy.prepare_critic(critic)
+    ema = copy.deepcopy(generator).requires_grad_(False).eval() if cfg.ema_decay > 0 else None
+    return generator, critic, ema
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode for a measurement (spectral norm then runs no power iteration, batch
+    norm uses running statistics), restoring the module's mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class Networks:
+    """The modules of a run and the config that built them, on one device, at one step."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, generator: nn.Module, critic: nn.Module,
+                 ema: nn.Module | None, step: int = 0, dataset: Any = None):
+        self.cfg = cfg
+        self.device = device
+        self.generator, self.critic, self.ema = generator, critic, ema
+        self.step = step  # generator iterations done
+        self._dataset = dataset
+        self._data_placed = False
+
+    @property
+    def dataset(self) -> Any:
+        """The data source, read on first use (sampling a checkpoint needs no data)."""
+        if self._dataset is None:
+            self._dataset = load_dataset(self.cfg)
+        if getattr(self._dataset, "to", None) is not None and not self._data_placed:
+            self._dataset.to(self.device)
+            self._data_placed = True
+        return self._dataset
+
+    @property
+    def data_loaded(self) -> bool:
+        return self._dataset is not None
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples and evaluation: the EMA one when there is one."""
+        return self.ema if self.ema is not None else self.generator
+
+    def noise(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn(n, self.cfg.z_dim, generator=generator, device=self.device)
+
+    def eval_generator(self, offset: int = 0) -> torch.Generator:
+        """A stream for evaluation, apart from the training stream (`ganctl.streams`)."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed(streams.eval_seed(self.cfg.seed, offset))
+        return g
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, raw: bool = False) -> Tensor:
+        """n samples from the EMA generator (the raw one with `raw`), in eval mode."""
+        net = self.generator if raw else self.sampler
+        with eval_mode(net):
+            return net(self.noise(n, generator))
+
+    @torch.no_grad()
+    def critic_values(self, x: Tensor) -> Tensor:
+        """D(x) in eval mode: spectral norm runs no power iteration, so this changes nothing."""
+        with eval_mode(self.critic):
+            return self.critic(x).squeeze(-1)

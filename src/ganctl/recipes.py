@@ -1,0 +1,223 @@
+"""Each Lipschitz method's published recipe, and `resolve`, which fills a config from it.
+
+Pure data and no torch, so the command line's help shows these defaults without importing it.
+A method's name, its recipe, the settings only it may set and where its penalty may look are
+written here once; `ganctl.lipschitz` holds the maths of each method under the same names.
+
+Precedence: a setting given (flag or --config file) > the method's recipe for this kind of
+data > `TrainConfig`'s default. `resolve` makes every filled value explicit, so a checkpoint
+never depends on a default that may change later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganctl.config import (
+    FOLDER_IMAGE_SIZE, IMAGE_ARCH, IMAGE_WIDTH, IMAGE_Z_DIM, POINTS_MODEL, SHAPES_IMAGE_SIZE, TrainConfig,
+    data_kind, default, flag_of, validate,
+)
+from ganctl.errors import ConfigError
+
+# Settings that belong to some methods only; a method refuses the ones it does not own.
+METHOD_SETTINGS = ("clip", "penalty_weight", "gp_target", "one_sided", "penalty_at")
+RECIPE_FIELDS = ("loss", "optimizer", "lr_g", "lr_d", "n_critic", "penalty_weight")
+ADAM_BETAS = (0.5, 0.9)  # WGAN-GP's, for a method whose recipe used RMSprop when --optimizer adam is asked
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: what `None` in a `TrainConfig` resolves to for one method."""
+
+    loss: str
+    optimizer: str
+    lr_g: float
+    lr_d: float
+    beta1: float | None  # None for RMSprop
+    beta2: float | None
+    n_critic: int
+    source: str
+    penalty_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    recipe: Recipe  # the published (image) recipe
+    points: Recipe | None = None  # on the 2-D sets, where it differs
+    owns: tuple[str, ...] = ()  # METHOD_SETTINGS only this method may set
+    penalty_at: tuple[str, ...] = ()  # where its penalty may look; the first is the default
+    fixed: dict[str, Any] = field(default_factory=dict)  # defaults of its own settings
+    compared: bool = True  # in `ganctl compare`'s default set of methods
+
+    def recipe_for(self, data: str) -> Recipe:
+        return self.points if self.points is not None and data_kind(data) == "points" else self.recipe
+
+
+_MESCHEDER = Recipe("ns", "rmsprop", 1e-4, 1e-4, None, None, 1,
+                    "Mescheder et al. 2018 (GAN stability code: RMSprop 1e-4, gamma 10)", penalty_weight=10.0)
+
+_METHODS = (
+    Method("clip", "WGAN: clamp every critic weight to [-c, c] after each critic step",
+           Recipe("wasserstein", "rmsprop", 5e-5, 5e-5, None, None, 5, "WGAN (Arjovsky et al. 2017, Alg. 1)"),
+           owns=("clip",), fixed={"clip": 0.01}),  # c, Arjovsky et al. 2017, Alg. 1
+    Method("gp", "WGAN-GP: lambda E[(||grad D(x_hat)|| - k)^2] at interpolates",
+           Recipe("wasserstein", "adam", 1e-4, 1e-4, 0.5, 0.9, 5, "WGAN-GP (Gulrajani et al. 2017, Alg. 1)",
+                  penalty_weight=10.0),
+           # lambda 0.1 as the paper's released toy code (gan_toy.py); lr 1e-3 measured (docs/results.md).
+           points=Recipe("wasserstein", "adam", 1e-3, 1e-3, 0.5, 0.9, 5,
+                         "WGAN-GP toy code (gan_toy.py) lambda 0.1; lr 1e-3 measured", penalty_weight=0.1),
+           owns=("penalty_weight", "gp_target", "one_sided", "penalty_at"), penalty_at=("interp",),
+           fixed={"gp_target": 1.0, "one_sided": False}),  # k = 1 (Gulrajani et al. 2017)
+    Method("zgp", "0-GP: lambda E[||grad D(x)||^2] at interpolates, real or fake points",
+           Recipe("wasserstein", "adam", 1e-4, 1e-4, 0.5, 0.9, 5,
+                  "WGAN-GP's recipe with the zero-centred target of Thanh-Tung et al. 2019", penalty_weight=10.0),
+           owns=("penalty_weight", "penalty_at"), penalty_at=("interp", "real", "fake", "real+fake")),
+    Method("r1", "R1: gamma/2 E_real[||grad D(x)||^2]", _MESCHEDER,
+           owns=("penalty_weight", "penalty_at"), penalty_at=("real",)),
+    Method("r2", "R2: gamma/2 E_fake[||grad D(x)||^2]", _MESCHEDER,
+           owns=("penalty_weight", "penalty_at"), penalty_at=("fake",), compared=False),  # R1's mirror, rarely used alone
+    Method("sn", "SN-GAN: every critic weight divided by its top singular value",
+           Recipe("hinge", "adam", 2e-4, 2e-4, 0.0, 0.9, 5,
+                  "SN-GAN (Miyato et al. 2018, ResNet setting: hinge, Adam 2e-4, betas (0, 0.9), n_dis 5)")),
+    Method("none", "no constraint (an unconstrained baseline)",
+           Recipe("ns", "adam", 2e-4, 2e-4, 0.5, 0.999, 1, "DCGAN (Radford et al. 2016)"), compared=False),
+)
+METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
+
+
+def available_methods() -> list[str]:
+    return list(METHODS)
+
+
+def compared_methods() -> list[str]:
+    """The methods `ganctl compare` trains when --methods is not given."""
+    return [m.name for m in _METHODS if m.compared]
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"--lipschitz {name!r} is not one of: {', '.join(METHODS)}") from None
+
+
+def owners(setting: str) -> list[str]:
+    return [m.name for m in _METHODS if setting in m.owns]
+
+
+def penalised(name: str) -> bool:
+    return bool(get_method(name).penalty_at)
+
+
+# --- resolving a config --------------------------------------------------------------------
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Validate, then fill every ``None`` from the data and the method's recipe."""
+    validate(cfg)
+    if data_kind(cfg.data) == "points":
+        cfg = _fill(cfg, **POINTS_MODEL)
+    else:
+        arch = cfg.arch or IMAGE_ARCH
+        cfg = _fill(cfg, arch=arch, width=IMAGE_WIDTH.get(arch, IMAGE_WIDTH[IMAGE_ARCH]), z_dim=IMAGE_Z_DIM)
+    cfg = _resolve_method(cfg, get_method(cfg.lipschitz))
+    if cfg.lr_decay != "none" and cfg.decay_steps is None:
+        # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
+        cfg = cfg.replace(decay_steps=cfg.steps)
+    return cfg
+
+
+def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
+    for name in METHOD_SETTINGS:
+        if name not in method.owns and getattr(cfg, name) is not None:
+            raise ConfigError(f"{flag_of(name)} does not apply to --lipschitz {method.name}"
+                              f" (it applies to: {', '.join(owners(name))})")
+    if cfg.reg_every != 1 and not method.penalty_at:
+        raise ConfigError(f"--reg-every {cfg.reg_every}: lazy regularisation needs a penalty, and"
+                          f" --lipschitz {method.name} has none")
+    if method.penalty_at:
+        at = cfg.penalty_at or method.penalty_at[0]
+        if at not in method.penalty_at:
+            raise ConfigError(f"--penalty-at {at} is not available for --lipschitz {method.name}"
+                              f" (allowed: {', '.join(method.penalty_at)})")
+        cfg = cfg.replace(penalty_at=at)
+    recipe = method.recipe_for(cfg.data)
+    changes: dict[str, Any] = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(cfg, k) is None}
+    if (cfg.optimizer or recipe.optimizer) == "rmsprop":
+        if cfg.beta1 is not None or cfg.beta2 is not None:
+            raise ConfigError("--beta1 and --beta2 apply to --optimizer adam only")
+    else:  # Adam: the recipe's betas, or WGAN-GP's where the recipe used RMSprop
+        for i, name in enumerate(("beta1", "beta2")):
+            if getattr(cfg, name) is None:
+                changes[name] = ADAM_BETAS[i] if getattr(recipe, name) is None else getattr(recipe, name)
+    changes.update({k: v for k, v in method.fixed.items() if getattr(cfg, k) is None})
+    return cfg.replace(**changes)
+
+
+def _fill(cfg: TrainConfig, **defaults: Any) -> TrainConfig:
+    """Replace the fields that are None with `defaults`."""
+    return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+
+
+# --- what --help shows -----------------------------------------------------------------
+def describe_default(name: str) -> str:
+    """The default of a setting in words, read from what `resolve` applies: a plain value, or
+    per method and kind of data where the recipe decides ("gp 10 (2-D data: 0.1), ...")."""
+    special = {
+        "arch": f"{POINTS_MODEL['arch']} on 2-D data, {IMAGE_ARCH} on images",
+        "width": (f"{POINTS_MODEL['width']} for the 2-D MLP; "
+                  + ", ".join(f"{arch} {w}" for arch, w in IMAGE_WIDTH.items())),
+        "z_dim": f"{POINTS_MODEL['z_dim']} on 2-D data, {IMAGE_Z_DIM} on images",
+        "image_size": f"{SHAPES_IMAGE_SIZE} for shapes, {FOLDER_IMAGE_SIZE} for folders, an array's own",
+        "channels": "the source's",
+        "decay_steps": "--steps",
+        "one_sided": ", ".join(f"{m.name} {'one' if m.fixed['one_sided'] else 'two'}-sided"
+                               for m in _METHODS if "one_sided" in m.fixed),
+        "penalty_at": ", ".join(f"{m.name} {m.penalty_at[0]}"
+                                + (f" (or {', '.join(m.penalty_at[1:])})" if len(m.penalty_at) > 1 else "")
+                                for m in _METHODS if m.penalty_at),
+    }
+    if name in special:
+        return special[name]
+    if name in RECIPE_FIELDS:
+        return _by_method(name)
+    if name in ("beta1", "beta2"):
+        i = ("beta1", "beta2").index(name)
+        return f"{_by_method(name)}; {_text(ADAM_BETAS[i])} for an RMSprop recipe run with --optimizer adam"
+    fixed = [(m.name, m.fixed[name]) for m in _METHODS if name in m.fixed]
+    if fixed:
+        return ", ".join(f"{m} {_text(v)}" for m, v in fixed)
+    return _text(default(name))
+
+
+def _by_method(name: str) -> str:
+    parts = []
+    for m in _METHODS:
+        if name == "penalty_weight" and not m.penalty_at:
+            continue
+        value = _recipe_value(m.recipe, name)
+        if value is None:
+            continue
+        text = f"{m.name} {_text(value)}"
+        if m.points is not None and _recipe_value(m.points, name) != value:
+            text += f" (2-D data: {_text(_recipe_value(m.points, name))})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _recipe_value(recipe: Recipe, name: str) -> Any:
+    if name in ("beta1", "beta2") and recipe.optimizer != "adam":
+        return None
+    return getattr(recipe, name)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value != 0 and abs(value) < 0.01:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"  # 5e-5, not 5e-05 or 0.00005
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

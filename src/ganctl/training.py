@@ -1,0 +1,182 @@
+"""The training loop: a `Trainer` stepped to `steps`, with its run folder written along the
+way (`ganctl.runfolder`), evaluated (`ganctl.evaluation`) and checkpointed. Progress goes to
+`on_event(kind, payload)`; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ganctl import checkpoint, distributed, interrupts
+from ganctl.config import TrainConfig
+from ganctl.engine import Trainer, resume as resume_trainer
+from ganctl.errors import ConfigError, Interrupted, NonFinite, TrainingFailed
+from ganctl.evaluation import Evaluator
+from ganctl.runfolder import MetricsLog, RunFolder, find_checkpoint
+
+MAX_ROLLBACKS = 3  # --on-nonfinite rollback: reloads per run before giving up
+EventHandler = Callable[[str, dict[str, Any]], None]
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def train(
+    config: TrainConfig | None = None,
+    out: str | Path = "runs/latest",
+    *,
+    resume: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    on_event: EventHandler | None = None,
+) -> dict[str, Any]:
+    """Train from `config` (or continue the checkpoint `resume`, with schedule `overrides`)
+    into the run directory `out`; return a summary of the run.
+
+    Under torchrun (WORLD_SIZE > 1) every rank trains its replica on its own data (see
+    `ganctl.distributed`); rank 0 alone evaluates, draws, logs and writes checkpoints."""
+    out = Path(out)
+    started_group = distributed.requested() and not distributed.current().active
+    if distributed.requested():
+        spec = (overrides or {}).get("device") or (config.device if config is not None else None) or "auto"
+        if resume is not None and spec == "auto":
+            spec = checkpoint.peek(find_checkpoint(Path(resume)))[0].device
+        from ganctl.devices import resolve_device
+
+        distributed.init(resolve_device(spec))
+    try:
+        return _train(config, out, resume, overrides, overwrite, on_event)
+    finally:
+        if started_group:
+            distributed.shutdown()
+
+
+def _train(config: TrainConfig | None, out: Path, resume: str | Path | None, overrides: dict[str, Any] | None,
+           overwrite: bool, on_event: EventHandler | None) -> dict[str, Any]:
+    world = distributed.current()
+    emit = (on_event if world.main else None) or (lambda kind, payload: None)
+    if resume is not None:
+        trainer = resume_trainer(Path(resume), overrides=overrides)
+    else:
+        trainer = Trainer(config or TrainConfig())
+    cfg = trainer.cfg
+    main = world.main
+    folder = RunFolder(out)
+    failure: Exception | None = None
+    if main:
+        try:
+            folder.prepare(resuming=resume is not None, overwrite=overwrite)
+            folder.write_config(cfg.to_dict())
+            log = folder.metrics_log(trainer.step if resume is not None else None)
+            evaluator = Evaluator(trainer)
+            for skipped in getattr(trainer.dataset, "skipped", []):
+                emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
+            failure = exc
+    if not distributed.all_ok(failure is None, world):
+        if failure is not None:
+            raise failure
+        raise ConfigError(f"rank {world.rank}: rank 0 could not set up the run (its message says why)")
+    first_step = trainer.step
+    for note in trainer.notes:
+        emit("warning", {"message": note})
+    emit("start", {"config": cfg.to_dict(), "device": str(trainer.device), "step": first_step, "out": str(out),
+                   "exact_resume": trainer.exact_resume, "world_size": world.size})
+
+    def save_checkpoint(step: int) -> Path | None:  # a collective: every rank's stream is kept
+        states = distributed.gather_states(trainer.rng.get_state(), world, trainer.device)
+        if not main:
+            return None
+        return checkpoint.save(trainer, folder.checkpoint_path(step), states if world.active else None)
+
+    with interrupts.guard() as stop:
+        return _loop(trainer, folder, world, main, emit, save_checkpoint, stop, first_step,
+                     log if main else None, evaluator if main else None)
+
+
+def _loop(trainer: Trainer, folder: RunFolder, world: Any, main: bool, emit: EventHandler,
+          save_checkpoint: Callable[[int], Path | None], stop: interrupts.Guard, first_step: int,
+          log: MetricsLog | None, evaluator: Evaluator | None) -> dict[str, Any]:
+    cfg = trainer.cfg
+    started = time.perf_counter()
+    last_ckpt, saved_at = None, None
+    found = folder.checkpoints()  # (rollback under torchrun needs a shared filesystem)
+    last_good: Path | None = found[-1] if found else None  # a resumed run's own checkpoints count
+    last_stats: dict[str, Any] = {}
+    rollbacks = 0
+    while trainer.step < cfg.steps:
+        try:
+            trainer.train_step()
+        except NonFinite as exc:
+            if cfg.on_nonfinite != "rollback" or last_good is None or rollbacks >= MAX_ROLLBACKS:
+                why = "" if cfg.on_nonfinite != "rollback" else (
+                    "; no checkpoint to roll back to" if last_good is None else f"; rolled back {rollbacks} times already")
+                raise TrainingFailed(f"{exc}{why}; last good checkpoint: {last_good or 'none'}"
+                                     " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)") from None
+            rollbacks += 1
+            trainer.roll_back(checkpoint.read_state(last_good)[0], rollbacks)
+            emit("warning", {"message": f"{exc}; rolled back to {last_good} with a fresh random stream ({rollbacks}/{MAX_ROLLBACKS})"})
+            continue
+        step = trainer.step
+        # A signal ends the run after this step, with a checkpoint (every rank must agree).
+        if not distributed.all_ok(stop.signum is None, world):
+            path = save_checkpoint(step) if saved_at != step else last_ckpt
+            if path is not None:
+                last_good = path
+            signum = stop.signum or 15
+            raise Interrupted(f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
+                              f" continue with: ganctl train --resume {path}", signum)
+        if _due(step, cfg.ckpt_every):
+            last_ckpt, saved_at = save_checkpoint(step), step
+            last_good = folder.checkpoint_path(step)
+            if main:
+                emit("checkpoint", {"step": step, "path": str(last_ckpt)})
+        if not main:
+            continue
+        record = {"step": step}
+        if _due(step, cfg.log_every):
+            last_stats = trainer.pop_stats()
+            record.update(last_stats)
+            record["elapsed_s"] = round(time.perf_counter() - started, 3)
+        if _due(step, cfg.eval_every):
+            record.update({f"eval/{k}": v for k, v in evaluator.evaluate().items()})
+        if len(record) > 1:
+            log.write(record)
+            emit("log", record)
+        if _due(step, cfg.sample_every):
+            picture = folder.sample_path(step)
+            evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {step}")
+            emit("sample", {"step": step, "path": str(picture)})
+        emit("step", {"step": step})
+    wall = time.perf_counter() - started
+
+    if saved_at != trainer.step:
+        last_ckpt = save_checkpoint(trainer.step)
+    in_sync = distributed.in_sync([trainer.generator, trainer.critic], world)
+    if not main:
+        return {"rank": world.rank, "in_sync": in_sync}
+    final = evaluator.evaluate()
+    stats = {**last_stats, **trainer.pop_stats()}  # steps since the last log, over that log
+    picture = folder.sample_path(None)
+    evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {trainer.step} (final)")
+    trained = trainer.step - first_step
+    summary = {
+        "run_dir": str(folder.path),
+        "checkpoint": str(last_ckpt),
+        "picture": str(picture),
+        "step": trainer.step,
+        "steps_trained": trained,
+        "wall_s": round(wall, 3),
+        "s_per_step": round(wall / trained, 6) if trained else None,
+        "device": str(trainer.device),
+        "exact_resume": trainer.exact_resume,
+        "world_size": world.size,
+        "ranks_in_sync": in_sync,
+        "final": {**stats, **final},
+        "config": cfg.to_dict(),
+    }
+    emit("end", summary)
+    return summary
