@@ -21,7 +21,10 @@ demo: $(STAMP)
 	$(BIN)/ganctl gradnorm runs/demo/clip runs/demo/gp --png runs/demo/gradnorm.png
 	@echo "pictures: runs/demo/gp/samples/, runs/demo/clip/samples/, runs/demo/gradnorm.png"
 
+# Lint and format first: a lint error fails the run before the suite starts.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 clean:

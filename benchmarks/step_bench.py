@@ -37,14 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torch.utils.flop_counter import flop_registry  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
-from ganctl.engine import OPTIMIZER_IMPLEMENTATION_FLAGS  # noqa: E402
-from ganctl.config import TrainConfig  # noqa: E402
-from ganctl.data import sample_shape  # noqa: E402
-from ganctl.engine import Trainer  # noqa: E402
-from ganctl.models import build_models  # noqa: E402
+from ganctl.config import TrainConfig
+from ganctl.data import sample_shape
+from ganctl.engine import OPTIMIZER_IMPLEMENTATION_FLAGS, Trainer
+from ganctl.models import build_models
 
 MODELS = {  # name -> config changes
     "mlp": {"data": "8gaussians"},
@@ -200,14 +199,36 @@ def timed(step, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: int, peak: float,
-          reg_every: int = 1, compile: bool = False, amp: str = "none") -> dict:
-    cfg = TrainConfig(lipschitz=method, batch_size=batch, device=device, ema_decay=0.0, reg_every=reg_every,
-                      compile=compile, amp=amp, **MODELS[model])
+def bench(
+    method: str,
+    model: str,
+    batch: int,
+    device: str,
+    iters: int,
+    warmup: int,
+    peak: float,
+    reg_every: int = 1,
+    compile: bool = False,
+    amp: str = "none",
+) -> dict:
+    cfg = TrainConfig(
+        lipschitz=method,
+        batch_size=batch,
+        device=device,
+        ema_decay=0.0,
+        reg_every=reg_every,
+        compile=compile,
+        amp=amp,
+        **MODELS[model],
+    )
     engine = Trainer(cfg)
     if engine.device.type == "cuda":  # every loop at the engine's precision (its --tf32 covers its own steps only)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = engine.cfg.tf32
-    loops = {"engine": engine.train_step, "textbook": Textbook(engine).train_step, "single_pass": SinglePass(engine).train_step}
+    loops = {
+        "engine": engine.train_step,
+        "textbook": Textbook(engine).train_step,
+        "single_pass": SinglePass(engine).train_step,
+    }
     autograd = None
     if engine.uses_fused_step:  # a plain MLP critic: also its autograd path, to show what each part gives
         autograd = Trainer(cfg, fused=False)
@@ -233,14 +254,25 @@ def bench(method: str, model: str, batch: int, device: str, iters: int, warmup: 
     critic = statistics.median(timed(engine.critic_step, dev) for _ in range(iters))
     median = {name: statistics.median(t) for name, t in times.items()}
     if autograd is not None:
-        extra = {"engine_autograd_s": median["engine_autograd"], "autograd_speedup": median["textbook"] / median["engine_autograd"],
-                 "autograd_critic_step_gflop": step_flops(autograd.critic_step, autograd.critic, autograd.opt_d) / 1e9}
+        extra = {
+            "engine_autograd_s": median["engine_autograd"],
+            "autograd_speedup": median["textbook"] / median["engine_autograd"],
+            "autograd_critic_step_gflop": step_flops(autograd.critic_step, autograd.critic, autograd.opt_d) / 1e9,
+        }
     else:
         extra = {}
     return {
-        "method": method, "model": model, "batch": batch, "device": str(dev), "n_critic": engine.cfg.n_critic,
-        "reg_every": reg_every, "compile": compile, "amp": amp,
-        "engine_s": median["engine"], "textbook_s": median["textbook"], "single_pass_s": median["single_pass"],
+        "method": method,
+        "model": model,
+        "batch": batch,
+        "device": str(dev),
+        "n_critic": engine.cfg.n_critic,
+        "reg_every": reg_every,
+        "compile": compile,
+        "amp": amp,
+        "engine_s": median["engine"],
+        "textbook_s": median["textbook"],
+        "single_pass_s": median["single_pass"],
         "speedup": median["textbook"] / median["engine"],
         "single_pass_speedup": median["textbook"] / median["single_pass"],
         "critic_step_gflop": flops / 1e9,
@@ -258,12 +290,24 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda when present)")
     parser.add_argument("--methods", default="gp,r1", help="penalised methods: gp, r1")
     parser.add_argument("--models", default="mlp,dcgan32,dcgan64")
-    parser.add_argument("--batches", default=None, help="comma-separated (default: 256,2048 for mlp; 16,64 for dcgan on CPU, 64,256 on CUDA)")
-    parser.add_argument("--reg-every", default="1", help="comma-separated lazy-regularisation intervals for the engine"
-                        " (the textbook loop always penalises every step), e.g. 1,4")
+    parser.add_argument(
+        "--batches",
+        default=None,
+        help="comma-separated (default: 256,2048 for mlp; 16,64 for dcgan on CPU, 64,256 on CUDA)",
+    )
+    parser.add_argument(
+        "--reg-every",
+        default="1",
+        help="comma-separated lazy-regularisation intervals for the engine"
+        " (the textbook loop always penalises every step), e.g. 1,4",
+    )
     parser.add_argument("--compile", action="store_true", help="the engine with --compile (warm-up compiles it)")
-    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
-                        help="the engine's mixed precision (the textbook loops stay in float32)")
+    parser.add_argument(
+        "--amp",
+        default="none",
+        choices=["none", "bf16", "fp16"],
+        help="the engine's mixed precision (the textbook loops stay in float32)",
+    )
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -276,10 +320,15 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     results = []
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
-          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print("| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up | single pass | "
-          "engine, autograd path | critic GFLOP engine / textbook | critic GFLOP/s | of matmul peak | peak MiB (engine / textbook) |")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU "
+        f"threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
+    print(
+        "| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up | single pass | "
+        "engine, autograd path | critic GFLOP engine / textbook | critic GFLOP/s | of matmul peak | peak MiB (engine "
+        "/ textbook) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         peak = matmul_flops(torch.device(device))
@@ -293,13 +342,20 @@ def main() -> None:
                     r = bench(method, model, batch, device, args.iters, args.warmup, peak, reg, args.compile, args.amp)
                     r["matmul_gflops_per_s"] = peak / 1e9
                     results.append(r)
-                    mem = f"{r['peak_mib_engine']:.0f} / {r['peak_mib_textbook']:.0f}" if "peak_mib_engine" in r else "-"
+                    mem = (
+                        f"{r['peak_mib_engine']:.0f} / {r['peak_mib_textbook']:.0f}" if "peak_mib_engine" in r else "-"
+                    )
                     auto = f"{r['autograd_speedup']:.2f}x" if "autograd_speedup" in r else "-"
                     label = device if args.amp == "none" else f"{device} ({args.amp})"
-                    print(f"| {label} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | {r['textbook_s']:.4f} | "
-                          f"{r['speedup']:.2f}x | {r['single_pass_speedup']:.2f}x | {auto} | "
-                          f"{r['critic_step_gflop']:.3f} / {r['textbook_critic_step_gflop']:.3f} | {r['critic_gflops_per_s']:.1f} | "
-                          f"{r['share_of_matmul_peak']:.1%} | {mem} |", flush=True)
+                    print(
+                        f"| {label} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | "
+                        f"{r['textbook_s']:.4f} | "
+                        f"{r['speedup']:.2f}x | {r['single_pass_speedup']:.2f}x | {auto} | "
+                        f"{r['critic_step_gflop']:.3f} / {r['textbook_critic_step_gflop']:.3f} | "
+                        f"{r['critic_gflops_per_s']:.1f} | "
+                        f"{r['share_of_matmul_peak']:.1%} | {mem} |",
+                        flush=True,
+                    )
         print(f"measured {device} float32 matmul: {peak / 1e9:.1f} GFLOP/s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

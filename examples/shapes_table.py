@@ -59,7 +59,8 @@ def main() -> None:
         f = s["final"]
         shutil.copyfile(run / "samples" / "final.png", args.out / f"{method}.png")
         print(
-            f"| {method} | {s['config']['loss']} | {s['step']} | {f['modes']} | {f['modes_hit']} | {f['valid_share']:.1%}"
+            f"| {method} | {s['config']['loss']} | {s['step']} | {f['modes']} | {f['modes_hit']} | "
+            f"{f['valid_share']:.1%}"
             f" | {s['s_per_step']:.3f} | {s['wall_s']:.0f} |",
             flush=True,
         )

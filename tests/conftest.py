@@ -21,8 +21,19 @@ class Linear(nn.Module):
 
 def small(**changes) -> TrainConfig:
     """A tiny, fast CPU config for tests."""
-    base = dict(data="8gaussians", width=32, depth=2, batch_size=64, steps=6, device="cpu",
-                log_every=2, eval_every=0, sample_every=0, ckpt_every=0, eval_samples=200)
+    base = dict(
+        data="8gaussians",
+        width=32,
+        depth=2,
+        batch_size=64,
+        steps=6,
+        device="cpu",
+        log_every=2,
+        eval_every=0,
+        sample_every=0,
+        ckpt_every=0,
+        eval_samples=200,
+    )
     base.update(changes)
     return TrainConfig(**base)
 

@@ -3,11 +3,11 @@ backward that gives the same penalty gradients without re-entering the forward g
 
 import pytest
 import torch
+from conftest import central_difference
 from torch import nn
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import central_difference
 from ganctl import penalties
 from ganctl.models import activations
 
@@ -17,8 +17,14 @@ def mlp() -> nn.Module:
 
 
 def conv() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), activations.LeakyReLU(0.2), nn.Conv2d(8, 8, 4, 2, 1),
-                         activations.LeakyReLU(0.2), nn.Flatten(), nn.Linear(8 * 2 * 2, 1))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 4, 2, 1),
+        activations.LeakyReLU(0.2),
+        nn.Conv2d(8, 8, 4, 2, 1),
+        activations.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(8 * 2 * 2, 1),
+    )
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.2])

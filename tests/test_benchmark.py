@@ -11,9 +11,31 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"
 
 def test_the_benchmark_runs_and_counts_the_engine_s_saved_flops(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--models", "mlp", "--batches", "16",
-                             "--methods", "gp,r1", "--iters", "1", "--warmup", "0", "--threads", "1", "--json", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--device",
+            "cpu",
+            "--models",
+            "mlp",
+            "--batches",
+            "16",
+            "--methods",
+            "gp,r1",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = {r["method"]: r for r in json.loads(out.read_text())}
     assert rows.keys() == {"gp", "r1"}
@@ -37,9 +59,33 @@ def test_the_engine_runs_under_autocast_in_the_benchmark(tmp_path):
     # --amp: the engine in mixed precision against the float32 textbook loop (for the GPU run);
     # under autocast the MLP critic takes the autograd path, so there is no fourth loop.
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--models", "mlp", "--batches", "8",
-                             "--methods", "gp", "--amp", "bf16", "--iters", "1", "--warmup", "0", "--threads", "1",
-                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--device",
+            "cpu",
+            "--models",
+            "mlp",
+            "--batches",
+            "8",
+            "--methods",
+            "gp",
+            "--amp",
+            "bf16",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(out.read_text())
     assert row["amp"] == "bf16" and row["engine_s"] > 0 and "autograd_speedup" not in row
@@ -48,8 +94,32 @@ def test_the_engine_runs_under_autocast_in_the_benchmark(tmp_path):
 
 def test_lazy_regularisation_intervals_each_get_a_row(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--models", "mlp", "--batches", "8",
-                             "--methods", "r1", "--reg-every", "1,3", "--iters", "1", "--warmup", "0", "--threads", "1",
-                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--device",
+            "cpu",
+            "--models",
+            "mlp",
+            "--batches",
+            "8",
+            "--methods",
+            "r1",
+            "--reg-every",
+            "1,3",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert [r["reg_every"] for r in json.loads(out.read_text())] == [1, 3]

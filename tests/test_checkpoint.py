@@ -3,11 +3,11 @@ import os
 
 import pytest
 import torch
+from conftest import small
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import ganctl
-from conftest import small
 from ganctl import checkpoint
 from ganctl.engine import Trainer
 from ganctl.errors import CheckpointError, ConfigError
@@ -129,9 +129,18 @@ def _rewrite(path, change_meta=None, change_tensors=None):
         (lambda p: _rewrite(p, lambda m: m.update(config='{"width": "wide"}')), "'width' must be int"),
         (lambda p: _rewrite(p, lambda m: m.pop("format")), "not a ganctl checkpoint"),
         (lambda p: _rewrite(p, change_tensors=lambda t: t.pop("critic.0.weight")), "missing: 0.weight"),
-        (lambda p: _rewrite(p, change_tensors=lambda t: t.update({"critic.9.weight": torch.zeros(1)})), "unexpected: 9.weight"),
-        (lambda p: _rewrite(p, change_tensors=lambda t: t.update({"critic.0.weight": torch.zeros(3, 3)})), r"shape \(3, 3\)"),
-        (lambda p: _rewrite(p, change_tensors=lambda t: t.update({"extra": torch.zeros(1)})), "unexpected tensors extra"),
+        (
+            lambda p: _rewrite(p, change_tensors=lambda t: t.update({"critic.9.weight": torch.zeros(1)})),
+            "unexpected: 9.weight",
+        ),
+        (
+            lambda p: _rewrite(p, change_tensors=lambda t: t.update({"critic.0.weight": torch.zeros(3, 3)})),
+            r"shape \(3, 3\)",
+        ),
+        (
+            lambda p: _rewrite(p, change_tensors=lambda t: t.update({"extra": torch.zeros(1)})),
+            "unexpected tensors extra",
+        ),
     ],
 )
 def test_broken_checkpoints_give_one_clear_error(tmp_path, mutate, message):

@@ -8,8 +8,22 @@ from typer.testing import CliRunner
 from ganctl.cli import app
 
 runner = CliRunner()
-FAST = ["--data", "8gaussians", "--width", "16", "--depth", "1", "--batch-size", "32", "--device", "cpu",
-        "--eval-samples", "100", "--log-every", "2"]
+FAST = [
+    "--data",
+    "8gaussians",
+    "--width",
+    "16",
+    "--depth",
+    "1",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--eval-samples",
+    "100",
+    "--log-every",
+    "2",
+]
 
 
 def train(tmp_path, *args, out="run"):
@@ -17,7 +31,7 @@ def train(tmp_path, *args, out="run"):
 
 
 def parse_json(output: str) -> dict:
-    return json.loads(output[output.index("{"):output.rindex("}") + 1])
+    return json.loads(output[output.index("{") : output.rindex("}") + 1])
 
 
 def test_train_json_files_and_exit_code(tmp_path):
@@ -31,7 +45,10 @@ def test_train_json_files_and_exit_code(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     assert "eval/modes" in records[-1] and "grad_norm" in records[0]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002.safetensors", "step-0000004.safetensors"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step-0000002.safetensors",
+        "step-0000004.safetensors",
+    ]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["final.png", "step-0000002.png", "step-0000004.png"]
 
 
@@ -122,8 +139,12 @@ def test_resume_cannot_change_the_method(tmp_path):
 
 
 def _imports(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "; import sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code + "; import sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
@@ -132,7 +153,9 @@ def test_import_ganctl_is_light():
 
 
 def test_cli_help_does_not_import_torch():
-    loaded = _imports("from ganctl.cli import app; from typer.testing import CliRunner; CliRunner().invoke(app, ['train', '--help'])")
+    loaded = _imports(
+        "from ganctl.cli import app; from typer.testing import CliRunner; CliRunner().invoke(app, ['train', '--help'])"
+    )
     assert "torch" not in loaded
 
 
@@ -168,14 +191,18 @@ def test_every_train_option_shows_the_default_that_is_applied():
     assert "clip 5e-5" in text and resolve(TrainConfig(lipschitz="clip")).lr_d == 5e-5
 
 
-@pytest.mark.parametrize("command, target", [
-    (["sample", "CKPT", "--out", "OUT.png"], "ganctl.sampling.generate"),
-    (["gradnorm", "CKPT"], "ganctl.analysis.gradnorm.analyse"),
-    (["compare", "CKPT"], "ganctl.compare.evaluate"),
-])
+@pytest.mark.parametrize(
+    "command, target",
+    [
+        (["sample", "CKPT", "--out", "OUT.png"], "ganctl.sampling.generate"),
+        (["gradnorm", "CKPT"], "ganctl.analysis.gradnorm.analyse"),
+        (["compare", "CKPT"], "ganctl.compare.evaluate"),
+    ],
+)
 def test_ctrl_c_exits_130_for_every_command(command, target, tmp_path, monkeypatch):
-    import ganctl
     from conftest import small
+
+    import ganctl
 
     ganctl.train(small(steps=2), tmp_path / "r")
     ckpt = str(next((tmp_path / "r" / "checkpoints").iterdir()))

@@ -11,9 +11,30 @@ from typer.testing import CliRunner
 from ganctl.cli import app
 
 runner = CliRunner()
-TINY = ["--data", "8gaussians", "--steps", "6", "--device", "cpu", "--batch-size", "64", "--width", "32",
-        "--depth", "2", "--eval-every", "3", "--log-every", "3", "--ckpt-every", "3", "--sample-every", "0",
-        "--eval-samples", "200"]
+TINY = [
+    "--data",
+    "8gaussians",
+    "--steps",
+    "6",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "64",
+    "--width",
+    "32",
+    "--depth",
+    "2",
+    "--eval-every",
+    "3",
+    "--log-every",
+    "3",
+    "--ckpt-every",
+    "3",
+    "--sample-every",
+    "0",
+    "--eval-samples",
+    "200",
+]
 
 
 def invoke(*args):
@@ -31,18 +52,33 @@ def compared(tmp_path_factory):
 def test_two_methods_write_every_output(compared):
     out, result, _ = compared
     assert sorted(p.name for p in out.iterdir()) == [
-        "clip-seed0", "clip-seed1", "compare.csv", "compare.json", "curves.png", "gp-seed0", "gp-seed1", "panel.png"]
+        "clip-seed0",
+        "clip-seed1",
+        "compare.csv",
+        "compare.json",
+        "curves.png",
+        "gp-seed0",
+        "gp-seed1",
+        "panel.png",
+    ]
     assert {"runs", "methods", "best", "settings", "seconds"} <= result.keys()
-    assert [(r["method"], r["seed"], r["step"]) for r in result["runs"]] == [("clip", 0, 6), ("clip", 1, 6), ("gp", 0, 6), ("gp", 1, 6)]
+    assert [(r["method"], r["seed"], r["step"]) for r in result["runs"]] == [
+        ("clip", 0, 6),
+        ("clip", 1, 6),
+        ("gp", 0, 6),
+        ("gp", 1, 6),
+    ]
     # The pass-through option reached every run, and the recipe filled the rest per method.
-    configs = {r["method"]: json.loads((out / f"{r['method']}-seed0" / "config.json").read_text()) for r in result["runs"]}
+    configs = {
+        r["method"]: json.loads((out / f"{r['method']}-seed0" / "config.json").read_text()) for r in result["runs"]
+    }
     assert configs["gp"]["penalty_weight"] == 1.0 and configs["clip"]["optimizer"] == "rmsprop"
     assert configs["gp"]["batch_size"] == configs["clip"]["batch_size"] == 64
     for key in ("modes", "hq_share", "w1", "interp_mean", "violation_share", "wasserstein", "s_per_step"):
         stats = result["methods"]["gp"][key]
         values = [r[key] for r in result["runs"] if r["method"] == "gp"]
         assert stats["mean"] == pytest.approx(sum(values) / 2)
-        assert stats["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+        assert stats["std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     assert result["best"]["w1"] == [min(("clip", "gp"), key=lambda m: result["methods"][m]["w1"]["mean"])]
     rows = list(csv.DictReader((out / "compare.csv").open()))
     assert len(rows) == 4 and float(rows[2]["w1"]) == pytest.approx(result["runs"][2]["w1"])
@@ -77,13 +113,16 @@ def test_existing_checkpoints_give_gradnorms_numbers(compared):
     assert row["wasserstein"] == gn["wasserstein"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--methods", "gp,gp"], "listed twice"),
-    (["--methods", "gp", "--lr-dd", "1"], "unknown option --lr-dd"),
-    (["--methods", "gp", "--lr-d", "fast"], "--lr-d must be float"),
-    (["--methods", "gp,bogus"], "bogus"),
-    (["--seeds", "0"], "--seeds must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "gp,gp"], "listed twice"),
+        (["--methods", "gp", "--lr-dd", "1"], "unknown option --lr-dd"),
+        (["--methods", "gp", "--lr-d", "fast"], "--lr-d must be float"),
+        (["--methods", "gp,bogus"], "bogus"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+    ],
+)
 def test_bad_input_exits_2_before_training(tmp_path, args, message):
     r = invoke(*TINY, "--out", tmp_path / "x", *args)
     assert r.exit_code == 2 and message in r.stderr, r.output

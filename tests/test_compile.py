@@ -3,16 +3,19 @@ critic passes, which torch.compile cannot double-backward, fall back to eager an
 
 import pytest
 import torch
-
 from conftest import small
+
 from ganctl.engine import Trainer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm,note", [
-    ("none", "hand-written MLP step, eagerly"),  # a plain MLP critic: the penalised step is fused_mlp's
-    ("layer", "run eagerly (torch.compile does not support"),  # layer norm: autograd, x_hat pass eager
-])
+@pytest.mark.parametrize(
+    "norm,note",
+    [
+        ("none", "hand-written MLP step, eagerly"),  # a plain MLP critic: the penalised step is fused_mlp's
+        ("layer", "run eagerly (torch.compile does not support"),  # layer norm: autograd, x_hat pass eager
+    ],
+)
 def test_compiled_training_matches_eager(norm, note):
     # reg_every 2: penalised steps alternate with fully compiled ones.
     cfg = dict(lipschitz="gp", reg_every=2, width=16, depth=2, batch_size=32, ema_decay=0.0, critic_norm=norm)

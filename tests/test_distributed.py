@@ -13,9 +13,31 @@ from safetensors.torch import load_file
 import ganctl
 from ganctl import distributed
 
-ARGS = ["--data", "8gaussians", "--lipschitz", "gp", "--steps", "8", "--ckpt-every", "4", "--batch-size", "32",
-        "--width", "16", "--depth", "2", "--device", "cpu", "--eval-every", "0", "--sample-every", "0",
-        "--eval-samples", "100", "--json"]
+ARGS = [
+    "--data",
+    "8gaussians",
+    "--lipschitz",
+    "gp",
+    "--steps",
+    "8",
+    "--ckpt-every",
+    "4",
+    "--batch-size",
+    "32",
+    "--width",
+    "16",
+    "--depth",
+    "2",
+    "--device",
+    "cpu",
+    "--eval-every",
+    "0",
+    "--sample-every",
+    "0",
+    "--eval-samples",
+    "100",
+    "--json",
+]
 
 
 def run(command, tmp_path):
@@ -26,7 +48,17 @@ def run(command, tmp_path):
 
 
 def torchrun(*args):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "ganctl", "train", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "ganctl",
+        "train",
+        *args,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +91,12 @@ def test_resume_under_torchrun_is_exact(two_ranks, tmp_path):
     tmp, _ = two_ranks
     shutil.copytree(tmp / "run", tmp_path / "resumed")
     (tmp_path / "resumed" / "checkpoints" / "step-0000008.safetensors").unlink()
-    summary = run(torchrun("--resume", str(tmp_path / "resumed" / "checkpoints" / "step-0000004.safetensors"),
-                           "--steps", "8", "--json"), tmp_path)
+    summary = run(
+        torchrun(
+            "--resume", str(tmp_path / "resumed" / "checkpoints" / "step-0000004.safetensors"), "--steps", "8", "--json"
+        ),
+        tmp_path,
+    )
     assert summary["exact_resume"] is True and summary["ranks_in_sync"] is True
     a = load_file(tmp / "run" / "checkpoints" / "step-0000008.safetensors")
     b = load_file(tmp_path / "resumed" / "checkpoints" / "step-0000008.safetensors")

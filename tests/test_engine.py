@@ -2,8 +2,8 @@ import copy
 
 import pytest
 import torch
-
 from conftest import small
+
 from ganctl import penalties
 from ganctl.engine import Trainer
 
@@ -68,7 +68,7 @@ def reference_critic_step(trainer, rng_state):
     """The textbook critic step from the trainer's weights and random stream: a separate
     forward for each point set, plain activations, one input gradient per penalised set.
     Returns the critic loss (without penalty) and the critic's weight gradients."""
-    cfg, b = trainer.cfg, trainer.cfg.batch_size
+    b = trainer.cfg.batch_size
     critic = copy.deepcopy(trainer.critic)
     rng = torch.Generator().set_state(rng_state)
     real = trainer.dataset.sample(b, rng, "cpu")
@@ -82,17 +82,26 @@ def reference_critic_step(trainer, rng_state):
     real, fake = points.get("real", real), points.get("fake", fake)
     d_real, d_fake = critic(real), critic(fake)
     outs = {"real": d_real, "fake": d_fake}
-    grads = [torch.autograd.grad(outs[name].sum() if name in outs else critic(x).sum(), x, create_graph=True)[0]
-             for name, x in points.items()]
+    grads = [
+        torch.autograd.grad(outs[name].sum() if name in outs else critic(x).sum(), x, create_graph=True)[0]
+        for name, x in points.items()
+    ]
     loss = trainer.loss.critic(d_real, d_fake)
     (loss + trainer.strategy.penalty(grads)).backward()
     return float(loss.detach()), [p.grad for p in critic.parameters()]
 
 
-@pytest.mark.parametrize("data,arch,method,at", [
-    ("8gaussians", "mlp", "gp", None), ("8gaussians", "mlp", "r1", None), ("8gaussians", "mlp", "r2", None),
-    ("8gaussians", "mlp", "zgp", "real+fake"), ("shapes", "dcgan", "gp", None), ("shapes", "resnet", "r1", None),
-])
+@pytest.mark.parametrize(
+    "data,arch,method,at",
+    [
+        ("8gaussians", "mlp", "gp", None),
+        ("8gaussians", "mlp", "r1", None),
+        ("8gaussians", "mlp", "r2", None),
+        ("8gaussians", "mlp", "zgp", "real+fake"),
+        ("shapes", "dcgan", "gp", None),
+        ("shapes", "resnet", "r1", None),
+    ],
+)
 def test_the_critic_step_equals_the_textbook_step(data, arch, method, at):
     # The engine's two passes (penalised points with constant-slope activations, then the
     # rest) and fused Adam must give the textbook step's loss and gradients.

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 import torch
+from conftest import central_difference, small
 from torch import nn
 
-from conftest import central_difference, small
 from ganctl import fused_mlp, penalties
 from ganctl.engine import Trainer
 from ganctl.losses import get_loss
@@ -42,8 +42,17 @@ def zero_centred_grads(grads):
 def fused(net, real, fake, leaves, loss, penalty, scale=1.0, workspace=None):
     """The hand-written step with `penalty` (gp or zero_centred) and its closed-form derivative."""
     grads_of = gp_grads if penalty is gp else zero_centred_grads
-    return fused_mlp.critic_step(fused_mlp.layers_of(net), real, fake, leaves, get_loss(loss), penalty, grads_of,
-                                 penalty_scale=scale, workspace=workspace)
+    return fused_mlp.critic_step(
+        fused_mlp.layers_of(net),
+        real,
+        fake,
+        leaves,
+        get_loss(loss),
+        penalty,
+        grads_of,
+        penalty_scale=scale,
+        workspace=workspace,
+    )
 
 
 def batches(b: int = 9, d: int = 3, at: str = "interp", seed: int = 7):
@@ -59,14 +68,18 @@ def autograd_step(net, real, fake, leaves, loss_fn, penalty_fn, scale):
     points = {n: x.detach().clone().requires_grad_(True) for n, x in leaves.items()}
     d_real, d_fake = net(points.get("real", real)), net(points.get("fake", fake))
     outs = {"real": d_real, "fake": d_fake}
-    grads = [torch.autograd.grad((outs[n] if n in outs else net(x)).sum(), x, create_graph=True)[0]
-             for n, x in points.items()]
+    grads = [
+        torch.autograd.grad((outs[n] if n in outs else net(x)).sum(), x, create_graph=True)[0]
+        for n, x in points.items()
+    ]
     loss, penalty = loss_fn(d_real, d_fake), penalty_fn(grads)
     (loss + scale * penalty).backward()
     return loss.detach(), penalty.detach(), [g.detach() for g in grads], [p.grad.clone() for p in net.parameters()]
 
 
-CASES = list(itertools.product([0.0, 0.2], ["interp", "real", "fake", "real+fake"], ["wasserstein", "ns", "hinge", "lsgan"]))
+CASES = list(
+    itertools.product([0.0, 0.2], ["interp", "real", "fake", "real+fake"], ["wasserstein", "ns", "hinge", "lsgan"])
+)
 
 
 @pytest.mark.parametrize("slope,at,loss", CASES)
@@ -75,8 +88,9 @@ def test_the_step_equals_autograd(slope, at, loss, depth, bias):
     net = critic(depth, slope, bias)
     real, fake, leaves = batches(at=at)
     penalty = gp if at == "interp" else zero_centred
-    want_loss, want_penalty, want_grads, want_weights = autograd_step(net, real, fake, leaves, get_loss(loss).critic,
-                                                                      penalty, 3.0)
+    want_loss, want_penalty, want_grads, want_weights = autograd_step(
+        net, real, fake, leaves, get_loss(loss).critic, penalty, 3.0
+    )
     net.zero_grad(set_to_none=True)
     step = fused(net, real, fake, leaves, loss, penalty, scale=3.0)
     exact = dict(rtol=1e-10, atol=1e-12)
@@ -103,7 +117,12 @@ def test_weight_gradients_match_finite_differences():
         return get_loss("wasserstein").critic(net(real), net(fake)) + gp([g])
 
     fused(net, real, fake, leaves, "wasserstein", gp)
-    for param, index in ((net[0].weight, (3, 1)), (net[2].weight, (5, 7)), (net[4].weight, (0, 2)), (net[2].bias, (4,))):
+    for param, index in (
+        (net[0].weight, (3, 1)),
+        (net[2].weight, (5, 7)),
+        (net[4].weight, (0, 2)),
+        (net[2].bias, (4,)),
+    ):
         numeric = central_difference(objective, param.data, index, 1e-6)
         assert abs(float(param.grad[index]) - numeric) < 1e-6 * max(1.0, abs(numeric))
 
@@ -113,7 +132,9 @@ def test_the_workspace_is_reused_and_leaks_nothing_between_steps():
     workspace: dict = {}
     for seed, b in enumerate((9, 9, 5, 9)):  # new points every step: stale rows would show
         real, fake, leaves = batches(b=b, seed=seed)
-        want_loss, want_penalty, _, want = autograd_step(net, real, fake, leaves, get_loss("wasserstein").critic, gp, 1.0)
+        want_loss, want_penalty, _, want = autograd_step(
+            net, real, fake, leaves, get_loss("wasserstein").critic, gp, 1.0
+        )
         net.zero_grad(set_to_none=True)
         before = dict(workspace)
         step = fused(net, real, fake, leaves, "wasserstein", gp, workspace=workspace)
@@ -160,11 +181,18 @@ def test_which_critics_take_the_hand_written_step():
         assert fused_mlp.layers_of(net) is None, name
 
 
-@pytest.mark.parametrize("changes,fused", [
-    ({"lipschitz": "gp"}, True), ({"lipschitz": "r1"}, True), ({"lipschitz": "zgp", "penalty_at": "real+fake"}, True),
-    ({"lipschitz": "gp", "amp": "bf16"}, False), ({"lipschitz": "gp", "critic_norm": "layer"}, False),
-    ({"lipschitz": "sn"}, False), ({"lipschitz": "clip"}, False),
-])
+@pytest.mark.parametrize(
+    "changes,fused",
+    [
+        ({"lipschitz": "gp"}, True),
+        ({"lipschitz": "r1"}, True),
+        ({"lipschitz": "zgp", "penalty_at": "real+fake"}, True),
+        ({"lipschitz": "gp", "amp": "bf16"}, False),
+        ({"lipschitz": "gp", "critic_norm": "layer"}, False),
+        ({"lipschitz": "sn"}, False),
+        ({"lipschitz": "clip"}, False),
+    ],
+)
 def test_the_engine_takes_it_for_penalised_plain_mlps_only(changes, fused):
     assert Trainer(small(**changes)).uses_fused_step is fused
 

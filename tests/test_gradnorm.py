@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from conftest import Linear, small
 from torch import nn
 
-from conftest import Linear, small
 from ganctl.analysis import gradnorm
 from ganctl.engine import Trainer
 
@@ -57,8 +57,10 @@ def test_finite_differences_agree_with_reported_norms_on_a_trained_critic():
     _, norms = gradnorm.gradient_norms(critic, x)
     h = 1e-6
     with torch.no_grad():
-        fd = torch.stack([(critic(x + h * e) - critic(x - h * e)).reshape(-1) / (2 * h)
-                          for e in torch.eye(2, dtype=torch.float64)], dim=1)
+        fd = torch.stack(
+            [(critic(x + h * e) - critic(x - h * e)).reshape(-1) / (2 * h) for e in torch.eye(2, dtype=torch.float64)],
+            dim=1,
+        )
     assert torch.allclose(norms, fd.norm(dim=1), rtol=1e-5)
 
 
@@ -108,7 +110,23 @@ def test_analyse_reports_every_set_and_is_fast_enough_to_batch(tmp_path):
     assert set(report["sets"]) == {"real", "fake", "interp", "real+noise"}
     assert report["sets"]["interp"]["count"] == 4096
     assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
-    keys = {"count", "mean", "std", "min", "q01", "q05", "q25", "q50", "q75", "q95", "q99", "max", "above", "below", "vanishing"}
+    keys = {
+        "count",
+        "mean",
+        "std",
+        "min",
+        "q01",
+        "q05",
+        "q25",
+        "q50",
+        "q75",
+        "q95",
+        "q99",
+        "max",
+        "above",
+        "below",
+        "vanishing",
+    }
     assert keys == set(report["sets"]["real"])
 
 
@@ -140,8 +158,17 @@ def test_clipping_vanishes_and_the_penalty_holds_norms_near_one(tmp_path):
 
     results = {}
     for method, extra in (("clip", {}), ("gp", {"penalty_weight": 10.0, "lr_d": 1e-4, "lr_g": 1e-4})):
-        cfg = small(data="swissroll", lipschitz=method, width=64, depth=5, batch_size=128, steps=200,
-                    eval_every=100, eval_samples=512, **extra)
+        cfg = small(
+            data="swissroll",
+            lipschitz=method,
+            width=64,
+            depth=5,
+            batch_size=128,
+            steps=200,
+            eval_every=100,
+            eval_samples=512,
+            **extra,
+        )
         ganctl.train(cfg, tmp_path / method)
         logged = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in logged if "eval/gradnorm_q50" in r]

@@ -3,12 +3,11 @@
 import json
 
 import pytest
-import torch
+from conftest import small
 from PIL import Image
 from typer.testing import CliRunner
 
 import ganctl
-from conftest import small
 from ganctl.analysis import gradnorm as analysis
 from ganctl.cli import app
 
@@ -37,7 +36,17 @@ def test_json_schema_and_agreement_with_the_library(run):
     r = invoke(run, "--n", "512", "--json", "--noise", "0.01")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert {"sets", "alignment", "lower_bound", "upper_bound", "verdict", "seconds", "thresholds", "checkpoint", "step"} <= report.keys()
+    assert {
+        "sets",
+        "alignment",
+        "lower_bound",
+        "upper_bound",
+        "verdict",
+        "seconds",
+        "thresholds",
+        "checkpoint",
+        "step",
+    } <= report.keys()
     assert set(report["sets"]) == {"real", "fake", "interp", "real+noise"}
     assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
     same = analysis.analyse(ganctl.load(run), n=512, seed=0, noise_std=0.01)

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from conftest import small
 from PIL import Image
 
 import ganctl
-from conftest import small
 from ganctl import checkpoint
 from ganctl.engine import Trainer
 

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from ganctl.config import TrainConfig
-from ganctl.data import load_dataset
 from ganctl.data import images as image_data
+from ganctl.data import load_dataset
 from ganctl.data.shapes import KINDS, PALETTE, ShapesSet
 from ganctl.errors import DataError
 
@@ -40,8 +40,12 @@ def test_judge_calls_noise_blank_and_two_shapes_invalid():
     blank = -torch.ones(5, 3, 32, 32)
     grey = torch.zeros(5, 3, 32, 32)  # mid grey everywhere
     two = torch.maximum(
-        shapes.render(torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([12.0])),
-        shapes.render(torch.tensor([1]), torch.tensor([0]), torch.tensor([18.0]), torch.tensor([18.0]), torch.tensor([12.0])),
+        shapes.render(
+            torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([12.0])
+        ),
+        shapes.render(
+            torch.tensor([1]), torch.tensor([0]), torch.tensor([18.0]), torch.tensor([18.0]), torch.tensor([12.0])
+        ),
     )
     for images in (noise, blank, grey, two):
         assert (shapes.judge(images) == -1).all()
@@ -49,7 +53,9 @@ def test_judge_calls_noise_blank_and_two_shapes_invalid():
 
 def test_judge_rejects_an_off_palette_colour():
     shapes = ShapesSet(32)
-    image = shapes.render(torch.tensor([1]), torch.tensor([0]), torch.tensor([8.0]), torch.tensor([8.0]), torch.tensor([16.0]))
+    image = shapes.render(
+        torch.tensor([1]), torch.tensor([0]), torch.tensor([8.0]), torch.tensor([8.0]), torch.tensor([16.0])
+    )
     assert shapes.judge(image).item() == len(PALETTE)  # red square
     purple = torch.where(image > -1, torch.tensor([0.2, -1.0, 0.9]).view(1, 3, 1, 1), image)
     assert shapes.judge(purple).item() == -1
@@ -90,7 +96,7 @@ def test_folder_decodes_mixed_sizes_and_modes_and_names_bad_files(tmp_path):
     gray = load_dataset(TrainConfig(data=str(root), image_size=8, channels=1))
     assert gray.images.shape == (4, 1, 8, 8)
     batch = data.sample(10, torch.Generator().manual_seed(0), "cpu")
-    assert batch.shape == (10, 3, 16, 16) and -1 <= batch.min() and batch.max() <= 1
+    assert batch.shape == (10, 3, 16, 16) and batch.min() >= -1 and batch.max() <= 1
 
 
 def test_folder_resize_and_centre_crop_match_pillow(tmp_path):

@@ -15,14 +15,42 @@ import ganctl
 from ganctl import checkpoint
 from ganctl.runfolder import list_checkpoints
 
-ARGS = ["train", "--data", "8gaussians", "--lipschitz", "gp", "--steps", "100000", "--batch-size", "32", "--width", "16",
-        "--depth", "2", "--device", "cpu", "--log-every", "5", "--eval-every", "0", "--sample-every", "0", "--ckpt-every", "20"]
+ARGS = [
+    "train",
+    "--data",
+    "8gaussians",
+    "--lipschitz",
+    "gp",
+    "--steps",
+    "100000",
+    "--batch-size",
+    "32",
+    "--width",
+    "16",
+    "--depth",
+    "2",
+    "--device",
+    "cpu",
+    "--log-every",
+    "5",
+    "--eval-every",
+    "0",
+    "--sample-every",
+    "0",
+    "--ckpt-every",
+    "20",
+]
 
 
 def start(out):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ganctl", *ARGS, "--out", str(out)], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ganctl", *ARGS, "--out", str(out)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for(proc, text, timeout=120):
@@ -53,8 +81,13 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, sig, code):
     ck = ganctl.load(last)
     assert ck.step > 20 and last.name == f"step-{ck.step:07d}.safetensors"  # the step it stopped at
     # and it resumes
-    r = subprocess.run([sys.executable, "-m", "ganctl", "train", "--resume", str(last), "--steps", str(ck.step + 3), "--json"],
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ganctl", "train", "--resume", str(last), "--steps", str(ck.step + 3), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
 
 

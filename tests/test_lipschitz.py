@@ -1,13 +1,13 @@
 import pytest
 import torch
+from conftest import Linear, small
 from torch import nn
 from torch.testing import assert_close
 
-from conftest import Linear, small
-from ganctl.recipes import resolve
 from ganctl.engine import Trainer
 from ganctl.errors import ConfigError
 from ganctl.lipschitz import available_methods, build_strategy
+from ganctl.recipes import resolve
 
 
 def test_registry_lists_every_method():
@@ -20,7 +20,19 @@ def test_registry_lists_every_method():
     "method,expected",
     [
         ("clip", dict(optimizer="rmsprop", lr_d=5e-5, lr_g=5e-5, n_critic=5, clip=0.01, loss="wasserstein")),
-        ("gp", dict(optimizer="adam", lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5, penalty_weight=10.0, gp_target=1.0, penalty_at="interp")),
+        (
+            "gp",
+            dict(
+                optimizer="adam",
+                lr_d=1e-4,
+                beta1=0.5,
+                beta2=0.9,
+                n_critic=5,
+                penalty_weight=10.0,
+                gp_target=1.0,
+                penalty_at="interp",
+            ),
+        ),
         ("zgp", dict(penalty_weight=10.0, penalty_at="interp", n_critic=5)),
         ("r1", dict(optimizer="rmsprop", lr_d=1e-4, n_critic=1, penalty_weight=10.0, penalty_at="real", loss="ns")),
         ("r2", dict(penalty_at="fake", loss="ns")),
@@ -35,7 +47,14 @@ def test_published_recipes_resolve(method, expected):
 
 def test_gp_on_two_d_data_uses_the_toy_recipe_and_flags_still_win():
     cfg = resolve(small(lipschitz="gp"))
-    assert (cfg.penalty_weight, cfg.lr_g, cfg.lr_d, cfg.n_critic, cfg.beta1, cfg.beta2) == (0.1, 1e-3, 1e-3, 5, 0.5, 0.9)
+    assert (cfg.penalty_weight, cfg.lr_g, cfg.lr_d, cfg.n_critic, cfg.beta1, cfg.beta2) == (
+        0.1,
+        1e-3,
+        1e-3,
+        5,
+        0.5,
+        0.9,
+    )
     assert resolve(small(lipschitz="gp", penalty_weight=10.0)).penalty_weight == 10.0
     assert resolve(small(lipschitz="zgp")).penalty_weight == 10.0  # only gp has a 2-D recipe
 
@@ -153,17 +172,25 @@ def test_lazy_penalty_is_weighted_by_its_interval():
     # On a penalised step, the critic's update equals that of a loss with weight N * lambda.
     torch.manual_seed(0)
     a = Trainer(small(lipschitz="gp", reg_every=3, n_critic=1, penalty_weight=2.0, optimizer="rmsprop", lr_d=1e-3))
-    b = Trainer(small(lipschitz="gp", reg_every=1, n_critic=1, penalty_weight=6.0, optimizer="rmsprop", lr_d=1e-3 * 3 / 4))
+    b = Trainer(
+        small(lipschitz="gp", reg_every=1, n_critic=1, penalty_weight=6.0, optimizer="rmsprop", lr_d=1e-3 * 3 / 4)
+    )
     a.critic_step()
     b.critic_step()
     for pa, pb in zip(a.critic.parameters(), b.critic.parameters()):
         assert_close(pa, pb)
 
 
-@pytest.mark.parametrize("changes", [
-    dict(lipschitz="gp"), dict(lipschitz="gp", gp_target=0.5, one_sided=True), dict(lipschitz="zgp", penalty_at="real+fake"),
-    dict(lipschitz="r1"), dict(lipschitz="r2"),
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(lipschitz="gp"),
+        dict(lipschitz="gp", gp_target=0.5, one_sided=True),
+        dict(lipschitz="zgp", penalty_at="real+fake"),
+        dict(lipschitz="r1"),
+        dict(lipschitz="r2"),
+    ],
+)
 def test_penalty_grads_are_the_derivative_of_the_penalty(changes):
     # The hand-written MLP step backpropagates these; they must be d penalty / d g exactly.
     strategy = build_strategy(resolve(small(**changes)))

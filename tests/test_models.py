@@ -6,10 +6,10 @@ import torch
 
 from ganctl import penalties
 from ganctl.config import TrainConfig
-from ganctl.recipes import resolve
 from ganctl.errors import ConfigError
 from ganctl.lipschitz import build_strategy
 from ganctl.models import build_models
+from ganctl.recipes import resolve
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 128])

@@ -2,16 +2,15 @@
 
 import pytest
 import torch
+from conftest import small
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import ganctl
-from conftest import small
-from ganctl import checkpoint
-from ganctl.runfolder import list_checkpoints
 from ganctl.cli import app
 from ganctl.engine import Trainer
 from ganctl.errors import NonFinite, TrainingFailed
+from ganctl.runfolder import list_checkpoints
 
 # Adam moves every weight by about lr per step, so lr 1e30 overflows the critic within a few steps.
 EXPLODING = dict(lipschitz="gp", lr_d=1e30, steps=20)
@@ -35,9 +34,32 @@ def test_cli_stop_exits_1_with_the_last_good_checkpoint(tmp_path, monkeypatch):
         step(self)
 
     monkeypatch.setattr(Trainer, "train_step", nan_at_3)
-    r = CliRunner().invoke(app, ["train", "--data", "8gaussians", "--lipschitz", "gp", "--steps", "20",
-                                 "--width", "16", "--batch-size", "32", "--device", "cpu", "--ckpt-every", "1",
-                                 "--eval-every", "0", "--sample-every", "0", "--out", str(tmp_path / "r")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "8gaussians",
+            "--lipschitz",
+            "gp",
+            "--steps",
+            "20",
+            "--width",
+            "16",
+            "--batch-size",
+            "32",
+            "--device",
+            "cpu",
+            "--ckpt-every",
+            "1",
+            "--eval-every",
+            "0",
+            "--sample-every",
+            "0",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert r.exit_code == 1, r.output
     last = list_checkpoints(tmp_path / "r")[-1]
     assert last.name == "step-0000002.safetensors"
@@ -64,8 +86,11 @@ def test_rollback_reloads_the_last_checkpoint_a_bounded_number_of_times(tmp_path
 
     monkeypatch.setattr(Trainer, "train_step", flaky)
     events = []
-    summary = ganctl.train(small(on_nonfinite="rollback", steps=8, ckpt_every=2), tmp_path / "r",
-                           on_event=lambda kind, payload: events.append((kind, payload)))
+    summary = ganctl.train(
+        small(on_nonfinite="rollback", steps=8, ckpt_every=2),
+        tmp_path / "r",
+        on_event=lambda kind, payload: events.append((kind, payload)),
+    )
     assert summary["step"] == 8 and summary["exact_resume"] is False
     warnings = [p["message"] for k, p in events if k == "warning"]
     assert len(warnings) == 1 and "step-0000004" in warnings[0]

@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from conftest import Linear, central_difference
 from torch.testing import assert_close
 
-from conftest import Linear, central_difference
 from ganctl import penalties
 
 
@@ -61,7 +61,7 @@ def test_interpolate_uses_one_coefficient_per_sample():
     # each sample is one constant (1 - e) across all its axes
     assert_close(per_sample.min(dim=1).values, per_sample.max(dim=1).values)
     e = 1 - per_sample[:, 0]
-    assert 0 <= e.min() and e.max() <= 1
+    assert e.min() >= 0 and e.max() <= 1
     assert abs(float(e.mean()) - 0.5) < 0.05  # U[0, 1]
     assert abs(float(e.var()) - 1 / 12) < 0.01
 
@@ -82,8 +82,10 @@ def test_penalty_weight_gradient_matches_finite_differences():
         assert math.isclose(float(analytic[idx]), numeric, rel_tol=1e-5, abs_tol=1e-8)
 
 
-@pytest.mark.parametrize("at,names", [(None, []), ("interp", ["interp"]), ("real", ["real"]), ("fake", ["fake"]),
-                                      ("real+fake", ["real", "fake"])])
+@pytest.mark.parametrize(
+    "at,names",
+    [(None, []), ("interp", ["interp"]), ("real", ["real"]), ("fake", ["fake"]), ("real+fake", ["real", "fake"])],
+)
 def test_penalty_points(at, names):
     real, fake = torch.randn(4, 2), torch.randn(4, 2)
     leaves = penalties.penalty_points(at, real, fake)

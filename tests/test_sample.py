@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import small
 from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
 import ganctl
-from conftest import small
 from ganctl.cli import app
 from ganctl.sampling import slerp
 

@@ -55,7 +55,7 @@ def imports_of(path: Path) -> set[str]:
             for alias in node.names:  # `from ganctl import checkpoint` imports a module
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if _exists(candidate) else base)
-    return {f[len("ganctl."):] for f in found if f != "ganctl"}
+    return {f[len("ganctl.") :] for f in found if f != "ganctl"}
 
 
 def _exists(dotted: str) -> bool:
@@ -69,8 +69,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_import_points_down_or_sideways():
-    upward = [f"ganctl.{a} (floor {floor_of(a)}) imports ganctl.{b} (floor {floor_of(b)})"
-              for a, targets in graph().items() for b in targets if floor_of(b) > floor_of(a)]
+    upward = [
+        f"ganctl.{a} (floor {floor_of(a)}) imports ganctl.{b} (floor {floor_of(b)})"
+        for a, targets in graph().items()
+        for b in targets
+        if floor_of(b) > floor_of(a)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -82,7 +86,7 @@ def test_the_import_graph_has_no_circle():
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                raise AssertionError("import circle: " + " -> ".join([*path[path.index(nxt):], nxt]))
+                raise AssertionError("import circle: " + " -> ".join([*path[path.index(nxt) :], nxt]))
             if nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2
@@ -93,8 +97,11 @@ def test_the_import_graph_has_no_circle():
 
 
 def test_nothing_imports_the_cli():
-    offenders = [a for a, targets in graph().items()
-                 if a not in FLOORS[-1] and not a.startswith("cli.") and any(t.startswith("cli") for t in targets)]
+    offenders = [
+        a
+        for a, targets in graph().items()
+        if a not in FLOORS[-1] and not a.startswith("cli.") and any(t.startswith("cli") for t in targets)
+    ]
     assert not offenders
 
 
@@ -107,11 +114,19 @@ def test_no_private_trainer_attribute_is_used_outside_the_engine():
     offenders = []
     for root in roots:
         for path in root.rglob("*.py"):
-            if path.name in ("engine.py", "test_engine.py", "test_structure.py") or path.parent.name == "tests" and path.name == "test_engine.py":
+            if (
+                path.name in ("engine.py", "test_engine.py", "test_structure.py")
+                or path.parent.name == "tests"
+                and path.name == "test_engine.py"
+            ):
                 continue
             text = path.read_text(encoding="utf-8")
-            offenders += [f"{path.name}: .{name}" for name in private if re.search(rf"\.{name}\b", text)
-                          and not (path.parent == SRC and name in _OWN_PRIVATE.get(path.name, ()))]
+            offenders += [
+                f"{path.name}: .{name}"
+                for name in private
+                if re.search(rf"\.{name}\b", text)
+                and not (path.parent == SRC and name in _OWN_PRIVATE.get(path.name, ()))
+            ]
     assert not offenders, offenders
 
 

@@ -1,8 +1,8 @@
 """Short real training runs on CPU: every method must improve on its own starting point."""
 
 import pytest
-
 from conftest import small
+
 from ganctl.engine import Trainer
 from ganctl.evaluation import Evaluator
 
@@ -28,7 +28,9 @@ def test_quality_moves_the_right_way(method):
 @pytest.mark.slow
 def test_gradient_penalty_pulls_interpolate_norms_towards_one():
     # The paper's lambda 10 (the 2-D recipe's 0.1 deliberately lets norms exceed 1).
-    trainer = Trainer(small(data="8gaussians", lipschitz="gp", penalty_weight=10.0, lr_d=1e-4, lr_g=1e-4, width=64, batch_size=128))
+    trainer = Trainer(
+        small(data="8gaussians", lipschitz="gp", penalty_weight=10.0, lr_d=1e-4, lr_g=1e-4, width=64, batch_size=128)
+    )
     for _ in range(150):
         trainer.train_step()
     assert abs(trainer.pop_stats()["grad_norm"] - 1.0) < 0.25

@@ -108,8 +108,10 @@ def _config_of(path: Path, metadata: dict[str, str]) -> TrainConfig:
         raise CheckpointError(f"{path}: not a ganctl checkpoint (metadata 'format' is {metadata.get('format')!r})")
     version = metadata.get("format_version", "")
     if not version.isdigit() or int(version) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version!r}; this ganctl ({__version__}) reads"
-                              f" versions up to {FORMAT_VERSION}: upgrade ganctl")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r}; this ganctl ({__version__}) reads"
+            f" versions up to {FORMAT_VERSION}: upgrade ganctl"
+        )
     try:
         values = json.loads(metadata["config"])
         if not isinstance(values, dict):
@@ -156,14 +158,17 @@ def read_state(path: Path) -> tuple[dict[str, Any], TrainConfig]:
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: missing or malformed counters ({exc})") from None
     state["rng_device"] = metadata.get("rng_device", "")
-    state["rank_rngs"] = {int(k[len("rng.rank"):]): v for k, v in tensors.items()
-                          if k.startswith("rng.rank") and k[len("rng.rank"):].isdigit()}
+    state["rank_rngs"] = {
+        int(k[len("rng.rank") :]): v
+        for k, v in tensors.items()
+        if k.startswith("rng.rank") and k[len("rng.rank") :].isdigit()
+    }
     return state, config
 
 
 def _take(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     start = prefix + "."
-    return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
+    return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
 
 
 def _optimizer_state(path: Path, name: str, tensors: dict[str, Tensor], groups_json: str | None) -> dict[str, Any]:
@@ -191,13 +196,16 @@ def load_module(name: str, module: nn.Module, state: dict[str, Tensor]) -> None:
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{name} does not match its config (missing: {', '.join(missing) or '-'};"
-                              f" unexpected: {', '.join(extra) or '-'})")
+        raise CheckpointError(
+            f"{name} does not match its config (missing: {', '.join(missing) or '-'};"
+            f" unexpected: {', '.join(extra) or '-'})"
+        )
     for key, value in state.items():
         want = expected[key]
         if value.shape != want.shape or value.dtype != want.dtype:
-            raise CheckpointError(f"{name}.{key} has shape {tuple(value.shape)} {value.dtype},"
-                                  f" expected {tuple(want.shape)} {want.dtype}")
+            raise CheckpointError(
+                f"{name}.{key} has shape {tuple(value.shape)} {value.dtype}, expected {tuple(want.shape)} {want.dtype}"
+            )
     module.load_state_dict(state, strict=True)
 
 
@@ -232,8 +240,10 @@ def check_size(path: Path, config: TrainConfig, state: dict[str, Any]) -> None:
     implied = sum(p.numel() for m in (generator, critic) for p in m.parameters())
     held = sum(t.numel() for name in ("generator", "critic") for t in state[name].values())
     if implied > 4 * held + 1_000_000:  # small mismatches get the precise per-tensor message later
-        raise CheckpointError(f"{path}: its config describes networks of {implied:,} parameters, but the file holds"
-                              f" only {held:,} values for them")
+        raise CheckpointError(
+            f"{path}: its config describes networks of {implied:,} parameters, but the file holds"
+            f" only {held:,} values for them"
+        )
 
 
 # --- loading for inference ------------------------------------------------------------------
@@ -241,8 +251,16 @@ class Checkpoint(Networks):
     """What `ganctl.load` returns: the networks of a checkpoint in eval mode, with its path,
     config, step and metadata; no optimizer, no gradient scaler."""
 
-    def __init__(self, path: Path, config: TrainConfig, device: torch.device, state: dict[str, Any],
-                 generator: nn.Module, critic: nn.Module, ema: nn.Module | None):
+    def __init__(
+        self,
+        path: Path,
+        config: TrainConfig,
+        device: torch.device,
+        state: dict[str, Any],
+        generator: nn.Module,
+        critic: nn.Module,
+        ema: nn.Module | None,
+    ):
         super().__init__(config, device, generator, critic, ema, step=state["step"])
         self.path = path
         self.critic_steps = state["critic_steps"]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -79,16 +80,22 @@ def status(job: Job) -> tuple[str, Path | None]:
     wanted = resolve(job.config)
     # Schedule settings may differ (a longer --steps extends finished runs); settings the data
     # fills in (image size, channels) are None until the data is read.
-    differ = sorted(k for k, v in wanted.to_dict().items()
-                    if k not in SCHEDULE_FIELDS and k != "decay_steps" and v is not None and stored.to_dict().get(k) != v)
+    differ = sorted(
+        k
+        for k, v in wanted.to_dict().items()
+        if k not in SCHEDULE_FIELDS and k != "decay_steps" and v is not None and stored.to_dict().get(k) != v
+    )
     if differ:
         detail = ", ".join(f"{k} {stored.to_dict().get(k)!r} there, {wanted.to_dict()[k]!r} asked" for k in differ[:4])
         raise ConfigError(f"{job.run_dir}: holds a run with other settings ({detail}); choose another --out")
     return ("done", latest) if step >= wanted.steps else ("resume", latest)
 
 
-def run_job(job: Job, on_event: Callable[[str, dict[str, Any]], None] | None = None,
-            known: tuple[str, Path | None] | None = None) -> dict[str, Any]:
+def run_job(
+    job: Job,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    known: tuple[str, Path | None] | None = None,
+) -> dict[str, Any]:
     """Train (or finish) one run and write its summary, with peak memory on CUDA. `known`:
     the job's `status`, when the caller has already read it."""
     from ganctl.training import train
@@ -120,22 +127,39 @@ def evaluate(path: Path, device: str = "cpu", pictures: bool = False) -> dict[st
     nets = checkpoint.load(Path(path), device=device)
     run_dir = run_dir_of(nets.path)
     cfg = nets.cfg
-    row: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(nets.path), "method": cfg.lipschitz,
-                           "seed": cfg.seed, "data": cfg.data, "step": nets.step, "critic_steps": nets.critic_steps}
+    row: dict[str, Any] = {
+        "run": str(run_dir),
+        "checkpoint": str(nets.path),
+        "method": cfg.lipschitz,
+        "seed": cfg.seed,
+        "data": cfg.data,
+        "step": nets.step,
+        "critic_steps": nets.critic_steps,
+    }
     evaluator = Evaluator(nets)
     row.update(evaluator.evaluate())
     report = analyse(nets)  # `ganctl gradnorm`'s defaults, so the numbers are the ones it prints
     interp = report["sets"]["interp"]
-    row.update({"interp_mean": interp["mean"], "interp_q50": interp["q50"], "violation_share": interp["above"],
-                "vanishing_share": interp["vanishing"], "wasserstein": report["wasserstein"],
-                "alignment_mean": report["alignment"]["mean"], "verdict": report["verdict"]["status"]})
+    row.update(
+        {
+            "interp_mean": interp["mean"],
+            "interp_q50": interp["q50"],
+            "violation_share": interp["above"],
+            "vanishing_share": interp["vanishing"],
+            "wasserstein": report["wasserstein"],
+            "alignment_mean": report["alignment"]["mean"],
+            "verdict": report["verdict"]["status"],
+        }
+    )
     row.update(_cost(run_dir, nets.step))
     if pictures:  # kept out of the JSON: the run's picture and its gradient-norm histograms
         from ganctl.render import histograms
 
         norms = {k: v.cpu().numpy() for k, v in report["_norms"].items()}
-        row["_pictures"] = (evaluator.draw(None, f"{cfg.lipschitz}  seed {cfg.seed}  step {nets.step}"),
-                            histograms(None, norms, f"{cfg.lipschitz}: ||grad D|| (interp mean {interp['mean']:.3g})"))
+        row["_pictures"] = (
+            evaluator.draw(None, f"{cfg.lipschitz}  seed {cfg.seed}  step {nets.step}"),
+            histograms(None, norms, f"{cfg.lipschitz}: ||grad D|| (interp mean {interp['mean']:.3g})"),
+        )
     return row
 
 
@@ -188,8 +212,9 @@ def best(methods: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     return marks
 
 
-def compare_runs(paths: list[Path], device: str = "cpu", out: Path | None = None,
-                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def compare_runs(
+    paths: list[Path], device: str = "cpu", out: Path | None = None, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Evaluate existing runs or checkpoints and put them side by side; with `out`, write
     compare.json, compare.csv, panel.png and curves.png there."""
     started = time.perf_counter()
@@ -204,8 +229,14 @@ def compare_runs(paths: list[Path], device: str = "cpu", out: Path | None = None
     return result
 
 
-def compare(base: dict[str, Any], methods: list[str], seeds: list[int], out: Path, device: str = "cpu",
-            on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def compare(
+    base: dict[str, Any],
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    device: str = "cpu",
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Train every (method, seed) into OUT/<method>-seed<seed> (skipping finished runs and
     resuming unfinished ones), then evaluate them all the same way and write the outputs."""
     emit = on_event or (lambda kind, payload: None)
@@ -214,11 +245,24 @@ def compare(base: dict[str, Any], methods: list[str], seeds: list[int], out: Pat
     states = [status(job) for job in jobs]  # a folder holding some other run fails now, before any training
     out.mkdir(parents=True, exist_ok=True)
     for i, (job, known) in enumerate(zip(jobs, states)):
-        emit("job", {"index": i, "total": len(jobs), "method": job.method, "seed": job.seed,
-                     "run_dir": str(job.run_dir), "state": known[0]})
+        emit(
+            "job",
+            {
+                "index": i,
+                "total": len(jobs),
+                "method": job.method,
+                "seed": job.seed,
+                "run_dir": str(job.run_dir),
+                "state": known[0],
+            },
+        )
         run_job(job, on_event, known)
-    return compare_runs([job.run_dir for job in jobs], device=device, out=out,
-                        settings={"base": base, "methods": methods, "seeds": seeds})
+    return compare_runs(
+        [job.run_dir for job in jobs],
+        device=device,
+        out=out,
+        settings={"base": base, "methods": methods, "seeds": seeds},
+    )
 
 
 # --- outputs ------------------------------------------------------------------------------
@@ -275,10 +319,24 @@ def _curves(rows: list[dict[str, Any]], path: Path) -> None:
     by_method: dict[str, list[list[dict[str, Any]]]] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(RunFolder(row["run"]).read_metrics())
-    quality = next((k for k in ("eval/w1", "eval/valid_share") if any(k in r for logs in by_method.values() for log in logs for r in log)), None)
+    quality = next(
+        (
+            k
+            for k in ("eval/w1", "eval/valid_share")
+            if any(k in r for logs in by_method.values() for log in logs for r in log)
+        ),
+        None,
+    )
     charts = []
-    for key, title in (("wasserstein", "critic's Wasserstein estimate E[D(real)] - E[D(fake)]"),
-                       (quality, {"eval/w1": "W1 to the data (lower is better)", "eval/valid_share": "valid share (shapes judge)"}.get(quality or ""))):
+    for key, title in (
+        ("wasserstein", "critic's Wasserstein estimate E[D(real)] - E[D(fake)]"),
+        (
+            quality,
+            {"eval/w1": "W1 to the data (lower is better)", "eval/valid_share": "valid share (shapes judge)"}.get(
+                quality or ""
+            ),
+        ),
+    ):
         if key is None:
             continue
         series = {}

@@ -107,7 +107,18 @@ class TrainConfig:
 # Settings that describe how long and how visibly a run goes, not what it computes; the only
 # ones a resumed run may change.
 SCHEDULE_FIELDS = frozenset(
-    {"steps", "log_every", "eval_every", "sample_every", "ckpt_every", "eval_samples", "device", "on_nonfinite", "compile", "tf32"}
+    {
+        "steps",
+        "log_every",
+        "eval_every",
+        "sample_every",
+        "ckpt_every",
+        "eval_samples",
+        "device",
+        "on_nonfinite",
+        "compile",
+        "tf32",
+    }
 )
 
 _CHOICES = {
@@ -164,9 +175,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     else:
         ok = isinstance(value, base) and not isinstance(value, bool)
     if not ok:
-        raise ConfigError(
-            f"{where}: '{name}' must be {base.__name__}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{where}: '{name}' must be {base.__name__}, got {type(value).__name__} {value!r}")
     return float(value) if base is float else value
 
 
@@ -180,9 +189,7 @@ def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     known = set(field_names())
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return TrainConfig(**{k: _coerce(k, v, where) for k, v in values.items()})
 
 
@@ -222,9 +229,7 @@ def validate(cfg: TrainConfig) -> None:
     for name, allowed in _CHOICES.items():
         value = getattr(cfg, name)
         if value is not None and value not in allowed:
-            raise ConfigError(
-                f"{flag_of(name)} {value!r} is not one of: {', '.join(allowed)}"
-            )
+            raise ConfigError(f"{flag_of(name)} {value!r} is not one of: {', '.join(allowed)}")
     _check_positive(cfg, ("width", "depth", "z_dim", "batch_size", "steps", "reg_every"))
     _check_positive(cfg, ("decay_steps", "image_size"))
     if cfg.channels is not None and cfg.channels not in (1, 3):

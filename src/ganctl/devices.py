@@ -25,9 +25,7 @@ def resolve_device(spec: str) -> torch.device:
             raise ConfigError(f"--device {spec}: CUDA is not available on this machine")
         index = int(match.group(1) or 0)
         if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
+            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
         return torch.device("cuda", index)
     if spec == "mps":
         if not torch.backends.mps.is_available():

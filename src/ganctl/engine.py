@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +35,7 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZER_IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
-def make_optimizer(
-    cfg: TrainConfig, params: Any, lr: float, lazy_interval: int = 1
-) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params: Any, lr: float, lazy_interval: int = 1) -> torch.optim.Optimizer:
     """Adam (fused where torch has the kernel, else foreach) or RMSprop (foreach). With a
     penalty applied every N steps, lr and Adam's betas are corrected by c = N / (N + 1)
     (lr * c, beta ** c), as in StyleGAN2's lazy regularisation."""
@@ -60,8 +59,14 @@ class Trainer(Networks):
     (CPU and CUDA, no autocast), False always takes autograd, True requires the hand-written
     step and refuses a critic it does not cover. Both give the same numbers up to rounding."""
 
-    def __init__(self, config: TrainConfig, device: torch.device | str | None = None, load_data: bool = True,
-                 world: distributed.World | None = None, fused: bool | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device | str | None = None,
+        load_data: bool = True,
+        world: distributed.World | None = None,
+        fused: bool | None = None,
+    ):
         cfg = resolve(config)
         device = torch.device(device) if device is not None else resolve_device(cfg.device)
         world = world if world is not None else distributed.current()
@@ -81,8 +86,9 @@ class Trainer(Networks):
         # CUDA: channels-last convolutions (the layout tensor cores read).
         channels_last = device.type == "cuda" and cfg.arch in ("dcgan", "resnet")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        generator, critic, ema = (m.to(device, memory_format=self.memory_format) if m is not None else None
-                                  for m in (generator, critic, ema))
+        generator, critic, ema = (
+            m.to(device, memory_format=self.memory_format) if m is not None else None for m in (generator, critic, ema)
+        )
         super().__init__(cfg, device, generator, critic, ema, dataset=dataset)
         self.world = world
         distributed.broadcast_modules([m for m in (generator, critic, ema) if m is not None], world)
@@ -128,13 +134,19 @@ class Trainer(Networks):
         if penalised and fused is not False and self.amp_dtype is None and self.device.type in ("cpu", "cuda"):
             self._fused_layers = fused_mlp.layers_of(self.critic)
         if fused and self._fused_layers is None:
-            raise ConfigError("fused=True: the hand-written step needs a penalised plain ReLU/LeakyReLU MLP critic"
-                              " on CPU or CUDA without --amp")
+            raise ConfigError(
+                "fused=True: the hand-written step needs a penalised plain ReLU/LeakyReLU MLP critic"
+                " on CPU or CUDA without --amp"
+            )
         if cfg.compile and penalised:
-            how = ("run ganctl's hand-written MLP step, eagerly" if self._fused_layers is not None else
-                   "run eagerly (torch.compile does not support the penalty's double backward)")
-            self.notes.append(f"--compile: the penalised critic steps {how}; the generator and the other"
-                              " critic passes are compiled")
+            how = (
+                "run ganctl's hand-written MLP step, eagerly"
+                if self._fused_layers is not None
+                else "run eagerly (torch.compile does not support the penalty's double backward)"
+            )
+            self.notes.append(
+                f"--compile: the penalised critic steps {how}; the generator and the other critic passes are compiled"
+            )
 
     @property
     def uses_fused_step(self) -> bool:
@@ -200,8 +212,16 @@ class Trainer(Networks):
         self.opt_d.zero_grad(set_to_none=True)
         if leaves and self._fused_layers is not None:
             d_real, d_fake, loss, penalty, grads = fused_mlp.critic_step(
-                self._fused_layers, real, fake, leaves, self.loss, self.strategy.penalty, self.strategy.penalty_grads,
-                cfg.reg_every, self._workspace)
+                self._fused_layers,
+                real,
+                fake,
+                leaves,
+                self.loss,
+                self.strategy.penalty,
+                self.strategy.penalty_grads,
+                cfg.reg_every,
+                self._workspace,
+            )
         else:
             d_real, d_fake, loss, penalty, grads = self._critic_backward(real, fake, leaves)
         distributed.average_gradients(self.critic, self.world)  # no-op on one process
@@ -219,7 +239,9 @@ class Trainer(Networks):
         self._track("wasserstein", d_real.mean() - d_fake.mean())
         self._last_batch = (real.detach(), fake.detach())
 
-    def _critic_backward(self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+    def _critic_backward(
+        self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
         """The critic's loss and penalty by autograd, and its (scaled) backward into `.grad`.
         Returns D(real), D(fake), the loss, the penalty (None without one) and its input gradients."""
         out, pen_out = self._critic_passes(real, fake, leaves)
@@ -236,7 +258,9 @@ class Trainer(Networks):
         self.scaler_d.scale(total).backward()
         return d_real, d_fake, loss, penalty, grads
 
-    def _critic_passes(self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
+    def _critic_passes(
+        self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
         """D on real and fake points, in two forwards when there is a penalty: one over the
         penalised leaves (eager; at interpolates with constant-slope activations, see
         `models.activations`) and one over the other sets (compiled with --compile). Returns
@@ -287,11 +311,16 @@ class Trainer(Networks):
         A non-finite value raises `NonFinite` naming it, or with --on-nonfinite skip returns
         False so the caller drops the update (counted as `nonfinite_skipped`)."""
         scaled = self.scaler_d.is_enabled()
-        checked = {f"{net} {name}": v for name, v in values.items() if v is not None and not (scaled and name == "penalty")}
+        checked = {
+            f"{net} {name}": v for name, v in values.items() if v is not None and not (scaled and name == "penalty")
+        }
         grads = [] if scaled else [p.grad for p in params if p.grad is not None]
         # The scalars and one norm per gradient tensor, stacked (float32 parameters, so float32
         # norms): one device sync per step, and the float64 sum is finite exactly when every part is.
-        parts = torch.stack([v.detach().float().reshape(()) for v in checked.values()] + (list(torch._foreach_norm(grads)) if grads else []))
+        parts = torch.stack(
+            [v.detach().float().reshape(()) for v in checked.values()]
+            + (list(torch._foreach_norm(grads)) if grads else [])
+        )
         if distributed.all_ok(math.isfinite(float(parts.double().sum())), self.world):  # ranks agree
             return True
         finite = [math.isfinite(v) for v in parts.tolist()]
@@ -371,7 +400,8 @@ class Trainer(Networks):
             "rng": self.rng.get_state(),
             "rng_device": self.device.type,
             "scalers": {"d": self.scaler_d.state_dict(), "g": self.scaler_g.state_dict(), "skipped": self.amp_skipped}
-            if scaled else None,
+            if scaled
+            else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -415,7 +445,9 @@ class Trainer(Networks):
                 # How the update is computed (fused, foreach) belongs to this machine, not to the file.
                 group.update((key, current[key]) for key in OPTIMIZER_IMPLEMENTATION_FLAGS if key in current)
             # Copies: torch's load keeps the given tensors, which an in-memory state shares with its source.
-            entries = {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in e.items()} for i, e in state["state"].items()}
+            entries = {
+                i: {k: v.clone() if torch.is_tensor(v) else v for k, v in e.items()} for i, e in state["state"].items()
+            }
             opt.load_state_dict({"state": entries, "param_groups": groups})
         except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
             raise CheckpointError(f"{name} state does not fit its model ({exc})") from None
@@ -428,8 +460,12 @@ class Trainer(Networks):
         self.exact_resume = False
 
 
-def resume(path: str | Path, overrides: dict[str, Any] | None = None, device: str | None = None,
-           world: distributed.World | None = None) -> Trainer:
+def resume(
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    device: str | None = None,
+    world: distributed.World | None = None,
+) -> Trainer:
     """A trainer rebuilt from a checkpoint file (or a run folder's latest), ready to continue.
     `overrides` may change schedule settings only (`ganctl.config.SCHEDULE_FIELDS`)."""
     path = find_checkpoint(Path(path))
@@ -441,7 +477,9 @@ def resume(path: str | Path, overrides: dict[str, Any] | None = None, device: st
     fixed = sorted(k for k in changed if k not in SCHEDULE_FIELDS)
     if fixed:
         detail = ", ".join(f"{flag_of(k)} (checkpoint has {getattr(config, k)!r})" for k in fixed)
-        raise ConfigError(f"cannot change {detail} when resuming {path}; only {', '.join(sorted(SCHEDULE_FIELDS))} may change")
+        raise ConfigError(
+            f"cannot change {detail} when resuming {path}; only {', '.join(sorted(SCHEDULE_FIELDS))} may change"
+        )
     checkpoint.check_size(path, config, state)
     try:
         trainer = Trainer(config.replace(**changed), load_data=False, world=world)

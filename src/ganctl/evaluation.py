@@ -45,7 +45,9 @@ class Evaluator:
         # Real points for the gradient-norm summary, from a stream of their own so that adding
         # them changed no other evaluation input.
         self.n_gradnorm = min(GRADNORM_POINTS, cfg.eval_samples)
-        self.real_gradnorm = dataset.sample(self.n_gradnorm, nets.eval_generator(streams.EVAL_GRADNORM_REAL), nets.device)
+        self.real_gradnorm = dataset.sample(
+            self.n_gradnorm, nets.eval_generator(streams.EVAL_GRADNORM_REAL), nets.device
+        )
         if not self.points:
             return
         self.real = dataset.sample(cfg.eval_samples, rng, nets.device)
@@ -77,11 +79,18 @@ class Evaluator:
     def gradnorm(self, fake: torch.Tensor) -> dict[str, float]:
         """`ganctl gradnorm`'s interpolate summary: ||grad D(x_hat)|| on fixed real points and
         the fixed latents' samples, with interpolation coefficients drawn the same every time."""
-        x_hat = interpolate(self.real_gradnorm, fake.to(self.real_gradnorm.dtype),
-                            self.nets.eval_generator(streams.EVAL_GRADNORM_INTERP))
+        x_hat = interpolate(
+            self.real_gradnorm,
+            fake.to(self.real_gradnorm.dtype),
+            self.nets.eval_generator(streams.EVAL_GRADNORM_INTERP),
+        )
         stats = summarise(gradient_norms(self.nets.critic, x_hat)[1], DEFAULT_TOL)
-        return {"gradnorm_mean": stats["mean"], "gradnorm_q50": stats["q50"], "violation_share": stats["above"],
-                "vanishing_share": stats["vanishing"]}
+        return {
+            "gradnorm_mean": stats["mean"],
+            "gradnorm_q50": stats["q50"],
+            "violation_share": stats["above"],
+            "vanishing_share": stats["vanishing"],
+        }
 
     def draw(self, path: Path | None, title: str) -> Image.Image:
         """The run's picture (a grid from fixed latents, or 2-D points over the critic's
@@ -103,7 +112,11 @@ def plot_extent(real: torch.Tensor) -> tuple[float, float, float, float]:
 
 
 def draw_points(
-    path: Path | None, nets: Networks, real: torch.Tensor, fake: torch.Tensor, title: str,
+    path: Path | None,
+    nets: Networks,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    title: str,
     extent: tuple[float, float, float, float] | None = None,
 ) -> Image.Image:
     """Real and generated 2-D points over the critic's value field, as a PNG."""

@@ -29,7 +29,8 @@ loss, the penalty and every gradient against autograd.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -89,8 +90,13 @@ def _slope(act: nn.Module) -> float | None:
 
 
 def _hooked(module: nn.Module) -> bool:
-    return bool(parametrize.is_parametrized(module) or module._forward_hooks or module._forward_pre_hooks
-                or module._backward_hooks or getattr(module, "_backward_pre_hooks", None))
+    return bool(
+        parametrize.is_parametrized(module)
+        or module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, "_backward_pre_hooks", None)
+    )
 
 
 @torch.no_grad()
@@ -157,7 +163,9 @@ def critic_step(
     # kept in the spare rows of hs[k] so that one product gives each weight's gradient.
     for k, (layer, delta) in enumerate(zip(layers, deltas)):
         if k > 0:
-            adjoint = torch.mm(adjoint, layers[k - 1].weight.t(), out=buffer("adjoint", k, n_rows - 2 * b, hs[k].shape[1]))
+            adjoint = torch.mm(
+                adjoint, layers[k - 1].weight.t(), out=buffer("adjoint", k, n_rows - 2 * b, hs[k].shape[1])
+            )
             adjoint = _slope_backward(adjoint, hs[k], layers[k - 1].slope, penalised, out=hs[k][2 * b :])
         else:
             hs[0][2 * b :] = adjoint

@@ -3,7 +3,8 @@ both are minimised. Inputs are raw critic outputs of shape (B, 1) or (B,)."""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,4 @@ def get_loss(name: str) -> Loss:
     try:
         return _LOSSES[name]
     except KeyError:
-        raise ConfigError(
-            f"--loss {name!r} is not one of: {', '.join(available_losses())}"
-        ) from None
+        raise ConfigError(f"--loss {name!r} is not one of: {', '.join(available_losses())}") from None

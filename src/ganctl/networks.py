@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -49,8 +50,16 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 class Networks:
     """The modules of a run and the config that built them, on one device, at one step."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, generator: nn.Module, critic: nn.Module,
-                 ema: nn.Module | None, step: int = 0, dataset: Any = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device,
+        generator: nn.Module,
+        critic: nn.Module,
+        ema: nn.Module | None,
+        step: int = 0,
+        dataset: Any = None,
+    ):
         self.cfg = cfg
         self.device = device
         self.generator, self.critic, self.ema = generator, critic, ema

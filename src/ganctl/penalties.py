@@ -10,9 +10,7 @@ import torch
 from torch import Tensor
 
 
-def input_grads(
-    critic: torch.nn.Module, x: Tensor, *, create_graph: bool = False
-) -> tuple[Tensor, Tensor]:
+def input_grads(critic: torch.nn.Module, x: Tensor, *, create_graph: bool = False) -> tuple[Tensor, Tensor]:
     """Return (D(x), grad_x D(x)) for a batch; per-sample because the critic has no
     batch-coupled layer, so d(sum_i D(x_i))/dx_j = grad D(x_j)."""
     x = x.detach().requires_grad_(True)

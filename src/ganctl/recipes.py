@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganctl.config import (
-    FOLDER_IMAGE_SIZE, IMAGE_ARCH, IMAGE_WIDTH, IMAGE_Z_DIM, POINTS_MODEL, SHAPES_IMAGE_SIZE, TrainConfig,
-    data_kind, default, flag_of, validate,
+    FOLDER_IMAGE_SIZE,
+    IMAGE_ARCH,
+    IMAGE_WIDTH,
+    IMAGE_Z_DIM,
+    POINTS_MODEL,
+    SHAPES_IMAGE_SIZE,
+    TrainConfig,
+    data_kind,
+    default,
+    flag_of,
+    validate,
 )
 from ganctl.errors import ConfigError
 
@@ -56,34 +65,108 @@ class Method:
         return self.points if self.points is not None and data_kind(data) == "points" else self.recipe
 
 
-_MESCHEDER = Recipe("ns", "rmsprop", 1e-4, 1e-4, None, None, 1,
-                    "Mescheder et al. 2018 (GAN stability code: RMSprop 1e-4, gamma 10)", penalty_weight=10.0)
+_MESCHEDER = Recipe(
+    "ns",
+    "rmsprop",
+    1e-4,
+    1e-4,
+    None,
+    None,
+    1,
+    "Mescheder et al. 2018 (GAN stability code: RMSprop 1e-4, gamma 10)",
+    penalty_weight=10.0,
+)
 
 _METHODS = (
-    Method("clip", "WGAN: clamp every critic weight to [-c, c] after each critic step",
-           Recipe("wasserstein", "rmsprop", 5e-5, 5e-5, None, None, 5, "WGAN (Arjovsky et al. 2017, Alg. 1)"),
-           owns=("clip",), fixed={"clip": 0.01}),  # c, Arjovsky et al. 2017, Alg. 1
-    Method("gp", "WGAN-GP: lambda E[(||grad D(x_hat)|| - k)^2] at interpolates",
-           Recipe("wasserstein", "adam", 1e-4, 1e-4, 0.5, 0.9, 5, "WGAN-GP (Gulrajani et al. 2017, Alg. 1)",
-                  penalty_weight=10.0),
-           # lambda 0.1 as the paper's released toy code (gan_toy.py); lr 1e-3 measured (docs/results.md).
-           points=Recipe("wasserstein", "adam", 1e-3, 1e-3, 0.5, 0.9, 5,
-                         "WGAN-GP toy code (gan_toy.py) lambda 0.1; lr 1e-3 measured", penalty_weight=0.1),
-           owns=("penalty_weight", "gp_target", "one_sided", "penalty_at"), penalty_at=("interp",),
-           fixed={"gp_target": 1.0, "one_sided": False}),  # k = 1 (Gulrajani et al. 2017)
-    Method("zgp", "0-GP: lambda E[||grad D(x)||^2] at interpolates, real or fake points",
-           Recipe("wasserstein", "adam", 1e-4, 1e-4, 0.5, 0.9, 5,
-                  "WGAN-GP's recipe with the zero-centred target of Thanh-Tung et al. 2019", penalty_weight=10.0),
-           owns=("penalty_weight", "penalty_at"), penalty_at=("interp", "real", "fake", "real+fake")),
-    Method("r1", "R1: gamma/2 E_real[||grad D(x)||^2]", _MESCHEDER,
-           owns=("penalty_weight", "penalty_at"), penalty_at=("real",)),
-    Method("r2", "R2: gamma/2 E_fake[||grad D(x)||^2]", _MESCHEDER,
-           owns=("penalty_weight", "penalty_at"), penalty_at=("fake",), compared=False),  # R1's mirror, rarely used alone
-    Method("sn", "SN-GAN: every critic weight divided by its top singular value",
-           Recipe("hinge", "adam", 2e-4, 2e-4, 0.0, 0.9, 5,
-                  "SN-GAN (Miyato et al. 2018, ResNet setting: hinge, Adam 2e-4, betas (0, 0.9), n_dis 5)")),
-    Method("none", "no constraint (an unconstrained baseline)",
-           Recipe("ns", "adam", 2e-4, 2e-4, 0.5, 0.999, 1, "DCGAN (Radford et al. 2016)"), compared=False),
+    Method(
+        "clip",
+        "WGAN: clamp every critic weight to [-c, c] after each critic step",
+        Recipe("wasserstein", "rmsprop", 5e-5, 5e-5, None, None, 5, "WGAN (Arjovsky et al. 2017, Alg. 1)"),
+        owns=("clip",),
+        fixed={"clip": 0.01},
+    ),  # c, Arjovsky et al. 2017, Alg. 1
+    Method(
+        "gp",
+        "WGAN-GP: lambda E[(||grad D(x_hat)|| - k)^2] at interpolates",
+        Recipe(
+            "wasserstein",
+            "adam",
+            1e-4,
+            1e-4,
+            0.5,
+            0.9,
+            5,
+            "WGAN-GP (Gulrajani et al. 2017, Alg. 1)",
+            penalty_weight=10.0,
+        ),
+        # lambda 0.1 as the paper's released toy code (gan_toy.py); lr 1e-3 measured (docs/results.md).
+        points=Recipe(
+            "wasserstein",
+            "adam",
+            1e-3,
+            1e-3,
+            0.5,
+            0.9,
+            5,
+            "WGAN-GP toy code (gan_toy.py) lambda 0.1; lr 1e-3 measured",
+            penalty_weight=0.1,
+        ),
+        owns=("penalty_weight", "gp_target", "one_sided", "penalty_at"),
+        penalty_at=("interp",),
+        fixed={"gp_target": 1.0, "one_sided": False},
+    ),  # k = 1 (Gulrajani et al. 2017)
+    Method(
+        "zgp",
+        "0-GP: lambda E[||grad D(x)||^2] at interpolates, real or fake points",
+        Recipe(
+            "wasserstein",
+            "adam",
+            1e-4,
+            1e-4,
+            0.5,
+            0.9,
+            5,
+            "WGAN-GP's recipe with the zero-centred target of Thanh-Tung et al. 2019",
+            penalty_weight=10.0,
+        ),
+        owns=("penalty_weight", "penalty_at"),
+        penalty_at=("interp", "real", "fake", "real+fake"),
+    ),
+    Method(
+        "r1",
+        "R1: gamma/2 E_real[||grad D(x)||^2]",
+        _MESCHEDER,
+        owns=("penalty_weight", "penalty_at"),
+        penalty_at=("real",),
+    ),
+    Method(
+        "r2",
+        "R2: gamma/2 E_fake[||grad D(x)||^2]",
+        _MESCHEDER,
+        owns=("penalty_weight", "penalty_at"),
+        penalty_at=("fake",),
+        compared=False,
+    ),  # R1's mirror, rarely used alone
+    Method(
+        "sn",
+        "SN-GAN: every critic weight divided by its top singular value",
+        Recipe(
+            "hinge",
+            "adam",
+            2e-4,
+            2e-4,
+            0.0,
+            0.9,
+            5,
+            "SN-GAN (Miyato et al. 2018, ResNet setting: hinge, Adam 2e-4, betas (0, 0.9), n_dis 5)",
+        ),
+    ),
+    Method(
+        "none",
+        "no constraint (an unconstrained baseline)",
+        Recipe("ns", "adam", 2e-4, 2e-4, 0.5, 0.999, 1, "DCGAN (Radford et al. 2016)"),
+        compared=False,
+    ),
 )
 METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
 
@@ -131,16 +214,21 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
     for name in METHOD_SETTINGS:
         if name not in method.owns and getattr(cfg, name) is not None:
-            raise ConfigError(f"{flag_of(name)} does not apply to --lipschitz {method.name}"
-                              f" (it applies to: {', '.join(owners(name))})")
+            raise ConfigError(
+                f"{flag_of(name)} does not apply to --lipschitz {method.name}"
+                f" (it applies to: {', '.join(owners(name))})"
+            )
     if cfg.reg_every != 1 and not method.penalty_at:
-        raise ConfigError(f"--reg-every {cfg.reg_every}: lazy regularisation needs a penalty, and"
-                          f" --lipschitz {method.name} has none")
+        raise ConfigError(
+            f"--reg-every {cfg.reg_every}: lazy regularisation needs a penalty, and --lipschitz {method.name} has none"
+        )
     if method.penalty_at:
         at = cfg.penalty_at or method.penalty_at[0]
         if at not in method.penalty_at:
-            raise ConfigError(f"--penalty-at {at} is not available for --lipschitz {method.name}"
-                              f" (allowed: {', '.join(method.penalty_at)})")
+            raise ConfigError(
+                f"--penalty-at {at} is not available for --lipschitz {method.name}"
+                f" (allowed: {', '.join(method.penalty_at)})"
+            )
         cfg = cfg.replace(penalty_at=at)
     recipe = method.recipe_for(cfg.data)
     changes: dict[str, Any] = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(cfg, k) is None}
@@ -166,17 +254,21 @@ def describe_default(name: str) -> str:
     per method and kind of data where the recipe decides ("gp 10 (2-D data: 0.1), ...")."""
     special = {
         "arch": f"{POINTS_MODEL['arch']} on 2-D data, {IMAGE_ARCH} on images",
-        "width": (f"{POINTS_MODEL['width']} for the 2-D MLP; "
-                  + ", ".join(f"{arch} {w}" for arch, w in IMAGE_WIDTH.items())),
+        "width": (
+            f"{POINTS_MODEL['width']} for the 2-D MLP; " + ", ".join(f"{arch} {w}" for arch, w in IMAGE_WIDTH.items())
+        ),
         "z_dim": f"{POINTS_MODEL['z_dim']} on 2-D data, {IMAGE_Z_DIM} on images",
         "image_size": f"{SHAPES_IMAGE_SIZE} for shapes, {FOLDER_IMAGE_SIZE} for folders, an array's own",
         "channels": "the source's",
         "decay_steps": "--steps",
-        "one_sided": ", ".join(f"{m.name} {'one' if m.fixed['one_sided'] else 'two'}-sided"
-                               for m in _METHODS if "one_sided" in m.fixed),
-        "penalty_at": ", ".join(f"{m.name} {m.penalty_at[0]}"
-                                + (f" (or {', '.join(m.penalty_at[1:])})" if len(m.penalty_at) > 1 else "")
-                                for m in _METHODS if m.penalty_at),
+        "one_sided": ", ".join(
+            f"{m.name} {'one' if m.fixed['one_sided'] else 'two'}-sided" for m in _METHODS if "one_sided" in m.fixed
+        ),
+        "penalty_at": ", ".join(
+            f"{m.name} {m.penalty_at[0]}" + (f" (or {', '.join(m.penalty_at[1:])})" if len(m.penalty_at) > 1 else "")
+            for m in _METHODS
+            if m.penalty_at
+        ),
     }
     if name in special:
         return special[name]

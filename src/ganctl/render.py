@@ -29,8 +29,12 @@ def field_image(values: np.ndarray) -> np.ndarray:
     """A critic value grid (H, W), row 0 at the top, as RGB with iso-lines. The critic is
     only defined up to a constant, so values are centred on their median."""
     finite = values[np.isfinite(values)]  # a diverged critic can return inf or nan
-    values = np.nan_to_num(values, nan=float(np.median(finite)) if finite.size else 0.0,
-                           posinf=float(finite.max()) if finite.size else 0.0, neginf=float(finite.min()) if finite.size else 0.0)
+    values = np.nan_to_num(
+        values,
+        nan=float(np.median(finite)) if finite.size else 0.0,
+        posinf=float(finite.max()) if finite.size else 0.0,
+        neginf=float(finite.min()) if finite.size else 0.0,
+    )
     centred = values - np.median(values)
     scale = np.percentile(np.abs(centred), 99) or 1.0
     rgb = _diverging(centred / scale)
@@ -56,7 +60,9 @@ def scatter_over_field(
     (H, W) over that extent, y upwards."""
     xmin, xmax, ymin, ymax = extent
     if field is not None:
-        smooth = Image.fromarray(np.ascontiguousarray(np.flipud(field), dtype=np.float32)).resize((size, size), Image.BILINEAR)
+        smooth = Image.fromarray(np.ascontiguousarray(np.flipud(field), dtype=np.float32)).resize(
+            (size, size), Image.BILINEAR
+        )
         canvas = Image.fromarray(field_image(np.asarray(smooth, dtype=np.float64)), "RGB")
     else:
         canvas = Image.new("RGB", (size, size), (250, 250, 250))
@@ -112,8 +118,9 @@ def save_image(path: Path, image: Image.Image) -> None:
 SET_COLOURS = {"real": (230, 120, 0), "fake": (0, 140, 60), "interp": (40, 80, 200), "real+noise": (150, 60, 160)}
 
 
-def histograms(path: Path | None, values: dict[str, np.ndarray], title: str, bins: int = 60,
-               size: tuple[int, int] = (640, 360)) -> Image.Image:
+def histograms(
+    path: Path | None, values: dict[str, np.ndarray], title: str, bins: int = 60, size: tuple[int, int] = (640, 360)
+) -> Image.Image:
     """Overlaid step histograms of non-negative values (gradient norms) per named set, with a
     vertical line at 1, drawn with pillow; written to `path` unless it is None, and returned."""
     w, h = size
@@ -156,8 +163,9 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
     return np.where(np.abs(ticks) < step * 1e-9, 0.0, ticks) + 0.0  # no "-0" label
 
 
-def quantile_trajectories(path: Path, runs: dict[str, dict[str, np.ndarray]], title: str,
-                          size: tuple[int, int] = (760, 400)) -> None:
+def quantile_trajectories(
+    path: Path, runs: dict[str, dict[str, np.ndarray]], title: str, size: tuple[int, int] = (760, 400)
+) -> None:
     """Gradient-norm quantiles against training step, one colour per run, on a log10 axis
     (clipped critics' norms vanish by orders of magnitude): the median as a thick line, the 5 %
     and 95 % quantiles thin, and a grey line at norm 1. Exact zeros (dead ReLU regions) sit on
@@ -183,7 +191,7 @@ def quantile_trajectories(path: Path, runs: dict[str, dict[str, np.ndarray]], ti
     decades = range(int(lo) + (1 if positive.size < values.size else 0), int(hi) + 1)
     label_every = max(1, len(decades) // 8)
     for i, e in enumerate(decades):
-        y = y_of(10.0 ** e)
+        y = y_of(10.0**e)
         draw.line([(left - 4, y), (left, y)], fill=(0, 0, 0))
         if i % label_every == 0 or e == 0:
             draw.text((6, y - 6), f"1e{e}", fill=(0, 0, 0))
@@ -208,8 +216,9 @@ def quantile_trajectories(path: Path, runs: dict[str, dict[str, np.ndarray]], ti
     save_image(path, canvas)
 
 
-def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, y_label: str = "",
-               size: tuple[int, int] = (720, 300)) -> Image.Image:
+def line_chart(
+    series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, y_label: str = "", size: tuple[int, int] = (720, 300)
+) -> Image.Image:
     """Lines of y against step on linear axes, one colour per named series, legend on the right."""
     w, h = size
     left, right, top, bottom = 70, 130, 30, 36

@@ -79,8 +79,11 @@ class RunFolder:
 
     def checkpoints(self) -> list[Path]:
         """The run's checkpoints in step order."""
-        found = [(int(m.group(1)), p) for p in (self.path / "checkpoints").glob(f"step-*{CHECKPOINT_SUFFIX}")
-                 if (m := _CHECKPOINT_NAME.search(p.name))]
+        found = [
+            (int(m.group(1)), p)
+            for p in (self.path / "checkpoints").glob(f"step-*{CHECKPOINT_SUFFIX}")
+            if (m := _CHECKPOINT_NAME.search(p.name))
+        ]
         return [p for _, p in sorted(found)]
 
     def prepare(self, resuming: bool, overwrite: bool) -> None:
@@ -91,8 +94,10 @@ class RunFolder:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: exists and is not a folder")
         if not resuming and self.checkpoints() and not overwrite:
-            raise ConfigError(f"--out {out}: already holds a run's checkpoints; resume it with --resume {out},"
-                              " choose another --out, or pass --overwrite to start over")
+            raise ConfigError(
+                f"--out {out}: already holds a run's checkpoints; resume it with --resume {out},"
+                " choose another --out, or pass --overwrite to start over"
+            )
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".ganctl-write-test"
@@ -147,7 +152,9 @@ def find_checkpoint(path: str | Path) -> Path:
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
-            raise CheckpointError(f"{path}: a folder with no checkpoints (expected checkpoints/step-*{CHECKPOINT_SUFFIX})")
+            raise CheckpointError(
+                f"{path}: a folder with no checkpoints (expected checkpoints/step-*{CHECKPOINT_SUFFIX})"
+            )
         return found[-1]
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run directory")

@@ -1,11 +1,11 @@
 """Samples from a checkpoint's generator, and the files they are written to.
 
-    png          images: one grid; 2-D points: a scatter over the critic's value field
-    dir          images: a folder of PNGs, sample-00000.png ...
-    npy          the raw generator output, float32: (n, C, H, W) in [-1, 1] or (n, 2);
-                 with --interpolate K, (n, K, ...)
-    safetensors  the same tensor under the key "samples", with the checkpoint path, step and
-                 seed in the metadata
+png          images: one grid; 2-D points: a scatter over the critic's value field
+dir          images: a folder of PNGs, sample-00000.png ...
+npy          the raw generator output, float32: (n, C, H, W) in [-1, 1] or (n, 2);
+             with --interpolate K, (n, K, ...)
+safetensors  the same tensor under the key "samples", with the checkpoint path, step and
+             seed in the metadata
 """
 
 from __future__ import annotations
@@ -115,13 +115,13 @@ def write_samples(
             metadata = {k: json.dumps(v) for k, v in meta.items()}
             write_atomic(out, lambda tmp: save_file({"samples": tensor}, str(tmp), metadata=metadata))
         elif fmt == "dir":
-            flat = array.reshape(-1, *array.shape[(2 if strips else 1):])
+            flat = array.reshape(-1, *array.shape[(2 if strips else 1) :])
             for path, image in zip(targets, flat):
                 save_image(path, image_grid(image[None], columns=1, pad=0))
         elif points:
             _draw_points(out, nets, torch.from_numpy(array.reshape(-1, 2)), meta)
         else:
-            flat = array.reshape(-1, *array.shape[(2 if strips else 1):])
+            flat = array.reshape(-1, *array.shape[(2 if strips else 1) :])
             columns = array.shape[1] if strips else int(math.ceil(math.sqrt(len(flat))))
             save_image(out, image_grid(flat, columns=columns))
     except OSError as exc:

@@ -6,12 +6,14 @@ way (`ganctl.runfolder`), evaluated (`ganctl.evaluation`) and checkpointed. Prog
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ganctl import checkpoint, distributed, interrupts
 from ganctl.config import TrainConfig
-from ganctl.engine import Trainer, resume as resume_trainer
+from ganctl.engine import Trainer
+from ganctl.engine import resume as resume_trainer
 from ganctl.errors import ConfigError, Interrupted, NonFinite, TrainingFailed
 from ganctl.evaluation import Evaluator
 from ganctl.runfolder import MetricsLog, RunFolder, find_checkpoint
@@ -54,8 +56,14 @@ def train(
             distributed.shutdown()
 
 
-def _train(config: TrainConfig | None, out: Path, resume: str | Path | None, overrides: dict[str, Any] | None,
-           overwrite: bool, on_event: EventHandler | None) -> dict[str, Any]:
+def _train(
+    config: TrainConfig | None,
+    out: Path,
+    resume: str | Path | None,
+    overrides: dict[str, Any] | None,
+    overwrite: bool,
+    on_event: EventHandler | None,
+) -> dict[str, Any]:
     world = distributed.current()
     emit = (on_event if world.main else None) or (lambda kind, payload: None)
     if resume is not None:
@@ -83,8 +91,17 @@ def _train(config: TrainConfig | None, out: Path, resume: str | Path | None, ove
     first_step = trainer.step
     for note in trainer.notes:
         emit("warning", {"message": note})
-    emit("start", {"config": cfg.to_dict(), "device": str(trainer.device), "step": first_step, "out": str(out),
-                   "exact_resume": trainer.exact_resume, "world_size": world.size})
+    emit(
+        "start",
+        {
+            "config": cfg.to_dict(),
+            "device": str(trainer.device),
+            "step": first_step,
+            "out": str(out),
+            "exact_resume": trainer.exact_resume,
+            "world_size": world.size,
+        },
+    )
 
     def save_checkpoint(step: int) -> Path | None:  # a collective: every rank's stream is kept
         states = distributed.gather_states(trainer.rng.get_state(), world, trainer.device)
@@ -93,13 +110,32 @@ def _train(config: TrainConfig | None, out: Path, resume: str | Path | None, ove
         return checkpoint.save(trainer, folder.checkpoint_path(step), states if world.active else None)
 
     with interrupts.guard() as stop:
-        return _loop(trainer, folder, world, main, emit, save_checkpoint, stop, first_step,
-                     log if main else None, evaluator if main else None)
+        return _loop(
+            trainer,
+            folder,
+            world,
+            main,
+            emit,
+            save_checkpoint,
+            stop,
+            first_step,
+            log if main else None,
+            evaluator if main else None,
+        )
 
 
-def _loop(trainer: Trainer, folder: RunFolder, world: Any, main: bool, emit: EventHandler,
-          save_checkpoint: Callable[[int], Path | None], stop: interrupts.Guard, first_step: int,
-          log: MetricsLog | None, evaluator: Evaluator | None) -> dict[str, Any]:
+def _loop(
+    trainer: Trainer,
+    folder: RunFolder,
+    world: Any,
+    main: bool,
+    emit: EventHandler,
+    save_checkpoint: Callable[[int], Path | None],
+    stop: interrupts.Guard,
+    first_step: int,
+    log: MetricsLog | None,
+    evaluator: Evaluator | None,
+) -> dict[str, Any]:
     cfg = trainer.cfg
     started = time.perf_counter()
     last_ckpt, saved_at = None, None
@@ -112,13 +148,23 @@ def _loop(trainer: Trainer, folder: RunFolder, world: Any, main: bool, emit: Eve
             trainer.train_step()
         except NonFinite as exc:
             if cfg.on_nonfinite != "rollback" or last_good is None or rollbacks >= MAX_ROLLBACKS:
-                why = "" if cfg.on_nonfinite != "rollback" else (
-                    "; no checkpoint to roll back to" if last_good is None else f"; rolled back {rollbacks} times already")
-                raise TrainingFailed(f"{exc}{why}; last good checkpoint: {last_good or 'none'}"
-                                     " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)") from None
+                why = (
+                    ""
+                    if cfg.on_nonfinite != "rollback"
+                    else (
+                        "; no checkpoint to roll back to"
+                        if last_good is None
+                        else f"; rolled back {rollbacks} times already"
+                    )
+                )
+                raise TrainingFailed(
+                    f"{exc}{why}; last good checkpoint: {last_good or 'none'}"
+                    " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)"
+                ) from None
             rollbacks += 1
             trainer.roll_back(checkpoint.read_state(last_good)[0], rollbacks)
-            emit("warning", {"message": f"{exc}; rolled back to {last_good} with a fresh random stream ({rollbacks}/{MAX_ROLLBACKS})"})
+            message = f"{exc}; rolled back to {last_good} with a fresh random stream ({rollbacks}/{MAX_ROLLBACKS})"
+            emit("warning", {"message": message})
             continue
         step = trainer.step
         # A signal ends the run after this step, with a checkpoint (every rank must agree).
@@ -127,8 +173,11 @@ def _loop(trainer: Trainer, folder: RunFolder, world: Any, main: bool, emit: Eve
             if path is not None:
                 last_good = path
             signum = stop.signum or 15
-            raise Interrupted(f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
-                              f" continue with: ganctl train --resume {path}", signum)
+            raise Interrupted(
+                f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
+                f" continue with: ganctl train --resume {path}",
+                signum,
+            )
         if _due(step, cfg.ckpt_every):
             last_ckpt, saved_at = save_checkpoint(step), step
             last_good = folder.checkpoint_path(step)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,7 @@ from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.analysis.defaults import TOL as DEFAULT_TOL
 from ganctl.analysis.defaults import TRAJECTORY_N
 from ganctl.networks import Networks, eval_mode
+
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 VANISHING = 1e-3
 POWER_ITERATIONS = 50
@@ -55,15 +57,21 @@ def summarise(norms: Tensor, tol: float = DEFAULT_TOL) -> dict[str, float]:
     below 1e-3 (vanishing)."""
     x = norms.detach().double().cpu()
     q = torch.quantile(x, torch.tensor(QUANTILES, dtype=torch.float64))
-    stats = {"count": len(x), "mean": float(x.mean()), "std": float(x.std()) if len(x) > 1 else 0.0,
-             "min": float(x.min())}
+    stats = {
+        "count": len(x),
+        "mean": float(x.mean()),
+        "std": float(x.std()) if len(x) > 1 else 0.0,
+        "min": float(x.min()),
+    }
     stats.update({f"q{round(p * 100):02d}": float(v) for p, v in zip(QUANTILES, q)})
-    stats.update({
-        "max": float(x.max()),
-        "above": float((x > 1.0 + tol).double().mean()),
-        "below": float((x < 1.0 - tol).double().mean()),
-        "vanishing": float((x < VANISHING).double().mean()),
-    })
+    stats.update(
+        {
+            "max": float(x.max()),
+            "above": float((x > 1.0 + tol).double().mean()),
+            "below": float((x < 1.0 - tol).double().mean()),
+            "vanishing": float((x < VANISHING).double().mean()),
+        }
+    )
     return stats
 
 
@@ -108,8 +116,13 @@ class LayerBound:
     how: str
 
 
-def operator_norm(fn: Callable[[Tensor], Tensor], shape: tuple[int, ...], iterations: int = POWER_ITERATIONS,
-                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> float:
+def operator_norm(
+    fn: Callable[[Tensor], Tensor],
+    shape: tuple[int, ...],
+    iterations: int = POWER_ITERATIONS,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> float:
     """The operator norm of the affine map `fn` (bias removed: fn(x) - fn(0)) on inputs of
     `shape` (batch of one), by power iteration on A^T A."""
     zero = torch.zeros((1, *shape), device=device)
@@ -138,24 +151,34 @@ _UNIT = (nn.ReLU, nn.Tanh, nn.Identity, nn.Flatten, nn.Dropout)
 def _layer_bound(name: str, module: nn.Module, in_shape: tuple[int, ...], device: torch.device) -> LayerBound:
     kind = type(module).__name__
     if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
-        how = "power iteration on the layer's map" + (" (spectral-normalised weight)" if hasattr(module, "parametrizations") else "")
+        how = "power iteration on the layer's map" + (
+            " (spectral-normalised weight)" if hasattr(module, "parametrizations") else ""
+        )
         return LayerBound(name, kind, operator_norm(module, in_shape, device=device), how)
     if isinstance(module, (nn.AvgPool2d, nn.Upsample)):
-        return LayerBound(name, kind, operator_norm(module, in_shape, device=device), "power iteration on the layer's map")
+        return LayerBound(
+            name, kind, operator_norm(module, in_shape, device=device), "power iteration on the layer's map"
+        )
     if isinstance(module, nn.LeakyReLU):
         return LayerBound(name, kind, max(1.0, abs(module.negative_slope)), "max(1, |slope|)")
     if isinstance(module, _UNIT) or kind in ("Flatten", "Unflatten"):
         return LayerBound(name, kind, 1.0, "1-Lipschitz")
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         scale = (module.weight if module.affine else torch.ones_like(module.running_var)).abs()
-        return LayerBound(name, kind, float((scale / torch.sqrt(module.running_var + module.eps)).max()),
-                          "max |gamma| / sqrt(running var + eps) (eval mode)")
+        return LayerBound(
+            name,
+            kind,
+            float((scale / torch.sqrt(module.running_var + module.eps)).max()),
+            "max |gamma| / sqrt(running var + eps) (eval mode)",
+        )
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
         return LayerBound(name, kind, math.inf, "no global Lipschitz constant (normalisation by the input's own scale)")
     return LayerBound(name, kind, math.inf, "unknown layer: no bound")
 
 
-def upper_bound(critic: nn.Module, sample_shape: tuple[int, ...], device: torch.device | str = "cpu") -> tuple[float, list[LayerBound]]:
+def upper_bound(
+    critic: nn.Module, sample_shape: tuple[int, ...], device: torch.device | str = "cpu"
+) -> tuple[float, list[LayerBound]]:
     """The product of per-layer constants along the critic (branches of a residual block
     add), and the per-layer table."""
     device = torch.device(device)
@@ -217,7 +240,11 @@ def verdict(interp: dict[str, float], tol: float) -> tuple[str, str]:
     if interp["above"] > 0.05:
         return "violating", f"{interp['above']:.1%} of interpolates have norm above 1 + {tol}"
     if interp["below"] > 0.5:
-        return "under-using", f"{interp['below']:.1%} of interpolates have norm below 1 - {tol}: Lipschitz but far from the optimal critic's unit norm"
+        return (
+            "under-using",
+            f"{interp['below']:.1%} of interpolates have norm below 1 - {tol}: Lipschitz but far from the optimal "
+            f"critic's unit norm",
+        )
     return "within tolerance", f"{1 - interp['above'] - interp['below']:.1%} of interpolates within 1 +/- {tol}"
 
 
@@ -237,13 +264,23 @@ def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) 
     points = load_dataset(dataclasses.replace(nets.cfg, data=data)).sample(n, g, nets.device)
     expected = sample_shape(nets.cfg)
     if tuple(points.shape[1:]) != expected:
-        raise DataError(f"--data {data}: its points have shape {tuple(points.shape[1:])}, but this critic takes {expected}"
-                        f" (the checkpoint was trained on {nets.cfg.data})")
+        raise DataError(
+            f"--data {data}: its points have shape {tuple(points.shape[1:])}, but this critic takes {expected}"
+            f" (the checkpoint was trained on {nets.cfg.data})"
+        )
     return points
 
 
-def analyse(nets: Networks, n: int = DEFAULT_N, seed: int = 0, tol: float = DEFAULT_TOL, raw: bool = False,
-            noise_std: float | None = None, real: Tensor | None = None, bounds: bool = True) -> dict[str, Any]:
+def analyse(
+    nets: Networks,
+    n: int = DEFAULT_N,
+    seed: int = 0,
+    tol: float = DEFAULT_TOL,
+    raw: bool = False,
+    noise_std: float | None = None,
+    real: Tensor | None = None,
+    bounds: bool = True,
+) -> dict[str, Any]:
     """The full report for a checkpoint's networks (`ganctl.load`) or a trainer: per point set
     statistics, bounds, alignment, verdict, and the time it took."""
     started = time.perf_counter()
@@ -259,8 +296,14 @@ def analyse(nets: Networks, n: int = DEFAULT_N, seed: int = 0, tol: float = DEFA
     sets = {"real": real, "fake": fake, "interp": x_hat}
     if noise_std:
         sets["real+noise"] = real + noise_std * torch.randn(real.shape, generator=g, device=device)
-    report: dict[str, Any] = {"n": n, "seed": seed, "tol": tol, "generator": "raw" if raw or nets.ema is None else "ema",
-                              "step": nets.step, "sets": {}}
+    report: dict[str, Any] = {
+        "n": n,
+        "seed": seed,
+        "tol": tol,
+        "generator": "raw" if raw or nets.ema is None else "ema",
+        "step": nets.step,
+        "sets": {},
+    }
     largest = 0.0
     norms_by_set, values_by_set = {}, {}
     for name, x in sets.items():
@@ -272,17 +315,25 @@ def analyse(nets: Networks, n: int = DEFAULT_N, seed: int = 0, tol: float = DEFA
     report["wasserstein"] = float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean())
     k = min(n, ALIGNMENT_PAIRS)
     cos = alignment(nets.critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
-    report["alignment"] = {"pairs": k, "coupling": "optimal", "mean": float(cos.mean()),
-                           **{f"q{round(p * 100):02d}": float(v) for p, v in
-                              zip(QUANTILES, torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64)))}}
+    report["alignment"] = {
+        "pairs": k,
+        "coupling": "optimal",
+        "mean": float(cos.mean()),
+        **{
+            f"q{round(p * 100):02d}": float(v)
+            for p, v in zip(QUANTILES, torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64)))
+        },
+    }
     pair_bound = empirical_lower_bound(nets.critic, real, fake)
     lower = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
     report["lower_bound"] = lower
     if bounds:
         total, table = upper_bound(nets.critic, tuple(real.shape[1:]), device)
-        report["upper_bound"] = {"value": total if math.isfinite(total) else None,
-                                 "method": "product of per-layer operator norms; convolutions by power iteration on the layer's map",
-                                 "layers": [vars(e) | {"bound": e.bound if math.isfinite(e.bound) else None} for e in table]}
+        report["upper_bound"] = {
+            "value": total if math.isfinite(total) else None,
+            "method": "product of per-layer operator norms; convolutions by power iteration on the layer's map",
+            "layers": [vars(e) | {"bound": e.bound if math.isfinite(e.bound) else None} for e in table],
+        }
     word, why = verdict(report["sets"]["interp"], tol)
     report["verdict"] = {"status": word, "detail": why}
     report["seconds"] = round(time.perf_counter() - started, 3)
@@ -290,8 +341,16 @@ def analyse(nets: Networks, n: int = DEFAULT_N, seed: int = 0, tol: float = DEFA
     return report
 
 
-def trajectory(run: Path, n: int = TRAJECTORY_N, seed: int = 0, tol: float = DEFAULT_TOL, raw: bool = False,
-               device: str = "cpu", data: str | None = None, noise_std: float | None = None) -> list[dict[str, Any]]:
+def trajectory(
+    run: Path,
+    n: int = TRAJECTORY_N,
+    seed: int = 0,
+    tol: float = DEFAULT_TOL,
+    raw: bool = False,
+    device: str = "cpu",
+    data: str | None = None,
+    noise_std: float | None = None,
+) -> list[dict[str, Any]]:
     """`analyse` at every checkpoint of a run (a run folder, or one checkpoint file), in step
     order, on the same real points, latents and interpolation coefficients throughout. Each
     row keeps the upper bound's value, not its per-layer table."""

@@ -24,7 +24,11 @@ app = typer.Typer(
 app.command(name="train")(train)
 app.command(name="sample")(sample)
 app.command(name="gradnorm")(gradnorm)
-app.command(name="compare", options_metavar="[OPTIONS] [RUN_OR_CKPT]... [TRAIN OPTIONS]", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(compare)
+app.command(
+    name="compare",
+    options_metavar="[OPTIONS] [RUN_OR_CKPT]... [TRAIN OPTIONS]",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)(compare)
 
 
 def _version(value: bool) -> None:
@@ -35,7 +39,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Train Wasserstein GANs and check whether the critic is really Lipschitz."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -26,8 +26,13 @@ class CompareProgress:
     def __call__(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "job":
             what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[payload["state"]]
-            stderr.print(f"[{payload['index'] + 1}/{payload['total']}] {payload['method']} seed {payload['seed']}: {what}"
-                         f" ({payload['run_dir']})", markup=False, highlight=False, soft_wrap=True)
+            stderr.print(
+                f"[{payload['index'] + 1}/{payload['total']}] {payload['method']} seed {payload['seed']}: {what}"
+                f" ({payload['run_dir']})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
             return
         if kind == "start":
             self.inner = TrainProgress().__enter__()
@@ -81,18 +86,37 @@ def _table(result: dict[str, Any]) -> None:
 @handle_errors
 def compare(
     ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Option("--data", help=f"Data for every run, as for train (default: {default('data')}).", show_default=False)] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help=f"Data for every run, as for train (default: {default('data')}).", show_default=False
+        ),
+    ] = None,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated Lipschitz methods.")] = DEFAULT_METHODS,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per method: --seed, --seed + 1, ...")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = 0,
-    steps: Annotated[Optional[int], typer.Option("--steps", help=f"Generator iterations for every run (default: {default('steps')}).", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the runs and the results (default: runs/compare-DATA).", show_default=False)] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps", help=f"Generator iterations for every run (default: {default('steps')}).", show_default=False
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Folder for the runs and the results (default: runs/compare-DATA).", show_default=False
+        ),
+    ] = None,
     device: Device = None,
     json_output: Json = False,
 ) -> None:
-    """Train each method with the same data, seeds and budget, then evaluate every run the same way. Or compare existing RUN_OR_CKPT... without training.
+    """Train each method with the same data, seeds and budget, then evaluate every run the same
+    way. Or compare existing RUN_OR_CKPT... without training.
 
-    Any other setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided, or --config FILE) applies to every run. Finished runs under --out are not trained again; unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json, compare.csv, panel.png and curves.png to --out.
+    Any other setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided,
+    or --config FILE) applies to every run. Finished runs under --out are not trained again;
+    unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json,
+    compare.csv, panel.png and curves.png to --out.
     """
     from ganctl.cli.train import parse_train_options
     from ganctl.compare import compare as run_compare
@@ -116,12 +140,17 @@ def compare(
         name = Path(base.get("data", default("data"))).stem or "data"
         out = out or Path("runs") / f"compare-{name}"
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
-        result = run_compare(base, method_list, list(range(seed, seed + seeds)), out, device=device_name,
-                             on_event=CompareProgress())
+        result = run_compare(
+            base, method_list, list(range(seed, seed + seeds)), out, device=device_name, on_event=CompareProgress()
+        )
     if json_output:
         print_json(result)
     else:
         _table(result)
         if out is not None:
-            stderr.print(f"results: {out / 'compare.json'}, {out / 'compare.csv'}, {out / 'panel.png'}, {out / 'curves.png'}",
-                         markup=False, highlight=False, soft_wrap=True)
+            stderr.print(
+                f"results: {out / 'compare.json'}, {out / 'compare.csv'}, {out / 'panel.png'}, {out / 'curves.png'}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )

@@ -9,29 +9,35 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from ganctl.cli.options import DEVICE_HELP, Json
 from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.analysis.defaults import TOL as DEFAULT_TOL
 from ganctl.analysis.defaults import TRAJECTORY_N
+from ganctl.cli.options import DEVICE_HELP, Json
 from ganctl.cli.output import EXIT_CHECK_FAILED, handle_errors, print_json, stderr
 
 
-def check_thresholds(report: dict[str, Any], max_violation: float | None, max_norm: float | None,
-                     min_norm: float | None) -> list[str]:
+def check_thresholds(
+    report: dict[str, Any], max_violation: float | None, max_norm: float | None, min_norm: float | None
+) -> list[str]:
     """The broken thresholds, each as a sentence with the numbers."""
     interp = report["sets"]["interp"]
     broken = []
     if max_violation is not None and interp["above"] > max_violation:
-        broken.append(f"violation share {interp['above']:.4f} > --max-violation {max_violation} (by {interp['above'] - max_violation:.4f})")
+        broken.append(
+            f"violation share {interp['above']:.4f} > --max-violation {max_violation} (by "
+            f"{interp['above'] - max_violation:.4f})"
+        )
     largest = max(s["max"] for s in report["sets"].values())
     if max_norm is not None and largest > max_norm:
         broken.append(f"largest gradient norm {largest:.4f} > --max-norm {max_norm} (by {largest - max_norm:.4f})")
     if min_norm is not None and interp["mean"] < min_norm:
-        broken.append(f"mean interpolate norm {interp['mean']:.4f} < --min-norm {min_norm} (by {min_norm - interp['mean']:.4f})")
+        broken.append(
+            f"mean interpolate norm {interp['mean']:.4f} < --min-norm {min_norm} (by {min_norm - interp['mean']:.4f})"
+        )
     return broken
 
 
@@ -66,25 +72,76 @@ def _histogram(norms: Any, width: int = 40, bins: int = 12) -> list[str]:
 
 @handle_errors
 def gradnorm(
-    paths: Annotated[list[Path], typer.Argument(
-        help="A checkpoint file (one report), or run folders / checkpoints whose every checkpoint is measured (a trajectory over steps).",
-        show_default=False, metavar="CKPT_OR_RUN")],
-    n: Annotated[Optional[int], typer.Option("--n", help=f"Points per set (default: {DEFAULT_N} for one checkpoint, {TRAJECTORY_N} per checkpoint of a trajectory).", show_default=False)] = None,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A checkpoint file (one report), or run folders / checkpoints whose every checkpoint is measured (a "
+            "trajectory over steps).",
+            show_default=False,
+            metavar="CKPT_OR_RUN",
+        ),
+    ],
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "--n",
+            help=f"Points per set (default: {DEFAULT_N} for one checkpoint, {TRAJECTORY_N} per checkpoint of a "
+            f"trajectory).",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data, latents and interpolation.")] = 0,
-    tol: Annotated[float, typer.Option("--tol", help="Norms above 1 + tol are violations, below 1 - tol under-use.")] = DEFAULT_TOL,
-    raw: Annotated[bool, typer.Option("--raw", help="Generated points from the raw generator instead of the EMA one.")] = False,
-    data: Annotated[Optional[str], typer.Option("--data", help="Real points from this data (a built-in set, folder or array) instead of the checkpoint's.", show_default=False)] = None,
-    noise: Annotated[Optional[float], typer.Option("--noise", help="Also measure at real points plus N(0, noise^2) noise.", show_default=False)] = None,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Draw the overlaid histograms (one checkpoint) or the quantiles against step (a trajectory) to this PNG.", show_default=False)] = None,
-    max_violation: Annotated[Optional[float], typer.Option("--max-violation", help="Fail (exit 1) when the interpolates' violation share exceeds this.", show_default=False)] = None,
-    max_norm: Annotated[Optional[float], typer.Option("--max-norm", help="Fail when any measured norm exceeds this.", show_default=False)] = None,
-    min_norm: Annotated[Optional[float], typer.Option("--min-norm", help="Fail when the interpolates' mean norm is below this.", show_default=False)] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help=f"{DEVICE_HELP} (default: cpu)", show_default=False)] = None,
+    tol: Annotated[
+        float, typer.Option("--tol", help="Norms above 1 + tol are violations, below 1 - tol under-use.")
+    ] = DEFAULT_TOL,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Generated points from the raw generator instead of the EMA one.")
+    ] = False,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Real points from this data (a built-in set, folder or array) instead of the checkpoint's.",
+            show_default=False,
+        ),
+    ] = None,
+    noise: Annotated[
+        float | None,
+        typer.Option("--noise", help="Also measure at real points plus N(0, noise^2) noise.", show_default=False),
+    ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option(
+            "--png",
+            help="Draw the overlaid histograms (one checkpoint) or the quantiles against step (a trajectory) to this "
+            "PNG.",
+            show_default=False,
+        ),
+    ] = None,
+    max_violation: Annotated[
+        float | None,
+        typer.Option(
+            "--max-violation",
+            help="Fail (exit 1) when the interpolates' violation share exceeds this.",
+            show_default=False,
+        ),
+    ] = None,
+    max_norm: Annotated[
+        float | None, typer.Option("--max-norm", help="Fail when any measured norm exceeds this.", show_default=False)
+    ] = None,
+    min_norm: Annotated[
+        float | None,
+        typer.Option("--min-norm", help="Fail when the interpolates' mean norm is below this.", show_default=False),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help=f"{DEVICE_HELP} (default: cpu)", show_default=False)
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Measure the critic's input-gradient norm on real, generated and interpolated points.
 
-    Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input. For a trajectory the thresholds apply to each run's last checkpoint.
+    Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input. For a trajectory
+    the thresholds apply to each run's last checkpoint.
     """
     from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
@@ -104,10 +161,19 @@ def gradnorm(
 
 
 def _thresholds(reports: dict[str, dict[str, Any]], limits: tuple) -> dict[str, Any]:
-    broken = [f"{name}: {line}" if name else line for name, report in reports.items()
-              for line in check_thresholds(report, *limits)]
+    broken = [
+        f"{name}: {line}" if name else line
+        for name, report in reports.items()
+        for line in check_thresholds(report, *limits)
+    ]
     max_violation, max_norm, min_norm = limits
-    return {"max_violation": max_violation, "max_norm": max_norm, "min_norm": min_norm, "broken": broken, "passed": not broken}
+    return {
+        "max_violation": max_violation,
+        "max_norm": max_norm,
+        "min_norm": min_norm,
+        "broken": broken,
+        "passed": not broken,
+    }
 
 
 def _finish(thresholds: dict[str, Any]) -> None:
@@ -117,8 +183,19 @@ def _finish(thresholds: dict[str, Any]) -> None:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def _one(path: Path, n: int, seed: int, tol: float, raw: bool, data: str | None, noise: float | None,
-         png: Path | None, limits: tuple, device: str, json_output: bool) -> None:
+def _one(
+    path: Path,
+    n: int,
+    seed: int,
+    tol: float,
+    raw: bool,
+    data: str | None,
+    noise: float | None,
+    png: Path | None,
+    limits: tuple,
+    device: str,
+    json_output: bool,
+) -> None:
     from ganctl.analysis.gradnorm import analyse, real_points
     from ganctl.checkpoint import load
 
@@ -140,53 +217,105 @@ def _one(path: Path, n: int, seed: int, tol: float, raw: bool, data: str | None,
         for line in _histogram(norms["interp"]):
             stderr.print(f"interp {line}", markup=False, highlight=False)
         lb, ub = report["lower_bound"], report["upper_bound"]
-        stderr.print(f"Lipschitz lower bound {lb['value']:.4g} (pairs {lb['pairs']:.4g}, largest norm {lb['max_grad_norm']:.4g});"
-                     f" upper bound {ub['value'] if ub['value'] is None else format(ub['value'], '.4g')} ({ub['method']})",
-                     markup=False, highlight=False, soft_wrap=True)
+        stderr.print(
+            f"Lipschitz lower bound {lb['value']:.4g} (pairs {lb['pairs']:.4g}, largest norm "
+            f"{lb['max_grad_norm']:.4g});"
+            f" upper bound {ub['value'] if ub['value'] is None else format(ub['value'], '.4g')} ({ub['method']})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         al = report["alignment"]
-        stderr.print(f"alignment cos(grad D(x_hat), x_real - x_fake) on {al['pairs']} optimally coupled pairs:"
-                     f" mean {al['mean']:.3f}, median {al['q50']:.3f} (1 at the optimal critic)",
-                     markup=False, highlight=False)
+        stderr.print(
+            f"alignment cos(grad D(x_hat), x_real - x_fake) on {al['pairs']} optimally coupled pairs:"
+            f" mean {al['mean']:.3f}, median {al['q50']:.3f} (1 at the optimal critic)",
+            markup=False,
+            highlight=False,
+        )
         v = report["verdict"]
         stderr.print(f"verdict: {v['status']}: {v['detail']}", markup=False, highlight=False, soft_wrap=True)
     _finish(report["thresholds"])
 
 
-TRAJECTORY_COLUMNS = (("step", "step"), ("interp mean", "mean"), ("q05", "q05"), ("q50", "q50"), ("q95", "q95"),
-                      ("above", "above"), ("vanishing", "vanishing"), ("align", None), ("lower", None), ("verdict", None))
+TRAJECTORY_COLUMNS = (
+    ("step", "step"),
+    ("interp mean", "mean"),
+    ("q05", "q05"),
+    ("q50", "q50"),
+    ("q95", "q95"),
+    ("above", "above"),
+    ("vanishing", "vanishing"),
+    ("align", None),
+    ("lower", None),
+    ("verdict", None),
+)
 
 
 def _row(report: dict[str, Any]) -> list[str]:
     s = report["sets"]["interp"]
-    return [str(report["step"]), *(f"{s[k]:.4g}" for k in ("mean", "q05", "q50", "q95")),
-            f"{s['above']:.1%}", f"{s['vanishing']:.1%}", f"{report['alignment']['mean']:.3f}",
-            f"{report['lower_bound']['value']:.4g}", report["verdict"]["status"]]
+    return [
+        str(report["step"]),
+        *(f"{s[k]:.4g}" for k in ("mean", "q05", "q50", "q95")),
+        f"{s['above']:.1%}",
+        f"{s['vanishing']:.1%}",
+        f"{report['alignment']['mean']:.3f}",
+        f"{report['lower_bound']['value']:.4g}",
+        report["verdict"]["status"],
+    ]
 
 
-def _trajectories(paths: list[Path], n: int, seed: int, tol: float, raw: bool, data: str | None, noise: float | None,
-                  png: Path | None, limits: tuple, device: str, json_output: bool) -> None:
+def _trajectories(
+    paths: list[Path],
+    n: int,
+    seed: int,
+    tol: float,
+    raw: bool,
+    data: str | None,
+    noise: float | None,
+    png: Path | None,
+    limits: tuple,
+    device: str,
+    json_output: bool,
+) -> None:
     import time
 
     from ganctl.analysis.gradnorm import trajectory
 
     started = time.perf_counter()
     names = _names(paths)
-    runs = {name: trajectory(path, n=n, seed=seed, tol=tol, raw=raw, device=device, data=data, noise_std=noise)
-            for name, path in zip(names, paths)}
+    runs = {
+        name: trajectory(path, n=n, seed=seed, tol=tol, raw=raw, device=device, data=data, noise_std=noise)
+        for name, path in zip(names, paths)
+    }
     thresholds = _thresholds({name: rows[-1] for name, rows in runs.items()}, limits)
     if png is not None:
         import numpy as np
 
         from ganctl.render import quantile_trajectories
 
-        series = {name: {"step": np.array([r["step"] for r in rows]),
-                         **{q: np.array([r["sets"]["interp"][q] for r in rows]) for q in ("q05", "q50", "q95")}}
-                  for name, rows in runs.items()}
-        quantile_trajectories(png, series, "||grad D(x_hat)|| at interpolates, by step: median (thick), q05 and q95 (thin)")
+        series = {
+            name: {
+                "step": np.array([r["step"] for r in rows]),
+                **{q: np.array([r["sets"]["interp"][q] for r in rows]) for q in ("q05", "q50", "q95")},
+            }
+            for name, rows in runs.items()
+        }
+        quantile_trajectories(
+            png, series, "||grad D(x_hat)|| at interpolates, by step: median (thick), q05 and q95 (thin)"
+        )
     if json_output:
-        print_json({"runs": [{"run": str(path), "name": name, "checkpoints": runs[name]} for name, path in zip(names, paths)],
-                    "n": n, "seed": seed, "tol": tol, "thresholds": thresholds,
-                    "seconds": round(time.perf_counter() - started, 3)})
+        print_json(
+            {
+                "runs": [
+                    {"run": str(path), "name": name, "checkpoints": runs[name]} for name, path in zip(names, paths)
+                ],
+                "n": n,
+                "seed": seed,
+                "tol": tol,
+                "thresholds": thresholds,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
     elif stderr.is_terminal:
         from rich.table import Table
 

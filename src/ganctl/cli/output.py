@@ -7,7 +7,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,7 +24,11 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}" if stderr.is_terminal else f"error: {message}", markup=stderr.is_terminal, soft_wrap=True)
+    stderr.print(
+        f"[bold red]error:[/] {message}" if stderr.is_terminal else f"error: {message}",
+        markup=stderr.is_terminal,
+        soft_wrap=True,
+    )
     return typer.Exit(code)
 
 
@@ -59,10 +64,20 @@ def _fmt(value: Any) -> str:
 
 
 # Short labels for the live line, in display order.
-_LIVE = (("loss_d", "loss_D"), ("wasserstein", "W"), ("penalty", "pen"), ("grad_norm", "|grad|"),
-         ("eval/modes", "modes"), ("eval/modes_hit", "hit"), ("eval/hq_share", "hq"),
-         ("eval/valid_share", "valid"), ("eval/w1", "W1"), ("eval/gradnorm_mean", "|grad x_hat|"),
-         ("eval/violation_share", "viol"), ("amp_skipped", "amp_skip"))
+_LIVE = (
+    ("loss_d", "loss_D"),
+    ("wasserstein", "W"),
+    ("penalty", "pen"),
+    ("grad_norm", "|grad|"),
+    ("eval/modes", "modes"),
+    ("eval/modes_hit", "hit"),
+    ("eval/hq_share", "hq"),
+    ("eval/valid_share", "valid"),
+    ("eval/w1", "W1"),
+    ("eval/gradnorm_mean", "|grad x_hat|"),
+    ("eval/violation_share", "viol"),
+    ("amp_skipped", "amp_skip"),
+)
 
 
 def metrics_line(record: dict[str, Any]) -> str:
@@ -81,9 +96,15 @@ class TrainProgress:
     def __enter__(self) -> TrainProgress:
         if self.live:
             self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
-                console=stderr, transient=False,
+                TextColumn("[bold]train"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                console=stderr,
+                transient=False,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=None, metrics="")
@@ -99,7 +120,10 @@ class TrainProgress:
             where = f"resuming at step {payload['step']}" if payload["step"] else "starting"
             self.message(f"{where} on {payload['device']} -> {payload['out']}")
             if not payload["exact_resume"]:
-                self.message("note: the checkpoint's random stream came from another device type; the run continues but is not bitwise identical to an uninterrupted one")
+                self.message(
+                    "note: the checkpoint's random stream came from another device type; the run continues but is "
+                    "not bitwise identical to an uninterrupted one"
+                )
             if self.progress is not None:
                 self.progress.update(self.task, total=self.total, completed=payload["step"])
         elif kind == "step" and self.progress is not None:

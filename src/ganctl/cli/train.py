@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -26,8 +26,9 @@ _SCHEDULE = "Schedule (in generator steps; 0 disables)"
 
 def _opt(*names: str, help: str, field: str, panel: str | None = None) -> typer.models.OptionInfo:
     """An option whose help ends with the default that `ganctl.recipes.resolve` applies."""
-    return typer.Option(*names, help=f"{help} (default: {describe_default(field)})", rich_help_panel=panel,
-                        show_default=False)
+    return typer.Option(
+        *names, help=f"{help} (default: {describe_default(field)})", rich_help_panel=panel, show_default=False
+    )
 
 
 _DATA = " | ".join((*POINT_DATA, "shapes"))
@@ -35,49 +36,198 @@ _DATA = " | ".join((*POINT_DATA, "shapes"))
 
 @handle_errors
 def train(
-    data: Annotated[Optional[str], _opt("--data", help=f"{_DATA}, a folder of images, or FILE.npy/.npz.", field="data")] = None,
-    image_size: Annotated[Optional[int], _opt("--image-size", help="Images: side in pixels, resized and centre-cropped.", field="image_size")] = None,
-    channels: Annotated[Optional[int], _opt("--channels", help="Images: 1 (grayscale) or 3 (RGB).", field="channels")] = None,
-    hflip: Annotated[Optional[bool], _opt("--hflip/--no-hflip", help="Images: random horizontal flips.", field="hflip")] = None,
-    lipschitz: Annotated[Optional[str], _opt("--lipschitz", help=" | ".join(available_methods()) + ".", field="lipschitz", panel=_METHOD)] = None,
-    clip: Annotated[Optional[float], _opt("--clip", help="clip: weight bound c.", field="clip", panel=_METHOD)] = None,
-    penalty_weight: Annotated[Optional[float], _opt("--lambda", "--gamma", help="gp, zgp: lambda; r1, r2: gamma (penalty gamma/2 E||grad||^2).", field="penalty_weight", panel=_METHOD)] = None,
-    gp_target: Annotated[Optional[float], _opt("--gp-target", help="gp: target norm k.", field="gp_target", panel=_METHOD)] = None,
-    one_sided: Annotated[Optional[bool], _opt("--one-sided/--two-sided", help="gp: penalise only norms above k (WGAN-LP).", field="one_sided", panel=_METHOD)] = None,
-    penalty_at: Annotated[Optional[str], _opt("--penalty-at", help="Where the penalty looks: interp | real | fake | real+fake.", field="penalty_at", panel=_METHOD)] = None,
-    reg_every: Annotated[Optional[int], _opt("--reg-every", help="Apply the penalty every N critic steps with weight N (lazy regularisation).", field="reg_every", panel=_METHOD)] = None,
-    loss: Annotated[Optional[str], _opt("--loss", help=" | ".join(choices("loss")) + ".", field="loss", panel=_OPTIM)] = None,
-    optimizer: Annotated[Optional[str], _opt("--optimizer", help=" | ".join(choices("optimizer")) + ".", field="optimizer", panel=_OPTIM)] = None,
-    lr_g: Annotated[Optional[float], _opt("--lr-g", help="Generator learning rate.", field="lr_g", panel=_OPTIM)] = None,
-    lr_d: Annotated[Optional[float], _opt("--lr-d", help="Critic learning rate.", field="lr_d", panel=_OPTIM)] = None,
-    beta1: Annotated[Optional[float], _opt("--beta1", help="Adam beta1.", field="beta1", panel=_OPTIM)] = None,
-    beta2: Annotated[Optional[float], _opt("--beta2", help="Adam beta2.", field="beta2", panel=_OPTIM)] = None,
-    n_critic: Annotated[Optional[int], _opt("--n-critic", help="Critic steps per generator step.", field="n_critic", panel=_OPTIM)] = None,
-    batch_size: Annotated[Optional[int], _opt("--batch-size", help="Batch size.", field="batch_size", panel=_OPTIM)] = None,
-    steps: Annotated[Optional[int], _opt("--steps", help="Generator iterations.", field="steps", panel=_OPTIM)] = None,
-    lr_decay: Annotated[Optional[str], _opt("--lr-decay", help="none | linear (to 0 at the last step, as WGAN-GP's CIFAR code).", field="lr_decay", panel=_OPTIM)] = None,
-    amp: Annotated[Optional[str], _opt("--amp", help="Mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler).", field="amp", panel=_OPTIM)] = None,
-    ema_decay: Annotated[Optional[float], _opt("--ema-decay", help="Generator EMA decay, used for samples and evaluation; 0 disables.", field="ema_decay", panel=_OPTIM)] = None,
-    arch: Annotated[Optional[str], _opt("--arch", help=" | ".join(choices("arch")) + " (resnet: 32 px).", field="arch", panel=_MODEL)] = None,
-    width: Annotated[Optional[int], _opt("--width", help="MLP hidden units; dcgan/resnet base channels.", field="width", panel=_MODEL)] = None,
-    depth: Annotated[Optional[int], _opt("--depth", help="MLP hidden layers.", field="depth", panel=_MODEL)] = None,
-    z_dim: Annotated[Optional[int], _opt("--z-dim", help="Latent size.", field="z_dim", panel=_MODEL)] = None,
-    critic_norm: Annotated[Optional[str], _opt("--critic-norm", help="none | layer | batch (refused under a penalty).", field="critic_norm", panel=_MODEL)] = None,
-    compile: Annotated[Optional[bool], _opt("--compile/--no-compile", help="torch.compile every forward that allows it; penalised critic passes stay eager (no double backward under torch.compile).", field="compile")] = None,
-    tf32: Annotated[Optional[bool], _opt("--tf32/--no-tf32", help="On CUDA: TensorFloat-32 matrix products and convolutions (10-bit mantissa inputs, float32 sums); --no-tf32 for full float32, which is StyleGAN2-ADA's default.", field="tf32")] = None,
-    seed: Annotated[Optional[int], _opt("--seed", help=SEED_HELP, field="seed")] = None,
-    device: Annotated[Optional[str], _opt("--device", help=DEVICE_HELP, field="device")] = None,
-    log_every: Annotated[Optional[int], _opt("--log-every", help="Training scalars to metrics.jsonl.", field="log_every", panel=_SCHEDULE)] = None,
-    eval_every: Annotated[Optional[int], _opt("--eval-every", help="Quality metrics.", field="eval_every", panel=_SCHEDULE)] = None,
-    sample_every: Annotated[Optional[int], _opt("--sample-every", help="Pictures.", field="sample_every", panel=_SCHEDULE)] = None,
-    ckpt_every: Annotated[Optional[int], _opt("--ckpt-every", help="Checkpoints (one is always written at the end).", field="ckpt_every", panel=_SCHEDULE)] = None,
-    on_nonfinite: Annotated[Optional[str], _opt("--on-nonfinite", help="stop | skip | rollback: on a NaN or Inf in a loss, penalty or gradient, stop naming it and the last good checkpoint (exit 1), drop that update and count it, or reload the last checkpoint with a fresh random stream (at most 3 times).", field="on_nonfinite", panel=_SCHEDULE)] = None,
-    eval_samples: Annotated[Optional[int], _opt("--eval-samples", help="Generated points per evaluation.", field="eval_samples", panel=_SCHEDULE)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="The run folder. (default: runs/DATA-METHOD-seedSEED, DATA the data's file or folder name)", show_default=False)] = None,
-    config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (keys as the flags, without '--'); flags override it.")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from a checkpoint file or run folder; only schedule settings may change.")] = None,
+    data: Annotated[
+        str | None, _opt("--data", help=f"{_DATA}, a folder of images, or FILE.npy/.npz.", field="data")
+    ] = None,
+    image_size: Annotated[
+        int | None, _opt("--image-size", help="Images: side in pixels, resized and centre-cropped.", field="image_size")
+    ] = None,
+    channels: Annotated[
+        int | None, _opt("--channels", help="Images: 1 (grayscale) or 3 (RGB).", field="channels")
+    ] = None,
+    hflip: Annotated[
+        bool | None, _opt("--hflip/--no-hflip", help="Images: random horizontal flips.", field="hflip")
+    ] = None,
+    lipschitz: Annotated[
+        str | None, _opt("--lipschitz", help=" | ".join(available_methods()) + ".", field="lipschitz", panel=_METHOD)
+    ] = None,
+    clip: Annotated[float | None, _opt("--clip", help="clip: weight bound c.", field="clip", panel=_METHOD)] = None,
+    penalty_weight: Annotated[
+        float | None,
+        _opt(
+            "--lambda",
+            "--gamma",
+            help="gp, zgp: lambda; r1, r2: gamma (penalty gamma/2 E||grad||^2).",
+            field="penalty_weight",
+            panel=_METHOD,
+        ),
+    ] = None,
+    gp_target: Annotated[
+        float | None, _opt("--gp-target", help="gp: target norm k.", field="gp_target", panel=_METHOD)
+    ] = None,
+    one_sided: Annotated[
+        bool | None,
+        _opt(
+            "--one-sided/--two-sided",
+            help="gp: penalise only norms above k (WGAN-LP).",
+            field="one_sided",
+            panel=_METHOD,
+        ),
+    ] = None,
+    penalty_at: Annotated[
+        str | None,
+        _opt(
+            "--penalty-at",
+            help="Where the penalty looks: interp | real | fake | real+fake.",
+            field="penalty_at",
+            panel=_METHOD,
+        ),
+    ] = None,
+    reg_every: Annotated[
+        int | None,
+        _opt(
+            "--reg-every",
+            help="Apply the penalty every N critic steps with weight N (lazy regularisation).",
+            field="reg_every",
+            panel=_METHOD,
+        ),
+    ] = None,
+    loss: Annotated[
+        str | None, _opt("--loss", help=" | ".join(choices("loss")) + ".", field="loss", panel=_OPTIM)
+    ] = None,
+    optimizer: Annotated[
+        str | None, _opt("--optimizer", help=" | ".join(choices("optimizer")) + ".", field="optimizer", panel=_OPTIM)
+    ] = None,
+    lr_g: Annotated[float | None, _opt("--lr-g", help="Generator learning rate.", field="lr_g", panel=_OPTIM)] = None,
+    lr_d: Annotated[float | None, _opt("--lr-d", help="Critic learning rate.", field="lr_d", panel=_OPTIM)] = None,
+    beta1: Annotated[float | None, _opt("--beta1", help="Adam beta1.", field="beta1", panel=_OPTIM)] = None,
+    beta2: Annotated[float | None, _opt("--beta2", help="Adam beta2.", field="beta2", panel=_OPTIM)] = None,
+    n_critic: Annotated[
+        int | None, _opt("--n-critic", help="Critic steps per generator step.", field="n_critic", panel=_OPTIM)
+    ] = None,
+    batch_size: Annotated[
+        int | None, _opt("--batch-size", help="Batch size.", field="batch_size", panel=_OPTIM)
+    ] = None,
+    steps: Annotated[int | None, _opt("--steps", help="Generator iterations.", field="steps", panel=_OPTIM)] = None,
+    lr_decay: Annotated[
+        str | None,
+        _opt(
+            "--lr-decay",
+            help="none | linear (to 0 at the last step, as WGAN-GP's CIFAR code).",
+            field="lr_decay",
+            panel=_OPTIM,
+        ),
+    ] = None,
+    amp: Annotated[
+        str | None,
+        _opt(
+            "--amp",
+            help="Mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler).",
+            field="amp",
+            panel=_OPTIM,
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float | None,
+        _opt(
+            "--ema-decay",
+            help="Generator EMA decay, used for samples and evaluation; 0 disables.",
+            field="ema_decay",
+            panel=_OPTIM,
+        ),
+    ] = None,
+    arch: Annotated[
+        str | None, _opt("--arch", help=" | ".join(choices("arch")) + " (resnet: 32 px).", field="arch", panel=_MODEL)
+    ] = None,
+    width: Annotated[
+        int | None, _opt("--width", help="MLP hidden units; dcgan/resnet base channels.", field="width", panel=_MODEL)
+    ] = None,
+    depth: Annotated[int | None, _opt("--depth", help="MLP hidden layers.", field="depth", panel=_MODEL)] = None,
+    z_dim: Annotated[int | None, _opt("--z-dim", help="Latent size.", field="z_dim", panel=_MODEL)] = None,
+    critic_norm: Annotated[
+        str | None,
+        _opt(
+            "--critic-norm", help="none | layer | batch (refused under a penalty).", field="critic_norm", panel=_MODEL
+        ),
+    ] = None,
+    compile: Annotated[
+        bool | None,
+        _opt(
+            "--compile/--no-compile",
+            help="torch.compile every forward that allows it; penalised critic passes stay eager (no double backward "
+            "under torch.compile).",
+            field="compile",
+        ),
+    ] = None,
+    tf32: Annotated[
+        bool | None,
+        _opt(
+            "--tf32/--no-tf32",
+            help="On CUDA: TensorFloat-32 matrix products and convolutions (10-bit mantissa inputs, float32 sums); "
+            "--no-tf32 for full float32, which is StyleGAN2-ADA's default.",
+            field="tf32",
+        ),
+    ] = None,
+    seed: Annotated[int | None, _opt("--seed", help=SEED_HELP, field="seed")] = None,
+    device: Annotated[str | None, _opt("--device", help=DEVICE_HELP, field="device")] = None,
+    log_every: Annotated[
+        int | None, _opt("--log-every", help="Training scalars to metrics.jsonl.", field="log_every", panel=_SCHEDULE)
+    ] = None,
+    eval_every: Annotated[
+        int | None, _opt("--eval-every", help="Quality metrics.", field="eval_every", panel=_SCHEDULE)
+    ] = None,
+    sample_every: Annotated[
+        int | None, _opt("--sample-every", help="Pictures.", field="sample_every", panel=_SCHEDULE)
+    ] = None,
+    ckpt_every: Annotated[
+        int | None,
+        _opt(
+            "--ckpt-every", help="Checkpoints (one is always written at the end).", field="ckpt_every", panel=_SCHEDULE
+        ),
+    ] = None,
+    on_nonfinite: Annotated[
+        str | None,
+        _opt(
+            "--on-nonfinite",
+            help="stop | skip | rollback: on a NaN or Inf in a loss, penalty or gradient, stop naming it and the "
+            "last good checkpoint (exit 1), drop that update and count it, or reload the last checkpoint with a "
+            "fresh random stream (at most 3 times).",
+            field="on_nonfinite",
+            panel=_SCHEDULE,
+        ),
+    ] = None,
+    eval_samples: Annotated[
+        int | None,
+        _opt("--eval-samples", help="Generated points per evaluation.", field="eval_samples", panel=_SCHEDULE),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="The run folder. (default: runs/DATA-METHOD-seedSEED, DATA the data's file or folder name)",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML file of settings (keys as the flags, without '--'); flags override it."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue from a checkpoint file or run folder; only schedule settings may change."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the checkpoints already in --out.")] = False,
-    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Train data-parallel on N processes (one per GPU on CUDA, gloo on the CPU) by launching torchrun with these same options; --batch-size is per process.", show_default=False)] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Train data-parallel on N processes (one per GPU on CUDA, gloo on the CPU) by launching torchrun "
+            "with these same options; --batch-size is per process.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Train a generator against a critic kept Lipschitz by --lipschitz."""
@@ -129,8 +279,7 @@ def parse_train_options(args: list[str], command: str) -> tuple[dict[str, Any], 
         ctx = parser.make_context(command, list(args), allow_extra_args=True)
     except Exception as exc:  # the parser's UsageError (typer's or click's, by version)
         raise ConfigError(_usage_message(exc, command)) from None
-    extra = sorted(name for name, value in ctx.params.items()
-                   if name in _NOT_SETTINGS and value not in (None, False))
+    extra = sorted(name for name, value in ctx.params.items() if name in _NOT_SETTINGS and value not in (None, False))
     if extra:
         flags = ", ".join(next(p.opts[0] for p in parser.params if p.name == name) for name in extra)
         raise ConfigError(f"{command}: {flags} is an option of ganctl train only")
@@ -172,5 +321,14 @@ def _launch(nproc: int) -> None:
         if not argv[i].startswith("--nproc="):
             args.append(argv[i])
         i += 1
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ganctl", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "ganctl",
+        *args,
+    ]
     raise typer.Exit(subprocess.call(command))

@@ -56,9 +56,7 @@ def load_dataset(cfg: Any) -> Any:
     if path.is_dir():
         return images.load_folder(path, cfg.image_size or FOLDER_IMAGE_SIZE, cfg.channels or 3, cfg.hflip)
     if path.exists():
-        raise DataError(
-            f"--data {name}: not a folder of images or a {'/'.join(ARRAY_SUFFIXES)} array"
-        )
+        raise DataError(f"--data {name}: not a folder of images or a {'/'.join(ARRAY_SUFFIXES)} array")
     raise DataError(
         f"--data {name!r}: no such folder or file, and not a built-in set; built-in: {', '.join(builtin_names())}"
     )

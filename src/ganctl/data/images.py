@@ -118,9 +118,7 @@ def load_folder(root: Path, size: int, channels: int, hflip: bool = False, use_c
         raise DataError(f"--data {root}: no such folder or file")
     files = _list_images(root)
     if not files:
-        raise DataError(
-            f"--data {root}: no images found (looked recursively for {', '.join(IMAGE_SUFFIXES)})"
-        )
+        raise DataError(f"--data {root}: no images found (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
     key = _folder_key(root, files, size, channels)
     cached = cache_dir() / f"images-{key}.safetensors"
     if use_cache and cached.exists():
@@ -218,9 +216,7 @@ def load_array(path: Path, size: int | None, channels: int | None, hflip: bool =
         elif lo >= -1.0 and hi <= 1.0:
             x = (x + 1.0) * 127.5
         else:
-            raise DataError(
-                f"--data {path}: float images must lie in [0, 1] or [-1, 1], found [{lo:.3g}, {hi:.3g}]"
-            )
+            raise DataError(f"--data {path}: float images must lie in [0, 1] or [-1, 1], found [{lo:.3g}, {hi:.3g}]")
     else:
         raise DataError(f"--data {path}: images must be uint8 or float, got {arr.dtype}")
     c = channels or x.shape[1]

@@ -149,7 +149,8 @@ class ShapesSet:
         amin, amax = self.area_bounds()
         valid = (
             nonempty
-            & (area >= amin) & (area <= amax)
+            & (area >= amin)
+            & (area <= amax)
             & (best_iou >= MIN_IOU)
             & (dist <= MAX_COLOUR_DISTANCE)
             & (background <= MAX_BACKGROUND)

@@ -9,8 +9,8 @@ samples the same distribution without the finite-set artefact.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -60,8 +60,11 @@ def _eight_gaussians() -> ToySet:
     centres = torch.tensor(unit, dtype=torch.float32) * 2.0 / scale
     std = 0.02 / scale
     return ToySet(
-        "8gaussians", "8 Gaussians on a circle of radius 2, std 0.02, divided by 1.414",
-        _mixture(centres, std), tuple(map(tuple, centres.tolist())), std,
+        "8gaussians",
+        "8 Gaussians on a circle of radius 2, std 0.02, divided by 1.414",
+        _mixture(centres, std),
+        tuple(map(tuple, centres.tolist())),
+        std,
     )
 
 
@@ -72,8 +75,11 @@ def _twenty_five_gaussians() -> ToySet:
     centres = torch.tensor(grid, dtype=torch.float32) / scale
     std = 0.05 / scale
     return ToySet(
-        "25gaussians", "5 x 5 grid of Gaussians at spacing 2, std 0.05, divided by 2.828",
-        _mixture(centres, std), tuple(map(tuple, centres.tolist())), std,
+        "25gaussians",
+        "5 x 5 grid of Gaussians at spacing 2, std 0.05, divided by 2.828",
+        _mixture(centres, std),
+        tuple(map(tuple, centres.tolist())),
+        std,
     )
 
 

@@ -3,7 +3,7 @@ loading rebuilds exactly these modules and then loads the tensors strictly."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -28,7 +28,5 @@ def build_models(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Mo
     try:
         builder = _ARCHS[cfg.arch]
     except KeyError:
-        raise ConfigError(
-            f"--arch {cfg.arch!r} is not one of: {', '.join(available_archs())}"
-        ) from None
+        raise ConfigError(f"--arch {cfg.arch!r} is not one of: {', '.join(available_archs())}") from None
     return builder(cfg, sample_shape)

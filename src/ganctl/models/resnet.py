@@ -64,8 +64,10 @@ class FirstBlock(nn.Module):
         self.shortcut = nn.Conv2d(c, w, 1)
 
     def lipschitz_branches(self) -> list[list[tuple[str, nn.Module | float]]]:
-        return [[("conv1", self.conv1), ("conv2", self.conv2), ("avg_pool", 0.5)],
-                [("avg_pool", 0.5), ("shortcut", self.shortcut)]]
+        return [
+            [("conv1", self.conv1), ("conv2", self.conv2), ("avg_pool", 0.5)],
+            [("avg_pool", 0.5), ("shortcut", self.shortcut)],
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.avg_pool2d(self.conv2(activations.relu(self.conv1(x))), 2)
