@@ -17,7 +17,7 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("size", [16, 32, 64])
 def test_judge_recognises_every_mode_of_its_own_images(size):
     shapes = ShapesSet(size)
     n = 40  # per mode, at random positions and sizes
@@ -68,8 +68,8 @@ def test_shapes_quality_on_real_data_is_perfect():
 
 
 def test_shapes_refuses_small_or_grayscale():
-    with pytest.raises(DataError, match="at least 32"):
-        load_dataset(TrainConfig(data="shapes", image_size=16))
+    with pytest.raises(DataError, match="at least 16"):
+        load_dataset(TrainConfig(data="shapes", image_size=8))
     with pytest.raises(DataError, match="--channels 3"):
         load_dataset(TrainConfig(data="shapes", channels=1))
 

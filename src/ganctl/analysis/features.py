@@ -1,0 +1,185 @@
+"""Feature spaces for image metrics: where FID, KID, precision/recall and density/coverage
+measure distances.
+
+- ``inception``: the Inception-v3 network of published FIDs, torch-fidelity's port
+  (`FeatureExtractorInceptionV3`, 2048-d pool features), with weights read from a file the user
+  gives (``--inception PATH`` or ``$GANCTL_INCEPTION``): nothing is downloaded. The result is
+  marked standard only when the file's SHA-256 starts with the hash that torch-fidelity and
+  pytorch-fid publish in its name (``...-2015-12-05-6726825d.pth``, torch.hub's convention);
+  any other file is labelled ``inception-unverified``.
+- ``random-conv``: a fixed, seeded, randomly initialised convolutional network (random
+  embeddings for GAN evaluation: Naeem et al. 2020). It needs no weights and runs fast on a
+  CPU, but its numbers are not published FIDs and every output says so (``fid[random-conv]``).
+
+Each space records the SHA-256 of its weights, so a result and a cached real-set statistic are
+tied to the exact network that made them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ganctl.errors import ConfigError, DataError
+
+INCEPTION_ENV = "GANCTL_INCEPTION"
+INCEPTION_HASH_PREFIX = "6726825d"  # pt_inception-2015-12-05-6726825d.pth (torch-fidelity, pytorch-fid)
+RANDOM_CONV_SEED = 20_200_407  # fixed: the feature space is part of the metric's definition
+RANDOM_CONV_SIZE = 64  # images are resized to this side first, so any resolution shares the space
+RANDOM_CONV_WIDTHS = (32, 64, 128, 256)
+BATCH = {"inception": 32, "random-conv": 256}
+
+
+@dataclass
+class FeatureSpace:
+    """A feature network and its identity."""
+
+    name: str  # "inception" | "random-conv"
+    label: str  # in metric names: fid[label]
+    standard: bool  # the published Inception weights
+    sha256: str  # of the weights
+    dims: int
+    extract: Callable[[Tensor], Tensor]  # images in [-1, 1], (n, C, H, W) -> (n, dims) float32
+    device: torch.device
+    source: str = ""  # the weights file, for inception
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "label": self.label, "standard": self.standard, "sha256": self.sha256,
+                "dims": self.dims, "source": self.source}
+
+    @torch.inference_mode()
+    def features(self, images: Tensor) -> Tensor:
+        """Features of images in [-1, 1], in batches on the space's device; returns CPU float32."""
+        out = [self.extract(batch.to(self.device, non_blocking=True)).float().cpu()
+               for batch in images.split(BATCH[self.name])]
+        return torch.cat(out) if out else torch.empty(0, self.dims)
+
+
+def _rgb(images: Tensor) -> Tensor:
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+# --- the weight-free fallback -----------------------------------------------------------------
+class RandomConv(nn.Module):
+    """Four conv stages (3x3, then stride-2 4x4) with ReLU; the features are the spatial means
+    of every stage, concatenated (colour and low-level statistics at four scales). He-normal
+    weights from a fixed seed, zero biases."""
+
+    def __init__(self, seed: int = RANDOM_CONV_SEED):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        layers, c = [], 3
+        for i, width in enumerate(RANDOM_CONV_WIDTHS):
+            conv = nn.Conv2d(c, width, 3 if i == 0 else 4, 1 if i == 0 else 2, 1)
+            fan_in = conv.weight[0].numel()
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                conv.bias.zero_()
+            layers.append(conv)
+            c = width
+        self.stages = nn.ModuleList(layers)
+        self.requires_grad_(False).eval()
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = _rgb(images.float())
+        if x.shape[-1] != RANDOM_CONV_SIZE or x.shape[-2] != RANDOM_CONV_SIZE:
+            down = x.shape[-1] > RANDOM_CONV_SIZE
+            x = F.interpolate(x, size=(RANDOM_CONV_SIZE, RANDOM_CONV_SIZE), mode="bilinear", align_corners=False,
+                              antialias=down)
+        pooled = []
+        for conv in self.stages:
+            x = F.relu(conv(x))
+            pooled.append(x.mean(dim=(2, 3)))
+        return torch.cat(pooled, dim=1)
+
+
+def state_sha256(module: nn.Module) -> str:
+    """A SHA-256 of a module's tensors (names, shapes, dtypes and bytes), in state-dict order."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def random_conv(device: torch.device | str = "cpu") -> FeatureSpace:
+    net = RandomConv()
+    sha = state_sha256(net)
+    net = net.to(device)
+    return FeatureSpace("random-conv", "random-conv", False, sha, sum(RANDOM_CONV_WIDTHS), net, torch.device(device))
+
+
+# --- Inception-v3 -------------------------------------------------------------------------
+def inception_path(path: str | Path | None) -> Path | None:
+    """--inception, else $GANCTL_INCEPTION, else None (the fallback)."""
+    chosen = path or os.environ.get(INCEPTION_ENV)
+    return Path(chosen).expanduser() if chosen else None
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, Tensor], str]:
+    """A state dict from a torch file, with PyTorch's restricted loader (tensors and plain
+    containers only: nothing else is unpickled), and the file's SHA-256."""
+    where = f"--inception {path}"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated zip, a foreign pickle, ... all mean one thing here
+        raise DataError(f"{where}: not a readable PyTorch weights file ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise DataError(f"{where}: holds no state dict of tensors")
+    return state, sha
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def inception(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
+    """torch-fidelity's Inception-v3 with the weights of `path` (the `inception` extra)."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError:
+        raise ConfigError(f"--inception {path}: the Inception-v3 feature space needs torch-fidelity;"
+                          " install it with: pip install 'ganctl[inception]'") from None
+    state, sha = read_state_dict(path)
+    # torch-fidelity reads the weights itself, with the full unpickler; it gets ours, re-saved
+    # from the tensors the restricted loader accepted.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    try:
+        net = FeatureExtractorInceptionV3("ganctl-inception-v3", ["2048"], feature_extractor_weights_path=buffer)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise DataError(f"--inception {path}: not Inception-v3 weights in torch-fidelity's layout"
+                        f" ({_first_line(exc)})") from None
+    net = net.to(device)
+
+    def extract(images: Tensor) -> Tensor:
+        pixels = ((_rgb(images.float()) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return net(pixels)[0]
+
+    standard = sha.startswith(INCEPTION_HASH_PREFIX)
+    label = "inception" if standard else "inception-unverified"
+    return FeatureSpace("inception", label, standard, sha, 2048, extract, torch.device(device), str(path))
+
+
+def feature_space(inception_weights: str | Path | None = None, device: torch.device | str = "cpu") -> FeatureSpace:
+    """Inception-v3 when a weights file is given (flag or environment), else random-conv."""
+    path = inception_path(inception_weights)
+    return inception(path, device) if path is not None else random_conv(device)

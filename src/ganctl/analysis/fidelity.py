@@ -1,0 +1,153 @@
+"""Sample-quality metrics on features: FID, KID, precision and recall, density and coverage.
+
+Pure functions of two feature matrices, real (N, d) and generated (M, d), whatever network made
+them (`ganctl.analysis.features`). Conventions follow torch-fidelity, whose numbers published
+work quotes, and a test checks them against its functions when it is installed:
+
+- FID (Heusel et al. 2017): ||mu_r - mu_g||^2 + tr(S_r + S_g - 2 (S_r S_g)^(1/2)), with the
+  unbiased covariances of each set. tr (S_r S_g)^(1/2) is the sum of the square roots of the
+  eigenvalues of S_r^(1/2) S_g S_r^(1/2), a symmetric matrix, in float64.
+- KID (Binkowski et al. 2018): the unbiased MMD^2 estimate with the cubic polynomial kernel
+  k(x, y) = (x.y / d + 1)^3, over `subsets` random subsets of `subset_size` of each set; the
+  mean and the standard deviation over subsets.
+- Distances and kernels are taken in float32 on the features' device (sums in float64), FID's
+  moments in float64.
+- Precision and recall (Kynkaanniemi et al. 2019, k = 3): each set's manifold is the union of
+  balls around its points, of radius the distance to the point's k-th nearest neighbour in its
+  own set. Precision: the share of generated points inside the real manifold; recall: the share
+  of real points inside the generated manifold.
+- Density and coverage (Naeem et al. 2020, k = 5): with the real balls only, density is the
+  mean number of real balls a generated point falls in, divided by k (1 in expectation when the
+  two distributions are equal; above 1 where generated points crowd dense real regions);
+  coverage is the share of real balls holding at least one generated point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ganctl.errors import DataError
+
+PR_K = 3  # Kynkaanniemi et al. 2019
+DC_K = 5  # Naeem et al. 2020
+KID_SUBSETS = 100  # torch-fidelity's defaults
+KID_SUBSET_SIZE = 1000
+DISTANCE_BLOCK = 2048  # rows of a pairwise-distance block
+
+
+@dataclass(frozen=True)
+class Moments:
+    """The mean and unbiased covariance of a feature set, in float64."""
+
+    mean: Tensor  # (d,)
+    cov: Tensor  # (d, d)
+    n: int
+
+    @classmethod
+    def of(cls, features: Tensor) -> Moments:
+        x = features.double()
+        if len(x) < 2:
+            raise DataError(f"FID needs at least 2 samples per set, got {len(x)}")
+        mean = x.mean(dim=0)
+        centred = x - mean
+        return cls(mean, centred.T @ centred / (len(x) - 1), len(x))
+
+
+def frechet_distance(a: Moments, b: Moments) -> float:
+    """The Frechet distance between Gaussians with these moments: the FID of their features."""
+    # S_a^(1/2) from the eigendecomposition of the symmetric S_a (eigenvalues clipped at 0:
+    # rounding makes tiny negative ones in a rank-deficient covariance).
+    w, v = torch.linalg.eigh(a.cov)
+    root_a = (v * w.clamp_min(0.0).sqrt()) @ v.T
+    middle = root_a @ b.cov @ root_a
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0.0).sqrt().sum()
+    diff = a.mean - b.mean
+    return float(diff @ diff + a.cov.trace() + b.cov.trace() - 2.0 * trace_root)
+
+
+def fid(real: Tensor, fake: Tensor) -> float:
+    return frechet_distance(Moments.of(real), Moments.of(fake))
+
+
+def _polynomial_kernel_sums(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The sum and the trace of (x y^T / d + 1)^3: the products in float32 (as torch-fidelity
+    takes them), the sums in float64."""
+    k = (x @ y.T / x.shape[1] + 1.0) ** 3
+    return k.double().sum(), k.diagonal().double().sum()
+
+
+def _mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
+    m = len(x)
+    (xx, xx_diag), (yy, yy_diag), (xy, _) = (_polynomial_kernel_sums(*p) for p in ((x, x), (y, y), (x, y)))
+    return (xx - xx_diag + yy - yy_diag) / (m * (m - 1)) - 2.0 * xy / (m * m)
+
+
+def kid(real: Tensor, fake: Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+        seed: int = 0) -> dict[str, float]:
+    """KID's mean and standard deviation over subsets (the subset size is capped by the smaller
+    set, and both numbers are reported with it)."""
+    size = min(subset_size, len(real), len(fake))
+    if size < 2:
+        raise DataError(f"KID needs at least 2 samples per set, got {len(real)} real and {len(fake)} generated")
+    g = torch.Generator().manual_seed(seed)
+    x_all, y_all = real.float(), fake.float()
+    values = torch.stack([
+        _mmd2_unbiased(x_all[torch.randperm(len(x_all), generator=g)[:size]],
+                       y_all[torch.randperm(len(y_all), generator=g)[:size]])
+        for _ in range(subsets)
+    ])
+    return {"mean": float(values.mean()), "std": float(values.std(unbiased=False)), "subsets": subsets,
+            "subset_size": size}
+
+
+def _kth_neighbour_radius(x: Tensor, k: int) -> Tensor:
+    """Distance from each point to its k-th nearest other point of the same set."""
+    if len(x) <= k:
+        raise DataError(f"a set of {len(x)} samples has no {k}-th nearest neighbour; give at least {k + 1}")
+    radii = [torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(DISTANCE_BLOCK)]
+    return torch.cat(radii)  # k + 1: the point itself is at distance 0
+
+
+def _inside_counts(points: Tensor, centres: Tensor, radii: Tensor) -> Tensor:
+    """For each point, how many balls B(centre_i, radius_i) hold it."""
+    counts = [(torch.cdist(block, centres) <= radii[None, :]).sum(dim=1) for block in points.split(DISTANCE_BLOCK)]
+    return torch.cat(counts)
+
+
+def precision_recall(real: Tensor, fake: Tensor, k: int = PR_K) -> dict[str, float]:
+    real, fake = real.float(), fake.float()
+    precision = (_inside_counts(fake, real, _kth_neighbour_radius(real, k)) > 0).double().mean()
+    recall = (_inside_counts(real, fake, _kth_neighbour_radius(fake, k)) > 0).double().mean()
+    return {"precision": float(precision), "recall": float(recall)}
+
+
+def density_coverage(real: Tensor, fake: Tensor, k: int = DC_K) -> dict[str, float]:
+    real, fake = real.float(), fake.float()
+    radii = _kth_neighbour_radius(real, k)
+    density = _inside_counts(fake, real, radii).double().mean() / k
+    nearest_fake = torch.cat([torch.cdist(block, fake).min(dim=1).values for block in real.split(DISTANCE_BLOCK)])
+    coverage = (nearest_fake <= radii).double().mean()
+    return {"density": float(density), "coverage": float(coverage)}
+
+
+METRICS = ("fid", "kid", "pr", "dc")  # what --metrics accepts
+
+
+def compute(real: Tensor, fake: Tensor, metrics: tuple[str, ...], seed: int = 0) -> dict[str, float]:
+    """The asked metrics as flat numbers: fid, kid (and kid_std), precision, recall, density,
+    coverage."""
+    out: dict[str, float] = {}
+    if "fid" in metrics:
+        out["fid"] = fid(real, fake)
+    if "kid" in metrics:
+        k = kid(real, fake, seed=seed)
+        out.update({"kid": k["mean"], "kid_std": k["std"]})
+    if "pr" in metrics:
+        out.update(precision_recall(real, fake))
+    if "dc" in metrics:
+        out.update(density_coverage(real, fake))
+    return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
