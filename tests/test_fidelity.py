@@ -105,7 +105,8 @@ def test_agrees_with_torch_fidelity_where_it_is_installed():
     assert fidelity.fid(x, y) == pytest.approx(want, rel=1e-5)
     a, b = x[:300], y[:300]
     kernel = lambda p, q: (p.double().numpy() @ q.double().numpy().T / 10 + 1) ** 3  # noqa: E731
-    assert float(fidelity._mmd2_unbiased(a, b)) == pytest.approx(mmd2(kernel(a, a), kernel(a, b), kernel(b, b)), rel=1e-4)
+    want = mmd2(kernel(a, a), kernel(a, b), kernel(b, b))
+    assert float(fidelity._mmd2_unbiased(a, b)) == pytest.approx(want, rel=1e-4)
     precision, recall = calculate_precision_recall_full(y, x, neighborhood=3)  # (generated, real)
     got = fidelity.precision_recall(x, y)
     assert got["precision"] == pytest.approx(precision, abs=1e-6) and got["recall"] == pytest.approx(recall, abs=1e-6)
@@ -158,11 +159,14 @@ def test_inception_loads_a_file_in_the_standard_layout(random_inception, monkeyp
     assert features.inception(path).label == "inception" and features.inception(path).standard
 
 
-@pytest.mark.parametrize("content, message", [
-    (lambda good: good[: len(good) // 2], "not a readable PyTorch weights file"),
-    (lambda good: b"not a zip at all", "not a readable PyTorch weights file"),
-    (None, "not Inception-v3 weights"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (lambda good: good[: len(good) // 2], "not a readable PyTorch weights file"),
+        (lambda good: b"not a zip at all", "not a readable PyTorch weights file"),
+        (None, "not Inception-v3 weights"),
+    ],
+)
 def test_a_wrong_or_truncated_weights_file_is_one_clear_error(random_inception, tmp_path, content, message):
     path, _ = random_inception
     bad = tmp_path / "bad.pth"

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -52,14 +52,22 @@ class FeatureSpace:
     source: str = ""  # the weights file, for inception
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "label": self.label, "standard": self.standard, "sha256": self.sha256,
-                "dims": self.dims, "source": self.source}
+        return {
+            "name": self.name,
+            "label": self.label,
+            "standard": self.standard,
+            "sha256": self.sha256,
+            "dims": self.dims,
+            "source": self.source,
+        }
 
     @torch.inference_mode()
     def features(self, images: Tensor) -> Tensor:
         """Features of images in [-1, 1], in batches on the space's device; returns CPU float32."""
-        out = [self.extract(batch.to(self.device, non_blocking=True)).float().cpu()
-               for batch in images.split(BATCH[self.name])]
+        out = [
+            self.extract(batch.to(self.device, non_blocking=True)).float().cpu()
+            for batch in images.split(BATCH[self.name])
+        ]
         return torch.cat(out) if out else torch.empty(0, self.dims)
 
 
@@ -92,8 +100,9 @@ class RandomConv(nn.Module):
         x = _rgb(images.float())
         if x.shape[-1] != RANDOM_CONV_SIZE or x.shape[-2] != RANDOM_CONV_SIZE:
             down = x.shape[-1] > RANDOM_CONV_SIZE
-            x = F.interpolate(x, size=(RANDOM_CONV_SIZE, RANDOM_CONV_SIZE), mode="bilinear", align_corners=False,
-                              antialias=down)
+            x = F.interpolate(
+                x, size=(RANDOM_CONV_SIZE, RANDOM_CONV_SIZE), mode="bilinear", align_corners=False, antialias=down
+            )
         pooled = []
         for conv in self.stages:
             x = F.relu(conv(x))
@@ -139,7 +148,8 @@ def read_state_dict(path: Path) -> tuple[dict[str, Tensor], str]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a truncated zip, a foreign pickle, ... all mean one thing here
-        raise DataError(f"{where}: not a readable PyTorch weights file ({type(exc).__name__}: {_first_line(exc)})") from None
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise DataError(f"{where}: not a readable PyTorch weights file ({why})") from None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise DataError(f"{where}: holds no state dict of tensors")
     return state, sha
@@ -155,8 +165,10 @@ def inception(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:
-        raise ConfigError(f"--inception {path}: the Inception-v3 feature space needs torch-fidelity;"
-                          " install it with: pip install 'ganctl[inception]'") from None
+        raise ConfigError(
+            f"--inception {path}: the Inception-v3 feature space needs torch-fidelity;"
+            " install it with: pip install 'ganctl[inception]'"
+        ) from None
     state, sha = read_state_dict(path)
     # torch-fidelity reads the weights itself, with the full unpickler; it gets ours, re-saved
     # from the tensors the restricted loader accepted.
@@ -166,8 +178,9 @@ def inception(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
     try:
         net = FeatureExtractorInceptionV3("ganctl-inception-v3", ["2048"], feature_extractor_weights_path=buffer)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise DataError(f"--inception {path}: not Inception-v3 weights in torch-fidelity's layout"
-                        f" ({_first_line(exc)})") from None
+        raise DataError(
+            f"--inception {path}: not Inception-v3 weights in torch-fidelity's layout ({_first_line(exc)})"
+        ) from None
     net = net.to(device)
 
     def extract(images: Tensor) -> Tensor:

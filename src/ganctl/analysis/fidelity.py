@@ -86,8 +86,9 @@ def _mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
     return (xx - xx_diag + yy - yy_diag) / (m * (m - 1)) - 2.0 * xy / (m * m)
 
 
-def kid(real: Tensor, fake: Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
-        seed: int = 0) -> dict[str, float]:
+def kid(
+    real: Tensor, fake: Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, seed: int = 0
+) -> dict[str, float]:
     """KID's mean and standard deviation over subsets (the subset size is capped by the smaller
     set, and both numbers are reported with it)."""
     size = min(subset_size, len(real), len(fake))
@@ -95,13 +96,21 @@ def kid(real: Tensor, fake: Tensor, subsets: int = KID_SUBSETS, subset_size: int
         raise DataError(f"KID needs at least 2 samples per set, got {len(real)} real and {len(fake)} generated")
     g = torch.Generator().manual_seed(seed)
     x_all, y_all = real.float(), fake.float()
-    values = torch.stack([
-        _mmd2_unbiased(x_all[torch.randperm(len(x_all), generator=g)[:size]],
-                       y_all[torch.randperm(len(y_all), generator=g)[:size]])
-        for _ in range(subsets)
-    ])
-    return {"mean": float(values.mean()), "std": float(values.std(unbiased=False)), "subsets": subsets,
-            "subset_size": size}
+    values = torch.stack(
+        [
+            _mmd2_unbiased(
+                x_all[torch.randperm(len(x_all), generator=g)[:size]],
+                y_all[torch.randperm(len(y_all), generator=g)[:size]],
+            )
+            for _ in range(subsets)
+        ]
+    )
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(unbiased=False)),
+        "subsets": subsets,
+        "subset_size": size,
+    }
 
 
 def _kth_neighbour_radius(x: Tensor, k: int) -> Tensor:

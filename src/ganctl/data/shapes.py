@@ -16,8 +16,8 @@ How an image is judged (`judge`), all on pixels mapped to [0, 1]:
    the largest intersection-over-union with the foreground wins, and the image is invalid
    when that IoU is below 0.8 (so a blob, two shapes or scattered noise fail). For a shape
    under 16 pixels, each kind's IoU is its best over boxes up to half a pixel off the bounding
-   box and from a pixel smaller to a pixel and a half larger: at that size the pixel grid alone
-   misplaces thin shapes.
+   box and from a pixel and a half smaller to a pixel larger (square, as real boxes are): at
+   that size the pixel grid alone misplaces thin shapes.
 4. Colour: the mean foreground colour must lie within 0.2 (Euclidean, RGB in [0, 1]) of a
    palette colour, which names the colour; and the mean background brightness must be below
    0.1.
@@ -47,12 +47,13 @@ FOREGROUND = 0.5
 MIN_IOU = 0.8
 MAX_COLOUR_DISTANCE = 0.2
 MAX_BACKGROUND = 0.1
-# Boxes tried around the bounding box of a shape under SEARCH_BELOW pixels: shifts of the left
-# and top edges and changes of the side, in pixels (54 boxes; with these every real image at 16,
-# 32 and 64 px is judged right, as the tests check). Larger shapes fit their bounding box.
+# Square boxes tried around the bounding box of a shape under SEARCH_BELOW pixels: shifts of the
+# left and top edges and changes of the bounding box's longer side, in pixels (54 boxes; with
+# these every real image at 16, 32 and 64 px is judged right, as the tests check). Larger shapes
+# fit their bounding box.
 SEARCH_BELOW = 16
 BOX_SEARCH = tuple(
-    (dl, dt, ds) for dl in (-0.5, 0.0, 0.5) for dt in (-0.5, 0.0, 0.5) for ds in (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
+    (dl, dt, ds) for dl in (-0.5, 0.0, 0.5) for dt in (-0.5, 0.0, 0.5) for ds in (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
 )
 
 
@@ -156,12 +157,12 @@ class ShapesSet:
         # A small shape's box may sit up to a pixel off its pixel bounding box, which then misfits
         # (a plus's arms are 2 to 4 pixels wide at 16 px, and a small circle rasterises close to a
         # square): there each kind's IoU is its best over boxes around the bounding box.
-        small = (nonempty & (torch.maximum(side_x, side_y) < SEARCH_BELOW)).nonzero().squeeze(1)
+        side = torch.maximum(side_x, side_y)  # a real shape's box is square
+        small = (nonempty & (side < SEARCH_BELOW)).nonzero().squeeze(1)
         if len(small):
-            fit, f = iou[:, small], fg[small]
-            l, t, sx, sy = left[small], top[small], side_x[small], side_y[small]
+            fit, f, x0, y0, s0 = iou[:, small], fg[small], left[small], top[small], side[small]
             for dl, dt, ds in BOX_SEARCH:
-                fit = torch.maximum(fit, _template_iou(f, l + dl, t + dt, sx + ds, sy + ds))
+                fit = torch.maximum(fit, _template_iou(f, x0 + dl, y0 + dt, s0 + ds, s0 + ds))
             iou[:, small] = fit
         best_iou, kind = iou.max(dim=0)
 
