@@ -15,7 +15,7 @@ SRC = Path(ganctl.__file__).parent
 # The floors of docs/design.md, from the ground up. A module may import its own floor or below.
 FLOORS = [
     {"errors", "streams", "config", "recipes", "analysis.defaults"},
-    {"fileio", "interrupts", "devices", "render", "penalties", "losses", "runfolder"},
+    {"fileio", "interrupts", "devices", "render", "penalties", "losses", "runfolder", "tensorboard"},
     {"data", "models", "lipschitz", "distributed", "fused_mlp"},
     {"networks", "checkpoint"},
     {"engine", "analysis", "evaluation", "sampling"},

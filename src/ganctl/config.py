@@ -25,6 +25,7 @@ from ganctl.errors import ConfigError
 POINT_DATA = ("8gaussians", "25gaussians", "swissroll", "ring", "checkerboard")
 LOSSES = ("wasserstein", "hinge", "ns", "lsgan")  # `ganctl.losses` defines them
 ARCHS = ("mlp", "dcgan", "resnet")  # `ganctl.models` builds them
+FIDELITY_METRICS = ("fid", "kid", "pr", "dc")  # `ganctl.analysis.fidelity` computes them
 
 # What the data decides when a setting is left out.
 POINTS_MODEL = {"arch": "mlp", "width": 128, "z_dim": 2}  # width 128 measured as good as 256, 4x faster
@@ -91,7 +92,13 @@ class TrainConfig:
     eval_every: int = 500
     sample_every: int = 500
     ckpt_every: int = 1000
-    eval_samples: int = 2500  # generated points per quality evaluation
+    eval_samples: int = 2500  # generated samples per quality evaluation
+    # Images: sample-quality metrics at eval steps (comma-separated FIDELITY_METRICS, or none),
+    # in which feature space, and the Inception-v3 weights file for `inception`.
+    eval_metrics: str = "fid,pr"
+    eval_features: str = "random-conv"  # random-conv | inception (needs --inception or $GANCTL_INCEPTION)
+    inception: str | None = None
+    tensorboard: bool = False  # also write TensorBoard events under RUN/tensorboard (the `tensorboard` extra)
     on_nonfinite: str = "stop"  # stop | skip | rollback: what a NaN or Inf in a loss, penalty or gradient does
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +121,10 @@ SCHEDULE_FIELDS = frozenset(
         "sample_every",
         "ckpt_every",
         "eval_samples",
+        "eval_metrics",
+        "eval_features",
+        "inception",
+        "tensorboard",
         "device",
         "on_nonfinite",
         "compile",
@@ -130,6 +141,7 @@ _CHOICES = {
     "on_nonfinite": ("stop", "skip", "rollback"),
     "loss": LOSSES,
     "arch": ARCHS,
+    "eval_features": ("random-conv", "inception"),
 }
 
 
@@ -243,3 +255,13 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name} must be in [0, 1), got {value}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"--ema-decay must be in [0, 1) (0 disables the EMA), got {cfg.ema_decay}")
+    metric_list(cfg.eval_metrics, "--eval-metrics")
+
+
+def metric_list(text: str, flag: str = "--metrics") -> tuple[str, ...]:
+    """Comma-separated image metrics (fid, kid, pr, dc) as a tuple; "none" or "" is empty."""
+    names = tuple(m.strip() for m in text.split(",") if m.strip() and m.strip() != "none")
+    unknown = [m for m in names if m not in FIDELITY_METRICS]
+    if unknown:
+        raise ConfigError(f"{flag} {text!r}: {', '.join(unknown)} is not one of: {', '.join(FIDELITY_METRICS)}, none")
+    return names

@@ -1,24 +1,36 @@
 """How good a generator is, without the training loop: the data's quality metrics (2-D mode
-metrics, the `shapes` judge), `ganctl gradnorm`'s interpolate summary, and the run's pictures,
-on fixed inputs.
+metrics, the `shapes` judge), image metrics in a feature space (FID, KID, precision/recall,
+density/coverage), `ganctl gradnorm`'s interpolate summary, and the run's pictures.
 
 `Evaluator` draws its real points, latents and interpolation coefficients once, from the
 evaluation stream (`ganctl.streams`), so every evaluation of a run, resumed or not, and of its
-checkpoints uses the same inputs.
+checkpoints uses the same inputs. `score` is the same measurement for any generated samples
+(`ganctl eval`). A real set's features are cached under the image cache folder, keyed by the
+feature network's weights, the set's fingerprint, the sample count and the seed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from ganctl import streams
+from ganctl.analysis import fidelity
+from ganctl.analysis.features import FeatureSpace, feature_space, inception, inception_path, random_conv
 from ganctl.analysis.gradnorm import DEFAULT_TOL, gradient_norms, summarise
 from ganctl.analysis.quality import mixture_quality, wasserstein1
+from ganctl.config import TrainConfig, metric_list
+from ganctl.errors import ConfigError, DataError
+from ganctl.fileio import atomic_path
 from ganctl.networks import Networks, eval_mode
 from ganctl.penalties import interpolate
 from ganctl.render import image_grid, save_image, scatter_over_field
@@ -29,6 +41,8 @@ PLOT_POINTS = 1000
 GRID_IMAGES = 64  # an 8 x 8 grid from fixed latents
 EVAL_BATCH = 500
 GRADNORM_POINTS = 512  # interpolates measured at each eval (the gradnorm command's summary)
+CHUNK = 500  # images per chunk through the generator and the feature network
+FEATURES_FORMAT = "ganctl.features/1"
 
 
 class Evaluator:
@@ -48,6 +62,10 @@ class Evaluator:
         self.real_gradnorm = dataset.sample(
             self.n_gradnorm, nets.eval_generator(streams.EVAL_GRADNORM_REAL), nets.device
         )
+        self.last_norms: Tensor | None = None  # the latest gradient-norm summary's norms (for histograms)
+        self.metrics = () if self.points else metric_list(cfg.eval_metrics, "--eval-metrics")
+        self._space: FeatureSpace | None = None
+        self._real: RealFeatures | None = None
         if not self.points:
             return
         self.real = dataset.sample(cfg.eval_samples, rng, nets.device)
@@ -70,11 +88,23 @@ class Evaluator:
         result: dict[str, Any] = self.gradnorm(fake[: self.n_gradnorm])
         if not self.points:
             quality = getattr(self.dataset, "quality", None)
-            return {**(quality(fake) if quality is not None else {}), **result}
+            return {**(quality(fake) if quality is not None else {}), **self.image_metrics(fake), **result}
         result.update({"w1": wasserstein1(fake[: self.n_w1], self.real_w1), "w1_floor": self.w1_floor})
         if self.centres is not None:
             result.update(mixture_quality(fake, self.centres, self.dataset.std))
         return result
+
+    def image_metrics(self, fake: Tensor) -> dict[str, float]:
+        """The run's image metrics (--eval-metrics) of these samples against real images drawn
+        once from the evaluation stream, in the run's feature space (--eval-features)."""
+        if not self.metrics:
+            return {}
+        if self._space is None:
+            self._space = run_feature_space(self.nets.cfg, self.nets.device)
+            seed = streams.eval_seed(self.nets.cfg.seed, streams.EVAL_REAL_FEATURES)
+            self._real = real_features(self._space, self.dataset, len(self.latents), seed)
+        fake_features = self._space.features(fake)
+        return labelled(self._space, fidelity.compute(self._real.features, fake_features, self.metrics))
 
     def gradnorm(self, fake: torch.Tensor) -> dict[str, float]:
         """`ganctl gradnorm`'s interpolate summary: ||grad D(x_hat)|| on fixed real points and
@@ -84,7 +114,8 @@ class Evaluator:
             fake.to(self.real_gradnorm.dtype),
             self.nets.eval_generator(streams.EVAL_GRADNORM_INTERP),
         )
-        stats = summarise(gradient_norms(self.nets.critic, x_hat)[1], DEFAULT_TOL)
+        self.last_norms = gradient_norms(self.nets.critic, x_hat)[1]
+        stats = summarise(self.last_norms, DEFAULT_TOL)
         return {
             "gradnorm_mean": stats["mean"],
             "gradnorm_q50": stats["q50"],
@@ -128,3 +159,228 @@ def draw_points(
     return scatter_over_field(
         path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
     )
+
+
+# --- image metrics ---------------------------------------------------------------------------
+def run_feature_space(cfg: TrainConfig, device: torch.device) -> FeatureSpace:
+    """A run's feature space for its evaluations: random-conv, or Inception-v3 from --inception
+    (or $GANCTL_INCEPTION)."""
+    if cfg.eval_features == "random-conv":
+        return random_conv(device)
+    path = inception_path(cfg.inception)
+    if path is None:
+        raise ConfigError("--eval-features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
+    return inception(path, device)
+
+
+def labelled(space: FeatureSpace, values: dict[str, float]) -> dict[str, float]:
+    """Metric names carry their feature space, so a fallback number is never read as a
+    published FID: fid[random-conv], precision[inception], ..."""
+    return {f"{k}[{space.label}]": v for k, v in values.items()}
+
+
+@dataclass
+class RealFeatures:
+    features: Tensor  # (n, dims), CPU float32
+    n: int
+    fingerprint: str  # of the real set (`dataset.fingerprint()`)
+    seed: int
+    cache: str | None  # the cache file, where it could be written
+
+
+def _cache_dir() -> Path:
+    from ganctl.data.images import cache_dir
+
+    return cache_dir()
+
+
+def real_features(space: FeatureSpace, dataset: Any, n: int, seed: int) -> RealFeatures:
+    """Features of n real images (all of a smaller finite set), read from the cache when the
+    same network has seen the same images, else computed and cached."""
+    finite = hasattr(dataset, "images")
+    n = min(n, len(dataset)) if finite else n
+    fingerprint = dataset.fingerprint()
+    key = hashlib.sha256(f"{FEATURES_FORMAT}|{space.sha256}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
+    path = _cache_dir() / f"features-{key}.safetensors"
+    cached = _read_features(path, n)
+    if cached is None:
+        generator = torch.Generator().manual_seed(seed)
+        cached = torch.cat([space.features(chunk) for chunk in dataset.chunks(n, generator, CHUNK)])
+        _write_features(
+            path,
+            cached,
+            {"space": space.label, "sha256": space.sha256, "fingerprint": fingerprint, "n": n, "seed": seed},
+        )
+    return RealFeatures(cached, n, fingerprint, seed, str(path) if path.exists() else None)
+
+
+def _read_features(path: Path, n: int) -> Tensor | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            if (fh.metadata() or {}).get("format") != FEATURES_FORMAT:
+                return None
+            features = fh.get_tensor("features")
+    except (SafetensorError, OSError, ValueError, KeyError):
+        return None  # absent or damaged: computed again
+    return features if len(features) == n else None
+
+
+def _write_features(path: Path, features: Tensor, meta: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    metadata = {"format": FEATURES_FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({"features": features.contiguous()}, str(tmp), metadata=metadata)
+    except OSError:
+        pass  # the cache is an optimisation; an unwritable cache folder costs a recomputation
+
+
+def generated_chunks(nets: Networks, n: int, seed: int, raw: bool = False) -> Iterator[Tensor]:
+    """n samples of the EMA generator (the raw one with `raw`) from latents of their own seeded
+    stream, in chunks."""
+    g = torch.Generator(device=nets.device).manual_seed(seed)
+    for start in range(0, n, CHUNK):
+        yield nets.sample(min(CHUNK, n - start), g, raw=raw).float()
+
+
+def score(
+    dataset: Any,
+    fake: Iterable[Tensor],
+    metrics: tuple[str, ...],
+    space: FeatureSpace | None,
+    n_real: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How good `fake` (chunks of samples shaped like the data's) is as a sample of `dataset`:
+    the data's own metrics (2-D: modes, high-quality share, W1; shapes: the judge) and, for
+    images, `metrics` in `space` against n_real real images. Returns the metrics and what they
+    were measured on."""
+    if dataset.kind == "points":
+        return _score_points(dataset, torch.cat([c.cpu() for c in fake]), n_real, seed)
+    judge = getattr(dataset, "judge", None)
+    modes, feats, n_fake = [], [], 0
+    for chunk in fake:
+        if chunk.dim() != 4 or tuple(chunk.shape[1:]) != tuple(dataset.shape):
+            raise DataError(
+                f"generated images have shape {tuple(chunk.shape[1:])}, but the real images have {tuple(dataset.shape)}"
+            )
+        n_fake += len(chunk)
+        if judge is not None:
+            modes.append(judge(chunk))
+        if metrics and space is not None:
+            feats.append(space.features(chunk))
+    result: dict[str, Any] = {"n_fake": n_fake, "metrics": {}}
+    if judge is not None:
+        result["metrics"].update(dataset.quality_of_modes(torch.cat(modes)))
+    if metrics and space is not None:
+        real = real_features(space, dataset, n_real, seed)
+        result["metrics"].update(labelled(space, fidelity.compute(real.features, torch.cat(feats), metrics, seed)))
+        result.update({"n_real": real.n, "real_fingerprint": real.fingerprint, "feature_space": space.describe()})
+    return result
+
+
+def _score_points(dataset: Any, fake: Tensor, n_real: int, seed: int) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    real = dataset.sample(min(n_real, len(fake)), g, "cpu")
+    k = min(W1_SAMPLES, len(fake), len(real))
+    metrics: dict[str, Any] = {"w1": wasserstein1(fake[:k].float(), real[:k]), "w1_points": k}
+    if getattr(dataset, "centres", None) is not None:
+        metrics.update(mixture_quality(fake, dataset.centres_tensor(), dataset.std))
+    return {"n_fake": len(fake), "n_real": len(real), "metrics": metrics}
+
+
+def choose_space(name: str, weights: str | None, device: torch.device | str) -> FeatureSpace:
+    """--features auto | random-conv | inception: auto takes Inception-v3 when a weights file is
+    given (--inception or $GANCTL_INCEPTION), else the random-conv fallback."""
+    if name == "auto":
+        return feature_space(weights, device)
+    if name == "random-conv":
+        return random_conv(device)
+    if name == "inception":
+        path = inception_path(weights)
+        if path is None:
+            raise ConfigError("--features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
+        return inception(path, device)
+    raise ConfigError(f"--features {name!r} is not one of: auto, random-conv, inception")
+
+
+# --- ganctl eval ------------------------------------------------------------------------------
+EVAL_N = 10_000  # generated samples (and real ones, all of a smaller finite set) per `ganctl eval`
+
+
+def evaluate_checkpoint(
+    nets: Networks,
+    metrics: tuple[str, ...],
+    space: FeatureSpace | None,
+    n: int = EVAL_N,
+    seed: int = 0,
+    data: str | None = None,
+    raw: bool = False,
+) -> dict[str, Any]:
+    """`ganctl eval CKPT`: n samples of the checkpoint's generator scored against its data (or
+    `data`, which must have the same sample shape)."""
+    from ganctl.data import load_dataset, sample_shape
+
+    dataset = nets.dataset if data is None else load_dataset(nets.cfg.replace(data=data))
+    if data is not None and tuple(dataset.shape) != sample_shape(nets.cfg):
+        raise DataError(
+            f"--data {data}: its samples have shape {tuple(dataset.shape)}, but this generator makes"
+            f" {sample_shape(nets.cfg)} (the checkpoint was trained on {nets.cfg.data})"
+        )
+    chunks = generated_chunks(nets, n, seed, raw)
+    report = score(dataset, chunks, metrics if dataset.kind == "images" else (), space, n, seed)
+    source = {
+        "checkpoint": str(getattr(nets, "path", "")),
+        "step": nets.step,
+        "generator": "raw" if raw or nets.ema is None else "ema",
+    }
+    return {"source": source, "data": data or nets.cfg.data, "seed": seed, **report}
+
+
+def evaluate_files(
+    fake: Path,
+    data: str,
+    metrics: tuple[str, ...],
+    space: FeatureSpace | None,
+    n: int = EVAL_N,
+    seed: int = 0,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> dict[str, Any]:
+    """`ganctl eval --fake PATH --data REAL`: samples made by any generator, as a folder of images
+    or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data`. A folder
+    is decoded at the real images' size; an array must already have their shape."""
+    from ganctl.data import images as image_files
+    from ganctl.data import load_dataset
+
+    dataset = load_dataset(TrainConfig(data=data, image_size=image_size, channels=channels))
+    fake = Path(fake)
+    if not fake.exists():
+        raise DataError(f"--fake {fake}: no such file or folder")
+    if dataset.kind == "points":
+        chunks: Iterable[Tensor] = [_points_file(fake)[:n]]
+    else:
+        c, size, _ = dataset.shape
+        if fake.is_dir():
+            generated = image_files.load_folder(fake, size, c, use_cache=False)
+        elif fake.suffix.lower() in (".npy", ".npz"):
+            generated = image_files.load_array(fake, None, None)
+        else:
+            raise DataError(f"--fake {fake}: not a folder of images or an .npy/.npz array")
+        chunks = generated.chunks(min(n, len(generated)), torch.Generator().manual_seed(seed), CHUNK)
+    report = score(dataset, chunks, metrics if dataset.kind == "images" else (), space, n, seed)
+    return {"source": {"fake": str(fake)}, "data": data, "seed": seed, **report}
+
+
+def _points_file(path: Path) -> Tensor:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--fake {path}: not a readable .npy array of 2-D points ({exc})") from None
+    if array.ndim != 2 or array.shape[1] != 2 or not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"--fake {path}: 2-D data needs an (N, 2) array of points, got {array.shape} {array.dtype}")
+    return torch.from_numpy(array.astype(np.float32))

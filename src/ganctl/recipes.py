@@ -261,6 +261,7 @@ def describe_default(name: str) -> str:
         "image_size": f"{SHAPES_IMAGE_SIZE} for shapes, {FOLDER_IMAGE_SIZE} for folders, an array's own",
         "channels": "the source's",
         "decay_steps": "--steps",
+        "inception": "$GANCTL_INCEPTION",
         "one_sided": ", ".join(
             f"{m.name} {'one' if m.fixed['one_sided'] else 'two'}-sided" for m in _METHODS if "one_sided" in m.fixed
         ),

@@ -5,6 +5,7 @@
     RUN/summary.json         the run's summary, written by `compare` when it finishes a run
     RUN/checkpoints/         step-NNNNNNN.safetensors
     RUN/samples/             step-NNNNNNN.png and final.png
+    RUN/tensorboard/         TensorBoard events, with --tensorboard
 
 Everything here is paths and JSON: no torch.
 """
@@ -69,6 +70,10 @@ class RunFolder:
     @property
     def samples(self) -> Path:
         return self.path / "samples"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     def checkpoint_path(self, step: int) -> Path:
         return self.path / "checkpoints" / f"step-{step:07d}{CHECKPOINT_SUFFIX}"

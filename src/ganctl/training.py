@@ -17,9 +17,37 @@ from ganctl.engine import resume as resume_trainer
 from ganctl.errors import ConfigError, Interrupted, NonFinite, TrainingFailed
 from ganctl.evaluation import Evaluator
 from ganctl.runfolder import MetricsLog, RunFolder, find_checkpoint
+from ganctl.tensorboard import TensorBoardLog
 
 MAX_ROLLBACKS = 3  # --on-nonfinite rollback: reloads per run before giving up
 EventHandler = Callable[[str, dict[str, Any]], None]
+
+
+class RunLog:
+    """Where a run's records go: metrics.jsonl (the source of truth) and, with --tensorboard,
+    TensorBoard events under RUN/tensorboard (scalars, sample pictures, gradient-norm
+    histograms)."""
+
+    def __init__(self, folder: RunFolder, cfg: TrainConfig, resume_step: int | None):
+        self.tensorboard = TensorBoardLog(folder.tensorboard) if cfg.tensorboard else None  # fails before any write
+        self.metrics: MetricsLog = folder.metrics_log(resume_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.metrics.write(record)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(record)
+
+    def picture(self, name: str, image: Any, step: int) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.picture(name, image, step)
+
+    def histogram(self, name: str, values: Any, step: int) -> None:
+        if self.tensorboard is not None and values is not None:
+            self.tensorboard.histogram(name, values, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def _due(step: int, every: int) -> bool:
@@ -73,12 +101,13 @@ def _train(
     cfg = trainer.cfg
     main = world.main
     folder = RunFolder(out)
+    log: RunLog | None = None
     failure: Exception | None = None
     if main:
         try:
             folder.prepare(resuming=resume is not None, overwrite=overwrite)
             folder.write_config(cfg.to_dict())
-            log = folder.metrics_log(trainer.step if resume is not None else None)
+            log = RunLog(folder, cfg, trainer.step if resume is not None else None)
             evaluator = Evaluator(trainer)
             for skipped in getattr(trainer.dataset, "skipped", []):
                 emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
@@ -109,19 +138,23 @@ def _train(
             return None
         return checkpoint.save(trainer, folder.checkpoint_path(step), states if world.active else None)
 
-    with interrupts.guard() as stop:
-        return _loop(
-            trainer,
-            folder,
-            world,
-            main,
-            emit,
-            save_checkpoint,
-            stop,
-            first_step,
-            log if main else None,
-            evaluator if main else None,
-        )
+    try:
+        with interrupts.guard() as stop:
+            return _loop(
+                trainer,
+                folder,
+                world,
+                main,
+                emit,
+                save_checkpoint,
+                stop,
+                first_step,
+                log if main else None,
+                evaluator if main else None,
+            )
+    finally:
+        if log is not None:
+            log.close()
 
 
 def _loop(
@@ -133,7 +166,7 @@ def _loop(
     save_checkpoint: Callable[[int], Path | None],
     stop: interrupts.Guard,
     first_step: int,
-    log: MetricsLog | None,
+    log: RunLog | None,
     evaluator: Evaluator | None,
 ) -> dict[str, Any]:
     cfg = trainer.cfg
@@ -192,12 +225,13 @@ def _loop(
             record["elapsed_s"] = round(time.perf_counter() - started, 3)
         if _due(step, cfg.eval_every):
             record.update({f"eval/{k}": v for k, v in evaluator.evaluate().items()})
+            log.histogram("gradnorm/interp", evaluator.last_norms, step)
         if len(record) > 1:
             log.write(record)
             emit("log", record)
         if _due(step, cfg.sample_every):
             picture = folder.sample_path(step)
-            evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {step}")
+            log.picture("samples", evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {step}"), step)
             emit("sample", {"step": step, "path": str(picture)})
         emit("step", {"step": step})
     wall = time.perf_counter() - started

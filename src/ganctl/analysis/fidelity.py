@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ganctl.config import FIDELITY_METRICS
 from ganctl.errors import DataError
 
 PR_K = 3  # Kynkaanniemi et al. 2019
@@ -143,7 +144,7 @@ def density_coverage(real: Tensor, fake: Tensor, k: int = DC_K) -> dict[str, flo
     return {"density": float(density), "coverage": float(coverage)}
 
 
-METRICS = ("fid", "kid", "pr", "dc")  # what --metrics accepts
+METRICS = FIDELITY_METRICS  # what --metrics accepts
 
 
 def compute(real: Tensor, fake: Tensor, metrics: tuple[str, ...], seed: int = 0) -> dict[str, float]:

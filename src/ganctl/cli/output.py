@@ -80,8 +80,14 @@ _LIVE = (
 )
 
 
+# Image metrics, whatever feature space they were measured in: eval/fid[random-conv] -> fid[random-conv].
+_LIVE_IMAGE = ("eval/fid[", "eval/kid[", "eval/precision[", "eval/recall[")
+
+
 def metrics_line(record: dict[str, Any]) -> str:
-    return "  ".join(f"{label}={_fmt(record[key])}" for key, label in _LIVE if key in record)
+    parts = [f"{label}={_fmt(record[key])}" for key, label in _LIVE if key in record]
+    parts += [f"{key[5:]}={_fmt(value)}" for key, value in record.items() if key.startswith(_LIVE_IMAGE)]
+    return "  ".join(parts)
 
 
 class TrainProgress:

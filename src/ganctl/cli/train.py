@@ -200,6 +200,44 @@ def train(
         int | None,
         _opt("--eval-samples", help="Generated points per evaluation.", field="eval_samples", panel=_SCHEDULE),
     ] = None,
+    eval_metrics: Annotated[
+        str | None,
+        _opt(
+            "--eval-metrics",
+            help="Images: metrics at eval steps, comma-separated: fid, kid, pr (precision/recall), dc"
+            " (density/coverage), or none.",
+            field="eval_metrics",
+            panel=_SCHEDULE,
+        ),
+    ] = None,
+    eval_features: Annotated[
+        str | None,
+        _opt(
+            "--eval-features",
+            help="Images: the feature space of those metrics: random-conv (no weights; not comparable to"
+            " published FIDs) or inception (Inception-v3 of published FIDs, from --inception).",
+            field="eval_features",
+            panel=_SCHEDULE,
+        ),
+    ] = None,
+    inception: Annotated[
+        str | None,
+        _opt(
+            "--inception",
+            help="Inception-v3 weights file in torch-fidelity's layout (pt_inception-2015-12-05-6726825d.pth).",
+            field="inception",
+            panel=_SCHEDULE,
+        ),
+    ] = None,
+    tensorboard: Annotated[
+        bool | None,
+        _opt(
+            "--tensorboard/--no-tensorboard",
+            help="Also write TensorBoard events under RUN/tensorboard (pip install 'ganctl[tensorboard]').",
+            field="tensorboard",
+            panel=_SCHEDULE,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(

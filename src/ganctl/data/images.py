@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,10 +48,31 @@ class ImageSet:
     skipped: list[str] = field(default_factory=list)  # files that could not be decoded
     cache: str | None = None
     kind: str = "images"
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def fingerprint(self) -> str:
+        """A SHA-256 of the decoded pixels (shape and bytes): the identity of this real set, for
+        cached statistics. Computed once."""
+        if self._fingerprint is None:
+            pixels = self.images.detach().cpu().contiguous()
+            h = hashlib.sha256(f"{tuple(pixels.shape)}".encode())
+            h.update(pixels.numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def chunks(self, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
+        """n images in [-1, 1] (no flips), in chunks of `size`: all of them in order when n is at
+        least the set's size, else a random subset drawn with `generator` (CPU)."""
+        idx = torch.arange(len(self)) if n >= len(self) else torch.randperm(len(self), generator=generator)[:n]
+        for part in idx.split(size):
+            yield self.images[part.to(self.images.device)].float().div_(127.5).sub_(1.0)
 
     @property
     def description(self) -> str:

@@ -29,6 +29,7 @@ mode); uniform noise is judged invalid.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,7 @@ PALETTE = (
 )
 SIZE_RANGE = (0.4, 0.7)  # side of the shape's bounding box, as a share of the image side
 FOREGROUND = 0.5
+RENDERER_VERSION = 1  # bump when the images change: cached real-set statistics then miss
 MIN_IOU = 0.8
 MAX_COLOUR_DISTANCE = 0.2
 MAX_BACKGROUND = 0.1
@@ -100,6 +102,15 @@ class ShapesSet:
     @property
     def description(self) -> str:
         return f"procedural shapes, {len(KINDS)} kinds x {len(PALETTE)} colours, {self.size} px"
+
+    def fingerprint(self) -> str:
+        """The identity of this (procedural) real set: the renderer and the size."""
+        return f"shapes/{RENDERER_VERSION}/{self.size}"
+
+    def chunks(self, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
+        """n fresh images from `generator`, in chunks of `size`."""
+        for start in range(0, n, size):
+            yield self.sample(min(size, n - start), generator, generator.device)
 
     @property
     def modes_total(self) -> int:
@@ -188,8 +199,11 @@ class ShapesSet:
     def quality(self, images: Tensor) -> dict[str, float | int]:
         """Valid share and modes covered (PacGAN's rule: at least a fifth of a mode's expected
         count n/K; `modes_hit`: at least one valid image)."""
-        modes = self.judge(images)
-        n, k = len(images), self.modes_total
+        return self.quality_of_modes(self.judge(images))
+
+    def quality_of_modes(self, modes: Tensor) -> dict[str, float | int]:
+        """`quality` from the judge's verdicts (-1: invalid)."""
+        n, k = len(modes), self.modes_total
         counts = torch.bincount(modes[modes >= 0], minlength=k)
         return {
             "valid_share": float((modes >= 0).float().mean()),
