@@ -99,11 +99,21 @@ def test_a_config_claiming_huge_networks_is_refused_before_allocation(valid, tmp
 
 
 def test_nothing_is_ever_unpickled():
+    # The one torch.load (Inception-v3 weights, ganctl.analysis.features) must use PyTorch's
+    # restricted loader, weights_only=True: tensors and plain containers, no code.
+    import ast
     from pathlib import Path
 
     import ganctl as package
 
+    loads = []
     for path in Path(package.__file__).parent.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        for banned in ("torch.load(", "import pickle", "allow_pickle=True", "pickle.load"):
+        for banned in ("import pickle", "allow_pickle=True", "pickle.load", "weights_only=False"):
             assert banned not in text, f"{path}: {banned}"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("torch.load", "torch.serialization.load"):
+                restricted = any(k.arg == "weights_only" and ast.unparse(k.value) == "True" for k in node.keywords)
+                assert restricted, f"{path}:{node.lineno}: torch.load without weights_only=True"
+                loads.append(path.name)
+    assert loads == ["features.py"]

@@ -133,3 +133,20 @@ def test_a_folder_holding_another_run_is_refused(compared, tmp_path):
     out, _, _ = compared
     r = invoke(*TINY, "--methods", "gp", "--seeds", "1", "--out", out, "--lambda", "5")
     assert r.exit_code == 2 and "holds a run with other settings" in r.stderr and "penalty_weight" in r.stderr
+
+
+def test_image_runs_are_ranked_by_their_image_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "cache"))
+    args = (
+        "--data shapes --image-size 16 --width 8 --z-dim 8 --batch-size 8 --steps 2 --n-critic 1 --eval-samples 40"
+        " --eval-every 0 --sample-every 0 --eval-metrics fid,pr --device cpu"
+    ).split()
+    r = invoke(*args, "--methods", "gp,sn", "--out", tmp_path / "c", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    fids = {m: s["fid[random-conv]"]["mean"] for m, s in result["methods"].items()}
+    assert result["best"]["fid[random-conv]"] == [min(fids, key=fids.get)]
+    recalls = {m: s["recall[random-conv]"]["mean"] for m, s in result["methods"].items()}
+    assert result["best"]["recall[random-conv]"] == [m for m, v in recalls.items() if v == max(recalls.values())]
+    rows = list(csv.DictReader((tmp_path / "c" / "compare.csv").open()))
+    assert all(float(row["fid[random-conv]"]) > 0 for row in rows)

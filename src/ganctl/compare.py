@@ -38,6 +38,17 @@ COLUMNS = (
     ("s_per_step", "s / step", "min"),
     ("peak_memory_mb", "peak MiB", "min"),
 )
+# Image metrics, named with their feature space (fid[random-conv], ...): which way is better.
+# Density has no best: above 1 it means generated points crowd where real ones are dense.
+IMAGE_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max", "coverage": "max", "density": None}
+
+
+def columns(keys: Any) -> list[tuple[str, str, str | None]]:
+    """The columns for rows with these keys: COLUMNS, with the image metrics after the data's
+    own ones."""
+    image = sorted(k for k in set(keys) if k.split("[")[0] in IMAGE_METRICS and k.endswith("]"))
+    extra = [(k, k, IMAGE_METRICS[k.split("[")[0]]) for k in image]
+    return [*COLUMNS[:4], *extra, *COLUMNS[4:]]
 
 
 @dataclass
@@ -202,7 +213,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def best(methods: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """For each column with a direction, the method(s) with the best mean."""
     marks: dict[str, list[str]] = {}
-    for key, _, direction in COLUMNS:
+    for key, _, direction in columns(k for s in methods.values() for k in s):
         scored = {m: s[key]["mean"] for m, s in methods.items() if key in s}
         if direction is None or len(scored) < 2:
             continue
@@ -319,25 +330,16 @@ def _curves(rows: list[dict[str, Any]], path: Path) -> None:
     by_method: dict[str, list[list[dict[str, Any]]]] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(RunFolder(row["run"]).read_metrics())
-    quality = next(
-        (
-            k
-            for k in ("eval/w1", "eval/valid_share")
-            if any(k in r for logs in by_method.values() for log in logs for r in log)
-        ),
-        None,
-    )
+    logged = {k for logs in by_method.values() for log in logs for r in log for k in r}
+    titles = {
+        "wasserstein": "critic's Wasserstein estimate E[D(real)] - E[D(fake)]",
+        "eval/w1": "W1 to the data (lower is better)",
+        "eval/valid_share": "valid share (shapes judge)",
+    }
+    titles.update({k: f"{k[5:]} (lower is better)" for k in sorted(logged) if k.startswith("eval/fid[")})
     charts = []
-    for key, title in (
-        ("wasserstein", "critic's Wasserstein estimate E[D(real)] - E[D(fake)]"),
-        (
-            quality,
-            {"eval/w1": "W1 to the data (lower is better)", "eval/valid_share": "valid share (shapes judge)"}.get(
-                quality or ""
-            ),
-        ),
-    ):
-        if key is None:
+    for key, title in titles.items():
+        if key not in logged:
             continue
         series = {}
         for method, logs in by_method.items():

@@ -57,10 +57,11 @@ def _fmt(key: str, stat: dict[str, float] | None, runs: int) -> str:
 
 
 def _table(result: dict[str, Any]) -> None:
-    from ganctl.compare import COLUMNS
+    from ganctl.compare import columns
 
     methods, marks = result["methods"], result["best"]
-    shown = [(k, label) for k, label, _ in COLUMNS if any(k in s for s in methods.values())]
+    keys = {k for s in methods.values() for k in s}
+    shown = [(k, label) for k, label, _ in columns(keys) if k in keys]
     if not stderr.is_terminal:  # plain, tab-separated, with '*' on the best value
         print("\t".join(("method", "runs", *(k for k, _ in shown))), file=sys.stderr)
         for method, s in methods.items():
