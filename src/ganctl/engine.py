@@ -35,19 +35,23 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZER_IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
-def make_optimizer(cfg: TrainConfig, params: Any, lr: float, lazy_interval: int = 1) -> torch.optim.Optimizer:
-    """Adam (fused where torch has the kernel, else foreach) or RMSprop (foreach). With a
-    penalty applied every N steps, lr and Adam's betas are corrected by c = N / (N + 1)
-    (lr * c, beta ** c), as in StyleGAN2's lazy regularisation."""
-    c = lazy_interval / (lazy_interval + 1) if lazy_interval > 1 else 1.0
+def make_optimizer(cfg: TrainConfig, params: Any, lr: float) -> torch.optim.Optimizer:
+    """Adam (fused where torch has the kernel, else foreach) or RMSprop (foreach), with the
+    configured lr and betas as they are.
+
+    Lazy regularisation (--reg-every N) needs no correction here: the penalty, weighted by N,
+    is added to the loss of every N-th ordinary critic step, so N batches take N optimizer
+    steps and the strength per batch is the one asked for. StyleGAN2's correction (lr * c,
+    beta ** c with c = N / (N + 1)) belongs to its *separate* regularisation step, where N
+    batches take N + 1 steps; applied to this scheme it would only lower the lr."""
     params = list(params)
     if cfg.optimizer == "adam":
-        betas = (cfg.beta1**c, cfg.beta2**c)
+        betas = (cfg.beta1, cfg.beta2)
         try:  # one fused kernel per step where torch has it for this device
-            return torch.optim.Adam(params, lr=lr * c, betas=betas, fused=True)
+            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
         except RuntimeError:
-            return torch.optim.Adam(params, lr=lr * c, betas=betas, foreach=True)
-    return torch.optim.RMSprop(params, lr=lr * c, foreach=True)
+            return torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
+    return torch.optim.RMSprop(params, lr=lr, foreach=True)
 
 
 class Trainer(Networks):
@@ -110,11 +114,9 @@ class Trainer(Networks):
         # Parameter lists, walked every step (module.parameters() re-walks the module tree).
         self._generator_params = tuple(self.generator.parameters())
         self._critic_params = tuple(self.critic.parameters())
-        lazy = cfg.reg_every if self.strategy.penalty_at is not None else 1
         self.opt_g = make_optimizer(cfg, self._generator_params, cfg.lr_g)
-        self.opt_d = make_optimizer(cfg, self._critic_params, cfg.lr_d, lazy)
-        self._base_lr_g = self.opt_g.param_groups[0]["lr"]  # after the lazy-reg correction
-        self._base_lr_d = self.opt_d.param_groups[0]["lr"]
+        self.opt_d = make_optimizer(cfg, self._critic_params, cfg.lr_d)
+        self._base_lr_g, self._base_lr_d = cfg.lr_g, cfg.lr_d  # --lr-decay scales these
         # Mixed precision: autocast for forwards; with fp16, a gradient scaler per optimizer and
         # the penalty's input gradients taken from the scaled output, then unscaled (PyTorch's
         # AMP recipe for gradient penalties). bf16 needs no scaler (enabled=False: no-ops).
