@@ -173,9 +173,7 @@ def test_lazy_penalty_is_weighted_by_its_interval():
     # On a penalised step, the critic's update equals that of a loss with weight N * lambda.
     torch.manual_seed(0)
     a = Trainer(small(lipschitz="gp", reg_every=3, n_critic=1, penalty_weight=2.0, optimizer="rmsprop", lr_d=1e-3))
-    b = Trainer(
-        small(lipschitz="gp", reg_every=1, n_critic=1, penalty_weight=6.0, optimizer="rmsprop", lr_d=1e-3)
-    )
+    b = Trainer(small(lipschitz="gp", reg_every=1, n_critic=1, penalty_weight=6.0, optimizer="rmsprop", lr_d=1e-3))
     a.critic_step()
     b.critic_step()
     for pa, pb in zip(a.critic.parameters(), b.critic.parameters()):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganctl.analysis.quality import linear_assignment, mixture_quality, wasserstein1
+from ganctl.analysis.quality import linear_assignment, mixture_quality, w1_floor, wasserstein1
 from ganctl.data import get_dataset
 
 
@@ -61,3 +61,13 @@ def test_a_mode_needs_a_fifth_of_its_expected_share():
     assert (q["modes"], q["modes_hit"]) == (1, 2)
     x = torch.cat([centres[0].expand(n - 20, 2), centres[1].expand(20, 2)])
     assert mixture_quality(x, centres, ds.std)["modes"] == 2
+
+
+def test_the_w1_floor_is_a_mean_and_spread_over_draws():
+    ds = get_dataset("8gaussians")
+    g = torch.Generator().manual_seed(0)
+    mean, sd = w1_floor(lambda n: ds.sample(n, g, "cpu"), 256, draws=6)
+    direct = [wasserstein1(ds.sample(256, g, "cpu"), ds.sample(256, g, "cpu")) for _ in range(30)]
+    assert sd > 0 and abs(mean - float(np.mean(direct))) < 3 * float(np.std(direct)) / 6**0.5 + 1e-9
+    # more points, a lower floor: W1 of two samples of one distribution shrinks with n
+    assert w1_floor(lambda n: ds.sample(n, g, "cpu"), 2048, draws=3)[0] < mean

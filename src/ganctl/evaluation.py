@@ -27,7 +27,7 @@ from ganctl import streams
 from ganctl.analysis import fidelity
 from ganctl.analysis.features import FeatureSpace, feature_space, inception, inception_path, random_conv
 from ganctl.analysis.gradnorm import DEFAULT_TOL, gradient_norms, summarise
-from ganctl.analysis.quality import mixture_quality, wasserstein1
+from ganctl.analysis.quality import W1_POINTS, mixture_quality, w1_floor, wasserstein1
 from ganctl.config import TrainConfig, metric_list
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import atomic_path
@@ -35,7 +35,6 @@ from ganctl.networks import Networks, eval_mode
 from ganctl.penalties import interpolate
 from ganctl.render import image_grid, save_image, scatter_over_field
 
-W1_SAMPLES = 512  # exact assignment is O(n^3); 512 points take about a second
 FIELD_RESOLUTION = 128
 PLOT_POINTS = 1000
 GRID_IMAGES = 64  # an 8 x 8 grid from fixed latents
@@ -69,12 +68,12 @@ class Evaluator:
         if not self.points:
             return
         self.real = dataset.sample(cfg.eval_samples, rng, nets.device)
-        self.n_w1 = min(W1_SAMPLES, cfg.eval_samples)
+        self.n_w1 = min(W1_POINTS, cfg.eval_samples)
         self.real_w1 = dataset.sample(self.n_w1, rng, nets.device)
         self.centres = dataset.centres_tensor()
         self.extent = plot_extent(self.real)
         # The W1 a perfect generator would still show at this sample size.
-        self.w1_floor = wasserstein1(self.real[: self.n_w1], self.real_w1)
+        self.w1_floor = w1_floor(lambda n: dataset.sample(n, rng, nets.device), self.n_w1)  # (mean, sd)
 
     @torch.no_grad()
     def fake(self, n: int | None = None) -> torch.Tensor:
@@ -89,7 +88,14 @@ class Evaluator:
         if not self.points:
             quality = getattr(self.dataset, "quality", None)
             return {**(quality(fake) if quality is not None else {}), **self.image_metrics(fake), **result}
-        result.update({"w1": wasserstein1(fake[: self.n_w1], self.real_w1), "w1_floor": self.w1_floor})
+        result.update(
+            {
+                "w1": wasserstein1(fake[: self.n_w1], self.real_w1),
+                "w1_floor": self.w1_floor[0],
+                "w1_floor_sd": self.w1_floor[1],
+                "w1_points": self.n_w1,
+            }
+        )
         if self.centres is not None:
             result.update(mixture_quality(fake, self.centres, self.dataset.std))
         return result
@@ -286,8 +292,14 @@ def score(
 def _score_points(dataset: Any, fake: Tensor, n_real: int, seed: int) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     real = dataset.sample(min(n_real, len(fake)), g, "cpu")
-    k = min(W1_SAMPLES, len(fake), len(real))
-    metrics: dict[str, Any] = {"w1": wasserstein1(fake[:k].float(), real[:k]), "w1_points": k}
+    k = min(W1_POINTS, len(fake), len(real))
+    floor, floor_sd = w1_floor(lambda m: dataset.sample(m, g, "cpu"), k)
+    metrics: dict[str, Any] = {
+        "w1": wasserstein1(fake[:k].float(), real[:k]),
+        "w1_floor": floor,
+        "w1_floor_sd": floor_sd,
+        "w1_points": k,
+    }
     if getattr(dataset, "centres", None) is not None:
         metrics.update(mixture_quality(fake, dataset.centres_tensor(), dataset.std))
     return {"n_fake": len(fake), "n_real": len(real), "metrics": metrics}

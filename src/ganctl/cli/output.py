@@ -162,6 +162,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     if "valid_share" in final:
         parts.append(f"valid {final['valid_share']:.1%}")
     if "w1" in final:
-        parts.append(f"W1 {final['w1']:.4f} (floor {final['w1_floor']:.4f})")
+        parts.append(
+            f"W1 {final['w1']:.4f} (a perfect generator's: {final['w1_floor']:.4f} ± {final['w1_floor_sd']:.4f})"
+        )
     for line in (", ".join(parts), f"checkpoint {summary['checkpoint']}", f"picture    {summary['picture']}"):
         stderr.print(line, markup=False, highlight=False, soft_wrap=True)
