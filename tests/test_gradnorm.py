@@ -3,12 +3,14 @@ Jacobians."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import Linear, small
 from torch import nn
 
 from ganctl.analysis import gradnorm
+from ganctl.data import get_dataset
 from ganctl.engine import Trainer
 
 
@@ -181,3 +183,108 @@ def test_clipping_vanishes_and_the_penalty_holds_norms_near_one(tmp_path):
     assert clip["verdict"]["status"] == "vanishing"
     assert abs(gp_log["eval/gradnorm_q50"] - 1.0) < 0.25 and abs(gp["sets"]["interp"]["q50"] - 1.0) < 0.25
     assert gp["verdict"]["status"] != "vanishing"
+
+
+def explicit_norm(layer, shape):
+    """The operator norm from the explicit matrix of the layer's linear part (its Jacobian),
+    independently of ganctl."""
+    d = math.prod(shape)
+    jac = torch.autograd.functional.jacobian(lambda v: layer(v.reshape(1, *shape)).flatten(), torch.zeros(d))
+    return float(torch.linalg.matrix_norm(jac.double(), 2))
+
+
+def test_a_dense_layer_s_constant_is_its_exact_spectral_norm():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 1))
+    total, table = gradnorm.upper_bound(net, (5,))
+    assert table[0].certainty == "exact" and table[0].bound == pytest.approx(explicit_norm(net[0], (5,)), rel=1e-12)
+    assert gradnorm.certified(table)
+
+
+@pytest.mark.parametrize(
+    "c_in,c_out,k,s,p,n",
+    [
+        (2, 3, 4, 2, 1, 8),  # DCGAN's stride-2 4 x 4
+        (3, 4, 3, 1, 1, 6),  # ResNet's 3 x 3
+        (2, 2, 1, 1, 0, 5),  # a 1 x 1 shortcut
+        (3, 2, 3, 2, 1, 9),  # odd size, stride 2
+        (2, 3, 5, 3, 2, 10),  # stride 3
+    ],
+)
+def test_a_convolution_s_bound_is_certified_against_the_explicit_matrix(c_in, c_out, k, s, p, n):
+    torch.manual_seed(c_in * 100 + k * 10 + s)
+    conv = nn.Conv2d(c_in, c_out, k, stride=s, padding=p)
+    true = explicit_norm(conv, (c_in, n, n))
+    bound = gradnorm.conv2d_bound(conv.weight, conv.stride, conv.padding, (n, n))
+    assert true <= bound <= 1.35 * true  # never below; the zero padding costs at most a third here
+    estimate = gradnorm.operator_norm(conv, (c_in, n, n))
+    assert estimate <= true * (1 + 1e-6)  # power iteration approaches from below: an estimate only
+    assert gradnorm.explicit_norm(conv, (c_in, n, n)) == pytest.approx(true, rel=1e-6)  # small: exact
+
+
+def test_a_large_convolution_gets_the_certified_bound_and_a_small_one_its_exact_norm():
+    torch.manual_seed(0)
+    last = nn.Conv2d(64, 1, 4)  # DCGAN's last layer: one output, measured exactly
+    _, table = gradnorm.upper_bound(nn.Sequential(last), (64, 4, 4))
+    assert table[0].certainty == "exact" and table[0].bound == pytest.approx(explicit_norm(last, (64, 4, 4)))
+    big = nn.Conv2d(16, 32, 4, 2, 1)  # 16 x 32 x 32 in, 32 x 16 x 16 out: too large to build
+    assert gradnorm.explicit_norm(big, (16, 32, 32)) is None
+    _, table = gradnorm.upper_bound(nn.Sequential(big), (16, 32, 32))
+    assert table[0].certainty == "certified" and table[0].bound >= gradnorm.operator_norm(big, (16, 32, 32))
+
+
+def test_the_bound_is_seeded_and_marks_what_it_could_not_certify():
+    torch.manual_seed(0)
+    # too large to build explicitly: a certified convolution, an estimated up-sampling
+    net = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2), nn.Conv2d(16, 1, 48))
+    first, table = gradnorm.upper_bound(net, (3, 48, 48))
+    again, _ = gradnorm.upper_bound(net, (3, 48, 48))
+    assert first == again
+    assert [e.certainty for e in table] == ["certified", "exact", "estimated", "exact"]
+    assert not gradnorm.certified(table)
+
+
+def test_the_resnet_critic_counts_its_spatial_mean():
+    trainer = Trainer(small(data="shapes", arch="resnet", width=8, z_dim=8, lipschitz="gp", batch_size=8))
+    total, table = gradnorm.upper_bound(trainer.critic, (3, 32, 32))
+    mean = next(e for e in table if e.kind == "SpatialMean")
+    assert mean.bound == pytest.approx(1 / 8) and mean.certainty == "exact"  # over 8 x 8
+    assert gradnorm.certified(table) and math.isfinite(total)
+
+
+@pytest.mark.parametrize("shift", sorted(gradnorm.ALIGNMENT_REFERENCE))
+def test_alignment_references_of_the_optimal_critic(shift):
+    # Pg = Pr shifted by v; the optimal critic -<x, v/|v|>. On the empirical optimal coupling it
+    # scores about 0.9, not 1; on independent pairs it does not score near 0.
+    ds = get_dataset("8gaussians")
+    coupled, independent = [], []
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        v = torch.tensor([0.6, 0.8]) * shift
+        real, fake = ds.sample(512, g, "cpu"), ds.sample(512, g, "cpu") + v
+        critic = nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            critic.weight.copy_(-v[None] / v.norm())
+        independent.append(float(gradnorm.alignment(critic, real, fake, g).mean()))
+        pairs = fake[gradnorm.optimal_coupling(real, fake)]
+        coupled.append(float(gradnorm.alignment(critic, real, pairs, g).mean()))
+    want_coupled, want_independent = gradnorm.ALIGNMENT_REFERENCE[shift]
+    assert np.mean(coupled) == pytest.approx(want_coupled, abs=0.02) and np.mean(coupled) < 1.0
+    assert np.mean(independent) == pytest.approx(want_independent, abs=0.02) and np.mean(independent) > 0.1
+    # an exact translated copy is coupled point to point: then it is 1
+    exact = ds.sample(64, torch.Generator().manual_seed(9), "cpu")
+    copy = exact + v
+    assert float(gradnorm.alignment(critic, exact, copy[gradnorm.optimal_coupling(exact, copy)], g).min()) > 1 - 1e-6
+
+
+def test_verdicts_and_labels_follow_the_loss():
+    low = gradnorm.summarise(torch.full((100,), 0.3))
+    assert gradnorm.verdict(low, 0.1, "wasserstein")[0] == "under-using"
+    word, detail = gradnorm.verdict(low, 0.1, "ns")
+    assert word == "inside the bound" and "optimal" not in detail
+    ns = Trainer(small(lipschitz="r1"))  # the non-saturating loss
+    ns.train_step()
+    stats = ns.pop_stats()
+    assert "critic_gap" in stats and "wasserstein" not in stats
+    report = gradnorm.analyse(ns, n=256)
+    assert "critic_gap" in report and "wasserstein" not in report

@@ -238,7 +238,7 @@ class Trainer(Networks):
         self.strategy.after_critic_step(self.critic)
         self.critic_steps += 1
         self._track("loss_d", loss)
-        self._track("wasserstein", d_real.mean() - d_fake.mean())
+        self._track("critic_gap", d_real.mean() - d_fake.mean())
         self._last_batch = (real.detach(), fake.detach())
 
     def _critic_backward(
@@ -370,6 +370,10 @@ class Trainer(Networks):
         at interpolates of the last critic batch (the same measure for every method)."""
         stats = {k: float(v) / self._counts[k] for k, v in self._sums.items()}
         self._sums, self._counts = {}, {}
+        if "critic_gap" in stats and self.cfg.loss == "wasserstein":
+            # E[D(real)] - E[D(fake)] estimates W1 (times the critic's Lipschitz constant) only for a
+            # Wasserstein critic; under ns, hinge or lsgan it is just the critic's gap.
+            stats["wasserstein"] = stats["critic_gap"]
         if self.cfg.on_nonfinite == "skip":
             stats["nonfinite_skipped"] = self.nonfinite_skipped
         if self.scaler_d.is_enabled():

@@ -86,6 +86,8 @@ _LIVE_IMAGE = ("eval/fid[", "eval/kid[", "eval/precision[", "eval/recall[")
 
 def metrics_line(record: dict[str, Any]) -> str:
     parts = [f"{label}={_fmt(record[key])}" for key, label in _LIVE if key in record]
+    if "critic_gap" in record and "wasserstein" not in record:  # not a W1 estimate under this loss
+        parts.insert(1, f"gap={_fmt(record['critic_gap'])}")
     parts += [f"{key[5:]}={_fmt(value)}" for key, value in record.items() if key.startswith(_LIVE_IMAGE)]
     return "  ".join(parts)
 

@@ -87,16 +87,25 @@ class Generator(nn.Module):
         return self.out(F.relu(self.bn(h))).tanh()
 
 
+class SpatialMean(nn.Module):
+    """The mean of each channel over H x W: (B, C, H, W) -> (B, C). A module of its own so that
+    `ganctl gradnorm`'s bound counts its constant, 1/sqrt(H W)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class Critic(nn.Module):
     def __init__(self, w: int, c: int, norm: str):
         super().__init__()
         self.blocks = nn.Sequential(
             FirstBlock(c, w), DownBlock(w, w, norm, True), DownBlock(w, w, norm, False), DownBlock(w, w, norm, False)
         )
+        self.pool = SpatialMean()
         self.linear = nn.Linear(w, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(activations.relu(self.blocks(x)).mean(dim=(2, 3)))
+        return self.linear(self.pool(activations.relu(self.blocks(x))))
 
 
 def build_resnet(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
