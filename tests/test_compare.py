@@ -150,3 +150,62 @@ def test_image_runs_are_ranked_by_their_image_metrics(tmp_path, monkeypatch):
     assert result["best"]["recall[random-conv]"] == [m for m, v in recalls.items() if v == max(recalls.values())]
     rows = list(csv.DictReader((tmp_path / "c" / "compare.csv").open()))
     assert all(float(row["fid[random-conv]"]) > 0 for row in rows)
+
+
+def test_trials_fill_each_method_s_own_space_the_same_way_every_time():
+    from ganctl.recipes import search_space
+    from ganctl.tuning import trials
+
+    for method in ("clip", "gp", "r1", "sn"):
+        space = search_space(method)
+        drawn = trials(method, 16)
+        assert drawn == trials(method, 16) and len({str(t) for t in drawn}) == 16
+        for name, dim in space.items():
+            values = [t[name] for t in drawn]
+            if dim.kind == "log":
+                assert all(dim.values[0] <= v <= dim.values[1] for v in values)
+                assert max(values) / min(values) > 3  # spread over the range, not clumped
+            else:
+                assert set(values) == set(dim.values)  # every choice tried in 16 trials
+    assert "clip" in search_space("clip") and "penalty_weight" in search_space("gp")
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune") / "t"
+    r = invoke(*TINY, "--methods", "gp,sn", "--tune", "2", "--seeds", "1", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout), r
+
+
+def test_tuning_gives_every_method_the_same_budget_and_reports_on_fresh_seeds(tuned):
+    out, result, _ = tuned
+    tuning = result["tuning"]
+    assert (tuning["metric"], tuning["trials"], tuning["tune_seeds"], tuning["report_seeds"]) == ("w1", 2, [1000], [0])
+    for method in ("gp", "sn"):
+        r = tuning["methods"][method]
+        scores = [t["score"] for t in r["trials"]]
+        assert len(scores) == 2 and r["best_so_far"] == [scores[0], min(scores)]
+        assert r["best_trial"] == scores.index(min(scores))
+        config = json.loads((out / f"{method}-seed0" / "config.json").read_text())
+        assert config["lr_g"] == config["lr_d"] == pytest.approx(r["chosen"]["lr"]) and config["seed"] == 0
+        assert config["n_critic"] == r["chosen"]["n_critic"] and config["lr_decay"] == r["chosen"]["lr_decay"]
+        assert (out / "tune" / method / f"trial-{r['best_trial']}-seed1000" / "config.json").is_file()
+    assert [(row["method"], row["seed"]) for row in result["runs"]] == [("gp", 0), ("sn", 0)]
+    assert json.loads((out / "tune.json").read_text())["methods"]["gp"]["chosen"] == tuning["methods"]["gp"]["chosen"]
+    assert Image.open(out / "budget.png").width > 300
+
+
+def test_an_interrupted_tuning_resumes_where_it_stopped(tuned):
+    out, first, _ = tuned
+    final = out / "tune" / "sn" / "trial-1-seed1000" / "checkpoints" / "step-0000006.safetensors"
+    final.unlink()
+    r = invoke(*TINY, "--methods", "gp,sn", "--tune", "2", "--seeds", "1", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("finished, skipped") == 5 and "sn trial 1 seed 1000: resuming" in r.stderr
+    assert json.loads(r.stdout)["tuning"]["methods"]["sn"]["chosen"] == first["tuning"]["methods"]["sn"]["chosen"]
+
+
+def test_tuning_refuses_report_seeds_among_the_tuning_seeds(tmp_path):
+    r = invoke(*TINY, "--methods", "gp", "--tune", "2", "--seed", "1000", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "overlap the tuning seeds" in r.stderr

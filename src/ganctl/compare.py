@@ -46,6 +46,13 @@ COLUMNS = (
 IMAGE_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max", "coverage": "max", "density": None}
 
 
+def direction_of(metric: str) -> str | None:
+    """Which way a metric is better ("min" or "max"), None when neither is."""
+    if metric in IMAGE_METRICS:
+        return IMAGE_METRICS[metric]
+    return next((d for k, _, d in COLUMNS if k == metric), None)
+
+
 def columns(keys: Any) -> list[tuple[str, str, str | None]]:
     """The columns for rows with these keys: COLUMNS, with the image metrics after the data's
     own ones."""
@@ -284,7 +291,7 @@ def compare(
 CSV_FIRST = ("method", "seed", "run", "step", "critic_steps")
 
 
-def _plain(result: dict[str, Any]) -> dict[str, Any]:
+def plain(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "runs": [{k: v for k, v in row.items() if not k.startswith("_")} for row in result["runs"]]}
 
 
@@ -293,8 +300,8 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     import io
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = _plain(result)["runs"]
-    write_text_atomic(out / "compare.json", json.dumps(_plain(result), indent=2, sort_keys=True) + "\n")
+    rows = plain(result)["runs"]
+    write_text_atomic(out / "compare.json", json.dumps(plain(result), indent=2, sort_keys=True) + "\n")
     keys = list(CSV_FIRST) + sorted({k for row in rows for k in row} - set(CSV_FIRST))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")

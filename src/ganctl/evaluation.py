@@ -73,7 +73,7 @@ class Evaluator:
         self.centres = dataset.centres_tensor()
         self.extent = plot_extent(self.real)
         # The W1 a perfect generator would still show at this sample size.
-        self.w1_floor = w1_floor(lambda n: dataset.sample(n, rng, nets.device), self.n_w1)  # (mean, sd)
+        self.w1_floor = floor_of(dataset, self.n_w1, cfg.seed)  # (mean, sd)
 
     @torch.no_grad()
     def fake(self, n: int | None = None) -> torch.Tensor:
@@ -165,6 +165,19 @@ def draw_points(
     return scatter_over_field(
         path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
     )
+
+
+_FLOORS: dict[tuple[str, int, int], tuple[float, float]] = {}
+
+
+def floor_of(dataset: Any, n: int, seed: int) -> tuple[float, float]:
+    """The W1 floor of `dataset` at n points (mean, sd over draws), from a stream of its own; it
+    depends on the data, n and the seed alone, so a process computes it once for many runs."""
+    key = (dataset.name, n, seed)
+    if key not in _FLOORS:
+        g = torch.Generator().manual_seed(streams.eval_seed(seed, streams.EVAL_W1_FLOOR))
+        _FLOORS[key] = w1_floor(lambda m: dataset.sample(m, g, "cpu"), n)
+    return _FLOORS[key]
 
 
 # --- image metrics ---------------------------------------------------------------------------

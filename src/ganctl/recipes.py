@@ -314,3 +314,60 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+# --- search spaces for equal-budget tuning (`ganctl compare --tune K`) --------------------------
+@dataclass(frozen=True)
+class Dim:
+    """One dimension of a search space: log-uniform between two bounds, or one of some values."""
+
+    kind: str  # "log" | "choice"
+    values: tuple[Any, ...]
+
+    def pick(self, u: float) -> Any:
+        """The value at u in [0, 1)."""
+        if self.kind == "log":
+            lo, hi = self.values
+            return float(lo * (hi / lo) ** u)
+        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+
+
+def _log(lo: float, hi: float) -> Dim:
+    return Dim("log", (lo, hi))
+
+
+def _choice(*values: Any) -> Dim:
+    return Dim("choice", values)
+
+
+# Ranges from the literature, narrowed to what a small budget can explore. "lr" sets lr_g and
+# lr_d together. Learning rates: 1e-4 (WGAN-GP, its toy code), 2e-4 (DCGAN, SN-GAN), 1e-3
+# (measured on 2-D); Lucic et al. 2018 searched [1e-5, 1e-2]. Penalty weights: lambda 0.1 (the
+# WGAN-GP toy code) to 10 (the paper), gamma 0.1 to 10 (Mescheder et al. 2018); Lucic et al.
+# searched [0.1, 100]. Clipping: c = 0.01 (Arjovsky et al. 2017), a decade either side. Adam's
+# betas as the papers used them; n_critic 1 (SN-GAN's, R1's) or 5 (WGAN's); a linear decay of
+# the learning rate to 0 at the last step (WGAN-GP's CIFAR code) or none.
+_COMMON = {"lr": _log(1e-4, 3e-3), "n_critic": _choice(1, 5), "lr_decay": _choice("none", "linear")}
+_ADAM = {"beta1": _choice(0.0, 0.5), "beta2": _choice(0.9, 0.999)}
+SEARCH_SPACES: dict[str, dict[str, Dim]] = {
+    "clip": {**_COMMON, "lr": _log(1e-5, 1e-3), "clip": _log(0.001, 0.1)},
+    "gp": {**_COMMON, **_ADAM, "penalty_weight": _log(0.01, 10.0)},
+    "zgp": {**_COMMON, **_ADAM, "penalty_weight": _log(0.01, 10.0)},
+    "r1": {**_COMMON, "penalty_weight": _log(0.01, 10.0)},
+    "r2": {**_COMMON, "penalty_weight": _log(0.01, 10.0)},
+    "sn": {**_COMMON, **_ADAM},
+    "none": {**_COMMON, **_ADAM},
+}
+
+
+def search_space(method: str) -> dict[str, Dim]:
+    get_method(method)
+    return SEARCH_SPACES[method]
+
+
+def setting_values(setting: dict[str, Any]) -> dict[str, Any]:
+    """A sampled setting as config values ("lr" sets both learning rates)."""
+    values = {k: v for k, v in setting.items() if k != "lr"}
+    if "lr" in setting:
+        values.update(lr_g=setting["lr"], lr_d=setting["lr"])
+    return values

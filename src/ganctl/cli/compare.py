@@ -26,8 +26,10 @@ class CompareProgress:
     def __call__(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "job":
             what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[payload["state"]]
+            trial = payload.get("trial")
+            which = "" if trial is None else " (report)" if trial == "report" else f" trial {trial}"
             stderr.print(
-                f"[{payload['index'] + 1}/{payload['total']}] {payload['method']} seed {payload['seed']}: {what}"
+                f"[{payload['index'] + 1}/{payload['total']}] {payload['method']}{which} seed {payload['seed']}: {what}"
                 f" ({payload['run_dir']})",
                 markup=False,
                 highlight=False,
@@ -108,6 +110,24 @@ def compare(
             "--out", help="Folder for the runs and the results (default: runs/compare-DATA).", show_default=False
         ),
     ] = None,
+    tune: Annotated[
+        int | None,
+        typer.Option(
+            "--tune",
+            help="Tune first: K trials per method from its search space (the same K for all), on tuning seeds"
+            " 1000, 1001, ...; each method's best setting is then trained on the report seeds.",
+            show_default=False,
+        ),
+    ] = None,
+    tune_seeds: Annotated[int, typer.Option("--tune-seeds", help="Tuning seeds per trial.")] = 1,
+    tune_metric: Annotated[
+        str | None,
+        typer.Option(
+            "--tune-metric",
+            help="What a trial is scored by (default: w1 on 2-D data, fid on images).",
+            show_default=False,
+        ),
+    ] = None,
     device: Device = None,
     json_output: Json = False,
 ) -> None:
@@ -117,7 +137,7 @@ def compare(
     Any other setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided,
     or --config FILE) applies to every run. Finished runs under --out are not trained again;
     unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json,
-    compare.csv, panel.png and curves.png to --out.
+    compare.csv, panel.png and curves.png to --out; with --tune also tune.json and budget.png.
     """
     from ganctl.cli.train import parse_train_options
     from ganctl.compare import compare as run_compare
@@ -141,13 +161,29 @@ def compare(
         name = Path(base.get("data", default("data"))).stem or "data"
         out = out or Path("runs") / f"compare-{name}"
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
-        result = run_compare(
-            base, method_list, list(range(seed, seed + seeds)), out, device=device_name, on_event=CompareProgress()
-        )
+        report_seeds = list(range(seed, seed + seeds))
+        if tune is not None:
+            from ganctl.tuning import tune as run_tune
+
+            result = run_tune(
+                base,
+                method_list,
+                tune,
+                tune_seeds,
+                report_seeds,
+                out,
+                device=device_name,
+                metric=tune_metric,
+                on_event=CompareProgress(),
+            )
+        else:
+            result = run_compare(base, method_list, report_seeds, out, device=device_name, on_event=CompareProgress())
     if json_output:
         print_json(result)
     else:
         _table(result)
+        if "tuning" in result:
+            _chosen(result["tuning"])
         if out is not None:
             stderr.print(
                 f"results: {out / 'compare.json'}, {out / 'compare.csv'}, {out / 'panel.png'}, {out / 'curves.png'}",
@@ -155,3 +191,15 @@ def compare(
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def _chosen(tuning: dict[str, Any]) -> None:
+    for method, r in tuning["methods"].items():
+        setting = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["chosen"].items())
+        best = r["trials"][r["best_trial"]]["score"]
+        stderr.print(
+            f"{method}: trial {r['best_trial']} of {tuning['trials']} ({tuning['metric']} {best:.4g}): {setting}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
