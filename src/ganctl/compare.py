@@ -21,10 +21,10 @@ import torch
 
 from ganctl import checkpoint
 from ganctl.config import SCHEDULE_FIELDS, TrainConfig, flag_of, from_dict
-from ganctl.errors import ConfigError
+from ganctl.errors import CheckpointError, ConfigError
 from ganctl.fileio import write_text_atomic
 from ganctl.recipes import METHOD_SETTINGS, get_method, resolve
-from ganctl.runfolder import RunFolder, run_dir_of
+from ganctl.runfolder import RunFolder, RunLock, run_dir_of
 
 # (key, label, which value is best: "max", "min", "one" (closest to 1) or None)
 COLUMNS = (
@@ -96,8 +96,7 @@ def status(job: Job) -> tuple[str, Path | None]:
     found = RunFolder(job.run_dir).checkpoints()
     if not found:
         return "new", None
-    latest = found[-1]
-    stored, step = checkpoint.peek(latest)
+    latest, stored, step = _newest_peekable(job.run_dir, found)
     wanted = resolve(job.config)
     # Schedule settings may differ (a longer --steps extends finished runs); settings the data
     # fills in (image size, channels) are None until the data is read.
@@ -110,6 +109,17 @@ def status(job: Job) -> tuple[str, Path | None]:
         detail = ", ".join(f"{k} {stored.to_dict().get(k)!r} there, {wanted.to_dict()[k]!r} asked" for k in differ[:4])
         raise ConfigError(f"{job.run_dir}: holds a run with other settings ({detail}); choose another --out")
     return ("done", latest) if step >= wanted.steps else ("resume", latest)
+
+
+def _newest_peekable(run_dir: Path, found: list[Path]) -> tuple[Path, TrainConfig, int]:
+    """The newest checkpoint whose header reads (a damaged newest one is skipped, as resuming
+    the folder skips it), with its config and step."""
+    for path in reversed(found):
+        try:
+            return (path, *checkpoint.peek(path))
+        except CheckpointError:
+            continue
+    raise CheckpointError(f"{run_dir}: none of its {len(found)} checkpoints can be read; choose another --out")
 
 
 def run_job(
@@ -128,8 +138,8 @@ def run_job(
     on_cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
-    if state == "resume":
-        summary = train(out=job.run_dir, resume=latest, overrides={"steps": job.config.steps}, on_event=on_event)
+    if state == "resume":  # from the run folder: an unreadable newest checkpoint is skipped
+        summary = train(out=job.run_dir, resume=job.run_dir, overrides={"steps": job.config.steps}, on_event=on_event)
     else:
         summary = train(job.config, job.run_dir, overwrite=True, on_event=on_event)
     summary["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
@@ -265,7 +275,23 @@ def compare(
     out = Path(out)
     jobs = plan({**base, "device": device}, methods, seeds, out)
     states = [status(job) for job in jobs]  # a folder holding some other run fails now, before any training
-    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out) as lock:  # one comparison writes into --out at a time (each run locks its own folder)
+        if lock.note:
+            emit("warning", {"message": lock.note})
+        return _train_and_compare(jobs, states, base, methods, seeds, out, device, emit, on_event)
+
+
+def _train_and_compare(
+    jobs: list[Job],
+    states: list[tuple[str, Path | None]],
+    base: dict[str, Any],
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    device: str,
+    emit: Callable[..., None],
+    on_event: Callable[[str, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     for i, (job, known) in enumerate(zip(jobs, states)):
         emit(
             "job",

@@ -92,6 +92,7 @@ class TrainConfig:
     eval_every: int = 500
     sample_every: int = 500
     ckpt_every: int = 1000
+    keep_last: int = 0  # keep only the newest N checkpoints (0: keep all)
     eval_samples: int = 2500  # generated samples per quality evaluation
     # Images: sample-quality metrics at eval steps (comma-separated FIDELITY_METRICS, or none),
     # in which feature space, and the Inception-v3 weights file for `inception`.
@@ -120,6 +121,7 @@ SCHEDULE_FIELDS = frozenset(
         "eval_every",
         "sample_every",
         "ckpt_every",
+        "keep_last",
         "eval_samples",
         "eval_metrics",
         "eval_features",
@@ -248,7 +250,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--channels must be 1 or 3, got {cfg.channels}")
     _check_positive(cfg, ("clip", "lr_g", "lr_d", "n_critic", "eval_samples"))
     _check_positive(cfg, ("penalty_weight", "gp_target"), strict=False)
-    _check_positive(cfg, ("log_every", "eval_every", "sample_every", "ckpt_every"), strict=False)
+    _check_positive(cfg, ("log_every", "eval_every", "sample_every", "ckpt_every", "keep_last"), strict=False)
     for name in ("beta1", "beta2"):
         value = getattr(cfg, name)
         if value is not None and not 0.0 <= value < 1.0:

@@ -17,6 +17,31 @@ class CheckpointError(GanctlError):
     pass
 
 
+class WriteError(OSError):
+    """A file could not be written: a full disk (ENOSPC), a quota (EDQUOT), a failing or
+    read-only filesystem (EIO, EROFS), no permission (EACCES). Exit 74 (EX_IOERR). The training
+    loop fills in the last good checkpoint, from which the run resumes."""
+
+    exit_code = 74
+
+    def __init__(self, path: object, errno: int | None, reason: str):
+        super().__init__(errno, reason, str(path))
+        self.path, self.reason = str(path), reason
+        self.last_good: str | None = None  # set by the training loop
+        self.resumable = False  # whether a training run was under way
+
+    def __str__(self) -> str:
+        import errno as errnos
+
+        code = errnos.errorcode.get(self.errno or 0)
+        text = f"cannot write {self.path}: {self.reason}" + (f" ({code})" if code else "")
+        if self.resumable and self.last_good:
+            text += f"; last good checkpoint {self.last_good}; continue with: ganctl train --resume {self.last_good}"
+        elif self.resumable:
+            text += "; no checkpoint had been written yet: free some space and start the run again"
+        return text
+
+
 class Interrupted(Exception):
     """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal."""
 

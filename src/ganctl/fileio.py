@@ -1,13 +1,35 @@
 """Writing files so that nothing a user saved is ever half-written: write a temporary file in
-the same folder, flush it to disk, then rename it over the target in one step."""
+the same folder, flush it to disk, then rename it over the target in one step. A write that
+fails (a full disk, a read-only filesystem...) leaves no temporary file, leaves the target as it
+was, and raises one `WriteError` naming the file."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ganctl.errors import WriteError
+
+_OS_ERROR = re.compile(r"os error (\d+)")  # how safetensors' (Rust) errors carry errno
+
+
+def write_error(path: Path, exc: BaseException) -> WriteError | None:
+    """The `WriteError` an exception from writing `path` stands for: an OSError, or another
+    library's error that carries an OS error number (safetensors says "os error 28"); None for
+    anything else."""
+    if isinstance(exc, WriteError):
+        return exc
+    if isinstance(exc, OSError):
+        return WriteError(exc.filename or path, exc.errno, exc.strerror or str(exc))
+    found = _OS_ERROR.search(str(exc))
+    if found:
+        code = int(found.group(1))
+        return WriteError(path, code, os.strerror(code))
+    return None
 
 
 @contextlib.contextmanager
@@ -15,7 +37,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` atomically, on any
     error it is removed and `path` is left as it was."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -24,8 +49,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, _mode_for(path))
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        failed = write_error(path, exc)
+        if failed is not None:  # one clear error naming the file, whatever library wrote it
+            raise failed from exc
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable where supported
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ganctl.errors import CheckpointError, ConfigError
-from ganctl.fileio import write_text_atomic
+from ganctl.fileio import write_error, write_text_atomic
 
 CHECKPOINT_SUFFIX = ".safetensors"
 _CHECKPOINT_NAME = re.compile(r"step-(\d+)\.safetensors$")
@@ -37,8 +37,13 @@ class MetricsLog:
             path.write_text("", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        """Append one record. A write that fails (a full disk) leaves at most a cut-short last
+        line, which readers skip, and raises `WriteError`."""
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
 
 
 def _step_of(line: str) -> int:
@@ -116,6 +121,20 @@ class RunFolder:
             self.metrics_path.unlink(missing_ok=True)
         self.samples.mkdir(exist_ok=True)
 
+    def prune(self, keep: int, readable: Any) -> list[Path]:
+        """Delete all but the `keep` newest checkpoints (0 keeps all), once the newest is on disk
+        and `readable(newest)` succeeds: a crash between a write and a deletion leaves the newest
+        whole checkpoint and perhaps some older ones. Returns what was deleted."""
+        found = self.checkpoints()
+        if keep <= 0 or len(found) <= keep:
+            return []
+        readable(found[-1])  # raises if the newest cannot be read: then nothing is deleted
+        removed = []
+        for path in found[:-keep]:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
+
     def write_config(self, values: dict[str, Any]) -> None:
         write_text_atomic(self.config_path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
@@ -172,3 +191,118 @@ def run_dir_of(path: str | Path) -> Path:
     if path.is_dir():
         return path
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+# --- one writer at a time -------------------------------------------------------------------
+LOCK_NAME = ".ganctl.lock"
+
+
+class RunLock:
+    """An exclusive advisory lock (flock) on a folder that a process writes: a run folder
+    (`train`, `--resume`) or a comparison's --out. A second writer fails at once with who holds
+    it; readers (`sample`, `gradnorm`, `eval`) take no lock and never wait. The operating system
+    drops the lock when its process dies however it dies, so a crashed run never blocks the next;
+    the holder's details left in the file are then reported as taken over (`note`).
+
+    On network filesystems flock is as good as the filesystem's locking: NFSv4 and most NFSv3
+    setups lock across hosts; where locking is unsupported (ENOLCK, EOPNOTSUPP) the run goes on
+    unlocked and `note` says so."""
+
+    def __init__(self, folder: str | Path, flag: str = "--out"):
+        self.folder, self.flag = Path(folder), flag
+        self.note: str | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import errno
+        import fcntl
+        import os
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise ConfigError(f"{self.flag} {self.folder}: cannot write there ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(_read_holder(fd))
+            os.close(fd)
+            raise ConfigError(
+                f"{self.flag} {self.folder}: another ganctl process is writing there ({holder}); wait for"
+                f" it to finish, or choose another {self.flag}"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+            self.note = (
+                f"{self.folder}: this filesystem does not support locking ({exc.strerror}); a second writer"
+                " into the same folder would not be stopped"
+            )
+        previous = _read_holder(fd)
+        if previous and not _alive(previous):
+            self.note = f"took over {self.folder}'s lock from a writer that is gone ({_describe(previous)})"
+        _write_holder(fd)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import fcntl
+        import os
+
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)  # a clean exit leaves no holder to report
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    import os
+
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_holder(fd: int) -> None:
+    import datetime
+    import os
+    import socket
+    import sys
+
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300],
+    }
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(info).encode("utf-8"))
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "no details recorded"
+    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command', '')}"
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the recorded holder still runs (only knowable on this host)."""
+    import os
+    import socket
+
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -5,6 +5,8 @@ way (`ganctl.runfolder`), evaluated (`ganctl.evaluation`) and checkpointed. Prog
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +16,9 @@ from ganctl import checkpoint, distributed, interrupts
 from ganctl.config import TrainConfig
 from ganctl.engine import Trainer
 from ganctl.engine import resume as resume_trainer
-from ganctl.errors import ConfigError, Interrupted, NonFinite, TrainingFailed
+from ganctl.errors import CheckpointError, ConfigError, Interrupted, NonFinite, TrainingFailed, WriteError
 from ganctl.evaluation import Evaluator
-from ganctl.runfolder import MetricsLog, RunFolder, find_checkpoint
+from ganctl.runfolder import MetricsLog, RunFolder, RunLock, find_checkpoint
 from ganctl.tensorboard import TensorBoardLog
 
 MAX_ROLLBACKS = 3  # --on-nonfinite rollback: reloads per run before giving up
@@ -50,6 +52,18 @@ class RunLog:
             self.tensorboard.close()
 
 
+def newest_readable(folder: RunFolder) -> Path | None:
+    """The run's newest checkpoint whose header reads (every checkpoint on disk is whole:
+    they are written atomically)."""
+    for path in reversed(folder.checkpoints()):
+        try:
+            checkpoint.peek(path)
+            return path
+        except CheckpointError:
+            continue
+    return None
+
+
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
@@ -67,8 +81,26 @@ def train(
     into the run directory `out`; return a summary of the run.
 
     Under torchrun (WORLD_SIZE > 1) every rank trains its replica on its own data (see
-    `ganctl.distributed`); rank 0 alone evaluates, draws, logs and writes checkpoints."""
+    `ganctl.distributed`); rank 0 alone evaluates, draws, logs and writes checkpoints.
+
+    The writer holds `out`'s lock (`ganctl.runfolder.RunLock`) from before it writes anything
+    until it is done: a second writer into the same folder fails at once."""
     out = Path(out)
+    writes = int(os.environ.get("RANK", "0")) == 0  # rank 0 of a torchrun group, or the only process
+    with RunLock(out) if writes else contextlib.nullcontext() as lock:
+        if lock is not None and lock.note and on_event is not None:
+            on_event("warning", {"message": lock.note})
+        return _train_group(config, out, resume, overrides, overwrite, on_event)
+
+
+def _train_group(
+    config: TrainConfig | None,
+    out: Path,
+    resume: str | Path | None,
+    overrides: dict[str, Any] | None,
+    overwrite: bool,
+    on_event: EventHandler | None,
+) -> dict[str, Any]:
     started_group = distributed.requested() and not distributed.current().active
     if distributed.requested():
         spec = (overrides or {}).get("device") or (config.device if config is not None else None) or "auto"
@@ -136,7 +168,10 @@ def _train(
         states = distributed.gather_states(trainer.rng.get_state(), world, trainer.device)
         if not main:
             return None
-        return checkpoint.save(trainer, folder.checkpoint_path(step), states if world.active else None)
+        path = checkpoint.save(trainer, folder.checkpoint_path(step), states if world.active else None)
+        for removed in folder.prune(cfg.keep_last, readable=checkpoint.peek):
+            emit("pruned", {"path": str(removed)})
+        return path
 
     try:
         with interrupts.guard() as stop:
@@ -152,6 +187,11 @@ def _train(
                 log if main else None,
                 evaluator if main else None,
             )
+    except WriteError as exc:  # a full disk: say which checkpoint is whole and how to go on from it
+        exc.resumable = True
+        good = newest_readable(folder)
+        exc.last_good = str(good) if good is not None else None
+        raise
     finally:
         if log is not None:
             log.close()

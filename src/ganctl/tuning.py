@@ -26,6 +26,7 @@ from ganctl.config import data_kind, from_dict
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_text_atomic
 from ganctl.recipes import METHOD_SETTINGS, get_method, resolve, search_space, setting_values
+from ganctl.runfolder import RunLock
 
 TUNE_SEED_BASE = 1000  # tuning seeds are 1000, 1001, ...: never a report seed
 SEQUENCE_SEED = 0  # the Halton sequence's scrambling: the same trials on every call
@@ -107,6 +108,25 @@ def tune(
         raise ConfigError(f"--tune-metric {name}: has no better direction; choose a quality metric such as w1 or fid")
     compare.plan(base, methods, report_seeds, out)  # every method and setting checked before any training
     out = Path(out)
+    with RunLock(out) as lock:  # one tuning writes into --out at a time (each run locks its own folder)
+        if lock.note:
+            emit("warning", {"message": lock.note})
+        return _tune(base, methods, k, seeds, report_seeds, out, device, name, direction, emit, on_event)
+
+
+def _tune(
+    base: dict[str, Any],
+    methods: list[str],
+    k: int,
+    seeds: list[int],
+    report_seeds: list[int],
+    out: Path,
+    device: str,
+    name: str,
+    direction: str,
+    emit: Callable[..., None],
+    on_event: Callable[[str, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     started = time.perf_counter()
     plans = {
         m: [

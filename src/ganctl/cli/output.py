@@ -14,11 +14,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ganctl.errors import GanctlError, Interrupted, TrainingFailed
+from ganctl.errors import GanctlError, Interrupted, TrainingFailed, WriteError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_WRITE_FAILED = WriteError.exit_code  # 74, sysexits' EX_IOERR: a file could not be written
 
 stderr = Console(stderr=True, highlight=False)
 
@@ -43,6 +44,8 @@ def handle_errors(command: F) -> F:
             raise fail(str(exc)) from None
         except TrainingFailed as exc:
             raise fail(str(exc), EXIT_CHECK_FAILED) from None
+        except WriteError as exc:  # a full disk, a read-only filesystem: one line, where to resume
+            raise fail(str(exc), EXIT_WRITE_FAILED) from None
         except Interrupted as exc:  # stopped cleanly by a signal, with a checkpoint
             stderr.print(str(exc), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None

@@ -185,6 +185,16 @@ def train(
             "--ckpt-every", help="Checkpoints (one is always written at the end).", field="ckpt_every", panel=_SCHEDULE
         ),
     ] = None,
+    keep_last: Annotated[
+        int | None,
+        _opt(
+            "--keep-last",
+            help="Keep only the newest N checkpoints, deleting older ones once a newer one is safely on disk;"
+            " 0 keeps all.",
+            field="keep_last",
+            panel=_SCHEDULE,
+        ),
+    ] = None,
     on_nonfinite: Annotated[
         str | None,
         _opt(
