@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_bench.py"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "step_bench.py"
 
 
 def test_the_benchmark_runs_and_counts_the_engine_s_saved_flops(tmp_path):
@@ -123,3 +126,18 @@ def test_lazy_regularisation_intervals_each_get_a_row(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert [r["reg_every"] for r in json.loads(out.read_text())] == [1, 3]
+
+
+def test_the_eval_benchmark_runs_and_reports_every_space_and_size(tmp_path):
+    pytest.importorskip("torch_fidelity")
+    out = tmp_path / "eval.json"
+    args = ["--images", "2", "--inception-images", "2", "--n", "40", "--json", str(out)]
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "eval_bench.py"), *args], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    cpu = [(f["space"], f["size"]) for f in result["features"] if f["device"] == "cpu"]
+    assert cpu == [("random-conv", 32), ("random-conv", 64), ("inception", 32), ("inception", 64)]
+    assert all(f["s_per_1000"] > 0 for f in result["features"])
+    assert set(result["metrics"]["2048"]) == {"fid", "kid", "pr", "dc"}
