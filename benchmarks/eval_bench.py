@@ -13,7 +13,6 @@ same time. The random-conv fallback needs no weights. Needs the `inception` extr
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import sys
@@ -29,17 +28,8 @@ from ganctl.analysis import features, fidelity
 
 
 def random_inception_weights(folder: Path) -> Path:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class Blank(FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
-            return None
-
-    empty = io.BytesIO()
-    torch.save({}, empty)
-    empty.seek(0)
     path = folder / "inception-random.pth"
-    torch.save(Blank("blank", ["2048"], feature_extractor_weights_path=empty).state_dict(), path)
+    torch.save(features.random_inception_state(), path)
     return path
 
 

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -52,3 +57,32 @@ def central_difference(fn, tensor: torch.Tensor, index: tuple[int, ...], h: floa
         down = float(fn())
         tensor[index] += h
     return (up - down) / (2 * h)
+
+
+# A long 2-D run for tests of real processes (signals, locks); the caller adds --ckpt-every and --out.
+LONG_RUN = (
+    "train --data 8gaussians --lipschitz gp --steps 100000 --batch-size 32 --width 16 --depth 2 --device cpu"
+    " --log-every 5 --eval-every 0 --sample-every 0"
+).split()
+
+
+def start_training(out, *extra: str) -> subprocess.Popen:
+    """`python -m ganctl train` on LONG_RUN as a real process, one thread, stderr piped."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ganctl", *LONG_RUN, *extra, "--out", str(out)]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
+    """Read stderr until a line containing `text` (the run is then well under way)."""
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if text in line:
+            return lines
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("".join(lines))

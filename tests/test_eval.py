@@ -161,18 +161,8 @@ def test_bad_input_is_one_line_and_exit_2(image_run, tmp_path, make, args, messa
 
 
 def test_inception_weights_from_a_file_through_the_command(image_run, tmp_path):
-    extractor = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3").FeatureExtractorInceptionV3
-
-    class Blank(extractor):
-        def load_state_dict(self, *args, **kwargs):
-            return None
-
-    import io
-
-    empty = io.BytesIO()
-    torch.save({}, empty)
-    empty.seek(0)
-    torch.save(Blank("b", ["2048"], feature_extractor_weights_path=empty).state_dict(), tmp_path / "w.pth")
+    pytest.importorskip("torch_fidelity")
+    torch.save(features.random_inception_state(), tmp_path / "w.pth")
     r = invoke(image_run, "--inception", tmp_path / "w.pth", "--n", 6, "--metrics", "fid", "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)

@@ -1,7 +1,6 @@
 """FID, KID, precision/recall and density/coverage against closed forms, brute force and
 torch-fidelity's own functions; the feature spaces (no downloaded weights anywhere)."""
 
-import io
 import math
 
 import numpy as np
@@ -128,17 +127,7 @@ def test_random_conv_is_fixed_by_its_seed_and_labelled():
 def random_inception(tmp_path_factory):
     """A randomly initialised Inception-v3 in torch-fidelity's layout, saved as a .pth file."""
     extractor = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3").FeatureExtractorInceptionV3
-
-    class Blank(extractor):
-        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
-            return None
-
-    empty = io.BytesIO()
-    torch.save({}, empty)
-    empty.seek(0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        state = Blank("blank", ["2048"], feature_extractor_weights_path=empty).state_dict()
+    state = features.random_inception_state()
     path = tmp_path_factory.mktemp("w") / "inception.pth"
     torch.save(state, path)
     return path, extractor

@@ -6,71 +6,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import start_training, wait_for
 
 import ganctl
 from ganctl import checkpoint
 from ganctl.runfolder import list_checkpoints
 
-ARGS = [
-    "train",
-    "--data",
-    "8gaussians",
-    "--lipschitz",
-    "gp",
-    "--steps",
-    "100000",
-    "--batch-size",
-    "32",
-    "--width",
-    "16",
-    "--depth",
-    "2",
-    "--device",
-    "cpu",
-    "--log-every",
-    "5",
-    "--eval-every",
-    "0",
-    "--sample-every",
-    "0",
-    "--ckpt-every",
-    "20",
-]
-
-
-def start(out):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ganctl", *ARGS, "--out", str(out)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def wait_for(proc, text, timeout=120):
-    """Read stderr until a line containing `text` (the run is then well under way)."""
-    deadline = time.monotonic() + timeout
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        if text in line:
-            return lines
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("".join(lines))
-
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, sig, code):
-    proc = start(tmp_path / "run")
+    proc = start_training(tmp_path / "run", "--ckpt-every", "20")
     wait_for(proc, "checkpoint")  # past the first checkpoint
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -92,7 +40,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, sig, code):
 
 
 def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
-    proc = start(tmp_path / "run")
+    proc = start_training(tmp_path / "run", "--ckpt-every", "20")
     wait_for(proc, "step-0000040")
     proc.kill()
     proc.wait(timeout=60)
@@ -105,7 +53,7 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
 
 
 def test_a_second_ctrl_c_exits_at_once_and_leaves_every_checkpoint_whole(tmp_path):
-    proc = start(tmp_path / "run")
+    proc = start_training(tmp_path / "run", "--ckpt-every", "20")
     wait_for(proc, "checkpoint")
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)  # whether it lands before, during or after the final write

@@ -9,11 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import small
+from conftest import LONG_RUN, small, start_training, wait_for
 from typer.testing import CliRunner
 
 import ganctl
@@ -22,59 +21,15 @@ from ganctl.cli import app
 from ganctl.runfolder import RunLock, list_checkpoints
 
 runner = CliRunner()
-LONG = [
-    "train",
-    "--data",
-    "8gaussians",
-    "--steps",
-    "100000",
-    "--batch-size",
-    "32",
-    "--width",
-    "16",
-    "--depth",
-    "2",
-    "--device",
-    "cpu",
-    "--log-every",
-    "5",
-    "--eval-every",
-    "0",
-    "--sample-every",
-    "0",
-    "--ckpt-every",
-    "50",
-]
-
-
-def start(out, *extra):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ganctl", *LONG, *extra, "--out", str(out)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-
-
-def wait_for(proc, text, timeout=120):
-    deadline, seen = time.time() + timeout, ""
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError(f"never saw {text!r}: {seen}")
 
 
 def test_a_second_writer_exits_2_before_writing_anything(tmp_path):
     out = tmp_path / "run"
-    first = start(out, "--seed", "1")
+    first = start_training(out, "--ckpt-every", "50", "--seed", "1")
     try:
         wait_for(first, "starting")
         second = subprocess.run(
-            [sys.executable, "-m", "ganctl", *LONG, "--seed", "5", "--out", str(out)],
+            [sys.executable, "-m", "ganctl", *LONG_RUN, "--ckpt-every", "50", "--seed", "5", "--out", str(out)],
             capture_output=True,
             text=True,
             timeout=120,

@@ -145,26 +145,32 @@ def _tune(
         "report_seeds": report_seeds,
         "methods": {},
     }
+
+    def run(job: compare.Job, trial: int | str) -> None:
+        nonlocal done
+        state = compare.status(job)[0]
+        emit(
+            "job",
+            {
+                "index": done,
+                "total": total,
+                "method": job.method,
+                "seed": job.seed,
+                "run_dir": str(job.run_dir),
+                "state": state,
+                "trial": trial,
+            },
+        )
+        compare.run_job(job, on_event)
+        done += 1
+
     for method, per_method in plans.items():
         scored = []
         for i, (setting, jobs) in enumerate(per_method):
             values = []
             for job in jobs:
-                emit(
-                    "job",
-                    {
-                        "index": done,
-                        "total": total,
-                        "method": method,
-                        "seed": job.seed,
-                        "run_dir": str(job.run_dir),
-                        "state": compare.status(job)[0],
-                        "trial": i,
-                    },
-                )
-                compare.run_job(job, on_event)
+                run(job, i)
                 values.append(_score(_final(job, device), name))
-                done += 1
             scored.append({"trial": i, "setting": setting, "scores": values, "score": sum(values) / len(values)})
         sign = 1.0 if direction == "min" else -1.0
         best = min(scored, key=lambda t: sign * t["score"])
@@ -182,21 +188,8 @@ def _tune(
     for method in methods:
         chosen = result["methods"][method]["chosen"]
         for job in _jobs(base, method, chosen, report_seeds, lambda seed, m=method: out / f"{m}-seed{seed}"):
-            emit(
-                "job",
-                {
-                    "index": done,
-                    "total": total,
-                    "method": method,
-                    "seed": job.seed,
-                    "run_dir": str(job.run_dir),
-                    "state": compare.status(job)[0],
-                    "trial": "report",
-                },
-            )
-            compare.run_job(job, on_event)
+            run(job, "report")
             report_dirs.append(job.run_dir)
-            done += 1
     settings = {"base": base, "methods": methods, "seeds": report_seeds, "tune": k, "tune_seeds": seeds}
     report = compare.compare_runs(report_dirs, device=device, out=out, settings=settings)
     for method, stats in report["methods"].items():

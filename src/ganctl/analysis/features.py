@@ -192,6 +192,24 @@ def inception(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
     return FeatureSpace("inception", label, standard, sha, 2048, extract, torch.device(device), str(path))
 
 
+def random_inception_state(seed: int = 0) -> dict[str, Tensor]:
+    """A randomly initialised Inception-v3 state dict in torch-fidelity's layout: the network of
+    published FIDs with none of its weights, for tests and timings where the real file cannot be
+    had (the arithmetic, and so the time, is the same)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Unloaded(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args: object, **kwargs: object) -> None:  # keep the initialisation
+            return None
+
+    empty = io.BytesIO()
+    torch.save({}, empty)
+    empty.seek(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Unloaded("unloaded", ["2048"], feature_extractor_weights_path=empty).state_dict()
+
+
 def feature_space(inception_weights: str | Path | None = None, device: torch.device | str = "cpu") -> FeatureSpace:
     """Inception-v3 when a weights file is given (flag or environment), else random-conv."""
     path = inception_path(inception_weights)
