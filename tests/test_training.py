@@ -43,3 +43,25 @@ def test_weight_clipping_keeps_gradient_norms_far_below_one():
     for _ in range(150):
         trainer.train_step()
     assert trainer.pop_stats()["grad_norm"] < 0.1
+
+
+def test_a_2d_run_on_the_cpu_takes_one_thread_and_gives_the_process_back(tmp_path, monkeypatch):
+    import torch
+
+    import ganctl
+
+    seen = []
+    step = Trainer.train_step
+
+    def recording(self):
+        seen.append(torch.get_num_threads())
+        step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    torch.set_num_threads(2)
+    ganctl.train(small(steps=2), tmp_path / "a")
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+    seen.clear()
+    torch.set_num_threads(1)
+    ganctl.train(small(steps=2, threads=2), tmp_path / "b")
+    assert seen == [2, 2] and torch.get_num_threads() == 1

@@ -36,6 +36,9 @@ SHAPES_IMAGE_SIZE = 32  # the built-in `shapes` set
 FOLDER_IMAGE_SIZE = 64  # a folder of images (an array keeps its own size)
 
 
+POINTS_CPU_THREADS = 1  # the 2-D MLP on a CPU: one thread beat two (docs/benchmarks.md, threads_bench.py)
+
+
 def data_kind(name: str) -> str:
     """'points' for the built-in 2-D sets, 'images' for everything else."""
     return "points" if name in POINT_DATA else "images"
@@ -85,6 +88,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     compile: bool = False  # torch.compile the forwards that allow it (not the penalty's double backward)
+    threads: int = 0  # CPU threads for the run; 0: 1 for 2-D data on the CPU (measured faster), else torch's
     tf32: bool = True  # CUDA: TensorFloat-32 matrix products and convolutions (float32 accumulation)
 
     # --- schedule (generator steps; 0 disables) ---------------------------------------
@@ -131,6 +135,7 @@ SCHEDULE_FIELDS = frozenset(
         "on_nonfinite",
         "compile",
         "tf32",
+        "threads",
     }
 )
 
@@ -250,7 +255,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--channels must be 1 or 3, got {cfg.channels}")
     _check_positive(cfg, ("clip", "lr_g", "lr_d", "n_critic", "eval_samples"))
     _check_positive(cfg, ("penalty_weight", "gp_target"), strict=False)
-    _check_positive(cfg, ("log_every", "eval_every", "sample_every", "ckpt_every", "keep_last"), strict=False)
+    _check_positive(
+        cfg, ("log_every", "eval_every", "sample_every", "ckpt_every", "keep_last", "threads"), strict=False
+    )
     for name in ("beta1", "beta2"):
         value = getattr(cfg, name)
         if value is not None and not 0.0 <= value < 1.0:

@@ -168,6 +168,7 @@ def train(
             field="tf32",
         ),
     ] = None,
+    threads: Annotated[int | None, _opt("--threads", help="CPU threads for the run.", field="threads")] = None,
     seed: Annotated[int | None, _opt("--seed", help=SEED_HELP, field="seed")] = None,
     device: Annotated[str | None, _opt("--device", help=DEVICE_HELP, field="device")] = None,
     log_every: Annotated[
