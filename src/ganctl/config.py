@@ -81,7 +81,7 @@ class TrainConfig:
     steps: int = 3000  # generator iterations
     ema_decay: float = 0.999  # generator EMA (0 disables); warm-up min(d, (1+t)/(10+t))
     amp: str = "none"  # none | bf16 | fp16 (fp16 with a gradient scaler)
-    lr_decay: str = "none"  # none | linear (to 0 at decay_steps, as WGAN-GP's CIFAR code)
+    lr_decay: str | None = None  # none | linear (to 0 at decay_steps, as WGAN-GP's CIFAR code); None: the recipe's
     decay_steps: int | None = None  # horizon of lr_decay; None: the run's `steps`, then fixed
 
     # --- reproducibility and placement -------------------------------------------------

@@ -32,7 +32,7 @@ from ganctl.errors import ConfigError
 
 # Settings that belong to some methods only; a method refuses the ones it does not own.
 METHOD_SETTINGS = ("clip", "penalty_weight", "gp_target", "one_sided", "penalty_at")
-RECIPE_FIELDS = ("loss", "optimizer", "lr_g", "lr_d", "n_critic", "penalty_weight")
+RECIPE_FIELDS = ("loss", "optimizer", "lr_g", "lr_d", "n_critic", "penalty_weight", "lr_decay")
 ADAM_BETAS = (0.5, 0.9)  # WGAN-GP's, for a method whose recipe used RMSprop when --optimizer adam is asked
 
 
@@ -49,6 +49,8 @@ class Recipe:
     n_critic: int
     source: str
     penalty_weight: float | None = None
+    lr_decay: str = "none"  # none | linear (to 0 at the last step)
+    clip: float | None = None  # clip's c where it differs from the method's own default
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,9 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
         for i, name in enumerate(("beta1", "beta2")):
             if getattr(cfg, name) is None:
                 changes[name] = ADAM_BETAS[i] if getattr(recipe, name) is None else getattr(recipe, name)
-    changes.update({k: v for k, v in method.fixed.items() if getattr(cfg, k) is None})
+    if recipe.clip is not None and cfg.clip is None:
+        changes["clip"] = recipe.clip
+    changes.update({k: v for k, v in method.fixed.items() if getattr(cfg, k) is None and k not in changes})
     return cfg.replace(**changes)
 
 
@@ -280,10 +284,15 @@ def describe_default(name: str) -> str:
     if name in ("beta1", "beta2"):
         i = ("beta1", "beta2").index(name)
         return f"{_by_method(name)}; {_text(ADAM_BETAS[i])} for an RMSprop recipe run with --optimizer adam"
-    fixed = [(m.name, m.fixed[name]) for m in _METHODS if name in m.fixed]
+    fixed = [m for m in _METHODS if name in m.fixed]
     if fixed:
-        return ", ".join(f"{m} {_text(v)}" for m, v in fixed)
+        return ", ".join(f"{m.name} {_text(m.fixed[name])}" + _points_note(m, name, m.fixed[name]) for m in fixed)
     return _text(default(name))
+
+
+def _points_note(method: Method, name: str, value: Any) -> str:
+    override = getattr(method.points, name, None) if method.points is not None else None
+    return f" (2-D data: {_text(override)})" if override is not None and override != value else ""
 
 
 def _by_method(name: str) -> str:
