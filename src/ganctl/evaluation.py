@@ -112,6 +112,18 @@ class Evaluator:
         fake_features = self._space.features(fake)
         return labelled(self._space, fidelity.compute(self._real.features, fake_features, self.metrics))
 
+    def measured_on(self) -> dict[str, Any] | None:
+        """What the image metrics were measured on (feature space and its weights' hash, sample
+        counts, the real set's fingerprint), once they have been; None before or without them."""
+        if self._space is None or self._real is None:
+            return None
+        return {
+            "feature_space": self._space.describe(),
+            "n_fake": len(self.latents),
+            "n_real": self._real.n,
+            "real_fingerprint": self._real.fingerprint,
+        }
+
     def gradnorm(self, fake: torch.Tensor) -> dict[str, float]:
         """`ganctl gradnorm`'s interpolate summary: ||grad D(x_hat)|| on fixed real points and
         the fixed latents' samples, with interpolation coefficients drawn the same every time."""

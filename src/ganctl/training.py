@@ -322,6 +322,7 @@ def _loop(
         "world_size": world.size,
         "ranks_in_sync": in_sync,
         "final": {**stats, **final},
+        "image_metrics_on": evaluator.measured_on(),
         "config": cfg.to_dict(),
     }
     emit("end", summary)
