@@ -39,14 +39,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--label", default="", help="a name for this configuration in the table")
     parser.add_argument("--out", type=Path, default=Path("runs/toy_table"))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per run (0: ganctl's default, --threads)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
-    overrides = {"device": "cpu", "sample_every": 0, "ckpt_every": 0, **parse_sets(args.set)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, overrides {json.dumps(overrides)}")
-    print("| data | method | config | seed | steps | modes | high-quality | W1 (floor) | wall s |")
+    overrides = {"device": "cpu", "sample_every": 0, "ckpt_every": 0, "threads": args.threads, **parse_sets(args.set)}
+    print(f"torch {torch.__version__}, overrides {json.dumps(overrides)}")
+    print("| data | method | config | seed | steps | modes | high-quality | W1 (perfect: floor ± sd) | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for data in args.data.split(","):
         for method in args.methods.split(","):
@@ -59,7 +57,7 @@ def main() -> None:
                 hq = f"{f['hq_share']:.1%}" if "hq_share" in f else "-"
                 print(
                     f"| {data} | {method} | {args.label or 'default'} | {seed} | {s['step']} | {modes} | {hq}"
-                    f" | {f['w1']:.3f} ({f['w1_floor']:.3f}) | {s['wall_s']:.0f} |",
+                    f" | {f['w1']:.3f} ({f['w1_floor']:.3f} ± {f['w1_floor_sd']:.3f}) | {s['wall_s']:.0f} |",
                     flush=True,
                 )
 
