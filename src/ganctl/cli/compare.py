@@ -131,8 +131,9 @@ def compare(
     device: Device = None,
     json_output: Json = False,
 ) -> None:
-    """Train each method with the same data, seeds and budget, then evaluate every run the same
-    way. Or compare existing RUN_OR_CKPT... without training.
+    """Train each method with the same data, seeds and budget, then evaluate every run the same way.
+
+    Or compare existing RUN_OR_CKPT... without training.
 
     Any other setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided,
     or --config FILE) applies to every run. Finished runs under --out are not trained again;

@@ -101,9 +101,12 @@ def evaluate(
     ] = None,
     json_output: Json = False,
 ) -> None:
-    """Score a generator: the data's own metrics (2-D modes, high-quality share and W1; the
-    shapes judge) and, on images, FID, KID, precision/recall and density/coverage in a feature
-    space that every number names (fid[inception], fid[random-conv]).
+    """Score a generator: its data's own metrics and, on images, FID, KID, precision/recall, density/coverage.
+
+    On 2-D data: modes, high-quality share and W1 with a perfect generator's W1 beside it. On
+    shapes: the judge's valid share and modes. On images, every number names its feature space:
+    fid\\[inception] for the Inception-v3 of published FIDs (from --inception), fid\\[random-conv]
+    for the weight-free fallback, which is not comparable to published FIDs.
 
     Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input.
     """
