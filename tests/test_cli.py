@@ -214,3 +214,8 @@ def test_ctrl_c_exits_130_for_every_command(command, target, tmp_path, monkeypat
     args = [ckpt if a == "CKPT" else str(tmp_path / a) if a == "OUT.png" else a for a in command]
     r = runner.invoke(app, args)
     assert r.exit_code == 130 and "interrupted" in r.stderr and "Traceback" not in r.output
+
+
+def test_square_brackets_in_help_survive_rich_markup():
+    assert "pip install 'ganctl[tensorboard]'" in _help_text("train")
+    assert "fid[inception]" in _help_text("eval") and "fid[random-conv]" in _help_text("eval")

@@ -244,7 +244,7 @@ def train(
         bool | None,
         _opt(
             "--tensorboard/--no-tensorboard",
-            help="Also write TensorBoard events under RUN/tensorboard (pip install 'ganctl[tensorboard]').",
+            help="Also write TensorBoard events under RUN/tensorboard (pip install 'ganctl\\[tensorboard]').",
             field="tensorboard",
             panel=_SCHEDULE,
         ),
