@@ -3,6 +3,7 @@ or existing runs and checkpoints compared without training."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -154,7 +155,10 @@ def compare(
     if runs:
         if extra or data or steps is not None:
             raise ConfigError("compare RUN_OR_CKPT...: training options make no sense when comparing existing runs")
-        result = compare_runs(runs, device=device_name, out=out)
+        from ganctl.runfolder import RunLock
+
+        with RunLock(out) if out is not None else contextlib.nullcontext():  # it writes its results there
+            result = compare_runs(runs, device=device_name, out=out)
     else:
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
