@@ -19,7 +19,7 @@ FLOORS = [
     {"data", "models", "lipschitz", "distributed", "fused_mlp"},
     {"networks", "checkpoint"},
     {"engine", "analysis", "evaluation", "sampling"},
-    {"training", "compare"},
+    {"training", "compare", "tuning"},
     {"cli", "__main__"},
 ]
 

@@ -26,7 +26,7 @@ from ganctl.config import TrainConfig, data_kind, from_dict
 from ganctl.errors import CheckpointError, ConfigError, GanctlError
 from ganctl.fileio import write_atomic
 from ganctl.networks import Networks, build
-from ganctl.runfolder import find_checkpoint
+from ganctl.runfolder import find_checkpoint, list_checkpoints
 
 FORMAT = "ganctl.checkpoint"
 FORMAT_VERSION = 1
@@ -133,9 +133,30 @@ def peek(path: Path) -> tuple[TrainConfig, int]:
     try:
         with safe_open(str(path), framework="pt") as fh:
             config = _config_of(Path(path), fh.metadata() or {})
+            if "state.step" not in fh.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                raise CheckpointError(f"{path}: not a ganctl checkpoint (no 'state.step' tensor)")
             return config, int(fh.get_tensor("state.step"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def peek_newest(path: str | Path) -> tuple[Path, TrainConfig, int]:
+    """`peek` of a checkpoint file, strictly; of a run folder, its newest checkpoint whose
+    header reads (a damaged newest one is skipped, as resuming the folder skips it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return (path, *peek(find_checkpoint(path)))
+    found = list_checkpoints(path)
+    if not found:
+        find_checkpoint(path)  # the folder's own clear error
+    for candidate in reversed(found):
+        try:
+            return (candidate, *peek(candidate))
+        except CheckpointError:
+            continue
+    raise CheckpointError(f"{path}: none of its {len(found)} checkpoints can be read")
 
 
 def read_state(path: Path) -> tuple[dict[str, Any], TrainConfig]:

@@ -96,7 +96,10 @@ def status(job: Job) -> tuple[str, Path | None]:
     found = RunFolder(job.run_dir).checkpoints()
     if not found:
         return "new", None
-    latest, stored, step = _newest_peekable(job.run_dir, found)
+    try:
+        latest, stored, step = checkpoint.peek_newest(job.run_dir)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; choose another --out") from None
     wanted = resolve(job.config)
     # Schedule settings may differ (a longer --steps extends finished runs); settings the data
     # fills in (image size, channels) are None until the data is read.
@@ -109,17 +112,6 @@ def status(job: Job) -> tuple[str, Path | None]:
         detail = ", ".join(f"{k} {stored.to_dict().get(k)!r} there, {wanted.to_dict()[k]!r} asked" for k in differ[:4])
         raise ConfigError(f"{job.run_dir}: holds a run with other settings ({detail}); choose another --out")
     return ("done", latest) if step >= wanted.steps else ("resume", latest)
-
-
-def _newest_peekable(run_dir: Path, found: list[Path]) -> tuple[Path, TrainConfig, int]:
-    """The newest checkpoint whose header reads (a damaged newest one is skipped, as resuming
-    the folder skips it), with its config and step."""
-    for path in reversed(found):
-        try:
-            return (path, *checkpoint.peek(path))
-        except CheckpointError:
-            continue
-    raise CheckpointError(f"{run_dir}: none of its {len(found)} checkpoints can be read; choose another --out")
 
 
 def run_job(

@@ -18,7 +18,7 @@ from ganctl.engine import Trainer
 from ganctl.engine import resume as resume_trainer
 from ganctl.errors import CheckpointError, ConfigError, Interrupted, NonFinite, TrainingFailed, WriteError
 from ganctl.evaluation import Evaluator
-from ganctl.runfolder import MetricsLog, RunFolder, RunLock, find_checkpoint
+from ganctl.runfolder import MetricsLog, RunFolder, RunLock
 from ganctl.tensorboard import TensorBoardLog
 
 MAX_ROLLBACKS = 3  # --on-nonfinite rollback: reloads per run before giving up
@@ -100,7 +100,7 @@ def _threads(config: TrainConfig | None, resume: str | Path | None, overrides: d
     import torch
 
     if resume is not None:
-        config = checkpoint.peek(find_checkpoint(Path(resume)))[0]
+        config = checkpoint.peek_newest(resume)[1]
     cfg = (config or TrainConfig()).replace(
         **{k: v for k, v in (overrides or {}).items() if k in ("threads", "device")}
     )
@@ -128,7 +128,7 @@ def _train_group(
     if distributed.requested():
         spec = (overrides or {}).get("device") or (config.device if config is not None else None) or "auto"
         if resume is not None and spec == "auto":
-            spec = checkpoint.peek(find_checkpoint(Path(resume)))[0].device
+            spec = checkpoint.peek_newest(resume)[1].device
         from ganctl.devices import resolve_device
 
         distributed.init(resolve_device(spec))
