@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ganctl.cli import app
+from ganctl.recipes import METHODS
 
 runner = CliRunner()
 FAST = [
@@ -41,7 +42,9 @@ def test_train_json_files_and_exit_code(tmp_path):
     assert summary["step"] == 4 and summary["config"]["lipschitz"] == "gp"
     assert {"modes", "modes_total", "hq_share", "w1", "w1_floor", "loss_d", "wasserstein"} <= summary["final"].keys()
     run = tmp_path / "run"
-    assert json.loads((run / "config.json").read_text())["penalty_weight"] == 0.1  # the 2-D recipe
+    gp = METHODS["gp"]  # the 2-D recipe, not the image one
+    assert json.loads((run / "config.json").read_text())["penalty_weight"] == gp.points.penalty_weight
+    assert gp.points.penalty_weight != gp.recipe.penalty_weight
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     assert "eval/modes" in records[-1] and "grad_norm" in records[0]
@@ -69,8 +72,9 @@ def test_config_file_and_flag_precedence(tmp_path):
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
-    assert train(tmp_path, "--steps", "4", "--lipschitz", "sn", out="full").exit_code == 0
-    assert train(tmp_path, "--steps", "2", "--lipschitz", "sn", out="part").exit_code == 0
+    # No decay: a linear one's horizon is each run's own --steps, kept on resume (docs/results.md).
+    assert train(tmp_path, "--steps", "4", "--lipschitz", "sn", "--lr-decay", "none", out="full").exit_code == 0
+    assert train(tmp_path, "--steps", "2", "--lipschitz", "sn", "--lr-decay", "none", out="part").exit_code == 0
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "part"), "--steps", "4", "--json"])
     assert result.exit_code == 0, result.output
     summary = parse_json(result.stdout)
@@ -186,9 +190,11 @@ def test_every_train_option_shows_the_default_that_is_applied():
             continue
         assert f"(default: {describe_default(name)})" in text, name
     # The default run (25gaussians, gp) is the 2-D case the --lambda help names.
-    assert "gp 10 (2-D data: 0.1)" in text and resolve(TrainConfig()).penalty_weight == 0.1
+    assert "gp 10 (2-D data: 0.012)" in text and resolve(TrainConfig()).penalty_weight == 0.012
     assert resolve(TrainConfig(data="shapes")).penalty_weight == 10.0
-    assert "clip 5e-5" in text and resolve(TrainConfig(lipschitz="clip")).lr_d == 5e-5
+    assert "clip 5e-5 (2-D data: 2.8e-4)" in text
+    assert resolve(TrainConfig(lipschitz="clip", data="shapes")).lr_d == 5e-5
+    assert resolve(TrainConfig(lipschitz="clip")).lr_d == 2.8e-4
 
 
 @pytest.mark.parametrize(

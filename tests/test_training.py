@@ -12,8 +12,18 @@ METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_quality_moves_the_right_way(method):
-    # gp runs its 2-D recipe (lambda 0.1, as the WGAN-GP toy code).
-    cfg = small(data="8gaussians", lipschitz=method, width=64, depth=2, batch_size=128, eval_samples=512, ema_decay=0.0)
+    # Each method runs its 2-D recipe; the run is 250 steps long so that a linear decay's
+    # horizon is the run's own.
+    cfg = small(
+        data="8gaussians",
+        lipschitz=method,
+        width=64,
+        depth=2,
+        batch_size=128,
+        eval_samples=512,
+        ema_decay=0.0,
+        steps=250,
+    )
     trainer = Trainer(cfg)
     evaluator = Evaluator(trainer)
     before = evaluator.evaluate()
@@ -27,10 +37,9 @@ def test_quality_moves_the_right_way(method):
 
 @pytest.mark.slow
 def test_gradient_penalty_pulls_interpolate_norms_towards_one():
-    # The paper's lambda 10 (the 2-D recipe's 0.1 deliberately lets norms exceed 1).
-    trainer = Trainer(
-        small(data="8gaussians", lipschitz="gp", penalty_weight=10.0, lr_d=1e-4, lr_g=1e-4, width=64, batch_size=128)
-    )
+    # The paper's recipe, lambda 10 (the tuned 2-D recipe's 0.012 lets norms drift from 1).
+    paper = dict(penalty_weight=10.0, lr_d=1e-4, lr_g=1e-4, n_critic=5, beta1=0.5, beta2=0.9, lr_decay="none")
+    trainer = Trainer(small(data="8gaussians", lipschitz="gp", width=64, batch_size=128, **paper))
     for _ in range(150):
         trainer.train_step()
     assert abs(trainer.pop_stats()["grad_norm"] - 1.0) < 0.25
