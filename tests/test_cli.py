@@ -190,7 +190,7 @@ def test_every_train_option_shows_the_default_that_is_applied():
             continue
         assert f"(default: {describe_default(name)})" in text, name
     # The default run (25gaussians, gp) is the 2-D case the --lambda help names.
-    assert "gp 10 (2-D data: 0.012)" in text and resolve(TrainConfig()).penalty_weight == 0.012
+    assert "gp 10 (2-D data: 0.1)" in text and resolve(TrainConfig()).penalty_weight == 0.1
     assert resolve(TrainConfig(data="shapes")).penalty_weight == 10.0
     assert "clip 5e-5 (2-D data: 2.8e-4)" in text
     assert resolve(TrainConfig(lipschitz="clip", data="shapes")).lr_d == 5e-5

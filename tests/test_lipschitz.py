@@ -45,17 +45,27 @@ def test_published_recipes_resolve(method, expected):
         assert getattr(cfg, key) == value, key
 
 
-def test_two_d_data_uses_the_tuned_recipes_and_flags_still_win():
-    # The winners of `compare --tune 6` (docs/results.md), rounded to two figures.
-    cfg = resolve(small(lipschitz="gp"))
-    assert (cfg.penalty_weight, cfg.lr_g, cfg.lr_d, cfg.n_critic, cfg.beta1, cfg.beta2, cfg.lr_decay) == (
-        0.012,
+def test_two_d_data_uses_the_measured_recipes_and_flags_still_win():
+    # The winners of `compare --tune 6` (docs/results.md), rounded to two figures; gp keeps its
+    # hand-swept recipe (its winner was unstable).
+    cfg = resolve(small(lipschitz="sn"))
+    assert (cfg.lr_g, cfg.lr_d, cfg.n_critic, cfg.beta1, cfg.beta2, cfg.lr_decay) == (
         1.8e-3,
         1.8e-3,
         1,
         0.0,
         0.9,
         "linear",
+    )
+    cfg = resolve(small(lipschitz="gp"))
+    assert (cfg.penalty_weight, cfg.lr_g, cfg.lr_d, cfg.n_critic, cfg.beta1, cfg.beta2, cfg.lr_decay) == (
+        0.1,
+        1e-3,
+        1e-3,
+        5,
+        0.5,
+        0.9,
+        "none",
     )
     assert resolve(small(lipschitz="gp", penalty_weight=10.0)).penalty_weight == 10.0
     assert (resolve(small(lipschitz="clip")).clip, resolve(small(lipschitz="clip", data="shapes")).clip) == (
@@ -70,7 +80,7 @@ def test_two_d_data_uses_the_tuned_recipes_and_flags_still_win():
 
 def test_flags_override_recipes():
     cfg = resolve(small(lipschitz="gp", lr_d=3e-4, n_critic=2, penalty_weight=0.1, loss="hinge"))
-    assert (cfg.lr_d, cfg.n_critic, cfg.penalty_weight, cfg.loss, cfg.lr_g) == (3e-4, 2, 0.1, "hinge", 1.8e-3)
+    assert (cfg.lr_d, cfg.n_critic, cfg.penalty_weight, cfg.loss, cfg.lr_g) == (3e-4, 2, 0.1, "hinge", 1e-3)
 
 
 @pytest.mark.parametrize(

@@ -82,8 +82,9 @@ _MESCHEDER = Recipe(
 
 # The 2-D recipes are the winners of `ganctl compare --tune 6` on 8gaussians and 25gaussians
 # (equal budget: 6 trials per method, tuning seeds 1000+), the trial with the lowest mean W1 /
-# floor over both sets (examples/pick_recipes.py), rounded to two significant figures; the
-# published recipes stay the image defaults (docs/results.md, "Tuned against tuned").
+# floor over both sets (examples/pick_recipes.py), rounded to two significant figures, except
+# gp's (below); the published recipes stay the image defaults (docs/results.md, "Tuned
+# against tuned").
 _TUNED_2D = "ganctl compare --tune 6 on 8/25gaussians, trial {trial} (docs/results.md)"
 
 _METHODS = (
@@ -109,17 +110,19 @@ _METHODS = (
             "WGAN-GP (Gulrajani et al. 2017, Alg. 1)",
             penalty_weight=10.0,
         ),
+        # Not the tuning's winner (trial 3: lambda 0.012, lr 1.8e-3, n_critic 1, linear decay),
+        # which lost every mode of 8gaussians on one report seed in three: lambda 0.1 as the
+        # paper's toy code (gan_toy.py), lr 1e-3 from a hand sweep (docs/results.md).
         points=Recipe(
             "wasserstein",
             "adam",
-            1.8e-3,
-            1.8e-3,
-            0.0,
+            1e-3,
+            1e-3,
+            0.5,
             0.9,
-            1,
-            _TUNED_2D.format(trial=3),
-            penalty_weight=0.012,
-            lr_decay="linear",
+            5,
+            "WGAN-GP toy code (gan_toy.py) lambda 0.1; lr 1e-3 hand-swept (the tuned winner was unstable)",
+            penalty_weight=0.1,
         ),
         owns=("penalty_weight", "gp_target", "one_sided", "penalty_at"),
         penalty_at=("interp",),
