@@ -54,7 +54,7 @@ def test_weight_clipping_keeps_gradient_norms_far_below_one():
     assert trainer.pop_stats()["grad_norm"] < 0.1
 
 
-def test_a_2d_run_on_the_cpu_takes_one_thread_and_gives_the_process_back(tmp_path, monkeypatch):
+def test_a_run_takes_its_thread_count_and_gives_the_process_back(tmp_path, monkeypatch):
     import torch
 
     import ganctl
@@ -68,7 +68,10 @@ def test_a_2d_run_on_the_cpu_takes_one_thread_and_gives_the_process_back(tmp_pat
 
     monkeypatch.setattr(Trainer, "train_step", recording)
     torch.set_num_threads(2)
-    ganctl.train(small(steps=2), tmp_path / "a")
+    ganctl.train(small(steps=2), tmp_path / "a")  # 0: torch's own, untouched
+    assert seen == [2, 2] and torch.get_num_threads() == 2
+    seen.clear()
+    ganctl.train(small(steps=2, threads=1), tmp_path / "c")
     assert seen == [1, 1] and torch.get_num_threads() == 2
     seen.clear()
     torch.set_num_threads(1)

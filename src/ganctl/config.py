@@ -36,9 +36,6 @@ SHAPES_IMAGE_SIZE = 32  # the built-in `shapes` set
 FOLDER_IMAGE_SIZE = 64  # a folder of images (an array keeps its own size)
 
 
-POINTS_CPU_THREADS = 1  # the 2-D MLP on a CPU: one thread beat two (docs/benchmarks.md, threads_bench.py)
-
-
 def data_kind(name: str) -> str:
     """'points' for the built-in 2-D sets, 'images' for everything else."""
     return "points" if name in POINT_DATA else "images"
@@ -88,7 +85,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     compile: bool = False  # torch.compile the forwards that allow it (not the penalty's double backward)
-    threads: int = 0  # CPU threads for the run; 0: 1 for 2-D data on the CPU (measured faster), else torch's
+    threads: int = 0  # CPU threads for the run; 0: torch's own (measured fastest alone, docs/benchmarks.md)
     tf32: bool = True  # CUDA: TensorFloat-32 matrix products and convolutions (float32 accumulation)
 
     # --- schedule (generator steps; 0 disables) ---------------------------------------

@@ -19,7 +19,6 @@ from ganctl.config import (
     IMAGE_ARCH,
     IMAGE_WIDTH,
     IMAGE_Z_DIM,
-    POINTS_CPU_THREADS,
     POINTS_MODEL,
     SHAPES_IMAGE_SIZE,
     TrainConfig,
@@ -302,7 +301,7 @@ def describe_default(name: str) -> str:
         "channels": "the source's",
         "decay_steps": "--steps",
         "inception": "$GANCTL_INCEPTION",
-        "threads": f"0: {POINTS_CPU_THREADS} for 2-D data on the CPU, torch's own otherwise",
+        "threads": "0: torch's own (one per core)",
         "one_sided": ", ".join(
             f"{m.name} {'one' if m.fixed['one_sided'] else 'two'}-sided" for m in _METHODS if "one_sided" in m.fixed
         ),

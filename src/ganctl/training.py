@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ganctl import checkpoint, distributed, interrupts
-from ganctl.config import POINTS_CPU_THREADS, TrainConfig, data_kind
+from ganctl.config import TrainConfig
 from ganctl.engine import Trainer
 from ganctl.engine import resume as resume_trainer
 from ganctl.errors import CheckpointError, ConfigError, Interrupted, NonFinite, TrainingFailed, WriteError
@@ -95,18 +95,14 @@ def train(
 
 @contextlib.contextmanager
 def _threads(config: TrainConfig | None, resume: str | Path | None, overrides: dict[str, Any] | None) -> Iterator[None]:
-    """The run's CPU thread count (--threads; 0: one for 2-D data on the CPU, where it was
-    measured faster than two), restored afterwards: the run owns the process while it lasts."""
+    """The run's CPU thread count (--threads; 0: torch's own, which measured faster than one
+    thread even for the 2-D MLP on 2 cores, docs/benchmarks.md), restored afterwards: the run
+    owns the process while it lasts. Runs side by side want one thread each."""
     import torch
 
     if resume is not None:
         config = checkpoint.peek_newest(resume)[1]
-    cfg = (config or TrainConfig()).replace(
-        **{k: v for k, v in (overrides or {}).items() if k in ("threads", "device")}
-    )
-    threads = cfg.threads
-    if not threads and data_kind(cfg.data) == "points" and cfg.device in ("cpu", "auto"):
-        threads = POINTS_CPU_THREADS if cfg.device == "cpu" or not torch.cuda.is_available() else 0
+    threads = (overrides or {}).get("threads", (config or TrainConfig()).threads)
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
