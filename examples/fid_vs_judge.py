@@ -44,7 +44,8 @@ def main() -> None:
             report = evaluate_checkpoint(load(path), METRICS, space, n=args.n, seed=0)
             rows.append({"run": str(run), "step": report["source"]["step"], **report["metrics"]})
             print(json.dumps(rows[-1]), flush=True)
-    names = [k for k in rows[0] if k.endswith(f"[{space.label}]")]
+    # kid_std is KID's own noise, not a score of the generator
+    names = [k for k in rows[0] if k.endswith(f"[{space.label}]") and not k.startswith("kid_std")]
     table = {}
     print(f"\nSpearman rank correlation over {len(rows)} checkpoints ({space.label} features, n = {args.n})")
     print("| metric | " + " | ".join(JUDGE) + " |")
