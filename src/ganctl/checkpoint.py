@@ -15,8 +15,9 @@ optimizers or gradient scalers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -142,21 +143,33 @@ def peek(path: Path) -> tuple[TrainConfig, int]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def peek_newest(path: str | Path) -> tuple[Path, TrainConfig, int]:
-    """`peek` of a checkpoint file, strictly; of a run folder, its newest checkpoint whose
-    header reads (a damaged newest one is skipped, as resuming the folder skips it)."""
+T = TypeVar("T")
+
+
+def newest(path: str | Path, read: Callable[[Path], T]) -> tuple[Path, T, list[str]]:
+    """`read` of a checkpoint file, strictly; of a run folder, `read` of its newest checkpoint
+    that reads (a damaged newest one is skipped, as resuming the folder skips it), with why
+    each newer one was skipped."""
     path = Path(path)
     if not path.is_dir():
-        return (path, *peek(find_checkpoint(path)))
-    found = list_checkpoints(path)
-    if not found:
+        found = find_checkpoint(path)
+        return found, read(found), []
+    candidates = list_checkpoints(path)
+    if not candidates:
         find_checkpoint(path)  # the folder's own clear error
-    for candidate in reversed(found):
+    skipped = []
+    for candidate in reversed(candidates):
         try:
-            return (candidate, *peek(candidate))
-        except CheckpointError:
-            continue
-    raise CheckpointError(f"{path}: none of its {len(found)} checkpoints can be read")
+            return candidate, read(candidate), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    raise CheckpointError(f"{path}: none of its {len(candidates)} checkpoints can be read; newest: {skipped[0]}")
+
+
+def peek_newest(path: str | Path) -> tuple[Path, TrainConfig, int]:
+    """`peek` of a checkpoint file, or of a run folder's newest readable checkpoint."""
+    found, (config, step), _ = newest(path, peek)
+    return found, config, step
 
 
 def read_state(path: Path) -> tuple[dict[str, Any], TrainConfig]:

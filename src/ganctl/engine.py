@@ -27,7 +27,6 @@ from ganctl.losses import get_loss
 from ganctl.models import activations
 from ganctl.networks import Networks, build, eval_mode
 from ganctl.recipes import resolve
-from ganctl.runfolder import find_checkpoint, list_checkpoints
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Optimizer settings that say how an update is computed, not what it computes: they belong to
@@ -478,7 +477,7 @@ def resume(
     A run folder whose newest checkpoint cannot be read resumes from the newest one that can,
     and the trainer's `notes` name what was skipped; a checkpoint file given by name is read
     strictly."""
-    path, (state, config), skipped = _newest_readable(Path(path))
+    path, (state, config), skipped = checkpoint.newest(path, checkpoint.read_state)
     overrides = dict(overrides or {})
     if device is not None:
         overrides["device"] = device
@@ -500,19 +499,3 @@ def resume(
         raise CheckpointError(f"{path}: {exc}") from None
     trainer.notes += [f"skipped an unreadable checkpoint, {reason}; resuming from {path}" for reason in skipped]
     return trainer
-
-
-def _newest_readable(path: Path) -> tuple[Path, tuple[dict[str, Any], TrainConfig], list[str]]:
-    if not path.is_dir():
-        found = find_checkpoint(path)
-        return found, checkpoint.read_state(found), []
-    candidates = list_checkpoints(path)
-    if not candidates:
-        find_checkpoint(path)  # the folder's own clear error
-    skipped = []
-    for candidate in reversed(candidates):
-        try:
-            return candidate, checkpoint.read_state(candidate), skipped
-        except CheckpointError as exc:
-            skipped.append(str(exc))
-    raise CheckpointError(f"{path}: none of its {len(candidates)} checkpoints can be read; newest: {skipped[0]}")

@@ -52,18 +52,6 @@ class RunLog:
             self.tensorboard.close()
 
 
-def newest_readable(folder: RunFolder) -> Path | None:
-    """The run's newest checkpoint whose header reads (every checkpoint on disk is whole:
-    they are written atomically)."""
-    for path in reversed(folder.checkpoints()):
-        try:
-            checkpoint.peek(path)
-            return path
-        except CheckpointError:
-            continue
-    return None
-
-
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
@@ -86,23 +74,27 @@ def train(
     The writer holds `out`'s lock (`ganctl.runfolder.RunLock`) from before it writes anything
     until it is done: a second writer into the same folder fails at once."""
     out = Path(out)
+    overrides = overrides or {}
     writes = int(os.environ.get("RANK", "0")) == 0  # rank 0 of a torchrun group, or the only process
-    with RunLock(out) if writes else contextlib.nullcontext() as lock, _threads(config, resume, overrides):
+    with RunLock(out) if writes else contextlib.nullcontext() as lock:
         if lock is not None and lock.note and on_event is not None:
             on_event("warning", {"message": lock.note})
-        return _train_group(config, out, resume, overrides, overwrite, on_event)
+        # The settings before the run is built: the resumed checkpoint's (read once, header only).
+        settings = checkpoint.peek_newest(resume)[1] if resume is not None else config or TrainConfig()
+        spec = overrides.get("device") or (config.device if config is not None else None) or "auto"
+        if resume is not None and spec == "auto":
+            spec = settings.device
+        with _threads(overrides.get("threads", settings.threads)), _process_group(spec):
+            return _train(config, out, resume, overrides, overwrite, on_event)
 
 
 @contextlib.contextmanager
-def _threads(config: TrainConfig | None, resume: str | Path | None, overrides: dict[str, Any] | None) -> Iterator[None]:
+def _threads(threads: int) -> Iterator[None]:
     """The run's CPU thread count (--threads; 0: torch's own, which measured faster than one
     thread even for the 2-D MLP on 2 cores, docs/benchmarks.md), restored afterwards: the run
     owns the process while it lasts. Runs side by side want one thread each."""
     import torch
 
-    if resume is not None:
-        config = checkpoint.peek_newest(resume)[1]
-    threads = (overrides or {}).get("threads", (config or TrainConfig()).threads)
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -112,26 +104,19 @@ def _threads(config: TrainConfig | None, resume: str | Path | None, overrides: d
         torch.set_num_threads(previous)
 
 
-def _train_group(
-    config: TrainConfig | None,
-    out: Path,
-    resume: str | Path | None,
-    overrides: dict[str, Any] | None,
-    overwrite: bool,
-    on_event: EventHandler | None,
-) -> dict[str, Any]:
-    started_group = distributed.requested() and not distributed.current().active
+@contextlib.contextmanager
+def _process_group(spec: str) -> Iterator[None]:
+    """Under torchrun, the process group on the run's device (`spec`): started here unless the
+    caller already runs one, and then shut down after the run."""
+    started = distributed.requested() and not distributed.current().active
     if distributed.requested():
-        spec = (overrides or {}).get("device") or (config.device if config is not None else None) or "auto"
-        if resume is not None and spec == "auto":
-            spec = checkpoint.peek_newest(resume)[1].device
         from ganctl.devices import resolve_device
 
         distributed.init(resolve_device(spec))
     try:
-        return _train(config, out, resume, overrides, overwrite, on_event)
+        yield
     finally:
-        if started_group:
+        if started:
             distributed.shutdown()
 
 
@@ -139,7 +124,7 @@ def _train(
     config: TrainConfig | None,
     out: Path,
     resume: str | Path | None,
-    overrides: dict[str, Any] | None,
+    overrides: dict[str, Any],
     overwrite: bool,
     on_event: EventHandler | None,
 ) -> dict[str, Any]:
@@ -208,8 +193,10 @@ def _train(
             )
     except WriteError as exc:  # a full disk: say which checkpoint is whole and how to go on from it
         exc.resumable = True
-        good = newest_readable(folder)
-        exc.last_good = str(good) if good is not None else None
+        try:
+            exc.last_good = str(checkpoint.peek_newest(folder.path)[0])
+        except CheckpointError:  # none written yet, or none whole
+            exc.last_good = None
         raise
     finally:
         if log is not None:
