@@ -90,14 +90,13 @@ def plan(base: dict[str, Any], methods: list[str], seeds: list[int], out: Path) 
     return jobs
 
 
-def status(job: Job) -> tuple[str, Path | None]:
-    """("done", final checkpoint) | ("resume", latest checkpoint) | ("new", None). A folder
+def status(job: Job) -> str:
+    """ "done", "resume" (from the run folder's newest readable checkpoint) or "new". A folder
     holding a run of another config is an error rather than something to overwrite."""
-    found = RunFolder(job.run_dir).checkpoints()
-    if not found:
-        return "new", None
+    if not RunFolder(job.run_dir).checkpoints():
+        return "new"
     try:
-        latest, stored, step = checkpoint.peek_newest(job.run_dir)
+        _, stored, step = checkpoint.peek_newest(job.run_dir)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}; choose another --out") from None
     wanted = resolve(job.config)
@@ -111,19 +110,19 @@ def status(job: Job) -> tuple[str, Path | None]:
     if differ:
         detail = ", ".join(f"{k} {stored.to_dict().get(k)!r} there, {wanted.to_dict()[k]!r} asked" for k in differ[:4])
         raise ConfigError(f"{job.run_dir}: holds a run with other settings ({detail}); choose another --out")
-    return ("done", latest) if step >= wanted.steps else ("resume", latest)
+    return "done" if step >= wanted.steps else "resume"
 
 
 def run_job(
     job: Job,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
-    known: tuple[str, Path | None] | None = None,
+    known: str | None = None,
 ) -> dict[str, Any]:
     """Train (or finish) one run and write its summary, with peak memory on CUDA. `known`:
     the job's `status`, when the caller has already read it."""
     from ganctl.training import train
 
-    state, latest = known or status(job)
+    state = known or status(job)
     if state == "done":
         return {"state": "done"}
     device = torch.device(job.config.device) if job.config.device not in (None, "auto") else None
@@ -275,7 +274,7 @@ def compare(
 
 def _train_and_compare(
     jobs: list[Job],
-    states: list[tuple[str, Path | None]],
+    states: list[str],
     base: dict[str, Any],
     methods: list[str],
     seeds: list[int],
@@ -293,7 +292,7 @@ def _train_and_compare(
                 "method": job.method,
                 "seed": job.seed,
                 "run_dir": str(job.run_dir),
-                "state": known[0],
+                "state": known,
             },
         )
         run_job(job, on_event, known)

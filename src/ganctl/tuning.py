@@ -148,7 +148,7 @@ def _tune(
 
     def run(job: compare.Job, trial: int | str) -> None:
         nonlocal done
-        state = compare.status(job)[0]
+        state = compare.status(job)
         emit(
             "job",
             {
@@ -161,7 +161,7 @@ def _tune(
                 "trial": trial,
             },
         )
-        compare.run_job(job, on_event)
+        compare.run_job(job, on_event, state)
         done += 1
 
     for method, per_method in plans.items():
