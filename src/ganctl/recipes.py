@@ -276,9 +276,10 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
         for i, name in enumerate(("beta1", "beta2")):
             if getattr(cfg, name) is None:
                 changes[name] = ADAM_BETAS[i] if getattr(recipe, name) is None else getattr(recipe, name)
-    if recipe.clip is not None and cfg.clip is None:
-        changes["clip"] = recipe.clip
-    changes.update({k: v for k, v in method.fixed.items() if getattr(cfg, k) is None and k not in changes})
+    # The method's own settings: the recipe's value where it sets one (clip's c on 2-D data),
+    # else the method's fixed default.
+    own = {k: v if getattr(recipe, k, None) is None else getattr(recipe, k) for k, v in method.fixed.items()}
+    changes.update({k: v for k, v in own.items() if getattr(cfg, k) is None})
     return cfg.replace(**changes)
 
 
