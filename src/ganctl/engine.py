@@ -23,7 +23,7 @@ from ganctl.data import load_dataset
 from ganctl.devices import resolve_device
 from ganctl.errors import CheckpointError, ConfigError, GanctlError, NonFinite
 from ganctl.lipschitz import build_strategy
-from ganctl.losses import get_loss
+from ganctl.losses import gap_stats, get_loss
 from ganctl.models import activations
 from ganctl.networks import Networks, build, eval_mode
 from ganctl.recipes import resolve
@@ -369,10 +369,8 @@ class Trainer(Networks):
         at interpolates of the last critic batch (the same measure for every method)."""
         stats = {k: float(v) / self._counts[k] for k, v in self._sums.items()}
         self._sums, self._counts = {}, {}
-        if "critic_gap" in stats and self.cfg.loss == "wasserstein":
-            # E[D(real)] - E[D(fake)] estimates W1 (times the critic's Lipschitz constant) only for a
-            # Wasserstein critic; under ns, hinge or lsgan it is just the critic's gap.
-            stats["wasserstein"] = stats["critic_gap"]
+        if "critic_gap" in stats:
+            stats.update(gap_stats(stats["critic_gap"], self.cfg.loss))
         if self.cfg.on_nonfinite == "skip":
             stats["nonfinite_skipped"] = self.nonfinite_skipped
         if self.scaler_d.is_enabled():

@@ -80,6 +80,13 @@ _LOSSES: dict[str, Loss] = {
 }
 
 
+def gap_stats(gap: float, loss: str) -> dict[str, float]:
+    """E[D(real)] - E[D(fake)] as ganctl reports it: always the critic's gap, and for the
+    Wasserstein loss alone also its estimate of W1 (times the critic's Lipschitz constant);
+    under ns, hinge or lsgan the gap estimates no distance."""
+    return {"critic_gap": gap, **({"wasserstein": gap} if loss == "wasserstein" else {})}
+
+
 def available_losses() -> list[str]:
     return list(_LOSSES)
 

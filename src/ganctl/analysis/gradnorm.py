@@ -30,6 +30,7 @@ from ganctl import penalties, streams
 from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.analysis.defaults import TOL as DEFAULT_TOL
 from ganctl.analysis.defaults import TRAJECTORY_N
+from ganctl.losses import gap_stats
 from ganctl.networks import Networks, eval_mode
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -427,9 +428,7 @@ def analyse(
         report["sets"][name] = summarise(norms, tol)
         largest = max(largest, float(norms.max()))
     gap = float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean())
-    report["critic_gap"] = gap  # E[D(real)] - E[D(fake)] on these points
-    if nets.cfg.loss == "wasserstein":
-        report["wasserstein"] = gap  # the critic's estimate of W1 (times its Lipschitz constant)
+    report.update(gap_stats(gap, nets.cfg.loss))  # on these points
     k = min(n, ALIGNMENT_PAIRS)
     cos = alignment(nets.critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
     report["alignment"] = {
