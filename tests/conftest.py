@@ -24,6 +24,21 @@ class Linear(nn.Module):
         return (x * self.w).flatten(1).sum(dim=1, keepdim=True) + self.b
 
 
+def fused_and_autograd_stats(cfg: TrainConfig, steps: int = 4) -> list[tuple[dict, dict]]:
+    """Per step, the logged stats of a trainer on the hand-written MLP step and of one on
+    autograd's, built from the same config and seed."""
+    from ganctl.engine import Trainer
+
+    fused, plain = Trainer(cfg), Trainer(cfg, fused=False)
+    assert fused.uses_fused_step and not plain.uses_fused_step
+    pairs = []
+    for _ in range(steps):
+        fused.train_step()
+        plain.train_step()
+        pairs.append((fused.pop_stats(), plain.pop_stats()))
+    return pairs
+
+
 def small(**changes) -> TrainConfig:
     """A tiny, fast CPU config for tests."""
     base = dict(

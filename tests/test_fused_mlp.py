@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import central_difference, small
+from conftest import central_difference, fused_and_autograd_stats, small
 from torch import nn
 
 from ganctl import fused_mlp, penalties
@@ -201,12 +201,6 @@ def test_the_engine_takes_it_for_penalised_plain_mlps_only(changes, fused):
 def test_training_follows_the_autograd_path(method):
     # Same seed, the hand-written step or autograd's: the same losses step after step. lr is
     # tiny so that Adam cannot turn rounding-level gradient differences into whole steps.
-    cfg = small(lipschitz=method, lr_d=1e-7, lr_g=1e-7)
-    fused, plain = Trainer(cfg), Trainer(cfg, fused=False)
-    assert fused.uses_fused_step and not plain.uses_fused_step
-    for _ in range(4):
-        fused.train_step()
-        plain.train_step()
-        a, b = fused.pop_stats(), plain.pop_stats()
+    for a, b in fused_and_autograd_stats(small(lipschitz=method, lr_d=1e-7, lr_g=1e-7)):
         for key in ("loss_d", "penalty", "penalty_grad_norm", "critic_gap", "loss_g", "grad_norm"):
             assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(b[key])), key

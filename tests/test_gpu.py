@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import small
+from conftest import fused_and_autograd_stats, small
 
 import ganctl
 from ganctl import checkpoint
@@ -61,13 +61,7 @@ def test_a_nonfinite_step_is_caught_on_the_gpu():
 
 
 def test_the_hand_written_mlp_step_on_cuda_follows_autograd():
-    cfg = on_gpu(lipschitz="gp", lr_d=1e-7, lr_g=1e-7)
-    fused, plain = Trainer(cfg), Trainer(cfg, fused=False)
-    assert fused.uses_fused_step and not plain.uses_fused_step
-    for _ in range(4):
-        fused.train_step()
-        plain.train_step()
-        a, b = fused.pop_stats(), plain.pop_stats()
+    for a, b in fused_and_autograd_stats(on_gpu(lipschitz="gp", lr_d=1e-7, lr_g=1e-7)):
         for key in ("loss_d", "penalty", "loss_g"):
             assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), key
 
