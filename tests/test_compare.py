@@ -9,6 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ganctl.cli import app
+from ganctl.runfolder import RunLock
 
 runner = CliRunner()
 TINY = [
@@ -122,12 +123,23 @@ def test_existing_checkpoints_give_gradnorms_numbers(compared):
         (["--methods", "gp", "--lr-d", "fast"], "--lr-d must be float"),
         (["--methods", "gp,bogus"], "bogus"),
         (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--methods", "gp", "--tune", "0"], "--tune must be >= 1"),
+        (["--methods", "gp", "--tune", "2", "--tune-seeds", "0"], "--tune-seeds must be >= 1"),
+        (["--methods", "gp", "--tune", "2", "--tune-metric", "violation_share"], "has no better direction"),
     ],
 )
 def test_bad_input_exits_2_before_training(tmp_path, args, message):
     r = invoke(*TINY, "--out", tmp_path / "x", *args)
     assert r.exit_code == 2 and message in r.stderr, r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_comparing_existing_runs_into_an_out_another_process_writes_is_refused(compared, tmp_path):
+    out, _, _ = compared
+    with RunLock(tmp_path / "busy"):
+        r = invoke(out / "clip-seed0", "--out", tmp_path / "busy")
+    assert r.exit_code == 2 and "another ganctl process is writing there" in r.stderr, r.output
+    assert not (tmp_path / "busy" / "compare.json").exists()
 
 
 def test_a_folder_holding_another_run_is_refused(compared, tmp_path):
@@ -205,6 +217,9 @@ def test_an_interrupted_tuning_resumes_where_it_stopped(tuned):
     assert r.exit_code == 0, r.output
     assert r.stderr.count("finished, skipped") == 5 and "sn trial 1 seed 1000: resuming" in r.stderr
     assert json.loads(r.stdout)["tuning"]["methods"]["sn"]["chosen"] == first["tuning"]["methods"]["sn"]["chosen"]
+    table = invoke(*TINY, "--methods", "gp,sn", "--tune", "2", "--seeds", "1", "--out", out)  # the terminal's view
+    chosen = first["tuning"]["methods"]["sn"]
+    assert table.exit_code == 0 and f"sn: trial {chosen['best_trial']} of 2 (w1 " in table.stderr, table.output
 
 
 def test_tuning_refuses_report_seeds_among_the_tuning_seeds(tmp_path):
