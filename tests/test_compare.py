@@ -220,6 +220,7 @@ def test_an_interrupted_tuning_resumes_where_it_stopped(tuned):
     table = invoke(*TINY, "--methods", "gp,sn", "--tune", "2", "--seeds", "1", "--out", out)  # the terminal's view
     chosen = first["tuning"]["methods"]["sn"]
     assert table.exit_code == 0 and f"sn: trial {chosen['best_trial']} of 2 (w1 " in table.stderr, table.output
+    assert f"{out / 'tune.json'}, {out / 'budget.png'}" in table.stderr
 
 
 def test_tuning_refuses_report_seeds_among_the_tuning_seeds(tmp_path):

@@ -190,8 +190,10 @@ def compare(
         if "tuning" in result:
             _chosen(result["tuning"])
         if out is not None:
+            names = ["compare.json", "compare.csv", "panel.png", "curves.png"]
+            names += ["tune.json", "budget.png"] if "tuning" in result else []
             stderr.print(
-                f"results: {out / 'compare.json'}, {out / 'compare.csv'}, {out / 'panel.png'}, {out / 'curves.png'}",
+                "results: " + ", ".join(str(out / name) for name in names),
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
