@@ -19,10 +19,10 @@ def test_registry():
 
 def test_eight_gaussians_matches_released_code():
     ds = get_dataset("8gaussians")
-    centres = ds.centres_tensor()
+    centres = ds.mixture.centres_tensor()
     assert centres.shape == (8, 2)
     assert torch.allclose(centres.norm(dim=1), torch.full((8,), 2 / 1.414))
-    assert ds.std == pytest.approx(0.02 / 1.414)
+    assert ds.mixture.std == pytest.approx(0.02 / 1.414)
     x = draw("8gaussians")
     d, idx = torch.cdist(x, centres).min(dim=1)
     # each coordinate's deviation from its centre has std 0.02 / 1.414
@@ -34,7 +34,7 @@ def test_eight_gaussians_matches_released_code():
 
 def test_twenty_five_gaussians_matches_released_code():
     ds = get_dataset("25gaussians")
-    centres = ds.centres_tensor()
+    centres = ds.mixture.centres_tensor()
     assert centres.shape == (25, 2)
     assert float(centres.max()) == pytest.approx(4 / 2.828)
     spacing = torch.cdist(centres, centres).add(torch.eye(25) * 9).min()

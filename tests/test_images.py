@@ -63,7 +63,7 @@ def test_judge_rejects_an_off_palette_colour():
 
 def test_shapes_quality_on_real_data_is_perfect():
     shapes = ShapesSet(32)
-    q = shapes.quality(shapes.sample(2000, torch.Generator().manual_seed(0), "cpu"))
+    q = shapes.judge.quality(shapes.sample(2000, torch.Generator().manual_seed(0), "cpu"))
     assert q == {"valid_share": 1.0, "modes": 20, "modes_hit": 20, "modes_total": 20}
 
 

@@ -28,7 +28,9 @@ from ganctl.analysis import fidelity
 from ganctl.analysis.features import FeatureSpace, feature_space, inception, inception_path, random_conv
 from ganctl.analysis.gradnorm import DEFAULT_TOL, gradient_norms, summarise
 from ganctl.analysis.quality import W1_POINTS, mixture_quality, w1_floor, wasserstein1
+from ganctl.checkpoint import Checkpoint
 from ganctl.config import TrainConfig, metric_list
+from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import atomic_path
 from ganctl.networks import Networks, eval_mode
@@ -70,7 +72,7 @@ class Evaluator:
         self.real = dataset.sample(cfg.eval_samples, rng, nets.device)
         self.n_w1 = min(W1_POINTS, cfg.eval_samples)
         self.real_w1 = dataset.sample(self.n_w1, rng, nets.device)
-        self.centres = dataset.centres_tensor()
+        self.mixture = dataset.mixture
         self.extent = plot_extent(self.real)
         # The W1 a perfect generator would still show at this sample size.
         self.w1_floor = floor_of(dataset, self.n_w1, cfg.seed)  # (mean, sd)
@@ -86,8 +88,8 @@ class Evaluator:
         fake = self.fake()
         result: dict[str, Any] = self.gradnorm(fake[: self.n_gradnorm])
         if not self.points:
-            quality = getattr(self.dataset, "quality", None)
-            return {**(quality(fake) if quality is not None else {}), **self.image_metrics(fake), **result}
+            judge = self.dataset.judge
+            return {**(judge.quality(fake) if judge is not None else {}), **self.image_metrics(fake), **result}
         result.update(
             {
                 "w1": wasserstein1(fake[: self.n_w1], self.real_w1),
@@ -96,8 +98,8 @@ class Evaluator:
                 "w1_points": self.n_w1,
             }
         )
-        if self.centres is not None:
-            result.update(mixture_quality(fake, self.centres, self.dataset.std))
+        if self.mixture is not None:
+            result.update(mixture_quality(fake, self.mixture.centres_tensor(), self.mixture.std))
         return result
 
     def image_metrics(self, fake: Tensor) -> dict[str, float]:
@@ -182,7 +184,7 @@ def draw_points(
 _FLOORS: dict[tuple[str, int, int], tuple[float, float]] = {}
 
 
-def floor_of(dataset: Any, n: int, seed: int) -> tuple[float, float]:
+def floor_of(dataset: DataSource, n: int, seed: int) -> tuple[float, float]:
     """The W1 floor of `dataset` at n points (mean, sd over draws), from a stream of its own; it
     depends on the data, n and the seed alone, so a process computes it once for many runs."""
     key = (dataset.name, n, seed)
@@ -225,11 +227,10 @@ def _cache_dir() -> Path:
     return cache_dir()
 
 
-def real_features(space: FeatureSpace, dataset: Any, n: int, seed: int) -> RealFeatures:
+def real_features(space: FeatureSpace, dataset: DataSource, n: int, seed: int) -> RealFeatures:
     """Features of n real images (all of a smaller finite set), read from the cache when the
     same network has seen the same images, else computed and cached."""
-    finite = hasattr(dataset, "images")
-    n = min(n, len(dataset)) if finite else n
+    n = min(n, dataset.length) if dataset.length is not None else n
     fingerprint = dataset.fingerprint()
     key = hashlib.sha256(f"{FEATURES_FORMAT}|{space.sha256}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
     path = _cache_dir() / f"features-{key}.safetensors"
@@ -279,7 +280,7 @@ def generated_chunks(nets: Networks, n: int, seed: int, raw: bool = False) -> It
 
 
 def score(
-    dataset: Any,
+    dataset: DataSource,
     fake: Iterable[Tensor],
     metrics: tuple[str, ...],
     space: FeatureSpace | None,
@@ -292,7 +293,7 @@ def score(
     were measured on."""
     if dataset.kind == "points":
         return _score_points(dataset, torch.cat([c.cpu() for c in fake]), n_real, seed)
-    judge = getattr(dataset, "judge", None)
+    judge = dataset.judge
     modes, feats, n_fake = [], [], 0
     for chunk in fake:
         if chunk.dim() != 4 or tuple(chunk.shape[1:]) != tuple(dataset.shape):
@@ -306,7 +307,7 @@ def score(
             feats.append(space.features(chunk))
     result: dict[str, Any] = {"n_fake": n_fake, "metrics": {}}
     if judge is not None:
-        result["metrics"].update(dataset.quality_of_modes(torch.cat(modes)))
+        result["metrics"].update(judge.quality_of_modes(torch.cat(modes)))
     if metrics and space is not None:
         real = real_features(space, dataset, n_real, seed)
         result["metrics"].update(labelled(space, fidelity.compute(real.features, torch.cat(feats), metrics, seed)))
@@ -314,7 +315,7 @@ def score(
     return result
 
 
-def _score_points(dataset: Any, fake: Tensor, n_real: int, seed: int) -> dict[str, Any]:
+def _score_points(dataset: DataSource, fake: Tensor, n_real: int, seed: int) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     real = dataset.sample(min(n_real, len(fake)), g, "cpu")
     k = min(W1_POINTS, len(fake), len(real))
@@ -325,8 +326,8 @@ def _score_points(dataset: Any, fake: Tensor, n_real: int, seed: int) -> dict[st
         "w1_floor_sd": floor_sd,
         "w1_points": k,
     }
-    if getattr(dataset, "centres", None) is not None:
-        metrics.update(mixture_quality(fake, dataset.centres_tensor(), dataset.std))
+    if dataset.mixture is not None:
+        metrics.update(mixture_quality(fake, dataset.mixture.centres_tensor(), dataset.mixture.std))
     return {"n_fake": len(fake), "n_real": len(real), "metrics": metrics}
 
 
@@ -350,7 +351,7 @@ EVAL_N = 10_000  # generated samples (and real ones, all of a smaller finite set
 
 
 def evaluate_checkpoint(
-    nets: Networks,
+    nets: Checkpoint,
     metrics: tuple[str, ...],
     space: FeatureSpace | None,
     n: int = EVAL_N,
@@ -371,7 +372,7 @@ def evaluate_checkpoint(
     chunks = generated_chunks(nets, n, seed, raw)
     report = score(dataset, chunks, metrics if dataset.kind == "images" else (), space, n, seed)
     source = {
-        "checkpoint": str(getattr(nets, "path", "")),
+        "checkpoint": str(nets.path),
         "step": nets.step,
         "generator": "raw" if raw or nets.ema is None else "ema",
     }

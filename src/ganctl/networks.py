@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ganctl import streams
 from ganctl.config import TrainConfig
-from ganctl.data import load_dataset, sample_shape
+from ganctl.data import DataSource, load_dataset, sample_shape
 from ganctl.lipschitz import Lipschitz
 from ganctl.models import build_models
 
@@ -58,7 +57,7 @@ class Networks:
         critic: nn.Module,
         ema: nn.Module | None,
         step: int = 0,
-        dataset: Any = None,
+        dataset: DataSource | None = None,
     ):
         self.cfg = cfg
         self.device = device
@@ -68,12 +67,13 @@ class Networks:
         self._data_placed = False
 
     @property
-    def dataset(self) -> Any:
-        """The data source, read on first use (sampling a checkpoint needs no data)."""
+    def dataset(self) -> DataSource:
+        """The data source, read on first use (sampling a checkpoint needs no data) and placed
+        on the networks' device."""
         if self._dataset is None:
             self._dataset = load_dataset(self.cfg)
-        if getattr(self._dataset, "to", None) is not None and not self._data_placed:
-            self._dataset.to(self.device)
+        if not self._data_placed:
+            self._dataset = self._dataset.to(self.device)
             self._data_placed = True
         return self._dataset
 

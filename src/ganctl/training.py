@@ -145,7 +145,7 @@ def _train(
             folder.write_config(cfg.to_dict())
             log = RunLog(folder, cfg, trainer.step if resume is not None else None)
             evaluator = Evaluator(trainer)
-            for skipped in getattr(trainer.dataset, "skipped", []):
+            for skipped in trainer.dataset.skipped:
                 emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
         except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
             failure = exc

@@ -1,6 +1,7 @@
-"""Data sources behind one entry point, `load_dataset`. Each source samples batches on the
-training device from an explicit `torch.Generator`, so the data stream is part of the
-resumable state.
+"""Data sources behind one entry point, `load_dataset`, each a `DataSource` (`data.source`):
+it samples batches on the training device from an explicit `torch.Generator`, so the data
+stream is part of the resumable state, and declares what else it offers (mode centres, a
+judge, skipped files, classes) as attributes that are None when absent.
 
     2-D toy sets      8gaussians, 25gaussians, swissroll, ring, checkerboard   (points)
     procedural        shapes                                                    (images)
@@ -10,13 +11,24 @@ resumable state.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ganctl.config import FOLDER_IMAGE_SIZE, SHAPES_IMAGE_SIZE, data_kind
+from ganctl.config import FOLDER_IMAGE_SIZE, SHAPES_IMAGE_SIZE, TrainConfig, data_kind
+from ganctl.data.source import Classes, DataSource, Judge, Mixture
 from ganctl.data.toy import ToySet, available_datasets, get_dataset
 from ganctl.errors import DataError
 
-__all__ = ["ToySet", "available_datasets", "data_kind", "get_dataset", "load_dataset", "sample_shape"]
+__all__ = [
+    "Classes",
+    "DataSource",
+    "Judge",
+    "Mixture",
+    "ToySet",
+    "available_datasets",
+    "data_kind",
+    "get_dataset",
+    "load_dataset",
+    "sample_shape",
+]
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 SHAPES_MIN_SIZE = 16  # the judge is exact on real images from 16 px up (tested at 16, 32, 64)
@@ -26,14 +38,14 @@ def builtin_names() -> list[str]:
     return [*available_datasets(), "shapes"]
 
 
-def sample_shape(cfg: Any) -> tuple[int, ...]:
+def sample_shape(cfg: TrainConfig) -> tuple[int, ...]:
     """The shape of one sample, from a resolved config alone (no data is read)."""
     if data_kind(cfg.data) == "points":
         return (2,)
     return (cfg.channels, cfg.image_size, cfg.image_size)
 
 
-def load_dataset(cfg: Any) -> Any:
+def load_dataset(cfg: TrainConfig) -> DataSource:
     """The data source a config names. Images are decoded (or read from the cache) here."""
     name = cfg.data
     if data_kind(name) == "points":

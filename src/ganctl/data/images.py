@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ganctl.data.source import Classes, Judge, Mixture
 from ganctl.errors import DataError
 from ganctl.fileio import atomic_path
 
@@ -40,19 +41,27 @@ def cache_dir() -> Path:
 
 @dataclass
 class ImageSet:
-    """uint8 images (N, C, H, W); batches are floats in [-1, 1], optionally flipped."""
+    """uint8 images (N, C, H, W) held in memory (a `DataSource` of finite length); batches are
+    floats in [-1, 1], optionally flipped."""
 
     name: str
     images: Tensor
     hflip: bool = False
-    skipped: list[str] = field(default_factory=list)  # files that could not be decoded
+    skipped: tuple[str, ...] = ()  # files that could not be decoded
     cache: str | None = None
     kind: str = "images"
+    mixture: Mixture | None = None
+    judge: Judge | None = None
+    classes: Classes | None = None
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
+
+    @property
+    def length(self) -> int | None:
+        return len(self.images)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -147,7 +156,7 @@ def load_folder(root: Path, size: int, channels: int, hflip: bool = False, use_c
         loaded = _read_cache(cached)
         if loaded is not None:
             images, skipped = loaded
-            return ImageSet(str(root), images, hflip, skipped, str(cached))
+            return ImageSet(str(root), images, hflip, tuple(skipped), str(cached))
 
     from PIL import Image
 
@@ -163,7 +172,7 @@ def load_folder(root: Path, size: int, channels: int, hflip: bool = False, use_c
     images = torch.from_numpy(np.stack(arrays))
     if use_cache:
         _write_cache(cached, images, root, skipped)
-    return ImageSet(str(root), images, hflip, skipped, str(cached) if use_cache else None)
+    return ImageSet(str(root), images, hflip, tuple(skipped), str(cached) if use_cache else None)
 
 
 def _read_cache(path: Path) -> tuple[Tensor, list[str]] | None:

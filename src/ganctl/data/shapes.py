@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from ganctl.data.source import Classes, Mixture, fresh_chunks
 
 KINDS = ("circle", "square", "triangle", "plus")
 PALETTE = (
@@ -88,16 +90,119 @@ def _box_coords(left: Tensor, top: Tensor, side_x: Tensor, side_y: Tensor, size:
 
 
 @dataclass(frozen=True)
+class ShapesJudge:
+    """The analytic judge of `shapes` images of one size (the module docstring gives the rule)."""
+
+    size: int
+
+    @property
+    def modes_total(self) -> int:
+        return len(KINDS) * len(PALETTE)
+
+    def mode_name(self, mode: int) -> str:
+        return f"{PALETTE[mode % len(PALETTE)][0]} {KINDS[mode // len(PALETTE)]}"
+
+    def area_bounds(self) -> tuple[float, float]:
+        lo, hi = SIZE_RANGE
+        # Shares of its box each kind covers: circle pi/4, square 1, triangle 1/2, plus 5/9.
+        smallest_area = min(math.pi / 4, 1.0, 0.5, 5.0 / 9.0) * (lo * self.size) ** 2
+        return 0.5 * smallest_area, 1.5 * (hi * self.size) ** 2
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> Tensor:
+        """The mode of each image (kind * colours + colour), or -1 where it is invalid."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"judge expects (n, 3, H, W) images, got {tuple(images.shape)}")
+        x = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        fg = x.amax(dim=1) > FOREGROUND  # (n, H, W)
+        area = fg.sum(dim=(1, 2)).float()
+        best_iou, kind = _best_kind(fg, area)
+        fgf = fg[:, None].float()
+        mean_colour = (x * fgf).sum(dim=(2, 3)) / area.clamp_min(1.0)[:, None]
+        palette = torch.tensor([c for _, c in PALETTE], device=x.device)
+        dist, colour = torch.cdist(mean_colour, palette).min(dim=1)
+        bg_count = (x.shape[-2] * x.shape[-1] - area).clamp_min(1.0)
+        background = (x.amax(dim=1) * (~fg)).sum(dim=(1, 2)) / bg_count
+
+        amin, amax = self.area_bounds()
+        valid = (
+            (area > 0)
+            & (area >= amin)
+            & (area <= amax)
+            & (best_iou >= MIN_IOU)
+            & (dist <= MAX_COLOUR_DISTANCE)
+            & (background <= MAX_BACKGROUND)
+        )
+        mode = kind * len(PALETTE) + colour
+        return torch.where(valid, mode, torch.full_like(mode, -1))
+
+    def quality(self, images: Tensor) -> dict[str, float | int]:
+        """Valid share and modes covered (PacGAN's rule: at least a fifth of a mode's expected
+        count n/K; `modes_hit`: at least one valid image)."""
+        return self.quality_of_modes(self(images))
+
+    def quality_of_modes(self, modes: Tensor) -> dict[str, float | int]:
+        """`quality` from the judge's verdicts (-1: invalid)."""
+        n, k = len(modes), self.modes_total
+        counts = torch.bincount(modes[modes >= 0], minlength=k)
+        return {
+            "valid_share": float((modes >= 0).float().mean()),
+            "modes": int((counts >= max(1.0, n / k / 5.0)).sum()),
+            "modes_hit": int((counts > 0).sum()),
+            "modes_total": k,
+        }
+
+
+def _best_kind(fg: Tensor, area: Tensor) -> tuple[Tensor, Tensor]:
+    """Each image's best template IoU over the kinds, and that kind: (n,), (n,)."""
+    n, h, w = fg.shape
+    rows, cols = fg.any(dim=2), fg.any(dim=1)
+    idx_h = torch.arange(h, device=fg.device)
+    idx_w = torch.arange(w, device=fg.device)
+    top = torch.where(rows, idx_h, h).amin(dim=1).float()
+    bottom = torch.where(rows, idx_h, -1).amax(dim=1).float() + 1.0
+    left = torch.where(cols, idx_w, w).amin(dim=1).float()
+    right = torch.where(cols, idx_w, -1).amax(dim=1).float() + 1.0
+    nonempty = area > 0
+    side_x = torch.where(nonempty, right - left, torch.ones_like(area))
+    side_y = torch.where(nonempty, bottom - top, torch.ones_like(area))
+    iou = _template_iou(fg, left, top, side_x, side_y)  # (kinds, n)
+    # A small shape's box may sit up to a pixel off its pixel bounding box, which then misfits
+    # (a plus's arms are 2 to 4 pixels wide at 16 px, and a small circle rasterises close to a
+    # square): there each kind's IoU is its best over boxes around the bounding box.
+    side = torch.maximum(side_x, side_y)  # a real shape's box is square
+    small = (nonempty & (side < SEARCH_BELOW)).nonzero().squeeze(1)
+    if len(small):
+        fit, f, x0, y0, s0 = iou[:, small], fg[small], left[small], top[small], side[small]
+        for dl, dt, ds in BOX_SEARCH:
+            fit = torch.maximum(fit, _template_iou(f, x0 + dl, y0 + dt, s0 + ds, s0 + ds))
+        iou[:, small] = fit
+    return iou.max(dim=0)
+
+
+@dataclass(frozen=True)
 class ShapesSet:
-    """Procedural RGB images in [-1, 1] of shape (3, size, size)."""
+    """Procedural RGB images in [-1, 1] of shape (3, size, size), drawn fresh for every batch,
+    with the analytic judge of their modes."""
 
     size: int = 32
     name: str = "shapes"
     kind: str = "images"
+    judge: ShapesJudge = field(init=False)
+    mixture: Mixture | None = None
+    skipped: tuple[str, ...] = ()
+    classes: Classes | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "judge", ShapesJudge(self.size))
 
     @property
     def shape(self) -> tuple[int, ...]:
         return (3, self.size, self.size)
+
+    @property
+    def length(self) -> int | None:
+        return None
 
     @property
     def description(self) -> str:
@@ -109,15 +214,10 @@ class ShapesSet:
 
     def chunks(self, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
         """n fresh images from `generator`, in chunks of `size`."""
-        for start in range(0, n, size):
-            yield self.sample(min(size, n - start), generator, generator.device)
+        return fresh_chunks(self, n, generator, size)
 
-    @property
-    def modes_total(self) -> int:
-        return len(KINDS) * len(PALETTE)
-
-    def mode_name(self, mode: int) -> str:
-        return f"{PALETTE[mode % len(PALETTE)][0]} {KINDS[mode // len(PALETTE)]}"
+    def to(self, device: torch.device) -> ShapesSet:
+        return self  # drawn on the device each batch asks for
 
     def render(self, kinds: Tensor, colours: Tensor, left: Tensor, top: Tensor, side: Tensor) -> Tensor:
         """Images in [-1, 1] for given per-image kind, colour index and box (pixels)."""
@@ -138,76 +238,3 @@ class ShapesSet:
         left = 1.0 + u[:, 1] * (self.size - 2.0 - side)  # one pixel of margin on every side
         top = 1.0 + u[:, 2] * (self.size - 2.0 - side)
         return self.render(kinds, colours, left, top, side)
-
-    def area_bounds(self) -> tuple[float, float]:
-        lo, hi = SIZE_RANGE
-        # Shares of its box each kind covers: circle pi/4, square 1, triangle 1/2, plus 5/9.
-        smallest_area = min(math.pi / 4, 1.0, 0.5, 5.0 / 9.0) * (lo * self.size) ** 2
-        return 0.5 * smallest_area, 1.5 * (hi * self.size) ** 2
-
-    @torch.no_grad()
-    def judge(self, images: Tensor) -> Tensor:
-        """The mode of each image (kind * colours + colour), or -1 where it is invalid."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"judge expects (n, 3, H, W) images, got {tuple(images.shape)}")
-        x = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
-        n, _, h, w = x.shape
-        fg = x.amax(dim=1) > FOREGROUND  # (n, H, W)
-        area = fg.sum(dim=(1, 2)).float()
-        rows, cols = fg.any(dim=2), fg.any(dim=1)
-        idx_h = torch.arange(h, device=x.device)
-        idx_w = torch.arange(w, device=x.device)
-        top = torch.where(rows, idx_h, h).amin(dim=1).float()
-        bottom = torch.where(rows, idx_h, -1).amax(dim=1).float() + 1.0
-        left = torch.where(cols, idx_w, w).amin(dim=1).float()
-        right = torch.where(cols, idx_w, -1).amax(dim=1).float() + 1.0
-        nonempty = area > 0
-        side_x = torch.where(nonempty, right - left, torch.ones_like(area))
-        side_y = torch.where(nonempty, bottom - top, torch.ones_like(area))
-        iou = _template_iou(fg, left, top, side_x, side_y)  # (kinds, n)
-        # A small shape's box may sit up to a pixel off its pixel bounding box, which then misfits
-        # (a plus's arms are 2 to 4 pixels wide at 16 px, and a small circle rasterises close to a
-        # square): there each kind's IoU is its best over boxes around the bounding box.
-        side = torch.maximum(side_x, side_y)  # a real shape's box is square
-        small = (nonempty & (side < SEARCH_BELOW)).nonzero().squeeze(1)
-        if len(small):
-            fit, f, x0, y0, s0 = iou[:, small], fg[small], left[small], top[small], side[small]
-            for dl, dt, ds in BOX_SEARCH:
-                fit = torch.maximum(fit, _template_iou(f, x0 + dl, y0 + dt, s0 + ds, s0 + ds))
-            iou[:, small] = fit
-        best_iou, kind = iou.max(dim=0)
-
-        fgf = fg[:, None].float()
-        mean_colour = (x * fgf).sum(dim=(2, 3)) / area.clamp_min(1.0)[:, None]
-        palette = torch.tensor([c for _, c in PALETTE], device=x.device)
-        dist, colour = torch.cdist(mean_colour, palette).min(dim=1)
-        bg_count = (h * w - area).clamp_min(1.0)
-        background = (x.amax(dim=1) * (~fg)).sum(dim=(1, 2)) / bg_count
-
-        amin, amax = self.area_bounds()
-        valid = (
-            nonempty
-            & (area >= amin)
-            & (area <= amax)
-            & (best_iou >= MIN_IOU)
-            & (dist <= MAX_COLOUR_DISTANCE)
-            & (background <= MAX_BACKGROUND)
-        )
-        mode = kind * len(PALETTE) + colour
-        return torch.where(valid, mode, torch.full_like(mode, -1))
-
-    def quality(self, images: Tensor) -> dict[str, float | int]:
-        """Valid share and modes covered (PacGAN's rule: at least a fifth of a mode's expected
-        count n/K; `modes_hit`: at least one valid image)."""
-        return self.quality_of_modes(self.judge(images))
-
-    def quality_of_modes(self, modes: Tensor) -> dict[str, float | int]:
-        """`quality` from the judge's verdicts (-1: invalid)."""
-        n, k = len(modes), self.modes_total
-        counts = torch.bincount(modes[modes >= 0], minlength=k)
-        return {
-            "valid_share": float((modes >= 0).float().mean()),
-            "modes": int((counts >= max(1.0, n / k / 5.0)).sum()),
-            "modes_hit": int((counts > 0).sum()),
-            "modes_total": k,
-        }

@@ -9,12 +9,13 @@ samples the same distribution without the finite-set artefact.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ganctl.data.source import Classes, Judge, Mixture, fresh_chunks
 from ganctl.errors import DataError
 
 Sampler = Callable[[int, torch.Generator, torch.device], Tensor]
@@ -22,24 +23,38 @@ Sampler = Callable[[int, torch.Generator, torch.device], Tensor]
 
 @dataclass(frozen=True)
 class ToySet:
-    """A 2-D distribution. Mixtures carry their component centres and common std (in the
-    final, rescaled coordinates) so that modes and sample quality can be judged."""
+    """A 2-D distribution, drawn fresh for every batch (a `DataSource` of infinite length).
+    Mixtures carry their component centres and common std (in the final, rescaled
+    coordinates) so that modes and sample quality can be judged."""
 
     name: str
     description: str
     sampler: Sampler
-    centres: tuple[tuple[float, float], ...] | None = None
-    std: float | None = None
-    shape: tuple[int, ...] = (2,)
+    mixture: Mixture | None = None
     kind: str = "points"
+    judge: Judge | None = None
+    skipped: tuple[str, ...] = ()
+    classes: Classes | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (2,)
+
+    @property
+    def length(self) -> int | None:
+        return None
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         return self.sampler(n, generator, torch.device(device))
 
-    def centres_tensor(self, device: torch.device | str = "cpu") -> Tensor | None:
-        if self.centres is None:
-            return None
-        return torch.tensor(self.centres, dtype=torch.float32, device=device)
+    def chunks(self, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
+        return fresh_chunks(self, n, generator, size)
+
+    def fingerprint(self) -> str:
+        return f"toy/{self.name}"
+
+    def to(self, device: torch.device) -> ToySet:
+        return self  # drawn on the device each batch asks for
 
 
 def _mixture(centres: Tensor, std: float) -> Sampler:
@@ -63,8 +78,7 @@ def _eight_gaussians() -> ToySet:
         "8gaussians",
         "8 Gaussians on a circle of radius 2, std 0.02, divided by 1.414",
         _mixture(centres, std),
-        tuple(map(tuple, centres.tolist())),
-        std,
+        Mixture(tuple(map(tuple, centres.tolist())), std),
     )
 
 
@@ -78,8 +92,7 @@ def _twenty_five_gaussians() -> ToySet:
         "25gaussians",
         "5 x 5 grid of Gaussians at spacing 2, std 0.05, divided by 2.828",
         _mixture(centres, std),
-        tuple(map(tuple, centres.tolist())),
-        std,
+        Mixture(tuple(map(tuple, centres.tolist())), std),
     )
 
 
