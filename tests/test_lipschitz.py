@@ -6,12 +6,12 @@ from torch.testing import assert_close
 
 from ganctl.engine import Trainer
 from ganctl.errors import ConfigError
-from ganctl.lipschitz import available_methods, build_strategy
-from ganctl.recipes import resolve
+from ganctl.lipschitz import build_strategy
+from ganctl.recipes import available_methods, resolve
 
 
 def test_registry_lists_every_method():
-    assert available_methods() == ["none", "clip", "gp", "zgp", "r1", "r2", "sn"]
+    assert available_methods() == ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
     with pytest.raises(ConfigError, match="clip, gp, zgp, r1, r2, sn"):
         resolve(small(lipschitz="wgan"))
 

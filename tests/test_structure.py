@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import ganctl
+from ganctl.config import TrainConfig
 
 SRC = Path(ganctl.__file__).parent
 
@@ -134,11 +135,24 @@ def test_no_private_trainer_attribute_is_used_outside_the_engine():
 _OWN_PRIVATE = {"networks.py": ("_dataset", "_data_placed")}
 
 
-def test_method_loss_and_arch_names_are_one_list_each():
-    from ganctl import config, lipschitz, losses, models, recipes
+def test_every_method_is_one_registry_entry_with_its_strategy():
+    import inspect
+
+    from ganctl import lipschitz, recipes
+
+    named = {name: lipschitz.strategy_class(name) for name in recipes.available_methods()}
+    classes = {c for _, c in inspect.getmembers(lipschitz, inspect.isclass) if issubclass(c, lipschitz.Lipschitz)}
+    concrete = {c for c in classes if not c.__name__.startswith("_")}
+    assert set(named.values()) == concrete  # every strategy class serves a method, and every method has one
+    for name, cls in named.items():
+        assert cls(recipes.resolve(TrainConfig(lipschitz=name))).name == name
+        assert recipes.search_space(name), f"{name} has no search space"
+
+
+def test_loss_arch_and_data_names_are_one_list_each():
+    from ganctl import config, losses, models
     from ganctl.data import toy
 
-    assert sorted(lipschitz.available_methods()) == sorted(recipes.available_methods())
     assert tuple(losses.available_losses()) == config.LOSSES
     assert tuple(models.available_archs()) == config.ARCHS
     assert tuple(toy.available_datasets()) == config.POINT_DATA

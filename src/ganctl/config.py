@@ -50,24 +50,24 @@ class TrainConfig:
     hflip: bool = False  # images: random horizontal flips
 
     # --- models (None: follows the data; see README "Defaults") ------------------------
-    arch: str | None = None  # mlp (2-D data) | dcgan (images) | resnet (32 px images)
+    arch: str | None = None  # one of ARCHS (resnet: 32 px images)
     width: int | None = None  # MLP: hidden units (128, measured); dcgan/resnet: base channels (64/128)
     depth: int = 3  # MLP hidden layers, generator and critic
     z_dim: int | None = None  # latent size: 2 for 2-D data (as the WGAN-GP toy code), 128 for images
-    critic_norm: str = "none"  # none | layer | batch (batch is refused under a penalty)
+    critic_norm: str = "none"  # one of choices("critic_norm"); batch is refused under a penalty
 
     # --- Lipschitz method -----------------------------------------------------------
-    lipschitz: str = "gp"  # clip | gp | zgp | r1 | r2 | sn | none
+    lipschitz: str = "gp"  # a method of `ganctl.recipes.METHODS`
     # Method-specific settings: None means "the method's default"; another method refuses them.
     clip: float | None = None  # clip: bound c, 0.01 (Arjovsky et al. 2017, Alg. 1)
     penalty_weight: float | None = None  # gp/zgp: lambda; r1/r2: gamma
     gp_target: float | None = None  # gp: k in (||grad|| - k)^2, 1 (Gulrajani et al. 2017)
     one_sided: bool | None = None  # gp: max(0, ||grad|| - k)^2, WGAN-LP (Petzka et al. 2018)
-    penalty_at: str | None = None  # zgp: interp | real | fake | real+fake
+    penalty_at: str | None = None  # where a penalty looks (each method allows its own: `recipes.METHODS`)
     reg_every: int = 1  # lazy regularisation interval N (Karras et al. 2020, StyleGAN2)
 
     # --- objective and optimisation (None: the method's published recipe) ------------
-    loss: str | None = None  # wasserstein | hinge | ns | lsgan
+    loss: str | None = None  # one of LOSSES
     optimizer: str | None = None  # adam | rmsprop
     lr_g: float | None = None
     lr_d: float | None = None

@@ -1,9 +1,10 @@
-"""How the critic is kept Lipschitz: one small strategy per method, and a registry.
+"""How the critic is kept Lipschitz: one small strategy class per method.
 
 The engine never branches on a method name; it asks a strategy three things: which points to
 penalise (`penalty_at`), the penalty from the input gradients there (`penalty`), and what to do
-to the critic when it is built and after each optimizer step. Each method's recipe and the
-settings it owns are in `ganctl.recipes`, under the same name.
+to the critic when it is built and after each optimizer step. The methods' one registry is
+`ganctl.recipes.METHODS`: each entry names its class here, beside its recipe, the settings it
+owns and its search space.
 """
 
 from __future__ import annotations
@@ -21,36 +22,23 @@ from ganctl.recipes import get_method
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
-_REGISTRY: dict[str, type[Lipschitz]] = {}
 
-
-def register(cls: type[Lipschitz]) -> type[Lipschitz]:
-    get_method(cls.name)  # every strategy has its recipe
-    _REGISTRY[cls.name] = cls
+def strategy_class(name: str) -> type[Lipschitz]:
+    """The class the registry names for method `name` (an unknown name: the registry's error,
+    which lists the methods)."""
+    cls = globals().get(get_method(name).strategy)
+    if not (isinstance(cls, type) and issubclass(cls, Lipschitz)):
+        raise TypeError(f"ganctl.recipes.METHODS[{name!r}] names no Lipschitz class of ganctl.lipschitz")
     return cls
-
-
-def available_methods() -> list[str]:
-    return list(_REGISTRY)
-
-
-def get_strategy_class(name: str) -> type[Lipschitz]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        get_method(name)  # an unknown name: the message lists the methods
-        raise
 
 
 def build_strategy(cfg: TrainConfig) -> Lipschitz:
     """The strategy of a resolved config."""
-    return get_strategy_class(cfg.lipschitz)(cfg)
+    return strategy_class(cfg.lipschitz)(cfg)
 
 
 class Lipschitz:
     """No constraint. Also the base class: every hook is a no-op."""
-
-    name: ClassVar[str] = "none"
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -59,6 +47,10 @@ class Lipschitz:
     def penalty_at(self) -> str | None:
         """Where the penalty takes input gradients: interp | real | fake | real+fake | None."""
         return None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.lipschitz
 
     def penalty(self, grads: list[Tensor]) -> Tensor:
         raise NotImplementedError(f"--lipschitz {self.name} has no penalty")
@@ -70,14 +62,8 @@ class Lipschitz:
         pass
 
 
-register(Lipschitz)
-
-
-@register
 class WeightClip(Lipschitz):
     """WGAN: clamp every critic parameter to [-c, c] after each critic step (Arjovsky 2017)."""
-
-    name = "clip"
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
         self.after_critic_step(critic)  # the critic is inside the box from its first forward
@@ -125,11 +111,8 @@ class _Penalised(Lipschitz):
         raise NotImplementedError
 
 
-@register
 class GradientPenalty(_Penalised):
     """WGAN-GP: lambda * E[(||grad D(x_hat)|| - k)^2] on interpolates (Gulrajani et al. 2017)."""
-
-    name = "gp"
 
     def penalty_of(self, grads: Tensor) -> Tensor:
         return penalties.two_sided_penalty(grads, self.cfg.gp_target, self.cfg.one_sided)
@@ -138,12 +121,9 @@ class GradientPenalty(_Penalised):
         return penalties.two_sided_penalty_grad(grads, self.cfg.gp_target, self.cfg.one_sided)
 
 
-@register
 class ZeroCentredPenalty(_Penalised):
     """0-GP: lambda * E[||grad D(x)||^2] at interpolates, real or fake points (Thanh-Tung et
     al. 2019; Mescheder et al. 2018). With real+fake, the sum of both expectations."""
-
-    name = "zgp"
 
     def penalty_of(self, grads: Tensor) -> Tensor:
         return penalties.zero_centred_penalty(grads)
@@ -152,28 +132,21 @@ class ZeroCentredPenalty(_Penalised):
         return penalties.zero_centred_penalty_grad(grads)
 
 
-@register
 class R1(ZeroCentredPenalty):
     """R1: gamma/2 * E_real[||grad D(x)||^2] (Mescheder et al. 2018, eq. 9)."""
 
-    name = "r1"
     weight_factor = 0.5
 
 
-@register
 class R2(ZeroCentredPenalty):
     """R2: gamma/2 * E_fake[||grad D(x)||^2] (Mescheder et al. 2018, eq. 10)."""
 
-    name = "r2"
     weight_factor = 0.5
 
 
-@register
 class SpectralNorm(Lipschitz):
     """SN-GAN: every critic weight divided by its top singular value, estimated with one power
     iteration per training-mode forward and none in eval mode (Miyato et al. 2018)."""
-
-    name = "sn"
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
         from torch.nn.utils.parametrizations import spectral_norm

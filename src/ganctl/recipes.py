@@ -1,8 +1,11 @@
-"""Each Lipschitz method's published recipe, and `resolve`, which fills a config from it.
+"""The one registry of Lipschitz methods (`METHODS`), and `resolve`, which fills a config from a
+method's recipe.
 
 Pure data and no torch, so the command line's help shows these defaults without importing it.
-A method's name, its recipe, the settings only it may set and where its penalty may look are
-written here once; `ganctl.lipschitz` holds the maths of each method under the same names.
+Everything about a method is written here once, under its name: its summary, its published
+recipe (and its 2-D one), the settings only it may set, where its penalty may look, its search
+space for equal-budget tuning, and the name of its strategy class in `ganctl.lipschitz`, which
+holds the maths.
 
 Precedence: a setting given (flag or --config file) > the method's recipe for this kind of
 data > `TrainConfig`'s default. `resolve` makes every filled value explicit, so a checkpoint
@@ -35,6 +38,42 @@ RECIPE_FIELDS = ("loss", "optimizer", "lr_g", "lr_d", "n_critic", "penalty_weigh
 ADAM_BETAS = (0.5, 0.9)  # WGAN-GP's, for a method whose recipe used RMSprop when --optimizer adam is asked
 
 
+# --- search spaces for equal-budget tuning (`ganctl compare --tune K`) --------------------------
+@dataclass(frozen=True)
+class Dim:
+    """One dimension of a search space: log-uniform between two bounds, or one of some values."""
+
+    kind: str  # "log" | "choice"
+    values: tuple[Any, ...]
+
+    def pick(self, u: float) -> Any:
+        """The value at u in [0, 1)."""
+        if self.kind == "log":
+            lo, hi = self.values
+            return float(lo * (hi / lo) ** u)
+        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+
+
+def _log(lo: float, hi: float) -> Dim:
+    return Dim("log", (lo, hi))
+
+
+def _choice(*values: Any) -> Dim:
+    return Dim("choice", values)
+
+
+# Ranges from the literature, narrowed to what a small budget can explore. "lr" sets lr_g and
+# lr_d together. Learning rates: 1e-4 (WGAN-GP, its toy code), 2e-4 (DCGAN, SN-GAN), 1e-3
+# (measured on 2-D); Lucic et al. 2018 searched [1e-5, 1e-2]. Penalty weights: lambda 0.1 (the
+# WGAN-GP toy code) to 10 (the paper), gamma 0.1 to 10 (Mescheder et al. 2018); Lucic et al.
+# searched [0.1, 100]. Clipping: c = 0.01 (Arjovsky et al. 2017), a decade either side. Adam's
+# betas as the papers used them; n_critic 1 (SN-GAN's, R1's) or 5 (WGAN's); a linear decay of
+# the learning rate to 0 at the last step (WGAN-GP's CIFAR code) or none.
+_COMMON = {"lr": _log(1e-4, 3e-3), "n_critic": _choice(1, 5), "lr_decay": _choice("none", "linear")}
+_ADAM = {"beta1": _choice(0.0, 0.5), "beta2": _choice(0.9, 0.999)}
+_PENALTY = {"penalty_weight": _log(0.01, 10.0)}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A training recipe: what `None` in a `TrainConfig` resolves to for one method."""
@@ -57,6 +96,8 @@ class Method:
     name: str
     summary: str
     recipe: Recipe  # the published (image) recipe
+    strategy: str  # its class in `ganctl.lipschitz` (the maths)
+    search: dict[str, Dim]  # its space for `ganctl compare --tune`
     points: Recipe | None = None  # on the 2-D sets, where it differs
     owns: tuple[str, ...] = ()  # METHOD_SETTINGS only this method may set
     penalty_at: tuple[str, ...] = ()  # where its penalty may look; the first is the default
@@ -91,6 +132,8 @@ _METHODS = (
         "clip",
         "WGAN: clamp every critic weight to [-c, c] after each critic step",
         Recipe("wasserstein", "rmsprop", 5e-5, 5e-5, None, None, 5, "WGAN (Arjovsky et al. 2017, Alg. 1)"),
+        "WeightClip",
+        {**_COMMON, "lr": _log(1e-5, 1e-3), "clip": _log(0.001, 0.1)},
         points=Recipe("wasserstein", "rmsprop", 2.8e-4, 2.8e-4, None, None, 1, _TUNED_2D.format(trial=5), clip=0.0045),
         owns=("clip",),
         fixed={"clip": 0.01},
@@ -109,6 +152,8 @@ _METHODS = (
             "WGAN-GP (Gulrajani et al. 2017, Alg. 1)",
             penalty_weight=10.0,
         ),
+        "GradientPenalty",
+        {**_COMMON, **_ADAM, **_PENALTY},
         # Not the tuning's winner (trial 3: lambda 0.012, lr 1.8e-3, n_critic 1, linear decay),
         # which lost every mode of 8gaussians on one report seed in three: lambda 0.1 as the
         # paper's toy code (gan_toy.py), lr 1e-3 from a hand sweep (docs/results.md).
@@ -141,6 +186,8 @@ _METHODS = (
             "WGAN-GP's recipe with the zero-centred target of Thanh-Tung et al. 2019",
             penalty_weight=10.0,
         ),
+        "ZeroCentredPenalty",
+        {**_COMMON, **_ADAM, **_PENALTY},
         points=Recipe(
             "wasserstein",
             "adam",
@@ -160,6 +207,8 @@ _METHODS = (
         "r1",
         "R1: gamma/2 E_real[||grad D(x)||^2]",
         _MESCHEDER,
+        "R1",
+        {**_COMMON, **_PENALTY},
         points=Recipe(
             "ns",
             "rmsprop",
@@ -179,6 +228,8 @@ _METHODS = (
         "r2",
         "R2: gamma/2 E_fake[||grad D(x)||^2]",
         _MESCHEDER,
+        "R2",
+        {**_COMMON, **_PENALTY},
         owns=("penalty_weight", "penalty_at"),
         penalty_at=("fake",),
         compared=False,
@@ -196,12 +247,16 @@ _METHODS = (
             5,
             "SN-GAN (Miyato et al. 2018, ResNet setting: hinge, Adam 2e-4, betas (0, 0.9), n_dis 5)",
         ),
+        "SpectralNorm",
+        {**_COMMON, **_ADAM},
         points=Recipe("hinge", "adam", 1.8e-3, 1.8e-3, 0.0, 0.9, 1, _TUNED_2D.format(trial=3), lr_decay="linear"),
     ),
     Method(
         "none",
         "no constraint (an unconstrained baseline)",
         Recipe("ns", "adam", 2e-4, 2e-4, 0.5, 0.999, 1, "DCGAN (Radford et al. 2016)"),
+        "Lipschitz",
+        {**_COMMON, **_ADAM},
         compared=False,
     ),
 )
@@ -226,10 +281,6 @@ def get_method(name: str) -> Method:
 
 def owners(setting: str) -> list[str]:
     return [m.name for m in _METHODS if setting in m.owns]
-
-
-def penalised(name: str) -> bool:
-    return bool(get_method(name).penalty_at)
 
 
 # --- resolving a config --------------------------------------------------------------------
@@ -362,53 +413,8 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-# --- search spaces for equal-budget tuning (`ganctl compare --tune K`) --------------------------
-@dataclass(frozen=True)
-class Dim:
-    """One dimension of a search space: log-uniform between two bounds, or one of some values."""
-
-    kind: str  # "log" | "choice"
-    values: tuple[Any, ...]
-
-    def pick(self, u: float) -> Any:
-        """The value at u in [0, 1)."""
-        if self.kind == "log":
-            lo, hi = self.values
-            return float(lo * (hi / lo) ** u)
-        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
-
-
-def _log(lo: float, hi: float) -> Dim:
-    return Dim("log", (lo, hi))
-
-
-def _choice(*values: Any) -> Dim:
-    return Dim("choice", values)
-
-
-# Ranges from the literature, narrowed to what a small budget can explore. "lr" sets lr_g and
-# lr_d together. Learning rates: 1e-4 (WGAN-GP, its toy code), 2e-4 (DCGAN, SN-GAN), 1e-3
-# (measured on 2-D); Lucic et al. 2018 searched [1e-5, 1e-2]. Penalty weights: lambda 0.1 (the
-# WGAN-GP toy code) to 10 (the paper), gamma 0.1 to 10 (Mescheder et al. 2018); Lucic et al.
-# searched [0.1, 100]. Clipping: c = 0.01 (Arjovsky et al. 2017), a decade either side. Adam's
-# betas as the papers used them; n_critic 1 (SN-GAN's, R1's) or 5 (WGAN's); a linear decay of
-# the learning rate to 0 at the last step (WGAN-GP's CIFAR code) or none.
-_COMMON = {"lr": _log(1e-4, 3e-3), "n_critic": _choice(1, 5), "lr_decay": _choice("none", "linear")}
-_ADAM = {"beta1": _choice(0.0, 0.5), "beta2": _choice(0.9, 0.999)}
-SEARCH_SPACES: dict[str, dict[str, Dim]] = {
-    "clip": {**_COMMON, "lr": _log(1e-5, 1e-3), "clip": _log(0.001, 0.1)},
-    "gp": {**_COMMON, **_ADAM, "penalty_weight": _log(0.01, 10.0)},
-    "zgp": {**_COMMON, **_ADAM, "penalty_weight": _log(0.01, 10.0)},
-    "r1": {**_COMMON, "penalty_weight": _log(0.01, 10.0)},
-    "r2": {**_COMMON, "penalty_weight": _log(0.01, 10.0)},
-    "sn": {**_COMMON, **_ADAM},
-    "none": {**_COMMON, **_ADAM},
-}
-
-
 def search_space(method: str) -> dict[str, Dim]:
-    get_method(method)
-    return SEARCH_SPACES[method]
+    return get_method(method).search
 
 
 def setting_values(setting: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Equal-budget tuning (`ganctl compare --tune K`), after Lucic et al. 2018 ("Are GANs Created
 Equal?"): every method gets the same number K of trials, each a setting drawn from the method's
-own search space (`ganctl.recipes.SEARCH_SPACES`) by a scrambled Halton sequence with a fixed
+own search space (its `search` in `ganctl.recipes.METHODS`) by a scrambled Halton sequence with a fixed
 seed. Trials train on tuning seeds and are scored by one metric; the best setting is then
 trained on fresh report seeds, which alone give the reported numbers, so nothing is reported on
 the seeds it was tuned on.
