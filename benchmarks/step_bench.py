@@ -44,6 +44,7 @@ from ganctl.config import TrainConfig
 from ganctl.data import sample_shape
 from ganctl.engine import OPTIMIZER_IMPLEMENTATION_FLAGS, Trainer
 from ganctl.models import build_models
+from ganctl.recipes import resolve
 
 MODELS = {  # name -> config changes
     "mlp": {"data": "8gaussians"},
@@ -221,7 +222,7 @@ def bench(
         amp=amp,
         **MODELS[model],
     )
-    engine = Trainer(cfg)
+    engine = Trainer(resolve(cfg))
     if engine.device.type == "cuda":  # every loop at the engine's precision (its --tf32 covers its own steps only)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = engine.cfg.tf32
     loops = {
@@ -231,7 +232,7 @@ def bench(
     }
     autograd = None
     if engine.uses_fused_step:  # a plain MLP critic: also its autograd path, to show what each part gives
-        autograd = Trainer(cfg, fused=False)
+        autograd = Trainer(resolve(cfg), fused=False)
         loops["engine_autograd"] = autograd.train_step
     dev = engine.device
     for _ in range(warmup):

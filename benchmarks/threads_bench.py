@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ganctl.config import TrainConfig
 from ganctl.engine import Trainer
+from ganctl.recipes import resolve
 
 
 def main() -> None:
@@ -39,7 +40,9 @@ def main() -> None:
     print(f"| method | 1 thread s/it | {args.many} threads s/it | 1 thread faster by |")
     print("|---|---|---|---|")
     for method in args.methods.split(","):
-        trainers = {t: Trainer(TrainConfig(data=args.data, lipschitz=method, device="cpu")) for t in (1, args.many)}
+        trainers = {
+            t: Trainer(resolve(TrainConfig(data=args.data, lipschitz=method, device="cpu"))) for t in (1, args.many)
+        }
         times: dict[int, list[float]] = {1: [], args.many: []}
         for i in range(args.warmup + args.iters):
             for threads, trainer in trainers.items():

@@ -11,6 +11,7 @@ import ganctl
 from ganctl import checkpoint
 from ganctl.engine import Trainer
 from ganctl.errors import CheckpointError, ConfigError
+from ganctl.recipes import resolve
 from ganctl.runfolder import RunFolder
 
 METHODS = ["none", "clip", "gp", "zgp", "r1", "r2", "sn"]
@@ -26,11 +27,11 @@ def state(trainer: Trainer) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("method", METHODS)
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(method, tmp_path):
     cfg = small(lipschitz=method, steps=6)
-    straight = Trainer(cfg)
+    straight = Trainer(resolve(cfg))
     for _ in range(6):
         straight.train_step()
 
-    first = Trainer(cfg)
+    first = Trainer(resolve(cfg))
     for _ in range(3):
         first.train_step()
     path = checkpoint.save(first, tmp_path / "ckpt.safetensors")
@@ -52,7 +53,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(method, tmp_path):
 
 
 def test_checkpoint_opens_with_plain_safetensors_and_json(tmp_path):
-    trainer = Trainer(small(lipschitz="sn"))
+    trainer = Trainer(resolve(small(lipschitz="sn")))
     trainer.train_step()
     path = checkpoint.save(trainer, tmp_path / "c.safetensors")
     with safe_open(str(path), framework="pt") as fh:
@@ -69,7 +70,7 @@ def test_checkpoint_opens_with_plain_safetensors_and_json(tmp_path):
 
 
 def test_load_rebuilds_modules_strictly(tmp_path):
-    trainer = Trainer(small(lipschitz="sn"))
+    trainer = Trainer(resolve(small(lipschitz="sn")))
     for _ in range(2):
         trainer.train_step()
     checkpoint.save(trainer, RunFolder(tmp_path).checkpoint_path(2))
@@ -85,7 +86,7 @@ def test_load_rebuilds_modules_strictly(tmp_path):
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
-    trainer = Trainer(small())
+    trainer = Trainer(resolve(small()))
     path = checkpoint.save(trainer, tmp_path / "c.safetensors")
     before = path.read_bytes()
     trainer.train_step()
@@ -103,7 +104,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
 
 
 def _saved(tmp_path):
-    trainer = Trainer(small())
+    trainer = Trainer(resolve(small()))
     return checkpoint.save(trainer, tmp_path / "c.safetensors")
 
 
@@ -178,7 +179,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
 
 
 def test_load_builds_no_optimizer_and_no_scaler(tmp_path, monkeypatch):
-    trainer = Trainer(small(lipschitz="gp", amp="fp16"))
+    trainer = Trainer(resolve(small(lipschitz="gp", amp="fp16")))
     trainer.train_step()
     path = checkpoint.save(trainer, tmp_path / "c.safetensors")
 
@@ -198,7 +199,7 @@ def test_load_builds_no_optimizer_and_no_scaler(tmp_path, monkeypatch):
 
 def test_trainer_state_round_trips_in_memory():
     # load_state_dict(state_dict()) is how resume works; in memory it must be exact too.
-    a, b = Trainer(small(lipschitz="gp", seed=1)), Trainer(small(lipschitz="gp", seed=2))
+    a, b = Trainer(resolve(small(lipschitz="gp", seed=1))), Trainer(resolve(small(lipschitz="gp", seed=2)))
     for _ in range(2):
         a.train_step()
     b.load_state_dict(a.state_dict())

@@ -202,7 +202,7 @@ def test_every_train_option_shows_the_default_that_is_applied():
     [
         (["sample", "CKPT", "--out", "OUT.png"], "ganctl.sampling.generate"),
         (["gradnorm", "CKPT"], "ganctl.analysis.gradnorm.analyse"),
-        (["compare", "CKPT"], "ganctl.compare.evaluate"),
+        (["compare", "CKPT"], "ganctl.report.evaluate"),
     ],
 )
 def test_ctrl_c_exits_130_for_every_command(command, target, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import torch
 from conftest import small
 
 from ganctl.engine import Trainer
+from ganctl.recipes import resolve
 
 
 @pytest.mark.slow
@@ -23,7 +24,7 @@ def test_compiled_training_matches_eager(norm, note):
     # step and Adam's normalisation (which turns a rounding-level gradient into a whole step
     # of lr) cannot amplify the compiled kernels' different rounding.
     still = dict(cfg, lr_d=1e-12, lr_g=1e-12)
-    eager, compiled = Trainer(small(**still)), Trainer(small(compile=True, **still))
+    eager, compiled = Trainer(resolve(small(**still))), Trainer(resolve(small(compile=True, **still)))
     assert not eager.notes and note in compiled.notes[0]
     for _ in range(2):
         eager.train_step()

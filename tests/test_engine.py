@@ -6,10 +6,11 @@ from conftest import small
 
 from ganctl import penalties
 from ganctl.engine import Trainer
+from ganctl.recipes import resolve
 
 
 def run(cfg, steps=4):
-    trainer = Trainer(cfg)
+    trainer = Trainer(resolve(cfg))
     for _ in range(steps):
         trainer.train_step()
     return trainer, trainer.pop_stats()
@@ -44,7 +45,7 @@ def test_counters_and_reported_scalars():
 
 
 def test_ema_tracks_the_generator_with_warm_up():
-    trainer = Trainer(small(ema_decay=0.999))
+    trainer = Trainer(resolve(small(ema_decay=0.999)))
     start = [p.clone() for p in trainer.ema.parameters()]
     trainer.train_step()
     # after step t=1 the decay is min(0.999, 2/11): the EMA moved 9/11 of the way
@@ -53,12 +54,12 @@ def test_ema_tracks_the_generator_with_warm_up():
 
 
 def test_no_ema_when_disabled():
-    trainer = Trainer(small(ema_decay=0.0))
+    trainer = Trainer(resolve(small(ema_decay=0.0)))
     assert trainer.ema is None and trainer.sampler is trainer.generator
 
 
 def test_critic_gradients_do_not_leak_into_the_generator_step():
-    trainer = Trainer(small(n_critic=1))
+    trainer = Trainer(resolve(small(n_critic=1)))
     trainer.generator_step()
     assert all(p.grad is None for p in trainer.critic.parameters())
     assert all(p.requires_grad for p in trainer.critic.parameters())
@@ -106,7 +107,7 @@ def test_the_critic_step_equals_the_textbook_step(data, arch, method, at):
     # The engine's two passes (penalised points with constant-slope activations, then the
     # rest) and fused Adam must give the textbook step's loss and gradients.
     image = dict(image_size=32, z_dim=8, width=8, batch_size=8) if data == "shapes" else {}
-    trainer = Trainer(small(data=data, arch=arch, lipschitz=method, penalty_at=at, **image))
+    trainer = Trainer(resolve(small(data=data, arch=arch, lipschitz=method, penalty_at=at, **image)))
     state = trainer.rng.get_state()
     loss, expected = reference_critic_step(trainer, state)
     trainer.critic_step()
@@ -122,7 +123,7 @@ def test_channels_last_convolutions_give_the_same_critic_step():
     # On CUDA the engine runs dcgan/resnet in channels-last layout; the penalised step,
     # double backward included, must not depend on the layout (checked here on the CPU).
     cfg = small(data="shapes", arch="dcgan", lipschitz="gp", image_size=32, z_dim=8, width=8, batch_size=8)
-    plain, nhwc = Trainer(cfg), Trainer(cfg)
+    plain, nhwc = Trainer(resolve(cfg)), Trainer(resolve(cfg))
     nhwc.memory_format = torch.channels_last
     nhwc.generator.to(memory_format=torch.channels_last)
     nhwc.critic.to(memory_format=torch.channels_last)

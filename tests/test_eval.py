@@ -169,12 +169,6 @@ def test_inception_weights_from_a_file_through_the_command(image_run, tmp_path):
     assert "fid[inception-unverified]" in report["metrics"] and not report["feature_space"]["standard"]
 
 
-def test_the_command_s_default_n_is_the_library_s():
-    import importlib
-
-    assert importlib.import_module("ganctl.cli.evaluate").EVAL_N == evaluation.EVAL_N
-
-
 def test_an_image_run_logs_its_metrics_at_eval_steps(tmp_path):
     cfg = tiny_shapes(steps=2, eval_every=2, sample_every=2, eval_metrics="fid,kid,pr,dc", tensorboard=True)
     summary = ganctl.train(cfg, tmp_path)

@@ -12,6 +12,7 @@ from torch import nn
 from ganctl import fused_mlp, penalties
 from ganctl.engine import Trainer
 from ganctl.losses import get_loss
+from ganctl.recipes import resolve
 
 
 def critic(depth: int, slope: float, bias: bool = True, d: int = 3, width: int = 16) -> nn.Sequential:
@@ -194,7 +195,7 @@ def test_which_critics_take_the_hand_written_step():
     ],
 )
 def test_the_engine_takes_it_for_penalised_plain_mlps_only(changes, fused):
-    assert Trainer(small(**changes)).uses_fused_step is fused
+    assert Trainer(resolve(small(**changes))).uses_fused_step is fused
 
 
 @pytest.mark.parametrize("method", ["gp", "r1"])

@@ -12,6 +12,7 @@ import ganctl
 from ganctl import checkpoint
 from ganctl.engine import Trainer
 from ganctl.errors import NonFinite
+from ganctl.recipes import resolve
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -28,7 +29,7 @@ def shapes(**changes):
 def test_a_mixed_precision_penalty_matches_float32_on_the_gpu(amp):
     # The same weights and batch: the penalised critic loss under autocast (fp16: through the
     # gradient scaler and back) within the precision's rounding of the float32 one.
-    full, mixed = Trainer(shapes(lipschitz="gp")), Trainer(shapes(lipschitz="gp", amp=amp))
+    full, mixed = Trainer(resolve(shapes(lipschitz="gp"))), Trainer(resolve(shapes(lipschitz="gp", amp=amp)))
     mixed.load_state_dict(full.state_dict())
     full.critic_step()
     mixed.critic_step()
@@ -39,7 +40,7 @@ def test_a_mixed_precision_penalty_matches_float32_on_the_gpu(amp):
 
 
 def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path):
-    trainer = Trainer(on_gpu(lipschitz="gp"))
+    trainer = Trainer(resolve(on_gpu(lipschitz="gp")))
     for _ in range(2):
         trainer.train_step()
     path = checkpoint.save(trainer, tmp_path / "c.safetensors")
@@ -52,7 +53,7 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path):
 
 
 def test_a_nonfinite_step_is_caught_on_the_gpu():
-    trainer = Trainer(on_gpu(lipschitz="gp", lr_d=1e30, lr_g=1e30, optimizer="rmsprop"))
+    trainer = Trainer(resolve(on_gpu(lipschitz="gp", lr_d=1e30, lr_g=1e30, optimizer="rmsprop")))
     with pytest.raises(NonFinite) as caught:
         for _ in range(20):
             trainer.train_step()
@@ -68,7 +69,7 @@ def test_the_hand_written_mlp_step_on_cuda_follows_autograd():
 
 def test_image_runs_use_channels_last_and_tf32_only_inside_their_steps():
     before = torch.backends.cuda.matmul.allow_tf32
-    trainer = Trainer(shapes(lipschitz="gp", tf32=not before))
+    trainer = Trainer(resolve(shapes(lipschitz="gp", tf32=not before)))
     assert trainer.critic[0].weight.is_contiguous(memory_format=torch.channels_last)
     trainer.train_step()
     assert torch.backends.cuda.matmul.allow_tf32 == before  # restored after the step

@@ -12,6 +12,7 @@ from torch import nn
 from ganctl.analysis import gradnorm
 from ganctl.data import get_dataset
 from ganctl.engine import Trainer
+from ganctl.recipes import resolve
 
 
 def test_linear_critic_has_norm_w_everywhere_and_geometric_alignment():
@@ -51,7 +52,7 @@ def test_scaling_the_last_layer_by_k_scales_norms_and_bounds_by_k():
 
 
 def test_finite_differences_agree_with_reported_norms_on_a_trained_critic():
-    trainer = Trainer(small(lipschitz="gp", steps=20))
+    trainer = Trainer(resolve(small(lipschitz="gp", steps=20)))
     for _ in range(20):
         trainer.train_step()
     critic = trainer.critic.double()
@@ -80,7 +81,9 @@ def test_convolution_operator_norm_is_the_dense_jacobians_not_the_kernels():
 @pytest.mark.parametrize("data,arch", [("8gaussians", "mlp"), ("shapes", "dcgan"), ("shapes", "resnet")])
 @pytest.mark.parametrize("method", ["gp", "sn"])
 def test_upper_bound_is_never_below_the_empirical_lower_bound(data, arch, method):
-    trainer = Trainer(small(data=data, arch=arch, width=8, z_dim=8, lipschitz=method, batch_size=16, n_critic=1))
+    trainer = Trainer(
+        resolve(small(data=data, arch=arch, width=8, z_dim=8, lipschitz=method, batch_size=16, n_critic=1))
+    )
     for _ in range(3):
         trainer.train_step()
     shape = trainer.dataset.shape
@@ -93,7 +96,7 @@ def test_upper_bound_is_never_below_the_empirical_lower_bound(data, arch, method
 
 
 def test_layer_norm_critic_has_no_finite_bound():
-    trainer = Trainer(small(data="shapes", width=4, z_dim=8, critic_norm="layer", batch_size=8))
+    trainer = Trainer(resolve(small(data="shapes", width=4, z_dim=8, critic_norm="layer", batch_size=8)))
     upper, table = gradnorm.upper_bound(trainer.critic, (3, 32, 32))
     assert upper == math.inf and any(e.kind == "GroupNorm" and e.bound == math.inf for e in table)
 
@@ -107,8 +110,8 @@ def test_verdicts():
 
 
 def test_analyse_reports_every_set_and_is_fast_enough_to_batch(tmp_path):
-    trainer = Trainer(small(lipschitz="gp"))
-    report = gradnorm.analyse(trainer, n=4096, seed=0, noise_std=0.01)
+    trainer = Trainer(resolve(small(lipschitz="gp")))
+    report = gradnorm.analyse(trainer, n=4096, seed=0, noise_std=0.01).report
     assert set(report["sets"]) == {"real", "fake", "interp", "real+noise"}
     assert report["sets"]["interp"]["count"] == 4096
     assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
@@ -175,7 +178,7 @@ def test_clipping_vanishes_and_the_penalty_holds_norms_near_one(tmp_path):
         logged = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in logged if "eval/gradnorm_q50" in r]
         assert [r["step"] for r in evals] == [100, 200]
-        report = gradnorm.analyse(ganctl.load(tmp_path / method), n=1024)
+        report = gradnorm.analyse(ganctl.load(tmp_path / method), n=1024).report
         results[method] = (evals[-1], report)
     clip_log, clip = results["clip"]
     gp_log, gp = results["gp"]
@@ -245,7 +248,7 @@ def test_the_bound_is_seeded_and_marks_what_it_could_not_certify():
 
 
 def test_the_resnet_critic_counts_its_spatial_mean():
-    trainer = Trainer(small(data="shapes", arch="resnet", width=8, z_dim=8, lipschitz="gp", batch_size=8))
+    trainer = Trainer(resolve(small(data="shapes", arch="resnet", width=8, z_dim=8, lipschitz="gp", batch_size=8)))
     total, table = gradnorm.upper_bound(trainer.critic, (3, 32, 32))
     mean = next(e for e in table if e.kind == "SpatialMean")
     assert mean.bound == pytest.approx(1 / 8) and mean.certainty == "exact"  # over 8 x 8
@@ -282,9 +285,9 @@ def test_verdicts_and_labels_follow_the_loss():
     assert gradnorm.verdict(low, 0.1, "wasserstein")[0] == "under-using"
     word, detail = gradnorm.verdict(low, 0.1, "ns")
     assert word == "inside the bound" and "optimal" not in detail
-    ns = Trainer(small(lipschitz="r1"))  # the non-saturating loss
+    ns = Trainer(resolve(small(lipschitz="r1")))  # the non-saturating loss
     ns.train_step()
     stats = ns.pop_stats()
     assert "critic_gap" in stats and "wasserstein" not in stats
-    report = gradnorm.analyse(ns, n=256)
+    report = gradnorm.analyse(ns, n=256).report
     assert "critic_gap" in report and "wasserstein" not in report

@@ -49,7 +49,7 @@ def test_json_schema_and_agreement_with_the_library(run):
     } <= report.keys()
     assert set(report["sets"]) == {"real", "fake", "interp", "real+noise"}
     assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
-    same = analysis.analyse(ganctl.load(run), n=512, seed=0, noise_std=0.01)
+    same = analysis.analyse(ganctl.load(run), n=512, seed=0, noise_std=0.01).report
     assert report["sets"]["interp"]["mean"] == pytest.approx(same["sets"]["interp"]["mean"], rel=1e-6)
 
 
@@ -93,7 +93,7 @@ def test_a_run_folder_gives_the_trajectory_over_its_checkpoints(runs, tmp_path):
     assert Image.open(tmp_path / "t.png").size == (760, 400)
     # Thresholds judge each run's last checkpoint; the message names the run.
     r = invoke(runs / "clip", runs / "gp", "--n", "256", "--min-norm", "0.5")
-    assert r.exit_code == 1 and "clip: mean interpolate norm" in r.stderr and "gp:" not in r.stderr
+    assert r.exit_code == 1 and "clip: interp_mean" in r.stderr and "gp:" not in r.stderr
     assert r.stderr.splitlines()[0].split("\t")[:3] == ["run", "step", "interp_mean"]
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 import ganctl
 from ganctl import checkpoint
 from ganctl.engine import Trainer
+from ganctl.recipes import resolve
 
 METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
 
@@ -38,7 +39,7 @@ def test_short_image_run_for_each_method(method, tmp_path):
 
 
 def test_critic_separates_real_from_fake_on_shapes():
-    trainer = Trainer(tiny_images(lipschitz="gp", batch_size=32, n_critic=2))
+    trainer = Trainer(resolve(tiny_images(lipschitz="gp", batch_size=32, n_critic=2)))
     for _ in range(15):
         trainer.train_step()
     assert trainer.pop_stats()["wasserstein"] > 0.05
@@ -47,10 +48,10 @@ def test_critic_separates_real_from_fake_on_shapes():
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
 def test_image_resume_is_bitwise_with_and_without_amp(amp, tmp_path):
     cfg = tiny_images(lipschitz="gp", amp=amp, n_critic=2)
-    straight = Trainer(cfg)
+    straight = Trainer(resolve(cfg))
     for _ in range(4):
         straight.train_step()
-    first = Trainer(cfg)
+    first = Trainer(resolve(cfg))
     for _ in range(2):
         first.train_step()
     path = checkpoint.save(first, tmp_path / "c.safetensors")
@@ -65,7 +66,7 @@ def test_image_resume_is_bitwise_with_and_without_amp(amp, tmp_path):
 
 
 def test_fp16_overflow_skips_the_step_and_keeps_metrics_finite():
-    trainer = Trainer(tiny_images(lipschitz="gp", amp="fp16", n_critic=1))
+    trainer = Trainer(resolve(tiny_images(lipschitz="gp", amp="fp16", n_critic=1)))
     trainer.scaler_d = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # certain overflow
     for _ in range(3):
         trainer.train_step()
@@ -75,7 +76,7 @@ def test_fp16_overflow_skips_the_step_and_keeps_metrics_finite():
 
 
 def test_a_checkpoint_from_another_device_loads_and_says_so(tmp_path):
-    trainer = Trainer(tiny_images())
+    trainer = Trainer(resolve(tiny_images()))
     trainer.train_step()
     path = checkpoint.save(trainer, tmp_path / "c.safetensors")
     tensors, meta, _ = checkpoint.read(path)
@@ -89,7 +90,7 @@ def test_a_checkpoint_from_another_device_loads_and_says_so(tmp_path):
 
 def test_linear_lr_decay_reaches_zero_and_survives_a_longer_resume(tmp_path):
     cfg = small(lr_decay="linear", steps=4)
-    trainer = Trainer(cfg)
+    trainer = Trainer(resolve(cfg))
     assert trainer.cfg.decay_steps == 4
     base = trainer.opt_g.param_groups[0]["lr"]
     lrs = []

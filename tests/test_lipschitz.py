@@ -106,11 +106,11 @@ def test_impossible_settings_are_refused(changes, message):
 @pytest.mark.parametrize("method", ["gp", "zgp", "r1", "r2"])
 def test_batch_norm_critic_is_refused_under_a_penalty(method):
     with pytest.raises(ConfigError, match="batch normalisation"):
-        Trainer(small(lipschitz=method, critic_norm="batch"))
+        Trainer(resolve(small(lipschitz=method, critic_norm="batch")))
 
 
 def test_batch_norm_is_allowed_without_a_penalty():
-    Trainer(small(lipschitz="clip", critic_norm="batch")).train_step()
+    Trainer(resolve(small(lipschitz="clip", critic_norm="batch"))).train_step()
 
 
 @pytest.mark.parametrize("target,one_sided", [(1.0, False), (0.5, False), (1.0, True)])
@@ -136,7 +136,7 @@ def test_r1_uses_half_gamma_and_zgp_real_fake_sums_both_sets():
 
 
 def test_clipped_weights_stay_in_the_box():
-    trainer = Trainer(small(lipschitz="clip", clip=0.02))
+    trainer = Trainer(resolve(small(lipschitz="clip", clip=0.02)))
     params = list(trainer.critic.parameters())
     assert all(p.abs().max() <= 0.02 for p in params)  # clipped from the start
     for _ in range(3):
@@ -150,7 +150,7 @@ def _weights(critic: nn.Module) -> list[torch.Tensor]:
 
 
 def test_spectral_norm_layers_have_unit_top_singular_value():
-    trainer = Trainer(small(lipschitz="sn"))
+    trainer = Trainer(resolve(small(lipschitz="sn")))
     for _ in range(10):
         trainer.train_step()
     trainer.critic.eval()
@@ -160,7 +160,7 @@ def test_spectral_norm_layers_have_unit_top_singular_value():
 
 
 def test_spectral_norm_runs_no_power_iteration_in_eval_mode():
-    trainer = Trainer(small(lipschitz="sn"))
+    trainer = Trainer(resolve(small(lipschitz="sn")))
     buffers = {k: v.clone() for k, v in trainer.critic.state_dict().items() if k.endswith("_u")}
     trainer.critic_values(torch.randn(16, 2))
     trainer.pop_stats()
@@ -175,7 +175,9 @@ def test_lazy_regularisation_keeps_the_asked_lr_and_betas():
     # The penalty rides in an ordinary step (N batches, N steps): StyleGAN2's N/(N+1) correction,
     # made for a separate regularisation step, does not apply. Read after N steps.
     n = 4
-    lazy = Trainer(small(lipschitz="gp", reg_every=n, n_critic=1, lr_decay="none", lr_d=1e-3, lr_g=1e-3, beta1=0.5))
+    lazy = Trainer(
+        resolve(small(lipschitz="gp", reg_every=n, n_critic=1, lr_decay="none", lr_d=1e-3, lr_g=1e-3, beta1=0.5))
+    )
     penalised = []
     for _ in range(2 * n):
         lazy.train_step()
@@ -191,8 +193,12 @@ def test_lazy_regularisation_keeps_the_asked_lr_and_betas():
 def test_lazy_penalty_is_weighted_by_its_interval():
     # On a penalised step, the critic's update equals that of a loss with weight N * lambda.
     torch.manual_seed(0)
-    a = Trainer(small(lipschitz="gp", reg_every=3, n_critic=1, penalty_weight=2.0, optimizer="rmsprop", lr_d=1e-3))
-    b = Trainer(small(lipschitz="gp", reg_every=1, n_critic=1, penalty_weight=6.0, optimizer="rmsprop", lr_d=1e-3))
+    a = Trainer(
+        resolve(small(lipschitz="gp", reg_every=3, n_critic=1, penalty_weight=2.0, optimizer="rmsprop", lr_d=1e-3))
+    )
+    b = Trainer(
+        resolve(small(lipschitz="gp", reg_every=1, n_critic=1, penalty_weight=6.0, optimizer="rmsprop", lr_d=1e-3))
+    )
     a.critic_step()
     b.critic_step()
     for pa, pb in zip(a.critic.parameters(), b.critic.parameters()):

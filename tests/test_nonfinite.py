@@ -10,6 +10,7 @@ import ganctl
 from ganctl.cli import app
 from ganctl.engine import Trainer
 from ganctl.errors import NonFinite, TrainingFailed
+from ganctl.recipes import resolve
 from ganctl.runfolder import list_checkpoints
 
 # Adam moves every weight by about lr per step, so lr 1e30 overflows the critic within a few steps.
@@ -17,7 +18,7 @@ EXPLODING = dict(lipschitz="gp", lr_d=1e30, steps=20)
 
 
 def test_stop_names_the_step_and_quantity():
-    trainer = Trainer(small(**EXPLODING))
+    trainer = Trainer(resolve(small(**EXPLODING)))
     with pytest.raises(NonFinite) as caught:
         for _ in range(20):
             trainer.train_step()

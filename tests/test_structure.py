@@ -15,12 +15,12 @@ SRC = Path(ganctl.__file__).parent
 
 # The floors of docs/design.md, from the ground up. A module may import its own floor or below.
 FLOORS = [
-    {"errors", "streams", "config", "recipes", "analysis.defaults"},
+    {"errors", "streams", "config", "recipes", "metrics", "analysis.defaults"},
     {"fileio", "interrupts", "devices", "render", "penalties", "losses", "runfolder", "tensorboard"},
     {"data", "models", "lipschitz", "distributed", "fused_mlp"},
     {"networks", "checkpoint"},
-    {"engine", "analysis", "evaluation", "sampling"},
-    {"training", "compare", "tuning"},
+    {"engine", "analysis", "evaluation", "sampling", "report"},
+    {"training", "jobs", "compare", "tuning"},
     {"cli", "__main__"},
 ]
 

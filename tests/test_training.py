@@ -5,6 +5,7 @@ from conftest import small
 
 from ganctl.engine import Trainer
 from ganctl.evaluation import Evaluator
+from ganctl.recipes import resolve
 
 METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
 
@@ -24,7 +25,7 @@ def test_quality_moves_the_right_way(method):
         ema_decay=0.0,
         steps=250,
     )
-    trainer = Trainer(cfg)
+    trainer = Trainer(resolve(cfg))
     evaluator = Evaluator(trainer)
     before = evaluator.evaluate()
     for _ in range(250):
@@ -39,7 +40,7 @@ def test_quality_moves_the_right_way(method):
 def test_gradient_penalty_pulls_interpolate_norms_towards_one():
     # The paper's recipe, lambda 10 (the 2-D recipe's 0.1 lets norms exceed 1).
     paper = dict(penalty_weight=10.0, lr_d=1e-4, lr_g=1e-4, n_critic=5, beta1=0.5, beta2=0.9, lr_decay="none")
-    trainer = Trainer(small(data="8gaussians", lipschitz="gp", width=64, batch_size=128, **paper))
+    trainer = Trainer(resolve(small(data="8gaussians", lipschitz="gp", width=64, batch_size=128, **paper)))
     for _ in range(150):
         trainer.train_step()
     assert abs(trainer.pop_stats()["grad_norm"] - 1.0) < 0.25
@@ -48,7 +49,7 @@ def test_gradient_penalty_pulls_interpolate_norms_towards_one():
 @pytest.mark.slow
 def test_weight_clipping_keeps_gradient_norms_far_below_one():
     # The WGAN-GP paper's point about clipping: a clipped critic's gradients are tiny.
-    trainer = Trainer(small(data="8gaussians", lipschitz="clip", width=64, batch_size=128))
+    trainer = Trainer(resolve(small(data="8gaussians", lipschitz="clip", width=64, batch_size=128)))
     for _ in range(150):
         trainer.train_step()
     assert trainer.pop_stats()["grad_norm"] < 0.1

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ganctl import __version__
-from ganctl.config import TrainConfig, data_kind, from_dict
+from ganctl.config import ResolvedConfig, TrainConfig, data_kind, from_dict
 from ganctl.errors import CheckpointError, ConfigError, GanctlError
 from ganctl.fileio import write_atomic
 from ganctl.networks import Networks, build
@@ -253,16 +253,14 @@ def load_networks(nets: Networks, state: dict[str, Any]) -> None:
         raise CheckpointError("has EMA tensors but its config has ema_decay 0")
 
 
-def check_size(path: Path, config: TrainConfig, state: dict[str, Any]) -> None:
+def check_size(path: Path, cfg: ResolvedConfig, state: dict[str, Any]) -> None:
     """Refuse a config whose networks are larger than the weights the file holds, before
     building them: a hostile config (width 10^6) must not allocate what it claims. The
     networks are first built on the meta device, which allocates nothing."""
     from ganctl.data import sample_shape
     from ganctl.models import build_models
-    from ganctl.recipes import resolve
 
     try:
-        cfg = resolve(config)
         if cfg.image_size is None and cfg.channels is None and data_kind(cfg.data) != "points":
             return  # an image config always records its size; the build reports the problem
         with torch.device("meta"):
@@ -288,7 +286,7 @@ class Checkpoint(Networks):
     def __init__(
         self,
         path: Path,
-        config: TrainConfig,
+        config: ResolvedConfig,
         device: torch.device,
         state: dict[str, Any],
         generator: nn.Module,
@@ -301,7 +299,7 @@ class Checkpoint(Networks):
         self.rng_device = state["rng_device"]
 
     @property
-    def config(self) -> TrainConfig:
+    def config(self) -> ResolvedConfig:
         return self.cfg
 
 
@@ -315,10 +313,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
 
     path = find_checkpoint(Path(path))
     state, config = read_state(path)
-    check_size(path, config, state)
+    try:
+        cfg = resolve(config)  # explicit already; fills settings newer than the file, if any
+    except GanctlError as exc:
+        raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None
+    check_size(path, cfg, state)
     target = device if isinstance(device, torch.device) else resolve_device(device)
     try:
-        cfg = resolve(config)
         generator, critic, ema = build(cfg, build_strategy(cfg))
     except GanctlError as exc:
         raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None

@@ -1,8 +1,9 @@
 """Every training setting, once, with its unit or source: the ground floor of ganctl.
 
 A `TrainConfig` is frozen. Fields left as ``None`` mean "the Lipschitz method's recipe" or
-"follows the data" and are filled by `ganctl.recipes.resolve`, so a checkpoint always stores a
-fully explicit config and never depends on defaults that may change later.
+"follows the data" and are filled by `ganctl.recipes.resolve`, which returns a
+`ResolvedConfig`, so a checkpoint always stores a fully explicit config and never depends on
+defaults that may change later.
 
 This module imports nothing from ganctl but its errors, and no torch: the command line's help
 reads its defaults from here without paying for torch.
@@ -111,6 +112,14 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ResolvedConfig(TrainConfig):
+    """A `TrainConfig` whose method recipe and data defaults have been filled in by
+    `ganctl.recipes.resolve`: what a `Trainer`, a comparison's `Job` and a checkpoint carry. It
+    is resolved once, where a run enters ganctl (train, resume, compare, tune, load); an image
+    run then also records the size and channels its data had."""
 
 
 # Settings that describe how long and how visibly a run goes, not what it computes; the only

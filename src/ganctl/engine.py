@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ganctl import checkpoint, distributed, fused_mlp, penalties, streams
-from ganctl.config import SCHEDULE_FIELDS, TrainConfig, flag_of
+from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, TrainConfig, flag_of
 from ganctl.data import load_dataset
 from ganctl.devices import resolve_device
 from ganctl.errors import CheckpointError, ConfigError, GanctlError, NonFinite
@@ -60,17 +60,22 @@ class Trainer(Networks):
     `fused` chooses how a penalised critic step of a plain ReLU / LeakyReLU MLP critic runs:
     None (the default) takes the hand-written step of `ganctl.fused_mlp` wherever it applies
     (CPU and CUDA, no autocast), False always takes autograd, True requires the hand-written
-    step and refuses a critic it does not cover. Both give the same numbers up to rounding."""
+    step and refuses a critic it does not cover. Both give the same numbers up to rounding.
+
+    `config` is resolved (`ganctl.recipes.resolve`): the entry points (`ganctl.train`,
+    `ganctl.resume`, `ganctl compare`) resolve it once and pass it on."""
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: ResolvedConfig,
         device: torch.device | str | None = None,
         load_data: bool = True,
         world: distributed.World | None = None,
         fused: bool | None = None,
     ):
-        cfg = resolve(config)
+        if not isinstance(config, ResolvedConfig):
+            raise ConfigError("Trainer takes a resolved config: Trainer(ganctl.recipes.resolve(config))")
+        cfg = config
         device = torch.device(device) if device is not None else resolve_device(cfg.device)
         world = world if world is not None else distributed.current()
         if world.active and device.type == "cuda" and device.index is None:
@@ -486,9 +491,13 @@ def resume(
         raise ConfigError(
             f"cannot change {detail} when resuming {path}; only {', '.join(sorted(SCHEDULE_FIELDS))} may change"
         )
-    checkpoint.check_size(path, config, state)
     try:
-        trainer = Trainer(config.replace(**changed), load_data=False, world=world)
+        cfg = resolve(config.replace(**changed))
+    except GanctlError as exc:
+        raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None
+    checkpoint.check_size(path, cfg, state)
+    try:
+        trainer = Trainer(cfg, load_data=False, world=world)
     except GanctlError as exc:
         raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None
     try:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ganctl import streams
 from ganctl.analysis import fidelity
+from ganctl.analysis.defaults import EVAL_N
 from ganctl.analysis.features import FeatureSpace, feature_space, inception, inception_path, random_conv
 from ganctl.analysis.gradnorm import DEFAULT_TOL, gradient_norms, summarise
 from ganctl.analysis.quality import W1_POINTS, mixture_quality, w1_floor, wasserstein1
@@ -347,7 +348,6 @@ def choose_space(name: str, weights: str | None, device: torch.device | str) -> 
 
 
 # --- ganctl eval ------------------------------------------------------------------------------
-EVAL_N = 10_000  # generated samples (and real ones, all of a smaller finite set) per `ganctl eval`
 
 
 def evaluate_checkpoint(

@@ -16,13 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from ganctl import streams
-from ganctl.config import TrainConfig
+from ganctl.config import ResolvedConfig
 from ganctl.data import DataSource, load_dataset, sample_shape
 from ganctl.lipschitz import Lipschitz
 from ganctl.models import build_models
 
 
-def build(cfg: TrainConfig, strategy: Lipschitz) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+def build(cfg: ResolvedConfig, strategy: Lipschitz) -> tuple[nn.Module, nn.Module, nn.Module | None]:
     """(generator, critic, EMA generator or None) on the CPU, initialised from the seed alone,
     so the same seed gives the same weights on any device and the caller's global random
     stream is left untouched. The strategy prepares the critic (clipping, spectral norm)."""
@@ -51,7 +51,7 @@ class Networks:
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        cfg: ResolvedConfig,
         device: torch.device,
         generator: nn.Module,
         critic: nn.Module,

@@ -24,6 +24,7 @@ from ganctl.config import (
     IMAGE_Z_DIM,
     POINTS_MODEL,
     SHAPES_IMAGE_SIZE,
+    ResolvedConfig,
     TrainConfig,
     data_kind,
     default,
@@ -284,8 +285,10 @@ def owners(setting: str) -> list[str]:
 
 
 # --- resolving a config --------------------------------------------------------------------
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Validate, then fill every ``None`` from the data and the method's recipe."""
+def resolve(cfg: TrainConfig) -> ResolvedConfig:
+    """Validate, then fill every ``None`` from the data and the method's recipe. Called once,
+    where a run enters ganctl (`ganctl.train`, `ganctl.resume`, `ganctl.load`, a comparison's
+    plan); everything after carries the `ResolvedConfig`."""
     validate(cfg)
     if data_kind(cfg.data) == "points":
         cfg = _fill(cfg, **POINTS_MODEL)
@@ -296,7 +299,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if cfg.lr_decay != "none" and cfg.decay_steps is None:
         # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
         cfg = cfg.replace(decay_steps=cfg.steps)
-    return cfg
+    return ResolvedConfig(**cfg.to_dict())
 
 
 def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ganctl import checkpoint, distributed, interrupts
-from ganctl.config import TrainConfig
+from ganctl.config import ResolvedConfig, TrainConfig
 from ganctl.engine import Trainer
 from ganctl.engine import resume as resume_trainer
 from ganctl.errors import CheckpointError, ConfigError, Interrupted, NonFinite, TrainingFailed, WriteError
 from ganctl.evaluation import Evaluator
+from ganctl.recipes import resolve
 from ganctl.runfolder import MetricsLog, RunFolder, RunLock
 from ganctl.tensorboard import TensorBoardLog
 
@@ -132,8 +133,9 @@ def _train(
     emit = (on_event if world.main else None) or (lambda kind, payload: None)
     if resume is not None:
         trainer = resume_trainer(Path(resume), overrides=overrides)
-    else:
-        trainer = Trainer(config or TrainConfig())
+    else:  # a comparison's job arrives resolved; anything else is resolved here, once
+        config = config or TrainConfig()
+        trainer = Trainer(config if isinstance(config, ResolvedConfig) else resolve(config))
     cfg = trainer.cfg
     main = world.main
     folder = RunFolder(out)

@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganctl import compare
-from ganctl.config import data_kind, from_dict
+from ganctl import compare, jobs, report
+from ganctl.config import data_kind
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_text_atomic
-from ganctl.recipes import METHOD_SETTINGS, get_method, resolve, search_space, setting_values
-from ganctl.runfolder import RunLock
+from ganctl.metrics import direction_of
+from ganctl.recipes import search_space
+from ganctl.runfolder import RunFolder, RunLock
 
 TUNE_SEED_BASE = 1000  # tuning seeds are 1000, 1001, ...: never a report seed
 SEQUENCE_SEED = 0  # the Halton sequence's scrambling: the same trials on every call
@@ -58,26 +59,45 @@ def _score(row: dict[str, Any], metric: str) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-def _final(job: compare.Job, device: str) -> dict[str, Any]:
+def _final(job: jobs.Job, device: str) -> dict[str, Any]:
     """A finished run's final evaluation: from its summary, else measured again."""
-    from ganctl.runfolder import RunFolder
-
     summary = RunFolder(job.run_dir).read_summary()
     if summary is not None and summary.get("step") == job.config.steps:
         return summary["final"]
-    return compare.evaluate(job.run_dir, device)
+    return report.evaluate(job.run_dir, device).row
 
 
-def _jobs(
-    base: dict[str, Any], method: str, setting: dict[str, Any], seeds: list[int], folder: Callable[[int], Path]
-) -> list[compare.Job]:
-    own = {k: v for k, v in base.items() if k not in METHOD_SETTINGS or k in get_method(method).owns}
-    jobs = []
-    for seed in seeds:
-        config = from_dict({**own, **setting_values(setting), "lipschitz": method, "seed": seed}, where="tune")
-        resolve(config)
-        jobs.append(compare.Job(method, seed, folder(seed), config))
-    return jobs
+@dataclass(frozen=True)
+class Plan:
+    """A tuning: every method's K trials on the tuning seeds, scored by `metric`, then each
+    method's best trial on the report seeds."""
+
+    base: dict[str, Any]
+    methods: list[str]
+    k: int
+    tune_seeds: list[int]
+    report_seeds: list[int]
+    out: Path
+    metric: str
+    direction: str
+
+    def trial_jobs(self, method: str) -> list[tuple[dict[str, Any], list[jobs.Job]]]:
+        """(setting, its jobs on the tuning seeds) for each trial of `method`."""
+        folder = self.out / "tune" / method
+        return [
+            (
+                setting,
+                [self.job(method, seed, setting, folder / f"trial-{i}-seed{seed}", i) for seed in self.tune_seeds],
+            )
+            for i, setting in enumerate(trials(method, self.k))
+        ]
+
+    def job(self, method: str, seed: int, setting: dict[str, Any], run_dir: Path, trial: int | str) -> jobs.Job:
+        return jobs.Job(method, seed, run_dir, jobs.job_config(self.base, method, seed, setting), trial)
+
+    @property
+    def total(self) -> int:
+        return len(self.methods) * (self.k * len(self.tune_seeds) + len(self.report_seeds))
 
 
 def tune(
@@ -89,11 +109,10 @@ def tune(
     out: Path,
     device: str = "cpu",
     metric: str | None = None,
-    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    on_event: jobs.EventHandler | None = None,
 ) -> dict[str, Any]:
     """Tune every method with K trials on `tune_seeds` seeds, train each one's best setting on
     `report_seeds`, and compare those runs as `ganctl compare` does."""
-    emit = on_event or (lambda kind, payload: None)
     if k < 1:
         raise ConfigError(f"--tune must be >= 1, got {k}")
     if tune_seeds < 1:
@@ -103,103 +122,72 @@ def tune(
         raise ConfigError(f"report seeds {report_seeds} overlap the tuning seeds {seeds}: choose another --seed")
     base = {**base, "device": device}
     data = base.get("data") or "25gaussians"
-    name, direction = (metric, compare.direction_of(metric)) if metric else default_metric(data)
+    name, direction = (metric, direction_of(metric)) if metric else default_metric(data)
     if direction is None:
         raise ConfigError(f"--tune-metric {name}: has no better direction; choose a quality metric such as w1 or fid")
-    compare.plan(base, methods, report_seeds, out)  # every method and setting checked before any training
-    out = Path(out)
-    with RunLock(out) as lock:  # one tuning writes into --out at a time (each run locks its own folder)
-        if lock.note:
-            emit("warning", {"message": lock.note})
-        return _tune(base, methods, k, seeds, report_seeds, out, device, name, direction, emit, on_event)
+    jobs.plan(base, methods, report_seeds, out)  # every method and setting checked before any training
+    tuning = Plan(base, methods, k, seeds, report_seeds, Path(out), name, direction)
+    with RunLock(tuning.out) as lock:  # one tuning writes into --out at a time (each run locks its own folder)
+        if lock.note and on_event is not None:
+            on_event("warning", {"message": lock.note})
+        return _tune(tuning, device, on_event)
 
 
-def _tune(
-    base: dict[str, Any],
-    methods: list[str],
-    k: int,
-    seeds: list[int],
-    report_seeds: list[int],
-    out: Path,
-    device: str,
-    name: str,
-    direction: str,
-    emit: Callable[..., None],
-    on_event: Callable[[str, dict[str, Any]], None] | None,
-) -> dict[str, Any]:
+def _tune(tuning: Plan, device: str, on_event: jobs.EventHandler | None) -> dict[str, Any]:
     started = time.perf_counter()
-    plans = {
-        m: [
-            (s, _jobs(base, m, s, seeds, lambda seed, m=m, i=i: out / "tune" / m / f"trial-{i}-seed{seed}"))
-            for i, s in enumerate(trials(m, k))
-        ]
-        for m in methods
-    }
-    total = sum(len(jobs) for per_method in plans.values() for _, jobs in per_method) + len(methods) * len(report_seeds)
-    done = 0
+    planned = {m: tuning.trial_jobs(m) for m in tuning.methods}  # every trial's config checked first
+    runner = jobs.Runner(tuning.total, on_event)
     result: dict[str, Any] = {
-        "metric": name,
-        "direction": direction,
-        "trials": k,
-        "tune_seeds": seeds,
-        "report_seeds": report_seeds,
-        "methods": {},
+        "metric": tuning.metric,
+        "direction": tuning.direction,
+        "trials": tuning.k,
+        "tune_seeds": tuning.tune_seeds,
+        "report_seeds": tuning.report_seeds,
+        "methods": {m: _trials(tuning, planned[m], runner, device) for m in tuning.methods},
     }
-
-    def run(job: compare.Job, trial: int | str) -> None:
-        nonlocal done
-        state = compare.status(job)
-        emit(
-            "job",
-            {
-                "index": done,
-                "total": total,
-                "method": job.method,
-                "seed": job.seed,
-                "run_dir": str(job.run_dir),
-                "state": state,
-                "trial": trial,
-            },
-        )
-        compare.run_job(job, on_event, state)
-        done += 1
-
-    for method, per_method in plans.items():
-        scored = []
-        for i, (setting, jobs) in enumerate(per_method):
-            values = []
-            for job in jobs:
-                run(job, i)
-                values.append(_score(_final(job, device), name))
-            scored.append({"trial": i, "setting": setting, "scores": values, "score": sum(values) / len(values)})
-        sign = 1.0 if direction == "min" else -1.0
-        best = min(scored, key=lambda t: sign * t["score"])
-        running, curve = math.inf, []
-        for t in scored:
-            running = min(running, sign * t["score"])
-            curve.append(sign * running)
-        result["methods"][method] = {
-            "trials": scored,
-            "best_trial": best["trial"],
-            "chosen": best["setting"],
-            "best_so_far": curve,
-        }
     report_dirs = []
-    for method in methods:
+    for method in tuning.methods:
         chosen = result["methods"][method]["chosen"]
-        for job in _jobs(base, method, chosen, report_seeds, lambda seed, m=method: out / f"{m}-seed{seed}"):
-            run(job, "report")
+        for seed in tuning.report_seeds:
+            job = tuning.job(method, seed, chosen, tuning.out / f"{method}-seed{seed}", "report")
+            runner.run(job)
             report_dirs.append(job.run_dir)
-    settings = {"base": base, "methods": methods, "seeds": report_seeds, "tune": k, "tune_seeds": seeds}
-    report = compare.compare_runs(report_dirs, device=device, out=out, settings=settings)
-    for method, stats in report["methods"].items():
+    settings = {
+        "base": tuning.base,
+        "methods": tuning.methods,
+        "seeds": tuning.report_seeds,
+        "tune": tuning.k,
+        "tune_seeds": tuning.tune_seeds,
+    }
+    compared = compare.compare_runs(report_dirs, device=device, out=tuning.out, settings=settings)
+    for method, stats in compared["methods"].items():
         result["methods"][method]["report"] = stats
     result["seconds"] = round(time.perf_counter() - started, 3)
-    report["tuning"] = result
-    write_text_atomic(out / "tune.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(out / "compare.json", json.dumps(compare.plain(report), indent=2, sort_keys=True) + "\n")
-    _budget_curves(result, out / "budget.png")
-    return report
+    compared["tuning"] = result
+    write_text_atomic(tuning.out / "tune.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    report.write_json(compared, tuning.out)  # compare.json again, with the tuning in it
+    _budget_curves(result, tuning.out / "budget.png")
+    return compared
+
+
+def _trials(
+    tuning: Plan, planned: list[tuple[dict[str, Any], list[jobs.Job]]], runner: jobs.Runner, device: str
+) -> dict[str, Any]:
+    """Run and score one method's trials; its best trial and the best-so-far curve."""
+    scored = []
+    for i, (setting, trial_jobs) in enumerate(planned):
+        values = []
+        for job in trial_jobs:
+            runner.run(job)
+            values.append(_score(_final(job, device), tuning.metric))
+        scored.append({"trial": i, "setting": setting, "scores": values, "score": sum(values) / len(values)})
+    sign = 1.0 if tuning.direction == "min" else -1.0
+    best = min(scored, key=lambda t: sign * t["score"])
+    running, curve = math.inf, []
+    for t in scored:
+        running = min(running, sign * t["score"])
+        curve.append(sign * running)
+    return {"trials": scored, "best_trial": best["trial"], "chosen": best["setting"], "best_so_far": curve}
 
 
 def _budget_curves(result: dict[str, Any], path: Path) -> None:

@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from ganctl import penalties, streams
 from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.analysis.defaults import TOL as DEFAULT_TOL
-from ganctl.analysis.defaults import TRAJECTORY_N
 from ganctl.losses import gap_stats
 from ganctl.networks import Networks, eval_mode
 
@@ -387,6 +386,42 @@ def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) 
     return points
 
 
+@dataclass(frozen=True)
+class Measure:
+    """How `ganctl gradnorm` measures a checkpoint: points per set, seed, tolerance, which
+    generator, real points from other data, and the noise of an extra set around real points."""
+
+    n: int = DEFAULT_N
+    seed: int = 0
+    tol: float = DEFAULT_TOL
+    raw: bool = False
+    data: str | None = None
+    noise_std: float | None = None
+
+
+@dataclass
+class Analysis:
+    """`analyse`'s result: the report (plain data, what --json prints) and the norms behind its
+    per-set statistics (tensors, for histograms)."""
+
+    report: dict[str, Any]
+    norms: dict[str, Tensor]
+
+    def gate_values(self) -> dict[str, float]:
+        return gate_values(self.report)
+
+
+def gate_values(report: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a report that the CI thresholds judge (`ganctl.metrics.GRADNORM_THRESHOLDS`):
+    the interpolates' violation share and mean norm, and the largest norm of any set."""
+    sets = report["sets"]
+    return {
+        "violation_share": sets["interp"]["above"],
+        "max_norm": max(s["max"] for s in sets.values()),
+        "interp_mean": sets["interp"]["mean"],
+    }
+
+
 def analyse(
     nets: Networks,
     n: int = DEFAULT_N,
@@ -396,7 +431,7 @@ def analyse(
     noise_std: float | None = None,
     real: Tensor | None = None,
     bounds: bool = True,
-) -> dict[str, Any]:
+) -> Analysis:
     """The full report for a checkpoint's networks (`ganctl.load`) or a trainer: per point set
     statistics, bounds, alignment, verdict, and the time it took."""
     started = time.perf_counter()
@@ -408,8 +443,7 @@ def analyse(
     g.manual_seed(seed + streams.ANALYSIS_FAKE)  # the real points', so passing `real` in changes nothing else
     n = len(real)
     fake = nets.sample(n, g, raw=raw)
-    x_hat = penalties.interpolate(real, fake, g)
-    sets = {"real": real, "fake": fake, "interp": x_hat}
+    sets = {"real": real, "fake": fake, "interp": penalties.interpolate(real, fake, g)}
     if noise_std:
         sets["real+noise"] = real + noise_std * torch.randn(real.shape, generator=g, device=device)
     report: dict[str, Any] = {
@@ -420,55 +454,49 @@ def analyse(
         "step": nets.step,
         "sets": {},
     }
-    largest = 0.0
     norms_by_set, values_by_set = {}, {}
     for name, x in sets.items():
-        values_by_set[name], norms = gradient_norms(nets.critic, x)
-        norms_by_set[name] = norms
-        report["sets"][name] = summarise(norms, tol)
-        largest = max(largest, float(norms.max()))
+        values_by_set[name], norms_by_set[name] = gradient_norms(nets.critic, x)
+        report["sets"][name] = summarise(norms_by_set[name], tol)
     gap = float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean())
     report.update(gap_stats(gap, nets.cfg.loss))  # on these points
-    k = min(n, ALIGNMENT_PAIRS)
-    cos = alignment(nets.critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
-    report["alignment"] = {
-        "pairs": k,
-        "coupling": "optimal",
-        "mean": float(cos.mean()),
-        **{
-            f"q{round(p * 100):02d}": float(v)
-            for p, v in zip(QUANTILES, torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64)))
-        },
-    }
+    report["alignment"] = _alignment_summary(nets.critic, real, fake, g)
     pair_bound = empirical_lower_bound(nets.critic, real, fake)
-    lower = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
-    report["lower_bound"] = lower
+    largest = max(float(v.max()) for v in norms_by_set.values())
+    report["lower_bound"] = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
     if bounds:
-        total, table = upper_bound(nets.critic, tuple(real.shape[1:]), device)
-        report["upper_bound"] = {
-            "value": total if math.isfinite(total) else None,
-            "certified": math.isfinite(total) and certified(table),
-            "method": "product of per-layer constants: dense layers exact, convolutions certified (circular"
-            " embedding), others estimated by seeded power iteration where marked",
-            "layers": [vars(e) | {"bound": e.bound if math.isfinite(e.bound) else None} for e in table],
-        }
+        report["upper_bound"] = _upper_bound_report(nets.critic, tuple(real.shape[1:]), device)
     word, why = verdict(report["sets"]["interp"], tol, nets.cfg.loss)
     report["verdict"] = {"status": word, "detail": why}
     report["seconds"] = round(time.perf_counter() - started, 3)
-    report["_norms"] = norms_by_set  # tensors for histograms; dropped from JSON
-    return report
+    return Analysis(report, norms_by_set)
 
 
-def trajectory(
-    run: Path,
-    n: int = TRAJECTORY_N,
-    seed: int = 0,
-    tol: float = DEFAULT_TOL,
-    raw: bool = False,
-    device: str = "cpu",
-    data: str | None = None,
-    noise_std: float | None = None,
-) -> list[dict[str, Any]]:
+def _alignment_summary(critic: nn.Module, real: Tensor, fake: Tensor, g: torch.Generator) -> dict[str, Any]:
+    """`alignment` on the first ALIGNMENT_PAIRS points, paired by the optimal coupling."""
+    k = min(len(real), ALIGNMENT_PAIRS)
+    cos = alignment(critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
+    q = torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64))
+    return {
+        "pairs": k,
+        "coupling": "optimal",
+        "mean": float(cos.mean()),
+        **{f"q{round(p * 100):02d}": float(v) for p, v in zip(QUANTILES, q)},
+    }
+
+
+def _upper_bound_report(critic: nn.Module, shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:
+    total, table = upper_bound(critic, shape, device)
+    return {
+        "value": total if math.isfinite(total) else None,
+        "certified": math.isfinite(total) and certified(table),
+        "method": "product of per-layer constants: dense layers exact, convolutions certified (circular"
+        " embedding), others estimated by seeded power iteration where marked",
+        "layers": [vars(e) | {"bound": e.bound if math.isfinite(e.bound) else None} for e in table],
+    }
+
+
+def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> list[dict[str, Any]]:
     """`analyse` at every checkpoint of a run (a run folder, or one checkpoint file), in step
     order, on the same real points, latents and interpolation coefficients throughout. Each
     row keeps the upper bound's value, not its per-layer table."""
@@ -480,13 +508,45 @@ def trajectory(
     if not paths:
         paths = [find_checkpoint(run)]  # a file, or a clear error for a folder with none
     rows, real = [], None
+    m = measure
     for path in paths:
         nets = load(path, device=device)
         if real is None:
-            real = real_points(nets, n, seed, data)
-        report = analyse(nets, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise_std, real=real)
-        report.pop("_norms")
+            real = real_points(nets, m.n, m.seed, m.data)
+        report = analyse(nets, n=m.n, seed=m.seed, tol=m.tol, raw=m.raw, noise_std=m.noise_std, real=real).report
         report["upper_bound"].pop("layers")
         report["checkpoint"] = str(path)
         rows.append(report)
     return rows
+
+
+def histogram_bins(norms: Tensor, bins: int = 12) -> list[tuple[float, float, int]]:
+    """(low edge, high edge, count) of `bins` equal bins from 0 to the largest norm."""
+    x = norms.double().cpu()
+    hi = max(float(x.max()), 1e-12)
+    counts = torch.histc(x, bins=bins, min=0.0, max=hi)
+    return [(hi * i / bins, hi * (i + 1) / bins, int(c)) for i, c in enumerate(counts)]
+
+
+def draw_histograms(path: Path, norms: dict[str, Tensor], step: int) -> None:
+    """The per-set norm histograms of one checkpoint, overlaid, as a PNG."""
+    from ganctl.render import histograms
+
+    histograms(path, {k: v.cpu().numpy() for k, v in norms.items()}, f"||grad D||  step {step}")
+
+
+def draw_trajectories(path: Path, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """The interpolate-norm quantiles of every run's checkpoints against step, as a PNG."""
+    import numpy as np
+
+    from ganctl.render import quantile_trajectories
+
+    series = {
+        name: {
+            "step": np.array([r["step"] for r in rows]),
+            **{q: np.array([r["sets"]["interp"][q] for r in rows]) for q in ("q05", "q50", "q95")},
+        }
+        for name, rows in runs.items()
+    }
+    title = "||grad D(x_hat)|| at interpolates, by step: median (thick), q05 and q95 (thin)"
+    quantile_trajectories(path, series, title)

@@ -4,14 +4,13 @@ or existing runs and checkpoints compared without training."""
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ganctl.cli.options import Device, Json
-from ganctl.cli.output import TrainProgress, handle_errors, print_json, stderr
+from ganctl.cli.options import Json, Seed, TrainDevice
+from ganctl.cli.output import TrainProgress, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import default
 from ganctl.recipes import compared_methods
 
@@ -29,12 +28,9 @@ class CompareProgress:
             what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[payload["state"]]
             trial = payload.get("trial")
             which = "" if trial is None else " (report)" if trial == "report" else f" trial {trial}"
-            stderr.print(
+            say(
                 f"[{payload['index'] + 1}/{payload['total']}] {payload['method']}{which} seed {payload['seed']}: {what}"
-                f" ({payload['run_dir']})",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
+                f" ({payload['run_dir']})"
             )
             return
         if kind == "start":
@@ -60,31 +56,27 @@ def _fmt(key: str, stat: dict[str, float] | None, runs: int) -> str:
 
 
 def _table(result: dict[str, Any]) -> None:
-    from ganctl.compare import columns
+    from ganctl.report import columns
 
     methods, marks = result["methods"], result["best"]
-    keys = {k for s in methods.values() for k in s}
-    shown = [(k, label) for k, label, _ in columns(keys) if k in keys]
-    if not stderr.is_terminal:  # plain, tab-separated, with '*' on the best value
-        print("\t".join(("method", "runs", *(k for k, _ in shown))), file=sys.stderr)
-        for method, s in methods.items():
-            cells = [_fmt(k, s.get(k), s["runs"]) + ("*" if method in marks.get(k, []) else "") for k, _ in shown]
-            print("\t".join((method, str(s["runs"]), *cells)), file=sys.stderr)
-        return
-    from rich.table import Table
+    shown = columns(k for s in methods.values() for k in s)
+    live = interactive()
 
-    table = Table(title="methods side by side (mean ± std over seeds; best in bold green)")
-    table.add_column("method")
-    table.add_column("runs", justify="right")
-    for _, label in shown:
-        table.add_column(label, justify="right")
-    for method, s in methods.items():
-        cells = []
-        for k, _ in shown:
-            text = _fmt(k, s.get(k), s["runs"])
-            cells.append(f"[bold green]{text}[/]" if method in marks.get(k, []) else text)
-        table.add_row(method, str(s["runs"]), *cells)
-    stderr.print(table)
+    def cell(method: str, key: str, s: dict[str, Any]) -> str:
+        text = _fmt(key, s.get(key), s["runs"])
+        if method not in marks.get(key, []):
+            return text
+        return f"[bold green]{text}[/]" if live else text + "*"
+
+    rows = [[method, str(s["runs"]), *(cell(method, k, s) for k, _, _ in shown)] for method, s in methods.items()]
+    if live:
+        table(
+            "methods side by side (mean ± std over seeds; best in bold green)",
+            ["method", "runs", *(label for _, label, _ in shown)],
+            rows,
+        )
+    else:  # plain, tab-separated, with '*' on the best value
+        plain([["method", "runs", *(k for k, _, _ in shown)], *rows])
 
 
 @handle_errors
@@ -98,7 +90,7 @@ def compare(
     ] = None,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated Lipschitz methods.")] = DEFAULT_METHODS,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per method: --seed, --seed + 1, ...")] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = 0,
+    seed: Seed = 0,
     steps: Annotated[
         int | None,
         typer.Option(
@@ -129,7 +121,7 @@ def compare(
             show_default=False,
         ),
     ] = None,
-    device: Device = None,
+    device: TrainDevice = None,
     json_output: Json = False,
 ) -> None:
     """Train each method with the same data, seeds and budget, then evaluate every run the same way.
@@ -151,7 +143,7 @@ def compare(
     # take an option's value), so train's own parser tells them apart.
     extra, words = parse_train_options(list(ctx.args), "compare")
     runs = [Path(w) for w in words]
-    device_name = str(resolve_device(device or "auto"))
+    device_name = str(resolve_device(device or default("device")))
     if runs:
         if extra or data or steps is not None:
             raise ConfigError("compare RUN_OR_CKPT...: training options make no sense when comparing existing runs")
@@ -192,21 +184,11 @@ def compare(
         if out is not None:
             names = ["compare.json", "compare.csv", "panel.png", "curves.png"]
             names += ["tune.json", "budget.png"] if "tuning" in result else []
-            stderr.print(
-                "results: " + ", ".join(str(out / name) for name in names),
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
+            say("results: " + ", ".join(str(out / name) for name in names))
 
 
 def _chosen(tuning: dict[str, Any]) -> None:
     for method, r in tuning["methods"].items():
         setting = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["chosen"].items())
         best = r["trials"][r["best_trial"]]["score"]
-        stderr.print(
-            f"{method}: trial {r['best_trial']} of {tuning['trials']} ({tuning['metric']} {best:.4g}): {setting}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        say(f"{method}: trial {r['best_trial']} of {tuning['trials']} ({tuning['metric']} {best:.4g}): {setting}")

@@ -6,36 +6,20 @@ how much), 2 bad input.
 
 from __future__ import annotations
 
-import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ganctl.cli.options import DEVICE_HELP, Json
-from ganctl.cli.output import EXIT_CHECK_FAILED, handle_errors, print_json, stderr
+from ganctl.analysis.defaults import EVAL_N
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed
+from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
-
-EVAL_N = 10_000  # `ganctl.evaluation.EVAL_N`, read here without importing torch (a test checks they agree)
-
-# (flag, metric name without its feature space, "max" or "min")
-THRESHOLDS = (
-    ("--max-fid", "fid", "max"),
-    ("--max-kid", "kid", "max"),
-    ("--min-precision", "precision", "min"),
-    ("--min-recall", "recall", "min"),
-    ("--min-density", "density", "min"),
-    ("--min-coverage", "coverage", "min"),
-    ("--min-valid", "valid_share", "min"),
-    ("--min-modes", "modes", "min"),
-    ("--min-hq", "hq_share", "min"),
-    ("--max-w1", "w1", "max"),
-)
+from ganctl.metrics import EVAL_THRESHOLDS, threshold
 
 
-def _limit(flag: str, what: str) -> Any:
-    return typer.Option(flag, help=what, show_default=False)
+def _limit(flag: str) -> typer.models.OptionInfo:
+    return typer.Option(flag, help=threshold(flag).help, show_default=False)
 
 
 @handle_errors
@@ -61,8 +45,8 @@ def evaluate(
         str,
         typer.Option("--metrics", help=f"Image metrics, comma-separated: {', '.join(FIDELITY_METRICS)}, or none."),
     ] = ",".join(FIDELITY_METRICS),
-    n: Annotated[int, typer.Option("--n", help="Generated samples; real ones too (all of a smaller set).")] = EVAL_N,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the latents and of the real sample.")] = 0,
+    n: N = EVAL_N,
+    seed: Seed = 0,
     features: Annotated[
         str,
         typer.Option(
@@ -83,30 +67,27 @@ def evaluate(
         int | None,
         typer.Option("--image-size", help="With --fake: the real images' side.", show_default=False),
     ] = None,
-    raw: Annotated[bool, typer.Option("--raw", help="The raw generator instead of the EMA one.")] = False,
-    max_fid: Annotated[float | None, _limit("--max-fid", "Fail (exit 1) when FID is above this.")] = None,
-    max_kid: Annotated[float | None, _limit("--max-kid", "Fail when KID is above this.")] = None,
-    min_precision: Annotated[float | None, _limit("--min-precision", "Fail when precision is below this.")] = None,
-    min_recall: Annotated[float | None, _limit("--min-recall", "Fail when recall is below this.")] = None,
-    min_density: Annotated[float | None, _limit("--min-density", "Fail when density is below this.")] = None,
-    min_coverage: Annotated[float | None, _limit("--min-coverage", "Fail when coverage is below this.")] = None,
-    min_valid: Annotated[
-        float | None, _limit("--min-valid", "shapes: fail when the valid share is below this.")
-    ] = None,
-    min_modes: Annotated[float | None, _limit("--min-modes", "Fail when fewer modes are covered.")] = None,
-    min_hq: Annotated[float | None, _limit("--min-hq", "2-D: fail when the high-quality share is below this.")] = None,
-    max_w1: Annotated[float | None, _limit("--max-w1", "2-D: fail when W1 is above this.")] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help=f"{DEVICE_HELP} (default: cpu)", show_default=False)
-    ] = None,
+    raw: Raw = False,
+    max_fid: Annotated[float | None, _limit("--max-fid")] = None,
+    max_kid: Annotated[float | None, _limit("--max-kid")] = None,
+    min_precision: Annotated[float | None, _limit("--min-precision")] = None,
+    min_recall: Annotated[float | None, _limit("--min-recall")] = None,
+    min_density: Annotated[float | None, _limit("--min-density")] = None,
+    min_coverage: Annotated[float | None, _limit("--min-coverage")] = None,
+    min_valid: Annotated[float | None, _limit("--min-valid")] = None,
+    min_modes: Annotated[float | None, _limit("--min-modes")] = None,
+    min_hq: Annotated[float | None, _limit("--min-hq")] = None,
+    max_w1: Annotated[float | None, _limit("--max-w1")] = None,
+    device: Device = None,
     json_output: Json = False,
 ) -> None:
     """Score a generator: its data's own metrics and, on images, FID, KID, precision/recall, density/coverage.
 
-    On 2-D data: modes, high-quality share and W1 with a perfect generator's W1 beside it. On
-    shapes: the judge's valid share and modes. On images, every number names its feature space:
-    fid\\[inception] for the Inception-v3 of published FIDs (from --inception), fid\\[random-conv]
-    for the weight-free fallback, which is not comparable to published FIDs.
+    --n generated samples (default 10000), scored against as many real ones (all of a smaller
+    set). On 2-D data: modes, high-quality share and W1 with a perfect generator's W1 beside it.
+    On shapes: the judge's valid share and modes. On images, every number names its feature
+    space: fid\\[inception] for the Inception-v3 of published FIDs (from --inception),
+    fid\\[random-conv] for the weight-free fallback, which is not comparable to published FIDs.
 
     Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input.
     """
@@ -114,31 +95,28 @@ def evaluate(
 
     from ganctl.config import metric_list
     from ganctl.errors import ConfigError
+    from ganctl.metrics import check_limits, gate
 
     started = time.perf_counter()
     given = locals()
-    limits = {flag: given[flag[2:].replace("-", "_")] for flag, _, _ in THRESHOLDS}
+    limits = {t.flag: given[t.flag[2:].replace("-", "_")] for t in EVAL_THRESHOLDS}
     if n < 2:
         raise ConfigError(f"--n must be at least 2, got {n}")
     if (source is None) == (fake is None):
         raise ConfigError("give a run folder or checkpoint, or --fake PATH with --data REAL (not both)")
     if fake is not None and data is None:
         raise ConfigError("--fake needs --data: the real data to score against")
-    for flag, value in limits.items():
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"{flag} must be a finite number, got {value}")
+    check_limits(limits, EVAL_THRESHOLDS)
     chosen = metric_list(metrics)
     report = _run(source, fake, data, chosen, n, seed, features, inception, image_size, raw, device)
-    report["thresholds"] = check(report["metrics"], limits)
+    result = gate(report["metrics"], limits, EVAL_THRESHOLDS)
+    report["thresholds"] = result.to_dict()
     report["seconds"] = round(time.perf_counter() - started, 3)
     if json_output:
         print_json(report)
     else:
         _table(report)
-    for line in report["thresholds"]["broken"]:
-        stderr.print(f"threshold broken: {line}", markup=False, highlight=False, soft_wrap=True)
-    if report["thresholds"]["broken"]:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    finish(result)
 
 
 def _run(
@@ -158,7 +136,7 @@ def _run(
     from ganctl.devices import resolve_device
     from ganctl.evaluation import choose_space, evaluate_checkpoint, evaluate_files
 
-    target = resolve_device(device or "cpu")
+    target = resolve_device(device or MEASURE_DEVICE)
     if source is not None:
         from ganctl.checkpoint import load
 
@@ -168,27 +146,6 @@ def _run(
         return evaluate_checkpoint(nets, metrics, space, n, seed, data, raw)
     space = choose_space(features, inception, target) if data_kind(data) == "images" and metrics else None
     return evaluate_files(fake, data, metrics, space, n, seed, image_size)
-
-
-def check(values: dict[str, Any], limits: dict[str, float | None]) -> dict[str, Any]:
-    """The broken thresholds, each as a sentence with the numbers. A threshold on a metric that
-    was not measured is bad input."""
-    from ganctl.errors import ConfigError
-
-    broken = []
-    for flag, name, direction in THRESHOLDS:
-        limit = limits[flag]
-        if limit is None:
-            continue
-        key = next((k for k in values if k == name or k.startswith(f"{name}[")), None)
-        if key is None:
-            raise ConfigError(f"{flag}: {name} was not measured here (measured: {', '.join(values) or 'nothing'})")
-        value = float(values[key])
-        bad = value > limit if direction == "max" else value < limit
-        if bad or math.isnan(value):
-            relation = ">" if direction == "max" else "<"
-            broken.append(f"{key} {value:.6g} {relation} {flag} {limit} (by {abs(value - limit):.6g})")
-    return {"limits": {f: v for f, v in limits.items() if v is not None}, "broken": broken, "passed": not broken}
 
 
 def _fmt(value: Any) -> str:
@@ -202,26 +159,14 @@ def _table(report: dict[str, Any]) -> None:
     what = source.get("fake") or f"{source['checkpoint']} (step {source['step']}, {source['generator']} generator)"
     heading = f"{what} against {report['data']}: {report['n_fake']} generated"
     heading += f", {report['n_real']} real" if "n_real" in report else ""
-    if not stderr.is_terminal:  # plain, tab-separated, when piped
-        print(heading, file=sys.stderr)
-        for key, value in metrics.items():
-            print(f"{key}\t{_fmt(value)}", file=sys.stderr)
-    else:
-        from rich.table import Table
-
-        table = Table(title=heading)
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in metrics.items():
-            table.add_row(key, _fmt(value))
-        stderr.print(table)
+    rows = [[key, _fmt(value)] for key, value in metrics.items()]
+    if interactive():
+        table(heading, ["metric", "value"], rows)
+    else:  # plain, tab-separated, when piped
+        say(heading)
+        plain(rows)
     if space is not None:
         kind = (
             "the standard Inception-v3" if space["standard"] else f"{space['label']}: not comparable to published FIDs"
         )
-        stderr.print(
-            f"feature space: {kind} (weights sha256 {space['sha256'][:16]}...)",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        say(f"feature space: {kind} (weights sha256 {space['sha256'][:16]}...)")

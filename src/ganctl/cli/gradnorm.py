@@ -7,7 +7,6 @@ how much), 2 bad input.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,58 +15,16 @@ import typer
 from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.analysis.defaults import TOL as DEFAULT_TOL
 from ganctl.analysis.defaults import TRAJECTORY_N
-from ganctl.cli.options import DEVICE_HELP, Json
-from ganctl.cli.output import EXIT_CHECK_FAILED, handle_errors, print_json, stderr
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed
+from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
+from ganctl.metrics import threshold
+
+COLUMNS = ("mean", "std", "min", "q05", "q50", "q95", "max", "above", "below", "vanishing")
+SHARES = ("above", "below", "vanishing")
 
 
-def check_thresholds(
-    report: dict[str, Any], max_violation: float | None, max_norm: float | None, min_norm: float | None
-) -> list[str]:
-    """The broken thresholds, each as a sentence with the numbers."""
-    interp = report["sets"]["interp"]
-    broken = []
-    if max_violation is not None and interp["above"] > max_violation:
-        broken.append(
-            f"violation share {interp['above']:.4f} > --max-violation {max_violation} (by "
-            f"{interp['above'] - max_violation:.4f})"
-        )
-    largest = max(s["max"] for s in report["sets"].values())
-    if max_norm is not None and largest > max_norm:
-        broken.append(f"largest gradient norm {largest:.4f} > --max-norm {max_norm} (by {largest - max_norm:.4f})")
-    if min_norm is not None and interp["mean"] < min_norm:
-        broken.append(
-            f"mean interpolate norm {interp['mean']:.4f} < --min-norm {min_norm} (by {min_norm - interp['mean']:.4f})"
-        )
-    return broken
-
-
-def _table(report: dict[str, Any]) -> None:
-    cols = ("mean", "std", "min", "q05", "q50", "q95", "max", "above", "below", "vanishing")
-    if not stderr.is_terminal:  # plain, whitespace-separated columns when piped
-        print("\t".join(("set", *cols)), file=sys.stderr)
-        for name, s in report["sets"].items():
-            print("\t".join((name, *(f"{s[c]:.6g}" for c in cols))), file=sys.stderr)
-        return
-    from rich.table import Table
-
-    table = Table(title=f"||grad D(x)||  step {report['step']}  n={report['n']}  tol={report['tol']}")
-    table.add_column("set")
-    for c in cols:
-        table.add_column(c, justify="right")
-    for name, s in report["sets"].items():
-        table.add_row(name, *(f"{s[c]:.1%}" if c in ("above", "below", "vanishing") else f"{s[c]:.4g}" for c in cols))
-    stderr.print(table)
-
-
-def _histogram(norms: Any, width: int = 40, bins: int = 12) -> list[str]:
-    import torch
-
-    x = norms.double().cpu()
-    hi = max(float(x.max()), 1e-12)
-    counts = torch.histc(x, bins=bins, min=0.0, max=hi)
-    top = float(counts.max()) or 1.0
-    edges = [hi * i / bins for i in range(bins + 1)]
-    return [f"{edges[i]:8.3g}-{edges[i + 1]:<8.3g} {'#' * round(width * float(c) / top)}" for i, c in enumerate(counts)]
+def _limit(flag: str) -> typer.models.OptionInfo:
+    return typer.Option(flag, help=threshold(flag).help, show_default=False)
 
 
 @handle_errors
@@ -81,22 +38,12 @@ def gradnorm(
             metavar="CKPT_OR_RUN",
         ),
     ],
-    n: Annotated[
-        int | None,
-        typer.Option(
-            "--n",
-            help=f"Points per set (default: {DEFAULT_N} for one checkpoint, {TRAJECTORY_N} per checkpoint of a "
-            f"trajectory).",
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for data, latents and interpolation.")] = 0,
+    n: N = None,
+    seed: Seed = 0,
     tol: Annotated[
         float, typer.Option("--tol", help="Norms above 1 + tol are violations, below 1 - tol under-use.")
     ] = DEFAULT_TOL,
-    raw: Annotated[
-        bool, typer.Option("--raw", help="Generated points from the raw generator instead of the EMA one.")
-    ] = False,
+    raw: Raw = False,
     data: Annotated[
         str | None,
         typer.Option(
@@ -118,33 +65,23 @@ def gradnorm(
             show_default=False,
         ),
     ] = None,
-    max_violation: Annotated[
-        float | None,
-        typer.Option(
-            "--max-violation",
-            help="Fail (exit 1) when the interpolates' violation share exceeds this.",
-            show_default=False,
-        ),
-    ] = None,
-    max_norm: Annotated[
-        float | None, typer.Option("--max-norm", help="Fail when any measured norm exceeds this.", show_default=False)
-    ] = None,
-    min_norm: Annotated[
-        float | None,
-        typer.Option("--min-norm", help="Fail when the interpolates' mean norm is below this.", show_default=False),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help=f"{DEVICE_HELP} (default: cpu)", show_default=False)
-    ] = None,
+    max_violation: Annotated[float | None, _limit("--max-violation")] = None,
+    max_norm: Annotated[float | None, _limit("--max-norm")] = None,
+    min_norm: Annotated[float | None, _limit("--min-norm")] = None,
+    device: Device = None,
     json_output: Json = False,
 ) -> None:
     """Measure the critic's input-gradient norm on real, generated and interpolated points.
 
-    Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input. For a trajectory
-    the thresholds apply to each run's last checkpoint.
+    --n points per set (default 4096 for one checkpoint, 1024 per checkpoint of a trajectory);
+    the seed draws the data, latents and interpolation. Exit 0 when every threshold holds, 1
+    when one is broken, 2 on bad input. For a trajectory the thresholds apply to each run's
+    last checkpoint.
     """
+    from ganctl.analysis.gradnorm import Measure
     from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
+    from ganctl.metrics import GRADNORM_THRESHOLDS, check_limits
 
     if n is not None and n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
@@ -152,106 +89,71 @@ def gradnorm(
         raise ConfigError(f"--tol must be a finite number >= 0, got {tol}")
     if noise is not None and not (noise > 0 and math.isfinite(noise)):
         raise ConfigError(f"--noise must be a finite number > 0, got {noise}")
-    device_name = str(resolve_device(device or "cpu"))
-    limits = (max_violation, max_norm, min_norm)
-    if len(paths) == 1 and not paths[0].is_dir():
-        _one(paths[0], n or DEFAULT_N, seed, tol, raw, data, noise, png, limits, device_name, json_output)
+    limits = {"--max-violation": max_violation, "--max-norm": max_norm, "--min-norm": min_norm}
+    check_limits(limits, GRADNORM_THRESHOLDS)
+    device_name = str(resolve_device(device or MEASURE_DEVICE))
+    one = len(paths) == 1 and not paths[0].is_dir()
+    measure = Measure(n or (DEFAULT_N if one else TRAJECTORY_N), seed or 0, tol, raw, data, noise)
+    if one:
+        _one(paths[0], measure, device_name, limits, png, json_output)
     else:
-        _trajectories(paths, n or TRAJECTORY_N, seed, tol, raw, data, noise, png, limits, device_name, json_output)
+        _trajectories(paths, measure, device_name, limits, png, json_output)
 
 
-def _thresholds(reports: dict[str, dict[str, Any]], limits: tuple) -> dict[str, Any]:
-    broken = [
-        f"{name}: {line}" if name else line
-        for name, report in reports.items()
-        for line in check_thresholds(report, *limits)
-    ]
-    max_violation, max_norm, min_norm = limits
-    return {
-        "max_violation": max_violation,
-        "max_norm": max_norm,
-        "min_norm": min_norm,
-        "broken": broken,
-        "passed": not broken,
-    }
-
-
-def _finish(thresholds: dict[str, Any]) -> None:
-    for line in thresholds["broken"]:
-        stderr.print(f"threshold broken: {line}", markup=False, highlight=False, soft_wrap=True)
-    if thresholds["broken"]:
-        raise typer.Exit(EXIT_CHECK_FAILED)
-
-
-def _one(
-    path: Path,
-    n: int,
-    seed: int,
-    tol: float,
-    raw: bool,
-    data: str | None,
-    noise: float | None,
-    png: Path | None,
-    limits: tuple,
-    device: str,
-    json_output: bool,
-) -> None:
-    from ganctl.analysis.gradnorm import analyse, real_points
+def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
+    from ganctl.analysis.gradnorm import analyse, draw_histograms, real_points
     from ganctl.checkpoint import load
+    from ganctl.metrics import GRADNORM_THRESHOLDS, gate
 
     nets = load(path, device=device)
-    real = real_points(nets, n, seed, data) if data is not None else None
-    report = analyse(nets, n=n, seed=seed, tol=tol, raw=raw, noise_std=noise, real=real)
-    norms = report.pop("_norms")
+    real = real_points(nets, m.n, m.seed, m.data) if m.data is not None else None
+    analysis = analyse(nets, n=m.n, seed=m.seed, tol=m.tol, raw=m.raw, noise_std=m.noise_std, real=real)
+    report = analysis.report
     report["checkpoint"] = str(nets.path)
-    report["data"] = data or nets.cfg.data
-    report["thresholds"] = _thresholds({"": report}, limits)
+    report["data"] = m.data or nets.cfg.data
+    result = gate(analysis.gate_values(), limits, GRADNORM_THRESHOLDS)
+    report["thresholds"] = result.to_dict()
     if png is not None:
-        from ganctl.render import histograms
-
-        histograms(png, {k: v.cpu().numpy() for k, v in norms.items()}, f"||grad D||  step {report['step']}")
+        draw_histograms(png, analysis.norms, report["step"])
     if json_output:
         print_json(report)
     else:
-        _table(report)
-        for line in _histogram(norms["interp"]):
-            stderr.print(f"interp {line}", markup=False, highlight=False)
-        lb, ub = report["lower_bound"], report["upper_bound"]
-        stderr.print(
-            f"Lipschitz lower bound {lb['value']:.4g} (pairs {lb['pairs']:.4g}, largest norm "
-            f"{lb['max_grad_norm']:.4g});"
-            f" upper bound {ub['value'] if ub['value'] is None else format(ub['value'], '.4g')}"
-            f" ({'certified' if ub['certified'] else 'not certified: some layer constants are estimated'};"
-            " per layer in --json)",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        al = report["alignment"]
-        stderr.print(
-            f"alignment cos(grad D(x_hat), x_real - x_fake) on {al['pairs']} optimally coupled pairs:"
-            f" mean {al['mean']:.3f}, median {al['q50']:.3f} (the optimal critic scores about 0.9 on this many"
-            " pairs, and 0.15 to 0.66 on independent ones: docs/gradnorm.md)",
-            markup=False,
-            highlight=False,
-        )
-        v = report["verdict"]
-        stderr.print(f"verdict: {v['status']}: {v['detail']}", markup=False, highlight=False, soft_wrap=True)
-    _finish(report["thresholds"])
+        _report(report, analysis.norms["interp"])
+    finish(result)
 
 
-TRAJECTORY_COLUMNS = (
-    ("step", "step"),
-    ("interp mean", "mean"),
-    ("q05", "q05"),
-    ("q50", "q50"),
-    ("q95", "q95"),
-    ("above", "above"),
-    ("vanishing", "vanishing"),
-    ("align", None),
-    ("lower", None),
-    ("verdict", None),
-)
+def _report(report: dict[str, Any], interp_norms: Any) -> None:
+    """One checkpoint's report for people: the table, a text histogram and the sentences."""
+    from ganctl.analysis.gradnorm import histogram_bins
+
+    sets = report["sets"].items()
+    if interactive():
+        rows = [[name, *(f"{s[c]:.1%}" if c in SHARES else f"{s[c]:.4g}" for c in COLUMNS)] for name, s in sets]
+        table(f"||grad D(x)||  step {report['step']}  n={report['n']}  tol={report['tol']}", ["set", *COLUMNS], rows)
+    else:  # plain, whitespace-separated columns when piped
+        plain([["set", *COLUMNS], *([name, *(f"{s[c]:.6g}" for c in COLUMNS)] for name, s in sets)])
+    bins = histogram_bins(interp_norms)
+    top = max(count for _, _, count in bins) or 1
+    for lo, hi, count in bins:
+        say(f"interp {lo:8.3g}-{hi:<8.3g} {'#' * round(40 * count / top)}")
+    lb, ub = report["lower_bound"], report["upper_bound"]
+    upper = "None" if ub["value"] is None else format(ub["value"], ".4g")
+    certainty = "certified" if ub["certified"] else "not certified: some layer constants are estimated"
+    say(
+        f"Lipschitz lower bound {lb['value']:.4g} (pairs {lb['pairs']:.4g}, largest norm {lb['max_grad_norm']:.4g});"
+        f" upper bound {upper} ({certainty}; per layer in --json)"
+    )
+    al = report["alignment"]
+    say(
+        f"alignment cos(grad D(x_hat), x_real - x_fake) on {al['pairs']} optimally coupled pairs:"
+        f" mean {al['mean']:.3f}, median {al['q50']:.3f} (the optimal critic scores about 0.9 on this many"
+        " pairs, and 0.15 to 0.66 on independent ones: docs/gradnorm.md)"
+    )
+    v = report["verdict"]
+    say(f"verdict: {v['status']}: {v['detail']}")
+
+
+TRAJECTORY_COLUMNS = ("step", "interp mean", "q05", "q50", "q95", "above", "vanishing", "align", "lower", "verdict")
 
 
 def _row(report: dict[str, Any]) -> list[str]:
@@ -267,74 +169,39 @@ def _row(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _trajectories(
-    paths: list[Path],
-    n: int,
-    seed: int,
-    tol: float,
-    raw: bool,
-    data: str | None,
-    noise: float | None,
-    png: Path | None,
-    limits: tuple,
-    device: str,
-    json_output: bool,
-) -> None:
+def _trajectories(paths: list[Path], m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
     import time
 
-    from ganctl.analysis.gradnorm import trajectory
+    from ganctl.analysis.gradnorm import draw_trajectories, gate_values, trajectory
+    from ganctl.metrics import GRADNORM_THRESHOLDS, Gate, gate
 
     started = time.perf_counter()
     names = _names(paths)
-    runs = {
-        name: trajectory(path, n=n, seed=seed, tol=tol, raw=raw, device=device, data=data, noise_std=noise)
-        for name, path in zip(names, paths)
-    }
-    thresholds = _thresholds({name: rows[-1] for name, rows in runs.items()}, limits)
+    runs = {name: trajectory(path, m, device) for name, path in zip(names, paths)}
+    result = Gate()
+    for name, rows in runs.items():  # each run's last checkpoint; the sentences name the run
+        gate(gate_values(rows[-1]), limits, GRADNORM_THRESHOLDS, where=name, into=result)
     if png is not None:
-        import numpy as np
-
-        from ganctl.render import quantile_trajectories
-
-        series = {
-            name: {
-                "step": np.array([r["step"] for r in rows]),
-                **{q: np.array([r["sets"]["interp"][q] for r in rows]) for q in ("q05", "q50", "q95")},
-            }
-            for name, rows in runs.items()
-        }
-        quantile_trajectories(
-            png, series, "||grad D(x_hat)|| at interpolates, by step: median (thick), q05 and q95 (thin)"
-        )
+        draw_trajectories(png, runs)
     if json_output:
         print_json(
             {
-                "runs": [
-                    {"run": str(path), "name": name, "checkpoints": runs[name]} for name, path in zip(names, paths)
-                ],
-                "n": n,
-                "seed": seed,
-                "tol": tol,
-                "thresholds": thresholds,
+                "runs": [{"run": str(p), "name": name, "checkpoints": runs[name]} for name, p in zip(names, paths)],
+                "n": m.n,
+                "seed": m.seed,
+                "tol": m.tol,
+                "thresholds": result.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
-    elif stderr.is_terminal:
-        from rich.table import Table
-
+    elif interactive():
         for name, rows in runs.items():
-            table = Table(title=f"{name}: ||grad D(x_hat)|| on interpolates, n={n}, tol={tol}")
-            for label, _ in TRAJECTORY_COLUMNS:
-                table.add_column(label, justify="left" if label == "verdict" else "right")
-            for report in rows:
-                table.add_row(*_row(report))
-            stderr.print(table)
+            title = f"{name}: ||grad D(x_hat)|| on interpolates, n={m.n}, tol={m.tol}"
+            table(title, list(TRAJECTORY_COLUMNS), [_row(r) for r in rows], left=(len(TRAJECTORY_COLUMNS) - 1,))
     else:
-        print("\t".join(("run", *(label.replace(" ", "_") for label, _ in TRAJECTORY_COLUMNS))), file=sys.stderr)
-        for name, rows in runs.items():
-            for report in rows:
-                print("\t".join((name, *_row(report))), file=sys.stderr)
-    _finish(thresholds)
+        header = ["run", *(label.replace(" ", "_") for label in TRAJECTORY_COLUMNS)]
+        plain([header, *([name, *_row(r)] for name, rows in runs.items() for r in rows)])
+    finish(result)
 
 
 def _names(paths: list[Path]) -> list[str]:

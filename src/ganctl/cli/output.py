@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ganctl.errors import GanctlError, Interrupted, TrainingFailed, WriteError
+from ganctl.metrics import Gate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +59,43 @@ def handle_errors(command: F) -> F:
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def say(text: str) -> None:
+    """One line on stderr, as it is (no markup, no highlighting, no wrapping)."""
+    stderr.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal: tables and colour then, plain tab-separated lines otherwise."""
+    return stderr.is_terminal
+
+
+def table(title: str, columns: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> None:
+    """A rich table on stderr; cells may carry rich markup. The columns numbered in `left` are
+    left-aligned, the rest right-aligned."""
+    from rich.table import Table
+
+    shown = Table(title=title)
+    for i, name in enumerate(columns):
+        shown.add_column(name, justify="left" if i in left else "right")
+    for row in rows:
+        shown.add_row(*row)
+    stderr.print(shown)
+
+
+def plain(rows: list[list[str]]) -> None:
+    """Tab-separated lines on stderr (the piped form of a table)."""
+    for row in rows:
+        print("\t".join(row), file=sys.stderr)
+
+
+def finish(result: Gate) -> None:
+    """Print each broken threshold and exit 1 when there is one."""
+    for line in result.broken:
+        say(f"threshold broken: {line}")
+    if result.broken:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _fmt(value: Any) -> str:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ganctl.cli.options import DEVICE_HELP, Json
-from ganctl.cli.output import handle_errors, print_json, stderr
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Overwrite, Raw, Seed
+from ganctl.cli.output import handle_errors, print_json, say
 
 
 @handle_errors
@@ -22,30 +22,31 @@ def sample(
             "--out", help="samples.png (grid or 2-D scatter), a folder (one PNG per image), .npy or .safetensors."
         ),
     ],
-    n: Annotated[int, typer.Option("--n", help="Samples (with --interpolate: strips).")] = 64,
+    n: N = 64,
     fmt: Annotated[
         str | None,
         typer.Option("--format", help="png | dir | npy | safetensors. (default: from --out)", show_default=False),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the latents.")] = 0,
-    raw: Annotated[bool, typer.Option("--raw", help="Use the raw generator instead of the EMA one.")] = False,
+    seed: Seed = 0,
+    raw: Raw = False,
     interpolate: Annotated[
         int,
         typer.Option("--interpolate", help="K > 1: n strips of K samples along spherical paths between two latents."),
     ] = 0,
-    device: Annotated[
-        str | None, typer.Option("--device", help=f"{DEVICE_HELP} (default: cpu)", show_default=False)
-    ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    device: Device = None,
+    overwrite: Overwrite = False,
     json_output: Json = False,
 ) -> None:
-    """Draw samples from a checkpoint's generator (the EMA one unless --raw)."""
+    """Draw samples from a checkpoint's generator (the EMA one unless --raw).
+
+    --n samples (default 64), or with --interpolate K, --n strips of K samples each.
+    """
     from ganctl.checkpoint import load
     from ganctl.sampling import generate, infer_format, write_samples
 
     kind = infer_format(out, fmt)  # bad --out or --format fails before loading anything
-    nets = load(checkpoint, device=device or "cpu")
-    samples = generate(nets, n, seed=seed, raw=raw, interpolate=interpolate)
+    nets = load(checkpoint, device=device or MEASURE_DEVICE)
+    samples = generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate)
     meta = {
         "checkpoint": str(nets.path),
         "step": nets.step,
@@ -58,9 +59,4 @@ def sample(
     if json_output:
         print_json(summary)
     shown = out if kind != "dir" else f"{out}/ ({len(written)} files)"
-    stderr.print(
-        f"{summary['generator']} generator, step {nets.step}: {tuple(samples.shape)} -> {shown}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    say(f"{summary['generator']} generator, step {nets.step}: {tuple(samples.shape)} -> {shown}")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganctl.cli.options import DEVICE_HELP, SEED_HELP, Json
+from ganctl.cli.options import Json, Overwrite, Seed, TrainDevice
 from ganctl.cli.output import TrainProgress, handle_errors, print_json, print_summary
 from ganctl.config import POINT_DATA, choices
 from ganctl.recipes import available_methods, describe_default
@@ -169,8 +169,8 @@ def train(
         ),
     ] = None,
     threads: Annotated[int | None, _opt("--threads", help="CPU threads for the run.", field="threads")] = None,
-    seed: Annotated[int | None, _opt("--seed", help=SEED_HELP, field="seed")] = None,
-    device: Annotated[str | None, _opt("--device", help=DEVICE_HELP, field="device")] = None,
+    seed: Seed = None,
+    device: TrainDevice = None,
     log_every: Annotated[
         int | None, _opt("--log-every", help="Training scalars to metrics.jsonl.", field="log_every", panel=_SCHEDULE)
     ] = None,
@@ -267,7 +267,7 @@ def train(
             "--resume", help="Continue from a checkpoint file or run folder; only schedule settings may change."
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the checkpoints already in --out.")] = False,
+    overwrite: Overwrite = False,
     nproc: Annotated[
         int | None,
         typer.Option(
