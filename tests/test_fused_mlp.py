@@ -43,17 +43,8 @@ def zero_centred_grads(grads):
 def fused(net, real, fake, leaves, loss, penalty, scale=1.0, workspace=None):
     """The hand-written step with `penalty` (gp or zero_centred) and its closed-form derivative."""
     grads_of = gp_grads if penalty is gp else zero_centred_grads
-    return fused_mlp.critic_step(
-        fused_mlp.layers_of(net),
-        real,
-        fake,
-        leaves,
-        get_loss(loss),
-        penalty,
-        grads_of,
-        penalty_scale=scale,
-        workspace=workspace,
-    )
+    terms = fused_mlp.Penalty(penalty, grads_of, scale)
+    return fused_mlp.critic_step(fused_mlp.layers_of(net), real, fake, leaves, get_loss(loss), terms, workspace)
 
 
 def batches(b: int = 9, d: int = 3, at: str = "interp", seed: int = 7):

@@ -156,3 +156,134 @@ def test_loss_arch_and_data_names_are_one_list_each():
     assert tuple(losses.available_losses()) == config.LOSSES
     assert tuple(models.available_archs()) == config.ARCHS
     assert tuple(toy.available_datasets()) == config.POINT_DATA
+
+
+def _calls(path: Path) -> list[tuple[str, ast.Call]]:
+    """(enclosing function's qualified name, call) for every call in a file."""
+    found: list[tuple[str, ast.Call]] = []
+
+    def visit(node: ast.AST, scope: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, [*scope, child.name])
+            else:
+                if isinstance(child, ast.Call):
+                    found.append((".".join(scope), child))
+                visit(child, scope)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), [])
+    return found
+
+
+# Where a config enters ganctl and is resolved, once (docs/design.md, "Settings").
+RESOLVE_ENTRIES = {"training._train", "engine.resume", "jobs.job_config", "checkpoint.load"}
+
+
+def test_the_config_is_resolved_only_where_a_run_enters():
+    sites = {
+        f"{module_name(path)}.{scope}"
+        for path in SRC.rglob("*.py")
+        for scope, call in _calls(path)
+        if (isinstance(call.func, ast.Name) and call.func.id == "resolve")
+        or (isinstance(call.func, ast.Attribute) and call.func.attr == "resolve" and "recipes" in ast.unparse(call))
+    }
+    assert sites == RESOLVE_ENTRIES
+
+
+def test_trainers_jobs_and_checkpoints_carry_the_resolved_config(tmp_path):
+    import pytest
+
+    from ganctl import jobs
+    from ganctl.config import ResolvedConfig
+    from ganctl.engine import Trainer
+    from ganctl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="resolved config"):
+        Trainer(TrainConfig(steps=1))
+    (job,) = jobs.plan({"steps": 1}, ["sn"], [0], tmp_path)
+    assert isinstance(job.config, ResolvedConfig) and job.config.loss == "hinge"
+    ganctl.train(TrainConfig(steps=1, width=8, depth=1, eval_samples=100, device="cpu"), tmp_path / "run")
+    assert isinstance(ganctl.load(tmp_path / "run").cfg, ResolvedConfig)
+
+
+def _sources(tmp_path: Path) -> list:
+    import numpy as np
+    from PIL import Image
+
+    from ganctl.data import builtin_names, load_dataset
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    np.save(tmp_path / "a.npy", np.zeros((4, 16, 16, 3), dtype=np.uint8))
+    names = [*builtin_names(), str(folder), str(tmp_path / "a.npy")]
+    return [load_dataset(TrainConfig(data=name)) for name in names]
+
+
+def _protocol_members() -> list[str]:
+    from ganctl.data import DataSource
+
+    declared = [
+        k for k, v in vars(DataSource).items() if not k.startswith("_") and (callable(v) or isinstance(v, property))
+    ]
+    return [*DataSource.__annotations__, *declared]
+
+
+def test_every_data_source_implements_the_protocol(tmp_path):
+    import torch
+
+    from ganctl.data import Classes, DataSource, Judge, Mixture
+
+    members = _protocol_members()
+    for source in _sources(tmp_path):
+        assert isinstance(source, DataSource), source.name
+        assert all(hasattr(source, m) for m in members)
+        assert source.kind in ("points", "images")
+        assert source.length is None or source.length == len(source) > 0
+        assert source.mixture is None or isinstance(source.mixture, Mixture)
+        assert source.judge is None or isinstance(source.judge, Judge)
+        assert source.classes is None or isinstance(source.classes, Classes)
+        assert isinstance(source.skipped, tuple) and isinstance(source.fingerprint(), str)
+        g = torch.Generator().manual_seed(0)
+        batch = source.sample(3, g, "cpu")
+        chunks = list(source.chunks(5, g, 2))
+        assert tuple(batch.shape) == (3, *source.shape) and [len(c) for c in chunks][-1] in (1, 2)
+        assert source.to(torch.device("cpu")) is not None
+
+
+def test_no_data_capability_is_probed_outside_data():
+
+    capabilities = set(_protocol_members()) | {"images", "centres", "std", "quality"}
+    probes = [
+        f"{module_name(path)}.{scope}: {ast.unparse(call)}"
+        for path in SRC.rglob("*.py")
+        if "data" not in path.relative_to(SRC).parts
+        for scope, call in _calls(path)
+        if isinstance(call.func, ast.Name)
+        and call.func.id in ("getattr", "hasattr")
+        and len(call.args) >= 2
+        and isinstance(call.args[1], ast.Constant)
+        and call.args[1].value in capabilities
+    ]
+    assert not probes, probes
+
+
+def test_no_library_function_is_long_or_takes_many_parameters():
+    """Bodies of at most 60 lines and at most 8 parameters (docs/design.md); a command's own
+    function declares its options and is exempt from the count of parameters."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+            lines = body[-1].end_lineno - body[0].lineno + 1 if body else 0
+            a = node.args
+            params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg not in ("self", "cls")]
+            command = path.parent.name == "cli" and any(
+                isinstance(d, ast.Name) and d.id == "handle_errors" for d in node.decorator_list
+            )
+            if lines > 60 or (len(params) > 8 and not command):
+                offenders.append(f"{module_name(path)}.{node.name}: {lines} lines, {len(params)} parameters")
+    assert not offenders, offenders

@@ -217,16 +217,9 @@ class Trainer(Networks):
         leaves = penalties.penalty_points(at, real, fake, self.rng)
         self.opt_d.zero_grad(set_to_none=True)
         if leaves and self._fused_layers is not None:
+            penalty_terms = fused_mlp.Penalty(self.strategy.penalty, self.strategy.penalty_grads, cfg.reg_every)
             d_real, d_fake, loss, penalty, grads = fused_mlp.critic_step(
-                self._fused_layers,
-                real,
-                fake,
-                leaves,
-                self.loss,
-                self.strategy.penalty,
-                self.strategy.penalty_grads,
-                cfg.reg_every,
-                self._workspace,
+                self._fused_layers, real, fake, leaves, self.loss, penalty_terms, self._workspace
             )
         else:
             d_real, d_fake, loss, penalty, grads = self._critic_backward(real, fake, leaves)

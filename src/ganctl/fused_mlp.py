@@ -48,6 +48,14 @@ class Layer(NamedTuple):
     slope: float | None  # slope of the activation after this layer below zero; None: output layer
 
 
+class Penalty(NamedTuple):
+    """A gradient penalty as the hand-written step needs it."""
+
+    value: Callable[[list[Tensor]], Tensor]  # the penalty from each penalised set's input gradients
+    grads: Callable[[list[Tensor]], list[Tensor]]  # d penalty / d g for each set's gradients g
+    scale: float = 1.0  # its weight in the step's objective (lazy regularisation's N)
+
+
 class Step(NamedTuple):
     d_real: Tensor  # (B, 1)
     d_fake: Tensor  # (B, 1)
@@ -106,15 +114,13 @@ def critic_step(
     fake: Tensor,
     leaves: dict[str, Tensor],
     loss: Loss,
-    penalty_fn: Callable[[list[Tensor]], Tensor],
-    penalty_grads: Callable[[list[Tensor]], list[Tensor]],
-    penalty_scale: float = 1.0,
+    penalty: Penalty,
     workspace: dict | None = None,
 ) -> Step:
-    """loss.critic(D(real), D(fake)) + penalty_scale * penalty_fn(input gradients at `leaves`),
+    """loss.critic(D(real), D(fake)) + penalty.scale * penalty.value(input gradients at `leaves`),
     its gradient written to every weight's and bias's `.grad` (replacing what was there). The
     loss's and the penalty's own derivatives come in closed form (`loss.critic_grad`,
-    `penalty_grads`: d penalty / d g per set). `leaves` maps point-set names ("real", "fake",
+    `penalty.grads`: d penalty / d g per set). `leaves` maps point-set names ("real", "fake",
     "interp") to the penalised points; `real` and `fake` are (B, d) batches that carry no
     graph. A `workspace` dict, kept by the caller across steps, holds the row buffers so that
     they are allocated once (fresh memory costs page faults on every step, a large share of
@@ -154,10 +160,10 @@ def critic_step(
 
     # 3. The penalty, and its derivative with respect to the input gradients.
     grads = [x_grad[i * b : (i + 1) * b].view_as(leaves[n]) for i, n in enumerate(names)]
-    penalty = penalty_fn(grads)
-    adjoint = torch.cat([g.flatten(1) for g in penalty_grads(grads)])  # (P, d)
-    if penalty_scale != 1.0:
-        adjoint.mul_(penalty_scale)
+    value = penalty.value(grads)
+    adjoint = torch.cat([g.flatten(1) for g in penalty.grads(grads)])  # (P, d)
+    if penalty.scale != 1.0:
+        adjoint.mul_(penalty.scale)
 
     # 4. Bottom-up: e_0 = d penalty / d grad_x D, e_k = (e_{k-1} W_{k-1}^T) * s'(z_{k-1}),
     # kept in the spare rows of hs[k] so that one product gives each weight's gradient.
@@ -172,7 +178,7 @@ def critic_step(
         layer.weight.grad = _weight_grad(delta, hs[k])  # [delta; a]^T [h; e]: loss and penalty at once
         if layer.bias is not None:
             layer.bias.grad = delta[: 2 * b].sum(0)  # the penalty does not reach a bias
-    return Step(d_real, d_fake, loss.critic(d_real, d_fake), penalty, grads)
+    return Step(d_real, d_fake, loss.critic(d_real, d_fake), value, grads)
 
 
 class _Buffers:

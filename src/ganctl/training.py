@@ -136,179 +136,176 @@ def _train(
     else:  # a comparison's job arrives resolved; anything else is resolved here, once
         config = config or TrainConfig()
         trainer = Trainer(config if isinstance(config, ResolvedConfig) else resolve(config))
-    cfg = trainer.cfg
-    main = world.main
-    folder = RunFolder(out)
-    log: RunLog | None = None
-    failure: Exception | None = None
-    if main:
-        try:
-            folder.prepare(resuming=resume is not None, overwrite=overwrite)
-            folder.write_config(cfg.to_dict())
-            log = RunLog(folder, cfg, trainer.step if resume is not None else None)
-            evaluator = Evaluator(trainer)
-            for skipped in trainer.dataset.skipped:
-                emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
-        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
-            failure = exc
-    if not distributed.all_ok(failure is None, world):
-        if failure is not None:
-            raise failure
-        raise ConfigError(f"rank {world.rank}: rank 0 could not set up the run (its message says why)")
-    first_step = trainer.step
-    for note in trainer.notes:
-        emit("warning", {"message": note})
-    emit(
-        "start",
-        {
-            "config": cfg.to_dict(),
-            "device": str(trainer.device),
-            "step": first_step,
-            "out": str(out),
-            "exact_resume": trainer.exact_resume,
-            "world_size": world.size,
-        },
-    )
-
-    def save_checkpoint(step: int) -> Path | None:  # a collective: every rank's stream is kept
-        states = distributed.gather_states(trainer.rng.get_state(), world, trainer.device)
-        if not main:
-            return None
-        path = checkpoint.save(trainer, folder.checkpoint_path(step), states if world.active else None)
-        for removed in folder.prune(cfg.keep_last, readable=checkpoint.peek):
-            emit("pruned", {"path": str(removed)})
-        return path
-
+    run = _Run(trainer, RunFolder(out), world, emit)
     try:
+        run.set_up(resuming=resume is not None, overwrite=overwrite)
         with interrupts.guard() as stop:
-            return _loop(
-                trainer,
-                folder,
-                world,
-                main,
-                emit,
-                save_checkpoint,
-                stop,
-                first_step,
-                log if main else None,
-                evaluator if main else None,
-            )
+            return run.loop(stop)
     except WriteError as exc:  # a full disk: say which checkpoint is whole and how to go on from it
         exc.resumable = True
         try:
-            exc.last_good = str(checkpoint.peek_newest(folder.path)[0])
+            exc.last_good = str(checkpoint.peek_newest(run.folder.path)[0])
         except CheckpointError:  # none written yet, or none whole
             exc.last_good = None
         raise
     finally:
-        if log is not None:
-            log.close()
+        if run.log is not None:
+            run.log.close()
 
 
-def _loop(
-    trainer: Trainer,
-    folder: RunFolder,
-    world: Any,
-    main: bool,
-    emit: EventHandler,
-    save_checkpoint: Callable[[int], Path | None],
-    stop: interrupts.Guard,
-    first_step: int,
-    log: RunLog | None,
-    evaluator: Evaluator | None,
-) -> dict[str, Any]:
-    cfg = trainer.cfg
-    started = time.perf_counter()
-    last_ckpt, saved_at = None, None
-    found = folder.checkpoints()  # (rollback under torchrun needs a shared filesystem)
-    last_good: Path | None = found[-1] if found else None  # a resumed run's own checkpoints count
-    last_stats: dict[str, Any] = {}
-    rollbacks = 0
-    while trainer.step < cfg.steps:
+class _Run:
+    """One training run in progress: the trainer, its folder, and on rank 0 its log and
+    evaluator. Every rank steps the loop; rank 0 alone evaluates, draws, logs and reports."""
+
+    def __init__(self, trainer: Trainer, folder: RunFolder, world: distributed.World, emit: EventHandler):
+        self.trainer, self.cfg, self.folder, self.world, self.emit = trainer, trainer.cfg, folder, world, emit
+        self.main = world.main
+        self.log: RunLog | None = None
+        self.evaluator: Evaluator | None = None
+        found = folder.checkpoints()  # (rollback under torchrun needs a shared filesystem)
+        self.last_good: Path | None = found[-1] if found else None  # a resumed run's own checkpoints count
+        self.last_ckpt: Path | None = None
+        self.saved_at: int | None = None
+        self.rollbacks = 0
+        self.last_stats: dict[str, Any] = {}
+
+    def set_up(self, resuming: bool, overwrite: bool) -> None:
+        """Prepare the folder, the log and the evaluator on rank 0 (every rank learns whether
+        that worked), then announce the start."""
+        trainer, world, failure = self.trainer, self.world, None
+        if self.main:
+            try:
+                self.folder.prepare(resuming=resuming, overwrite=overwrite)
+                self.folder.write_config(self.cfg.to_dict())
+                self.log = RunLog(self.folder, self.cfg, trainer.step if resuming else None)
+                self.evaluator = Evaluator(trainer)
+                for skipped in trainer.dataset.skipped:
+                    self.emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
+                failure = exc
+        if not distributed.all_ok(failure is None, world):
+            if failure is not None:
+                raise failure
+            raise ConfigError(f"rank {world.rank}: rank 0 could not set up the run (its message says why)")
+        self.first_step = trainer.step
+        for note in trainer.notes:
+            self.emit("warning", {"message": note})
+        start = {"config": self.cfg.to_dict(), "device": str(trainer.device), "step": self.first_step}
+        start.update(out=str(self.folder.path), exact_resume=trainer.exact_resume, world_size=world.size)
+        self.emit("start", start)
+
+    def save_checkpoint(self, step: int) -> Path | None:
+        """A collective: every rank's random stream is gathered; rank 0 writes and prunes."""
+        trainer, world = self.trainer, self.world
+        states = distributed.gather_states(trainer.rng.get_state(), world, trainer.device)
+        if not self.main:
+            return None
+        path = checkpoint.save(trainer, self.folder.checkpoint_path(step), states if world.active else None)
+        for removed in self.folder.prune(self.cfg.keep_last, readable=checkpoint.peek):
+            self.emit("pruned", {"path": str(removed)})
+        return path
+
+    def loop(self, stop: interrupts.Guard) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.started = started
+        while self.trainer.step < self.cfg.steps:
+            if not self.step():
+                continue
+            step = self.trainer.step
+            self.stop_if_signalled(stop, step)
+            if _due(step, self.cfg.ckpt_every):
+                self.last_ckpt, self.saved_at = self.save_checkpoint(step), step
+                self.last_good = self.folder.checkpoint_path(step)
+                if self.main:
+                    self.emit("checkpoint", {"step": step, "path": str(self.last_ckpt)})
+            if self.main:
+                self.report(step)
+        wall = time.perf_counter() - started
+        if self.saved_at != self.trainer.step:
+            self.last_ckpt = self.save_checkpoint(self.trainer.step)
+        in_sync = distributed.in_sync([self.trainer.generator, self.trainer.critic], self.world)
+        if not self.main:
+            return {"rank": self.world.rank, "in_sync": in_sync}
+        return self.summary(wall, in_sync)
+
+    def step(self) -> bool:
+        """One training step; False when a non-finite value was rolled back instead."""
         try:
-            trainer.train_step()
+            self.trainer.train_step()
+            return True
         except NonFinite as exc:
-            if cfg.on_nonfinite != "rollback" or last_good is None or rollbacks >= MAX_ROLLBACKS:
-                why = (
-                    ""
-                    if cfg.on_nonfinite != "rollback"
-                    else (
-                        "; no checkpoint to roll back to"
-                        if last_good is None
-                        else f"; rolled back {rollbacks} times already"
-                    )
-                )
+            cfg, last_good = self.cfg, self.last_good
+            if cfg.on_nonfinite != "rollback" or last_good is None or self.rollbacks >= MAX_ROLLBACKS:
+                why = ""
+                if cfg.on_nonfinite == "rollback":
+                    why = "; no checkpoint to roll back to" if last_good is None else ""
+                    why = why or f"; rolled back {self.rollbacks} times already"
                 raise TrainingFailed(
                     f"{exc}{why}; last good checkpoint: {last_good or 'none'}"
                     " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)"
                 ) from None
-            rollbacks += 1
-            trainer.roll_back(checkpoint.read_state(last_good)[0], rollbacks)
-            message = f"{exc}; rolled back to {last_good} with a fresh random stream ({rollbacks}/{MAX_ROLLBACKS})"
-            emit("warning", {"message": message})
-            continue
-        step = trainer.step
-        # A signal ends the run after this step, with a checkpoint (every rank must agree).
-        if not distributed.all_ok(stop.signum is None, world):
-            path = save_checkpoint(step) if saved_at != step else last_ckpt
-            if path is not None:
-                last_good = path
-            signum = stop.signum or 15
-            raise Interrupted(
-                f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
-                f" continue with: ganctl train --resume {path}",
-                signum,
-            )
-        if _due(step, cfg.ckpt_every):
-            last_ckpt, saved_at = save_checkpoint(step), step
-            last_good = folder.checkpoint_path(step)
-            if main:
-                emit("checkpoint", {"step": step, "path": str(last_ckpt)})
-        if not main:
-            continue
-        record = {"step": step}
+            self.rollbacks += 1
+            self.trainer.roll_back(checkpoint.read_state(last_good)[0], self.rollbacks)
+            message = f"{exc}; rolled back to {last_good} with a fresh random stream ({self.rollbacks}/{MAX_ROLLBACKS})"
+            self.emit("warning", {"message": message})
+            return False
+
+    def stop_if_signalled(self, stop: interrupts.Guard, step: int) -> None:
+        """A signal ends the run after this step, with a checkpoint (every rank must agree)."""
+        if distributed.all_ok(stop.signum is None, self.world):
+            return
+        path = self.save_checkpoint(step) if self.saved_at != step else self.last_ckpt
+        if path is not None:
+            self.last_good = path
+        raise Interrupted(
+            f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
+            f" continue with: ganctl train --resume {path}",
+            stop.signum or 15,
+        )
+
+    def report(self, step: int) -> None:
+        """Rank 0's log record, evaluation and picture at this step, as their schedules say."""
+        cfg, log, evaluator = self.cfg, self.log, self.evaluator
+        record: dict[str, Any] = {"step": step}
         if _due(step, cfg.log_every):
-            last_stats = trainer.pop_stats()
-            record.update(last_stats)
-            record["elapsed_s"] = round(time.perf_counter() - started, 3)
+            self.last_stats = self.trainer.pop_stats()
+            record.update(self.last_stats)
+            record["elapsed_s"] = round(time.perf_counter() - self.started, 3)
         if _due(step, cfg.eval_every):
             record.update({f"eval/{k}": v for k, v in evaluator.evaluate().items()})
             log.histogram("gradnorm/interp", evaluator.last_norms, step)
         if len(record) > 1:
             log.write(record)
-            emit("log", record)
+            self.emit("log", record)
         if _due(step, cfg.sample_every):
-            picture = folder.sample_path(step)
+            picture = self.folder.sample_path(step)
             log.picture("samples", evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {step}"), step)
-            emit("sample", {"step": step, "path": str(picture)})
-        emit("step", {"step": step})
-    wall = time.perf_counter() - started
+            self.emit("sample", {"step": step, "path": str(picture)})
+        self.emit("step", {"step": step})
 
-    if saved_at != trainer.step:
-        last_ckpt = save_checkpoint(trainer.step)
-    in_sync = distributed.in_sync([trainer.generator, trainer.critic], world)
-    if not main:
-        return {"rank": world.rank, "in_sync": in_sync}
-    final = evaluator.evaluate()
-    stats = {**last_stats, **trainer.pop_stats()}  # steps since the last log, over that log
-    picture = folder.sample_path(None)
-    evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {trainer.step} (final)")
-    trained = trainer.step - first_step
-    summary = {
-        "run_dir": str(folder.path),
-        "checkpoint": str(last_ckpt),
-        "picture": str(picture),
-        "step": trainer.step,
-        "steps_trained": trained,
-        "wall_s": round(wall, 3),
-        "s_per_step": round(wall / trained, 6) if trained else None,
-        "device": str(trainer.device),
-        "exact_resume": trainer.exact_resume,
-        "world_size": world.size,
-        "ranks_in_sync": in_sync,
-        "final": {**stats, **final},
-        "image_metrics_on": evaluator.measured_on(),
-        "config": cfg.to_dict(),
-    }
-    emit("end", summary)
-    return summary
+    def summary(self, wall: float, in_sync: bool) -> dict[str, Any]:
+        """The final evaluation and picture, and the run's summary (emitted as "end")."""
+        trainer, cfg, evaluator = self.trainer, self.cfg, self.evaluator
+        final = evaluator.evaluate()
+        stats = {**self.last_stats, **trainer.pop_stats()}  # steps since the last log, over that log
+        picture = self.folder.sample_path(None)
+        evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {trainer.step} (final)")
+        trained = trainer.step - self.first_step
+        summary = {
+            "run_dir": str(self.folder.path),
+            "checkpoint": str(self.last_ckpt),
+            "picture": str(picture),
+            "step": trainer.step,
+            "steps_trained": trained,
+            "wall_s": round(wall, 3),
+            "s_per_step": round(wall / trained, 6) if trained else None,
+            "device": str(trainer.device),
+            "exact_resume": trainer.exact_resume,
+            "world_size": self.world.size,
+            "ranks_in_sync": in_sync,
+            "final": {**stats, **final},
+            "image_metrics_on": evaluator.measured_on(),
+            "config": cfg.to_dict(),
+        }
+        self.emit("end", summary)
+        return summary

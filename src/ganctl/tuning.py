@@ -68,6 +68,16 @@ def _final(job: jobs.Job, device: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """The same tuning budget for every method: `trials` settings, each trained on `seeds` tuning
+    seeds and scored by `metric` (None: W1 on 2-D data, the run's FID on images)."""
+
+    trials: int
+    seeds: int = 1
+    metric: str | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     """A tuning: every method's K trials on the tuning seeds, scored by `metric`, then each
     method's best trial on the report seeds."""
@@ -103,21 +113,20 @@ class Plan:
 def tune(
     base: dict[str, Any],
     methods: list[str],
-    k: int,
-    tune_seeds: int,
+    budget: Budget,
     report_seeds: list[int],
     out: Path,
     device: str = "cpu",
-    metric: str | None = None,
     on_event: jobs.EventHandler | None = None,
 ) -> dict[str, Any]:
-    """Tune every method with K trials on `tune_seeds` seeds, train each one's best setting on
+    """Tune every method within the same `budget`, train each one's best setting on
     `report_seeds`, and compare those runs as `ganctl compare` does."""
+    k, metric = budget.trials, budget.metric
     if k < 1:
         raise ConfigError(f"--tune must be >= 1, got {k}")
-    if tune_seeds < 1:
-        raise ConfigError(f"--tune-seeds must be >= 1, got {tune_seeds}")
-    seeds = [TUNE_SEED_BASE + i for i in range(tune_seeds)]
+    if budget.seeds < 1:
+        raise ConfigError(f"--tune-seeds must be >= 1, got {budget.seeds}")
+    seeds = [TUNE_SEED_BASE + i for i in range(budget.seeds)]
     if set(seeds) & set(report_seeds):
         raise ConfigError(f"report seeds {report_seeds} overlap the tuning seeds {seeds}: choose another --seed")
     base = {**base, "device": device}

@@ -160,18 +160,12 @@ def compare(
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         report_seeds = list(range(seed, seed + seeds))
         if tune is not None:
+            from ganctl.tuning import Budget
             from ganctl.tuning import tune as run_tune
 
+            budget = Budget(tune, tune_seeds, tune_metric)
             result = run_tune(
-                base,
-                method_list,
-                tune,
-                tune_seeds,
-                report_seeds,
-                out,
-                device=device_name,
-                metric=tune_metric,
-                on_event=CompareProgress(),
+                base, method_list, budget, report_seeds, out, device=device_name, on_event=CompareProgress()
             )
         else:
             result = run_compare(base, method_list, report_seeds, out, device=device_name, on_event=CompareProgress())

@@ -93,8 +93,11 @@ def evaluate(
     """
     import time
 
-    from ganctl.config import metric_list
+    from ganctl.checkpoint import load
+    from ganctl.config import data_kind, metric_list
+    from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
+    from ganctl.evaluation import choose_space, evaluate_checkpoint, evaluate_files
     from ganctl.metrics import check_limits, gate
 
     started = time.perf_counter()
@@ -108,7 +111,14 @@ def evaluate(
         raise ConfigError("--fake needs --data: the real data to score against")
     check_limits(limits, EVAL_THRESHOLDS)
     chosen = metric_list(metrics)
-    report = _run(source, fake, data, chosen, n, seed, features, inception, image_size, raw, device)
+    target = resolve_device(device or MEASURE_DEVICE)
+    nets = load(source, device=target) if source is not None else None
+    images = data_kind(data or nets.cfg.data) == "images"
+    space = choose_space(features, inception, target) if images and chosen else None
+    if nets is not None:
+        report = evaluate_checkpoint(nets, chosen, space, n, seed or 0, data, raw)
+    else:
+        report = evaluate_files(fake, data, chosen, space, n, seed or 0, image_size)
     result = gate(report["metrics"], limits, EVAL_THRESHOLDS)
     report["thresholds"] = result.to_dict()
     report["seconds"] = round(time.perf_counter() - started, 3)
@@ -117,35 +127,6 @@ def evaluate(
     else:
         _table(report)
     finish(result)
-
-
-def _run(
-    source: Path | None,
-    fake: Path | None,
-    data: str | None,
-    metrics: tuple[str, ...],
-    n: int,
-    seed: int,
-    features: str,
-    inception: str | None,
-    image_size: int | None,
-    raw: bool,
-    device: str | None,
-) -> dict:
-    from ganctl.config import data_kind
-    from ganctl.devices import resolve_device
-    from ganctl.evaluation import choose_space, evaluate_checkpoint, evaluate_files
-
-    target = resolve_device(device or MEASURE_DEVICE)
-    if source is not None:
-        from ganctl.checkpoint import load
-
-        nets = load(source, device=target)
-        kind = data_kind(data or nets.cfg.data)
-        space = choose_space(features, inception, target) if kind == "images" and metrics else None
-        return evaluate_checkpoint(nets, metrics, space, n, seed, data, raw)
-    space = choose_space(features, inception, target) if data_kind(data) == "images" and metrics else None
-    return evaluate_files(fake, data, metrics, space, n, seed, image_size)
 
 
 def _fmt(value: Any) -> str:
