@@ -131,13 +131,15 @@ def test_lazy_regularisation_intervals_each_get_a_row(tmp_path):
 def test_the_eval_benchmark_runs_and_reports_every_space_and_size(tmp_path):
     pytest.importorskip("torch_fidelity")
     out = tmp_path / "eval.json"
-    args = ["--images", "2", "--inception-images", "2", "--n", "40", "--json", str(out)]
+    args = ["--images", "2", "--inception-images", "2", "--vgg-images", "1", "--n", "40", "--json", str(out)]
     r = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "eval_bench.py"), *args], capture_output=True, text=True, timeout=600
     )
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     cpu = [(f["space"], f["size"]) for f in result["features"] if f["device"] == "cpu"]
-    assert cpu == [("random-conv", 32), ("random-conv", 64), ("inception", 32), ("inception", 64)]
+    spaces = ("random-conv", "inception", "vgg16")
+    assert cpu == [(space, size) for space in spaces for size in (32, 64)]
     assert all(f["s_per_1000"] > 0 for f in result["features"])
-    assert set(result["metrics"]["2048"]) == {"fid", "kid", "pr", "dc"}
+    assert set(result["metrics"]["2048"]) == {"fid", "kid", "is", "pr", "dc"}
+    assert result["protocol"]["cpu"]["generated_50k_h"] > 0

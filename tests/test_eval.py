@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import ganctl
 from ganctl import evaluation
-from ganctl.analysis import features
+from ganctl.analysis import features, scores
 from ganctl.cli import app
 from ganctl.data.shapes import ShapesSet
 
@@ -65,7 +65,7 @@ def test_fid_and_kid_match_an_independent_computation_on_the_same_features(image
     nets = ganctl.load(image_run)
     space = features.random_conv()
     fake = torch.cat(list(evaluation.generated_chunks(nets, n, seed=0))).double()
-    real = torch.cat(list(ShapesSet(16).chunks(n, torch.Generator().manual_seed(0), evaluation.CHUNK)))
+    real = torch.cat(list(ShapesSet(16).chunks(n, torch.Generator().manual_seed(0), scores.CHUNK)))
     x, y = space.features(real).double().numpy(), space.features(fake.float()).double().numpy()
     # A random ReLU network has a few dead units: constant in both sets, they add nothing to the
     # FID but make the covariances singular for scipy's sqrtm, so the reference drops them.
@@ -85,13 +85,13 @@ def test_fid_and_kid_match_an_independent_computation_on_the_same_features(image
 
 def test_the_real_features_are_cached_and_reused(image_run, monkeypatch):
     space = features.random_conv()
-    first = evaluation.real_features(space, ShapesSet(16), 30, seed=5)
+    first = scores.real_features(space, ShapesSet(16), 30, seed=5)
     calls = []
     real_extract = space.extract
     monkeypatch.setattr(space, "extract", lambda x: calls.append(len(x)) or real_extract(x))
-    again = evaluation.real_features(space, ShapesSet(16), 30, seed=5)
+    again = scores.real_features(space, ShapesSet(16), 30, seed=5)
     assert calls == [] and torch.equal(first.features, again.features) and again.cache == first.cache
-    evaluation.real_features(space, ShapesSet(16), 30, seed=6)  # another sample: computed
+    scores.real_features(space, ShapesSet(16), 30, seed=6)  # another sample: computed
     assert sum(calls) == 30
 
 
@@ -133,7 +133,7 @@ def test_points_from_any_generator_are_scored(tmp_path):
         (
             lambda p: np.save(p / "a.npy", np.zeros((5, 8, 8, 3), np.uint8)),
             ["--fake", "{p}/a.npy", "--data", "shapes"],
-            "generated images have shape (3, 8, 8), but the real images have (3, 32, 32)",
+            "the generated images are 8 x 8 but the real ones 32 x 32",
         ),
         (
             lambda p: write_pngs(p / "few", torch.rand(3, 3, 8, 8)),

@@ -4,6 +4,7 @@ from conftest import Linear, small
 from torch import nn
 from torch.testing import assert_close
 
+from ganctl import penalties
 from ganctl.engine import Trainer
 from ganctl.errors import ConfigError
 from ganctl.lipschitz import build_strategy
@@ -34,15 +35,44 @@ def test_registry_lists_every_method():
             ),
         ),
         ("zgp", dict(penalty_weight=10.0, penalty_at="interp", n_critic=5)),
-        ("r1", dict(optimizer="rmsprop", lr_d=1e-4, n_critic=1, penalty_weight=10.0, penalty_at="real", loss="ns")),
+        ("r1", dict(optimizer="rmsprop", lr_d=1e-4, n_critic=1, penalty_weight=20.0, penalty_at="real", loss="ns")),
         ("r2", dict(penalty_at="fake", loss="ns")),
-        ("sn", dict(optimizer="adam", lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=5, loss="hinge")),
+        ("sn", dict(optimizer="adam", lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=5, loss="hinge", lr_decay="linear")),
+        ("none", dict(optimizer="adam", lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1, loss="ns", batch_size=128)),
     ],
 )
 def test_published_recipes_resolve(method, expected):
-    cfg = resolve(small(data="shapes", lipschitz=method))  # the papers' recipes are for images
-    for key, value in expected.items():
+    cfg = resolve(small(data="shapes", lipschitz=method, batch_size=None))  # the papers' recipes are for images
+    for key, value in {"batch_size": 64, **expected}.items():
         assert getattr(cfg, key) == value, key
+
+
+def test_the_wgan_gp_resnet_recipe_is_its_cifar_code_s():
+    cfg = resolve(small(data="shapes", lipschitz="gp", arch="resnet", batch_size=None))
+    assert (cfg.lr_d, cfg.lr_g, cfg.beta1, cfg.beta2, cfg.n_critic, cfg.penalty_weight, cfg.lr_decay) == (
+        2e-4,
+        2e-4,
+        0.0,
+        0.9,
+        5,
+        10.0,
+        "linear",
+    )
+    assert resolve(small(data="shapes", lipschitz="gp", arch="dcgan")).lr_d == 1e-4
+    assert resolve(small(lipschitz="gp", arch="mlp")).lr_d == 1e-3  # 2-D data: the 2-D recipe
+
+
+def test_r1_applies_the_strength_of_the_code_it_cites():
+    # GAN_stability adds reg_param * E||grad D(x_real)||^2 with reg_param 10 and no 1/2
+    # (gan_training/train.py compute_grad2); ganctl writes gamma/2 E||grad||^2, so its recipe's
+    # gamma is 20. On a linear critic D(x) = w.x the gradient is w everywhere: the penalty is
+    # 10 ||w||^2 exactly.
+    cfg = resolve(small(data="shapes", lipschitz="r1"))
+    assert cfg.penalty_weight == 20.0
+    w = torch.tensor([0.3, -1.2, 2.0])
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    _, grads = penalties.input_grads(Linear(w), x)
+    assert_close(build_strategy(cfg).penalty([grads]), 10.0 * w.pow(2).sum())
 
 
 def test_two_d_data_uses_the_measured_recipes_and_flags_still_win():
@@ -75,7 +105,7 @@ def test_two_d_data_uses_the_measured_recipes_and_flags_still_win():
     for method in ("clip", "gp", "zgp", "r1", "sn"):  # every compared method has its own 2-D recipe
         two_d, image = resolve(small(lipschitz=method)), resolve(small(lipschitz=method, data="shapes"))
         assert two_d.lr_d != image.lr_d, method
-    assert resolve(small(lipschitz="r2")).penalty_weight == 10.0  # r2 was not tuned: the published gamma
+    assert resolve(small(lipschitz="r2")).penalty_weight == 20.0  # r2 was not tuned: the published strength
 
 
 def test_flags_override_recipes():

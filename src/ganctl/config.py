@@ -26,15 +26,14 @@ from ganctl.errors import ConfigError
 POINT_DATA = ("8gaussians", "25gaussians", "swissroll", "ring", "checkerboard")
 LOSSES = ("wasserstein", "hinge", "ns", "lsgan")  # `ganctl.losses` defines them
 ARCHS = ("mlp", "dcgan", "resnet")  # `ganctl.models` builds them
-FIDELITY_METRICS = ("fid", "kid", "pr", "dc")  # `ganctl.analysis.fidelity` computes them
+FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.analysis.fidelity` computes them
 
 # What the data decides when a setting is left out.
 POINTS_MODEL = {"arch": "mlp", "width": 128, "z_dim": 2}  # width 128 measured as good as 256, 4x faster
 IMAGE_ARCH = "dcgan"
 IMAGE_WIDTH = {"dcgan": 64, "resnet": 128}  # DCGAN's 64; the WGAN-GP / SN-GAN ResNet's 128
 IMAGE_Z_DIM = 128
-SHAPES_IMAGE_SIZE = 32  # the built-in `shapes` set
-FOLDER_IMAGE_SIZE = 64  # a folder of images (an array keeps its own size)
+SHAPES_IMAGE_SIZE = 32  # the built-in `shapes` set (files keep their own size)
 
 
 def data_kind(name: str) -> str:
@@ -46,7 +45,8 @@ def data_kind(name: str) -> str:
 class TrainConfig:
     # --- data -------------------------------------------------------------------------
     data: str = "25gaussians"  # a built-in set (2-D toy sets, shapes), an image folder or .npy/.npz
-    image_size: int | None = None  # images: side in pixels (None: 32 for shapes and arrays' own, 64 for folders)
+    image_size: int | None = None  # images: side in pixels (None: 32 for shapes, the data's own for files)
+    split: str = "train"  # CIFAR-10 as distributed: train (50,000 images) | test (10,000)
     channels: int | None = None  # images: 1 or 3 (None: the source's)
     hflip: bool = False  # images: random horizontal flips
 
@@ -75,7 +75,7 @@ class TrainConfig:
     beta1: float | None = None  # Adam only
     beta2: float | None = None  # Adam only
     n_critic: int | None = None  # critic steps per generator step
-    batch_size: int = 256  # samples per critic and generator step
+    batch_size: int | None = None  # samples per critic and generator step (None: the recipe's)
     steps: int = 3000  # generator iterations
     ema_decay: float = 0.999  # generator EMA (0 disables); warm-up min(d, (1+t)/(10+t))
     amp: str = "none"  # none | bf16 | fp16 (fp16 with a gradient scaler)
@@ -101,6 +101,7 @@ class TrainConfig:
     eval_metrics: str = "fid,pr"
     eval_features: str = "random-conv"  # random-conv | inception (needs --inception or $GANCTL_INCEPTION)
     inception: str | None = None
+    vgg: str | None = None  # VGG-16 weights (torchvision's layout): precision/recall and density/coverage there
     tensorboard: bool = False  # also write TensorBoard events under RUN/tensorboard (the `tensorboard` extra)
     on_nonfinite: str = "stop"  # stop | skip | rollback: what a NaN or Inf in a loss, penalty or gradient does
 
@@ -136,6 +137,7 @@ SCHEDULE_FIELDS = frozenset(
         "eval_metrics",
         "eval_features",
         "inception",
+        "vgg",
         "tensorboard",
         "device",
         "on_nonfinite",
@@ -155,6 +157,7 @@ _CHOICES = {
     "loss": LOSSES,
     "arch": ARCHS,
     "eval_features": ("random-conv", "inception"),
+    "split": ("train", "test"),
 }
 
 
@@ -270,11 +273,15 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name} must be in [0, 1), got {value}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"--ema-decay must be in [0, 1) (0 disables the EMA), got {cfg.ema_decay}")
-    metric_list(cfg.eval_metrics, "--eval-metrics")
+    if "is" in metric_list(cfg.eval_metrics, "--eval-metrics") and cfg.eval_features != "inception":
+        raise ConfigError(
+            "--eval-metrics is: the Inception Score needs Inception-v3's classifier; add --eval-features inception"
+            " (with --inception PATH)"
+        )
 
 
 def metric_list(text: str, flag: str = "--metrics") -> tuple[str, ...]:
-    """Comma-separated image metrics (fid, kid, pr, dc) as a tuple; "none" or "" is empty."""
+    """Comma-separated image metrics (fid, kid, is, pr, dc) as a tuple; "none" or "" is empty."""
     names = tuple(m.strip() for m in text.split(",") if m.strip() and m.strip() != "none")
     unknown = [m for m in names if m not in FIDELITY_METRICS]
     if unknown:

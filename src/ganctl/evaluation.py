@@ -1,18 +1,16 @@
 """How good a generator is, without the training loop: the data's quality metrics (2-D mode
-metrics, the `shapes` judge), image metrics in a feature space (FID, KID, precision/recall,
-density/coverage), `ganctl gradnorm`'s interpolate summary, and the run's pictures.
+metrics, the `shapes` judge), image metrics in named feature spaces (FID, KID, IS,
+precision/recall, density/coverage: `ganctl.analysis.scores`), `ganctl gradnorm`'s interpolate
+summary, and the run's pictures.
 
 `Evaluator` draws its real points, latents and interpolation coefficients once, from the
 evaluation stream (`ganctl.streams`), so every evaluation of a run, resumed or not, and of its
 checkpoints uses the same inputs. `score` is the same measurement for any generated samples
-(`ganctl eval`). A real set's features are cached under the image cache folder, keyed by the
-feature network's weights, the set's fingerprint, the sample count and the seed.
+(`ganctl eval`), and `save_reference` writes a real set's statistics file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +22,18 @@ from PIL import Image
 from torch import Tensor
 
 from ganctl import streams
-from ganctl.analysis import fidelity
+from ganctl.analysis import reference as references
+from ganctl.analysis import scores
 from ganctl.analysis.defaults import EVAL_N
-from ganctl.analysis.features import FeatureSpace, feature_space, inception, inception_path, random_conv
+from ganctl.analysis.features import inception, inception_path, random_conv, vgg16
 from ganctl.analysis.gradnorm import DEFAULT_TOL, gradient_norms, summarise
 from ganctl.analysis.quality import W1_POINTS, mixture_quality, w1_floor, wasserstein1
+from ganctl.analysis.reference import Reference
+from ganctl.analysis.scores import CHUNK, Generated, Spaces
 from ganctl.checkpoint import Checkpoint
 from ganctl.config import TrainConfig, metric_list
 from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
-from ganctl.fileio import atomic_path
 from ganctl.networks import Networks, eval_mode
 from ganctl.penalties import interpolate
 from ganctl.render import image_grid, save_image, scatter_over_field
@@ -43,8 +43,6 @@ PLOT_POINTS = 1000
 GRID_IMAGES = 64  # an 8 x 8 grid from fixed latents
 EVAL_BATCH = 500
 GRADNORM_POINTS = 512  # interpolates measured at each eval (the gradnorm command's summary)
-CHUNK = 500  # images per chunk through the generator and the feature network
-FEATURES_FORMAT = "ganctl.features/1"
 
 
 class Evaluator:
@@ -66,8 +64,8 @@ class Evaluator:
         )
         self.last_norms: Tensor | None = None  # the latest gradient-norm summary's norms (for histograms)
         self.metrics = () if self.points else metric_list(cfg.eval_metrics, "--eval-metrics")
-        self._space: FeatureSpace | None = None
-        self._real: RealFeatures | None = None
+        self._spaces: Spaces | None = None
+        self._real: dict[str, scores.RealFeatures] = {}
         if not self.points:
             return
         self.real = dataset.sample(cfg.eval_samples, rng, nets.device)
@@ -105,26 +103,33 @@ class Evaluator:
 
     def image_metrics(self, fake: Tensor) -> dict[str, float]:
         """The run's image metrics (--eval-metrics) of these samples against real images drawn
-        once from the evaluation stream, in the run's feature space (--eval-features)."""
+        once from the evaluation stream, in the run's feature spaces (--eval-features, --vgg)."""
         if not self.metrics:
             return {}
-        if self._space is None:
-            self._space = run_feature_space(self.nets.cfg, self.nets.device)
+        if self._spaces is None:
+            self._spaces = run_spaces(self.nets.cfg, self.nets.device)
             seed = streams.eval_seed(self.nets.cfg.seed, streams.EVAL_REAL_FEATURES)
-            self._real = real_features(self._space, self.dataset, len(self.latents), seed)
-        fake_features = self._space.features(fake)
-        return labelled(self._space, fidelity.compute(self._real.features, fake_features, self.metrics))
+            for space in scores.real_needed(self._spaces, self.metrics, None):
+                self._real[space.label] = scores.real_features(space, self.dataset, len(self.latents), seed)
+        generated = Generated(self._spaces, self.metrics)
+        generated.add(fake)
+        real = {label: r.features for label, r in self._real.items()}
+        return scores.image_metrics(self._spaces, self.metrics, generated, real)
 
     def measured_on(self) -> dict[str, Any] | None:
-        """What the image metrics were measured on (feature space and its weights' hash, sample
-        counts, the real set's fingerprint), once they have been; None before or without them."""
-        if self._space is None or self._real is None:
+        """What the image metrics were measured on (feature spaces and their weights' hashes,
+        sample counts, the real set's fingerprint, the resolution of both sides and whether the
+        numbers are standard), once they have been; None before or without them."""
+        if self._spaces is None:
             return None
+        real = next(iter(self._real.values()), None)
+        resolution = tuple(self.dataset.shape[-2:])
         return {
-            "feature_space": self._space.describe(),
+            **_spaces_described(self._spaces),
             "n_fake": len(self.latents),
-            "n_real": self._real.n,
-            "real_fingerprint": self._real.fingerprint,
+            "n_real": real.n if real is not None else None,
+            "real_fingerprint": self.dataset.fingerprint(),
+            **scores.provenance(self._spaces, self.metrics, self.dataset, resolution, False),
         }
 
     def gradnorm(self, fake: torch.Tensor) -> dict[str, float]:
@@ -196,80 +201,26 @@ def floor_of(dataset: DataSource, n: int, seed: int) -> tuple[float, float]:
 
 
 # --- image metrics ---------------------------------------------------------------------------
-def run_feature_space(cfg: TrainConfig, device: torch.device) -> FeatureSpace:
-    """A run's feature space for its evaluations: random-conv, or Inception-v3 from --inception
-    (or $GANCTL_INCEPTION)."""
+def run_spaces(cfg: TrainConfig, device: torch.device) -> Spaces:
+    """A run's feature spaces for its evaluations: random-conv, or Inception-v3 from --inception
+    (or $GANCTL_INCEPTION); and VGG-16 for precision/recall when --vgg is given."""
     if cfg.eval_features == "random-conv":
-        return random_conv(device)
-    path = inception_path(cfg.inception)
-    if path is None:
-        raise ConfigError("--eval-features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
-    return inception(path, device)
+        main = random_conv(device)
+    else:
+        path = inception_path(cfg.inception)
+        if path is None:
+            raise ConfigError("--eval-features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
+        main = inception(path, device)
+    spaces = Spaces(main, vgg16(Path(cfg.vgg).expanduser(), device) if cfg.vgg else None)
+    scores.check_metrics(spaces, metric_list(cfg.eval_metrics, "--eval-metrics"), "--eval-metrics")
+    return spaces
 
 
-def labelled(space: FeatureSpace, values: dict[str, float]) -> dict[str, float]:
-    """Metric names carry their feature space, so a fallback number is never read as a
-    published FID: fid[random-conv], precision[inception], ..."""
-    return {f"{k}[{space.label}]": v for k, v in values.items()}
-
-
-@dataclass
-class RealFeatures:
-    features: Tensor  # (n, dims), CPU float32
-    n: int
-    fingerprint: str  # of the real set (`dataset.fingerprint()`)
-    seed: int
-    cache: str | None  # the cache file, where it could be written
-
-
-def _cache_dir() -> Path:
-    from ganctl.data.images import cache_dir
-
-    return cache_dir()
-
-
-def real_features(space: FeatureSpace, dataset: DataSource, n: int, seed: int) -> RealFeatures:
-    """Features of n real images (all of a smaller finite set), read from the cache when the
-    same network has seen the same images, else computed and cached."""
-    n = min(n, dataset.length) if dataset.length is not None else n
-    fingerprint = dataset.fingerprint()
-    key = hashlib.sha256(f"{FEATURES_FORMAT}|{space.sha256}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
-    path = _cache_dir() / f"features-{key}.safetensors"
-    cached = _read_features(path, n)
-    if cached is None:
-        generator = torch.Generator().manual_seed(seed)
-        cached = torch.cat([space.features(chunk) for chunk in dataset.chunks(n, generator, CHUNK)])
-        _write_features(
-            path,
-            cached,
-            {"space": space.label, "sha256": space.sha256, "fingerprint": fingerprint, "n": n, "seed": seed},
-        )
-    return RealFeatures(cached, n, fingerprint, seed, str(path) if path.exists() else None)
-
-
-def _read_features(path: Path, n: int) -> Tensor | None:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "pt") as fh:
-            if (fh.metadata() or {}).get("format") != FEATURES_FORMAT:
-                return None
-            features = fh.get_tensor("features")
-    except (SafetensorError, OSError, ValueError, KeyError):
-        return None  # absent or damaged: computed again
-    return features if len(features) == n else None
-
-
-def _write_features(path: Path, features: Tensor, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    metadata = {"format": FEATURES_FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file({"features": features.contiguous()}, str(tmp), metadata=metadata)
-    except OSError:
-        pass  # the cache is an optimisation; an unwritable cache folder costs a recomputation
+def _spaces_described(spaces: Spaces) -> dict[str, Any]:
+    found = {"feature_space": spaces.main.describe()}
+    if spaces.pr is not None:
+        found["pr_feature_space"] = spaces.pr.describe()
+    return found
 
 
 def generated_chunks(nets: Networks, n: int, seed: int, raw: bool = False) -> Iterator[Tensor]:
@@ -280,40 +231,72 @@ def generated_chunks(nets: Networks, n: int, seed: int, raw: bool = False) -> It
         yield nets.sample(min(CHUNK, n - start), g, raw=raw).float()
 
 
+@dataclass(frozen=True)
+class Request:
+    """What `ganctl eval` measures: the image metrics and their spaces (None on 2-D data), the
+    sample count, the seed, which generator, and a reference statistics file for FID."""
+
+    metrics: tuple[str, ...] = ()
+    spaces: Spaces | None = None
+    n: int = EVAL_N
+    seed: int = 0
+    raw: bool = False
+    reference: Reference | None = None
+
+
 def score(
-    dataset: DataSource,
-    fake: Iterable[Tensor],
-    metrics: tuple[str, ...],
-    space: FeatureSpace | None,
-    n_real: int,
-    seed: int = 0,
+    dataset: DataSource | None, fake: Iterable[Tensor], request: Request, fake_resampled: bool = False
 ) -> dict[str, Any]:
     """How good `fake` (chunks of samples shaped like the data's) is as a sample of `dataset`:
     the data's own metrics (2-D: modes, high-quality share, W1; shapes: the judge) and, for
-    images, `metrics` in `space` against n_real real images. Returns the metrics and what they
-    were measured on."""
-    if dataset.kind == "points":
-        return _score_points(dataset, torch.cat([c.cpu() for c in fake]), n_real, seed)
-    judge = dataset.judge
-    modes, feats, n_fake = [], [], 0
+    images, the request's metrics against request.n real images (or the reference file's
+    statistics), with what they were measured on. `dataset` may be None for images scored
+    against a reference file alone (FID and IS)."""
+    if dataset is not None and dataset.kind == "points":
+        return _score_points(dataset, torch.cat([c.cpu() for c in fake]), request.n, request.seed)
+    spaces, metrics = request.spaces, request.metrics if request.spaces else ()
+    judge = dataset.judge if dataset is not None else None
+    generated, modes = Generated(spaces, metrics) if spaces else None, []
+    n_fake = 0
     for chunk in fake:
-        if chunk.dim() != 4 or tuple(chunk.shape[1:]) != tuple(dataset.shape):
+        if dataset is not None and (chunk.dim() != 4 or tuple(chunk.shape[1:]) != tuple(dataset.shape)):
             raise DataError(
                 f"generated images have shape {tuple(chunk.shape[1:])}, but the real images have {tuple(dataset.shape)}"
             )
         n_fake += len(chunk)
         if judge is not None:
             modes.append(judge(chunk))
-        if metrics and space is not None:
-            feats.append(space.features(chunk))
+        if generated is not None and metrics:
+            generated.add(chunk)
     result: dict[str, Any] = {"n_fake": n_fake, "metrics": {}}
     if judge is not None:
         result["metrics"].update(judge.quality_of_modes(torch.cat(modes)))
-    if metrics and space is not None:
-        real = real_features(space, dataset, n_real, seed)
-        result["metrics"].update(labelled(space, fidelity.compute(real.features, torch.cat(feats), metrics, seed)))
-        result.update({"n_real": real.n, "real_fingerprint": real.fingerprint, "feature_space": space.describe()})
+    if generated is not None and metrics:
+        result.update(_image_scores(dataset, generated, request, fake_resampled))
+        result["metrics"].update(result.pop("image_metrics"))
     return result
+
+
+def _image_scores(
+    dataset: DataSource | None, generated: Generated, request: Request, fake_resampled: bool
+) -> dict[str, Any]:
+    spaces, metrics, reference = request.spaces, request.metrics, request.reference
+    if reference is not None:
+        scores.check_resolution(reference.resolution, generated.resolution, f"--ref-stats {reference.path}")
+    real, out = {}, {}
+    for space in scores.real_needed(spaces, metrics, reference):
+        if dataset is None:
+            raise ConfigError(f"--metrics {','.join(metrics)}: need the real images (--data); --ref-stats serves FID")
+        found = scores.real_features(space, dataset, request.n, request.seed)
+        real[space.label] = found.features
+        out.update(n_real=found.n, real_fingerprint=found.fingerprint)
+    out["image_metrics"] = scores.image_metrics(spaces, metrics, generated, real, reference, request.seed)
+    out.update(_spaces_described(spaces))
+    if reference is not None:
+        out["reference"] = reference.describe()
+    against = reference if dataset is None else dataset
+    out.update(scores.provenance(spaces, metrics, against, generated.resolution, fake_resampled))
+    return out
 
 
 def _score_points(dataset: DataSource, fake: Tensor, n_real: int, seed: int) -> dict[str, Any]:
@@ -332,86 +315,68 @@ def _score_points(dataset: DataSource, fake: Tensor, n_real: int, seed: int) -> 
     return {"n_fake": len(fake), "n_real": len(real), "metrics": metrics}
 
 
-def choose_space(name: str, weights: str | None, device: torch.device | str) -> FeatureSpace:
-    """--features auto | random-conv | inception: auto takes Inception-v3 when a weights file is
-    given (--inception or $GANCTL_INCEPTION), else the random-conv fallback."""
-    if name == "auto":
-        return feature_space(weights, device)
-    if name == "random-conv":
-        return random_conv(device)
-    if name == "inception":
-        path = inception_path(weights)
-        if path is None:
-            raise ConfigError("--features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
-        return inception(path, device)
-    raise ConfigError(f"--features {name!r} is not one of: auto, random-conv, inception")
-
-
 # --- ganctl eval ------------------------------------------------------------------------------
-
-
-def evaluate_checkpoint(
-    nets: Checkpoint,
-    metrics: tuple[str, ...],
-    space: FeatureSpace | None,
-    n: int = EVAL_N,
-    seed: int = 0,
-    data: str | None = None,
-    raw: bool = False,
-) -> dict[str, Any]:
-    """`ganctl eval CKPT`: n samples of the checkpoint's generator scored against its data (or
-    `data`, which must have the same sample shape)."""
+def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = None) -> dict[str, Any]:
+    """`ganctl eval CKPT`: request.n samples of the checkpoint's generator scored against its
+    data (or `data`, which must have the same sample shape)."""
     from ganctl.data import load_dataset, sample_shape
 
-    dataset = nets.dataset if data is None else load_dataset(nets.cfg.replace(data=data))
+    dataset = nets.dataset if data is None else load_dataset(nets.cfg.replace(data=data, image_size=None))
     if data is not None and tuple(dataset.shape) != sample_shape(nets.cfg):
         raise DataError(
             f"--data {data}: its samples have shape {tuple(dataset.shape)}, but this generator makes"
             f" {sample_shape(nets.cfg)} (the checkpoint was trained on {nets.cfg.data})"
         )
-    chunks = generated_chunks(nets, n, seed, raw)
-    report = score(dataset, chunks, metrics if dataset.kind == "images" else (), space, n, seed)
-    source = {
-        "checkpoint": str(nets.path),
-        "step": nets.step,
-        "generator": "raw" if raw or nets.ema is None else "ema",
-    }
-    return {"source": source, "data": data or nets.cfg.data, "seed": seed, **report}
+    chunks = generated_chunks(nets, request.n, request.seed, request.raw)
+    report = score(dataset, chunks, request)
+    generator = "raw" if request.raw or nets.ema is None else "ema"
+    source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
+    return {"source": source, "data": data or nets.cfg.data, "seed": request.seed, **report}
 
 
 def evaluate_files(
-    fake: Path,
-    data: str,
-    metrics: tuple[str, ...],
-    space: FeatureSpace | None,
-    n: int = EVAL_N,
-    seed: int = 0,
-    image_size: int | None = None,
-    channels: int | None = None,
+    fake: Path, data: str | None, request: Request, image_size: int | None = None, channels: int | None = None
 ) -> dict[str, Any]:
     """`ganctl eval --fake PATH --data REAL`: samples made by any generator, as a folder of images
-    or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data`. A folder
-    is decoded at the real images' size; an array must already have their shape."""
+    or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data` (or only
+    against request.reference). Each side is read at its own size unless `image_size` resizes
+    both; images of two sizes are refused."""
     from ganctl.data import images as image_files
     from ganctl.data import load_dataset
 
-    dataset = load_dataset(TrainConfig(data=data, image_size=image_size, channels=channels))
     fake = Path(fake)
     if not fake.exists():
         raise DataError(f"--fake {fake}: no such file or folder")
-    if dataset.kind == "points":
-        chunks: Iterable[Tensor] = [_points_file(fake)[:n]]
+    dataset = load_dataset(TrainConfig(data=data, image_size=image_size, channels=channels)) if data else None
+    source = {"source": {"fake": str(fake)}, "data": data, "seed": request.seed}
+    if dataset is not None and dataset.kind == "points":
+        return {**source, **score(dataset, [_points_file(fake)[: request.n]], request)}
+    c = dataset.shape[0] if dataset is not None else channels
+    if fake.is_dir():
+        generated = image_files.load_folder(fake, image_size, c or 3, use_cache=False, flag="--fake")
+    elif fake.suffix.lower() in (".npy", ".npz"):
+        generated = image_files.load_array(fake, image_size, c)
     else:
-        c, size, _ = dataset.shape
-        if fake.is_dir():
-            generated = image_files.load_folder(fake, size, c, use_cache=False)
-        elif fake.suffix.lower() in (".npy", ".npz"):
-            generated = image_files.load_array(fake, None, None)
-        else:
-            raise DataError(f"--fake {fake}: not a folder of images or an .npy/.npz array")
-        chunks = generated.chunks(min(n, len(generated)), torch.Generator().manual_seed(seed), CHUNK)
-    report = score(dataset, chunks, metrics if dataset.kind == "images" else (), space, n, seed)
-    return {"source": {"fake": str(fake)}, "data": data, "seed": seed, **report}
+        raise DataError(f"--fake {fake}: not a folder of images or an .npy/.npz array")
+    if dataset is not None:
+        scores.check_resolution(dataset.shape[-2:], generated.shape[-2:], f"--fake {fake}")
+    chunks = generated.chunks(min(request.n, len(generated)), torch.Generator().manual_seed(request.seed), CHUNK)
+    return {**source, **score(dataset, chunks, request, fake_resampled=generated.resampled)}
+
+
+def save_reference(data: str, path: Path, request: Request, image_size: int | None = None) -> dict[str, Any]:
+    """`ganctl eval --data D --save-stats FILE.npz`: the real set's feature moments in the main
+    space, with the space's hash, the image count and resolution, written to `path`."""
+    from ganctl.data import load_dataset
+
+    dataset = load_dataset(TrainConfig(data=data, image_size=image_size))
+    if dataset.kind != "images":
+        raise DataError(f"--save-stats: --data {data} is 2-D data; statistics files are for images")
+    space = request.spaces.main
+    found = scores.real_features(space, dataset, request.n, request.seed)
+    info = {"resolution": tuple(dataset.shape[-2:]), "resampled": dataset.resampled, "fingerprint": found.fingerprint}
+    saved = references.save(path, found.features, space, info)
+    return {"data": data, "saved": saved.describe(), "feature_space": space.describe(), "n_real": found.n}
 
 
 def _points_file(path: Path) -> Tensor:

@@ -35,6 +35,7 @@ METRICS = (
     Metric("w1", "W1", "min"),
     Metric("fid", "FID", "min", image=True),
     Metric("kid", "KID", "min", image=True),
+    Metric("is", "IS", "max", image=True),
     Metric("precision", "precision", "max", image=True),
     Metric("recall", "recall", "max", image=True),
     Metric("coverage", "coverage", "max", image=True),
@@ -96,6 +97,7 @@ class Threshold:
 EVAL_THRESHOLDS = (
     Threshold("--max-fid", "fid", True, "Fail (exit 1) when FID is above this."),
     Threshold("--max-kid", "kid", True, "Fail when KID is above this."),
+    Threshold("--min-is", "is", False, "Fail when the Inception Score is below this."),
     Threshold("--min-precision", "precision", False, "Fail when precision is below this."),
     Threshold("--min-recall", "recall", False, "Fail when recall is below this."),
     Threshold("--min-density", "density", False, "Fail when density is below this."),

@@ -14,11 +14,10 @@ never depends on a default that may change later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ganctl.config import (
-    FOLDER_IMAGE_SIZE,
     IMAGE_ARCH,
     IMAGE_WIDTH,
     IMAGE_Z_DIM,
@@ -35,7 +34,7 @@ from ganctl.errors import ConfigError
 
 # Settings that belong to some methods only; a method refuses the ones it does not own.
 METHOD_SETTINGS = ("clip", "penalty_weight", "gp_target", "one_sided", "penalty_at")
-RECIPE_FIELDS = ("loss", "optimizer", "lr_g", "lr_d", "n_critic", "penalty_weight", "lr_decay")
+RECIPE_FIELDS = ("loss", "optimizer", "lr_g", "lr_d", "n_critic", "penalty_weight", "lr_decay", "batch_size")
 ADAM_BETAS = (0.5, 0.9)  # WGAN-GP's, for a method whose recipe used RMSprop when --optimizer adam is asked
 
 
@@ -87,9 +86,10 @@ class Recipe:
     beta2: float | None
     n_critic: int
     source: str
-    penalty_weight: float | None = None
+    penalty_weight: float | None = None  # as ganctl applies it: see the method's penalty formula
     lr_decay: str = "none"  # none | linear (to 0 at the last step)
     clip: float | None = None  # clip's c where it differs from the method's own default
+    batch_size: int = 64  # the papers' image batch (2-D recipes: 256, as the WGAN-GP toy code)
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,20 @@ class Method:
     strategy: str  # its class in `ganctl.lipschitz` (the maths)
     search: dict[str, Dim]  # its space for `ganctl compare --tune`
     points: Recipe | None = None  # on the 2-D sets, where it differs
+    by_arch: dict[str, Recipe] = field(default_factory=dict)  # on images, for an architecture whose source differs
     owns: tuple[str, ...] = ()  # METHOD_SETTINGS only this method may set
     penalty_at: tuple[str, ...] = ()  # where its penalty may look; the first is the default
     fixed: dict[str, Any] = field(default_factory=dict)  # defaults of its own settings
     compared: bool = True  # in `ganctl compare`'s default set of methods
 
-    def recipe_for(self, data: str) -> Recipe:
-        return self.points if self.points is not None and data_kind(data) == "points" else self.recipe
+    def recipe_for(self, data: str, arch: str | None = None) -> Recipe:
+        if data_kind(data) == "points":
+            return self.points if self.points is not None else self.recipe
+        return self.by_arch.get(arch or "", self.recipe)
 
 
+# The image recipes are the released code of each method's paper, read for what it applies
+# (docs/results.md, "Recipes and their sources", says what was checked in each).
 _MESCHEDER = Recipe(
     "ns",
     "rmsprop",
@@ -117,8 +122,34 @@ _MESCHEDER = Recipe(
     None,
     None,
     1,
-    "Mescheder et al. 2018 (GAN stability code: RMSprop 1e-4, gamma 10)",
+    "Mescheder et al. 2018, GAN_stability configs/default.yaml: RMSprop 1e-4, d_steps 1, batch 64, and"
+    " reg_param 10 on E||grad D||^2 with no 1/2 (train.py compute_grad2), which is gamma 20 here",
+    penalty_weight=20.0,
+)
+_WGAN_GP = Recipe(
+    "wasserstein",
+    "adam",
+    1e-4,
+    1e-4,
+    0.5,
+    0.9,
+    5,
+    "WGAN-GP's released DCGAN-style models (gan_cifar.py, gan_mnist.py): Adam 1e-4, betas (0.5, 0.9),"
+    " n_critic 5, lambda 10, batch 64",
     penalty_weight=10.0,
+)
+_WGAN_GP_RESNET = Recipe(
+    "wasserstein",
+    "adam",
+    2e-4,
+    2e-4,
+    0.0,
+    0.9,
+    5,
+    "WGAN-GP's CIFAR-10 ResNet (gan_cifar_resnet.py): Adam 2e-4, betas (0, 0.9), n_critic 5, lambda 10,"
+    " batch 64, lr linearly to 0 over the run (its generator batch of 128 is not reproduced)",
+    penalty_weight=10.0,
+    lr_decay="linear",
 )
 
 # The 2-D recipes are the winners of `ganctl compare --tune 6` on 8gaussians and 25gaussians
@@ -132,27 +163,38 @@ _METHODS = (
     Method(
         "clip",
         "WGAN: clamp every critic weight to [-c, c] after each critic step",
-        Recipe("wasserstein", "rmsprop", 5e-5, 5e-5, None, None, 5, "WGAN (Arjovsky et al. 2017, Alg. 1)"),
+        Recipe(
+            "wasserstein",
+            "rmsprop",
+            5e-5,
+            5e-5,
+            None,
+            None,
+            5,
+            "WGAN, Arjovsky et al. 2017, Alg. 1: RMSprop 5e-5, c 0.01, n_critic 5, batch 64 (the released code's"
+            " 100 critic steps for the first 25 and every 500th generator step are not in Alg. 1, nor here)",
+        ),
         "WeightClip",
         {**_COMMON, "lr": _log(1e-5, 1e-3), "clip": _log(0.001, 0.1)},
-        points=Recipe("wasserstein", "rmsprop", 2.8e-4, 2.8e-4, None, None, 1, _TUNED_2D.format(trial=5), clip=0.0045),
+        points=Recipe(
+            "wasserstein",
+            "rmsprop",
+            2.8e-4,
+            2.8e-4,
+            None,
+            None,
+            1,
+            _TUNED_2D.format(trial=5),
+            clip=0.0045,
+            batch_size=256,
+        ),
         owns=("clip",),
         fixed={"clip": 0.01},
     ),  # c, Arjovsky et al. 2017, Alg. 1
     Method(
         "gp",
         "WGAN-GP: lambda E[(||grad D(x_hat)|| - k)^2] at interpolates",
-        Recipe(
-            "wasserstein",
-            "adam",
-            1e-4,
-            1e-4,
-            0.5,
-            0.9,
-            5,
-            "WGAN-GP (Gulrajani et al. 2017, Alg. 1)",
-            penalty_weight=10.0,
-        ),
+        _WGAN_GP,
         "GradientPenalty",
         {**_COMMON, **_ADAM, **_PENALTY},
         # Not the tuning's winner (trial 3: lambda 0.012, lr 1.8e-3, n_critic 1, linear decay),
@@ -168,7 +210,9 @@ _METHODS = (
             5,
             "WGAN-GP toy code (gan_toy.py) lambda 0.1; lr 1e-3 hand-swept (the tuned winner was unstable)",
             penalty_weight=0.1,
+            batch_size=256,
         ),
+        by_arch={"resnet": _WGAN_GP_RESNET},
         owns=("penalty_weight", "gp_target", "one_sided", "penalty_at"),
         penalty_at=("interp",),
         fixed={"gp_target": 1.0, "one_sided": False},
@@ -176,16 +220,8 @@ _METHODS = (
     Method(
         "zgp",
         "0-GP: lambda E[||grad D(x)||^2] at interpolates, real or fake points",
-        Recipe(
-            "wasserstein",
-            "adam",
-            1e-4,
-            1e-4,
-            0.5,
-            0.9,
-            5,
-            "WGAN-GP's recipe with the zero-centred target of Thanh-Tung et al. 2019",
-            penalty_weight=10.0,
+        replace(
+            _WGAN_GP, source="WGAN-GP's recipe (gan_cifar.py) with the zero-centred target of Thanh-Tung et al. 2019"
         ),
         "ZeroCentredPenalty",
         {**_COMMON, **_ADAM, **_PENALTY},
@@ -200,7 +236,13 @@ _METHODS = (
             _TUNED_2D.format(trial=1),
             penalty_weight=0.059,
             lr_decay="linear",
+            batch_size=256,
         ),
+        by_arch={
+            "resnet": replace(
+                _WGAN_GP_RESNET, source="WGAN-GP's ResNet recipe with the zero-centred target of Thanh-Tung et al. 2019"
+            )
+        },
         owns=("penalty_weight", "penalty_at"),
         penalty_at=("interp", "real", "fake", "real+fake"),
     ),
@@ -221,6 +263,7 @@ _METHODS = (
             _TUNED_2D.format(trial=1),
             penalty_weight=0.26,
             lr_decay="linear",
+            batch_size=256,
         ),
         owns=("penalty_weight", "penalty_at"),
         penalty_at=("real",),
@@ -231,6 +274,7 @@ _METHODS = (
         _MESCHEDER,
         "R2",
         {**_COMMON, **_PENALTY},
+        points=replace(_MESCHEDER, batch_size=256),
         owns=("penalty_weight", "penalty_at"),
         penalty_at=("fake",),
         compared=False,
@@ -246,18 +290,33 @@ _METHODS = (
             0.0,
             0.9,
             5,
-            "SN-GAN (Miyato et al. 2018, ResNet setting: hinge, Adam 2e-4, betas (0, 0.9), n_dis 5)",
+            "SN-GAN's CIFAR-10 setting (sngan_projection sn_cifar10_unconditional.yml, train.py): hinge, Adam 2e-4,"
+            " betas (0, 0.9), n_dis 5, batch 64, lr linearly to 0 (its generator batch of 128 is not reproduced)",
+            lr_decay="linear",
         ),
         "SpectralNorm",
         {**_COMMON, **_ADAM},
-        points=Recipe("hinge", "adam", 1.8e-3, 1.8e-3, 0.0, 0.9, 1, _TUNED_2D.format(trial=3), lr_decay="linear"),
+        points=Recipe(
+            "hinge", "adam", 1.8e-3, 1.8e-3, 0.0, 0.9, 1, _TUNED_2D.format(trial=3), lr_decay="linear", batch_size=256
+        ),
     ),
     Method(
         "none",
         "no constraint (an unconstrained baseline)",
-        Recipe("ns", "adam", 2e-4, 2e-4, 0.5, 0.999, 1, "DCGAN (Radford et al. 2016)"),
+        Recipe(
+            "ns",
+            "adam",
+            2e-4,
+            2e-4,
+            0.5,
+            0.999,
+            1,
+            "DCGAN (Radford et al. 2016): Adam 2e-4, beta1 0.5, batch 128",
+            batch_size=128,
+        ),
         "Lipschitz",
         {**_COMMON, **_ADAM},
+        points=Recipe("ns", "adam", 2e-4, 2e-4, 0.5, 0.999, 1, "DCGAN's optimiser at the 2-D batch", batch_size=256),
         compared=False,
     ),
 )
@@ -321,7 +380,7 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
                 f" (allowed: {', '.join(method.penalty_at)})"
             )
         cfg = cfg.replace(penalty_at=at)
-    recipe = method.recipe_for(cfg.data)
+    recipe = method.recipe_for(cfg.data, cfg.arch)
     changes: dict[str, Any] = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(cfg, k) is None}
     if (cfg.optimizer or recipe.optimizer) == "rmsprop":
         if cfg.beta1 is not None or cfg.beta2 is not None:
@@ -352,10 +411,11 @@ def describe_default(name: str) -> str:
             f"{POINTS_MODEL['width']} for the 2-D MLP; " + ", ".join(f"{arch} {w}" for arch, w in IMAGE_WIDTH.items())
         ),
         "z_dim": f"{POINTS_MODEL['z_dim']} on 2-D data, {IMAGE_Z_DIM} on images",
-        "image_size": f"{SHAPES_IMAGE_SIZE} for shapes, {FOLDER_IMAGE_SIZE} for folders, an array's own",
+        "image_size": f"{SHAPES_IMAGE_SIZE} for shapes; a folder's, an array's or CIFAR-10's own",
         "channels": "the source's",
         "decay_steps": "--steps",
         "inception": "$GANCTL_INCEPTION",
+        "vgg": "none: the run's feature space",
         "threads": "0: torch's own (one per core)",
         "one_sided": ", ".join(
             f"{m.name} {'one' if m.fixed['one_sided'] else 'two'}-sided" for m in _METHODS if "one_sided" in m.fixed
@@ -368,6 +428,8 @@ def describe_default(name: str) -> str:
     }
     if name in special:
         return special[name]
+    if name == "batch_size":
+        return _batch_sizes()
     if name in RECIPE_FIELDS:
         return _by_method(name)
     if name in ("beta1", "beta2"):
@@ -377,6 +439,16 @@ def describe_default(name: str) -> str:
     if fixed:
         return ", ".join(f"{m.name} {_text(m.fixed[name])}" + _points_note(m, name, m.fixed[name]) for m in fixed)
     return _text(default(name))
+
+
+def _batch_sizes() -> str:
+    """The recipes' batch sizes in a few words: the common image one with its exceptions, and
+    the 2-D one."""
+    image = [m.recipe.batch_size for m in _METHODS]
+    common = max(set(image), key=image.count)
+    odd = ", ".join(f"{m.name}: {m.recipe.batch_size}" for m in _METHODS if m.recipe.batch_size != common)
+    points = sorted({(m.points or m.recipe).batch_size for m in _METHODS})
+    return f"{common} on images" + (f" ({odd})" if odd else "") + f", {'/'.join(map(str, points))} on 2-D data"
 
 
 def _points_note(method: Method, name: str, value: Any) -> str:
@@ -392,10 +464,12 @@ def _by_method(name: str) -> str:
         value = _recipe_value(m.recipe, name)
         if value is None:
             continue
-        text = f"{m.name} {_text(value)}"
-        if m.points is not None and _recipe_value(m.points, name) != value:
-            text += f" (2-D data: {_text(_recipe_value(m.points, name))})"
-        parts.append(text)
+        notes = [
+            f"{where}: {_text(_recipe_value(other, name))}"
+            for where, other in ([("2-D data", m.points)] if m.points else []) + list(m.by_arch.items())
+            if _recipe_value(other, name) != value
+        ]
+        parts.append(f"{m.name} {_text(value)}" + (f" ({'; '.join(notes)})" if notes else ""))
     return ", ".join(parts)
 
 

@@ -1,24 +1,31 @@
-"""Feature spaces for image metrics: where FID, KID, precision/recall and density/coverage
-measure distances.
+"""Feature spaces for image metrics: where FID, KID, IS, precision/recall and density/coverage
+measure.
 
-- ``inception``: the Inception-v3 network of published FIDs, torch-fidelity's port
-  (`FeatureExtractorInceptionV3`, 2048-d pool features), with weights read from a file the user
-  gives (``--inception PATH`` or ``$GANCTL_INCEPTION``): nothing is downloaded. The result is
-  marked standard only when the file's SHA-256 starts with the hash that torch-fidelity and
-  pytorch-fid publish in its name (``...-2015-12-05-6726825d.pth``, torch.hub's convention);
-  any other file is labelled ``inception-unverified``.
+- ``inception``: the Inception-v3 network of published FIDs and Inception Scores,
+  torch-fidelity's port (`FeatureExtractorInceptionV3`: 2048-d pool features for FID and KID,
+  its unbiased logits for IS), with weights read from a file the user gives (``--inception
+  PATH`` or ``$GANCTL_INCEPTION``): nothing is downloaded. Marked standard only when the file's
+  SHA-256 starts with the hash that torch-fidelity and pytorch-fid publish in its name
+  (``...-2015-12-05-6726825d.pth``, torch.hub's convention); any other file is labelled
+  ``inception-unverified``.
+- ``vgg16``: the VGG-16 of torch-fidelity's precision/recall (`FeatureExtractorVGG16`, its
+  4096-d ``fc2_relu`` features; Kynkaanniemi et al. 2019 measured precision and recall in
+  VGG-16 space), from ``--vgg PATH`` or ``$GANCTL_VGG``: torchvision's ImageNet weights
+  (``vgg16-397923af.pth``) are standard, any other file ``vgg16-unverified``.
 - ``random-conv``: a fixed, seeded, randomly initialised convolutional network (random
   embeddings for GAN evaluation: Naeem et al. 2020). It needs no weights and runs fast on a
   CPU, but its numbers are not published FIDs and every output says so (``fid[random-conv]``).
 
 Each space records the SHA-256 of its weights, so a result and a cached real-set statistic are
-tied to the exact network that made them.
+tied to the exact network that made them. Weights files are read with PyTorch's restricted
+loader (tensors and plain containers only).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,24 +39,30 @@ from ganctl.errors import ConfigError, DataError
 
 INCEPTION_ENV = "GANCTL_INCEPTION"
 INCEPTION_HASH_PREFIX = "6726825d"  # pt_inception-2015-12-05-6726825d.pth (torch-fidelity, pytorch-fid)
+VGG_ENV = "GANCTL_VGG"
+VGG_HASH_PREFIX = "397923af"  # vgg16-397923af.pth: torchvision's ImageNet VGG-16, torch-fidelity's prc default
 RANDOM_CONV_SEED = 20_200_407  # fixed: the feature space is part of the metric's definition
 RANDOM_CONV_SIZE = 64  # images are resized to this side first, so any resolution shares the space
 RANDOM_CONV_WIDTHS = (16, 32, 64, 128)  # 53 MFLOP an image at 64 px
-BATCH = {"inception": 32, "random-conv": 256}
+BATCH = {"inception": 32, "vgg16": 16, "random-conv": 256}
+EXTRAS = "pip install 'ganctl[inception]'"
+
+Extract = Callable[[Tensor], tuple[Tensor, Tensor | None]]  # images in [-1, 1] -> (features, logits or None)
 
 
 @dataclass
 class FeatureSpace:
     """A feature network and its identity."""
 
-    name: str  # "inception" | "random-conv"
+    name: str  # "inception" | "vgg16" | "random-conv"
     label: str  # in metric names: fid[label]
-    standard: bool  # the published Inception weights
+    standard: bool  # the published weights
     sha256: str  # of the weights
     dims: int
-    extract: Callable[[Tensor], Tensor]  # images in [-1, 1], (n, C, H, W) -> (n, dims) float32
+    extract: Extract
     device: torch.device
-    source: str = ""  # the weights file, for inception
+    source: str = ""  # the weights file
+    has_logits: bool = False  # a classifier's logits come with the features (Inception: IS)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -61,18 +74,30 @@ class FeatureSpace:
             "source": self.source,
         }
 
-    @torch.inference_mode()
     def features(self, images: Tensor) -> Tensor:
         """Features of images in [-1, 1], in batches on the space's device; returns CPU float32."""
-        out = [
-            self.extract(batch.to(self.device, non_blocking=True)).float().cpu()
-            for batch in images.split(BATCH[self.name])
-        ]
-        return torch.cat(out) if out else torch.empty(0, self.dims)
+        return self.features_and_logits(images)[0]
+
+    @torch.inference_mode()
+    def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Features and, for a classifier, its logits, from one pass (CPU float32)."""
+        feats, logits = [], []
+        for batch in images.split(BATCH[self.name]):
+            f, g = self.extract(batch.to(self.device, non_blocking=True))
+            feats.append(f.float().cpu())
+            if g is not None:
+                logits.append(g.float().cpu())
+        features = torch.cat(feats) if feats else torch.empty(0, self.dims)
+        return features, (torch.cat(logits) if logits else None)
 
 
 def _rgb(images: Tensor) -> Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def _pixels(images: Tensor) -> Tensor:
+    """Images in [-1, 1] as the uint8 RGB that torch-fidelity's extractors take."""
+    return ((_rgb(images.float()) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 # --- the weight-free fallback -----------------------------------------------------------------
@@ -124,20 +149,33 @@ def random_conv(device: torch.device | str = "cpu") -> FeatureSpace:
     net = RandomConv()
     sha = state_sha256(net)
     net = net.to(device)
-    return FeatureSpace("random-conv", "random-conv", False, sha, sum(RANDOM_CONV_WIDTHS), net, torch.device(device))
+    return FeatureSpace(
+        "random-conv",
+        "random-conv",
+        False,
+        sha,
+        sum(RANDOM_CONV_WIDTHS),
+        lambda x: (net(x), None),
+        torch.device(device),
+    )
 
 
-# --- Inception-v3 -------------------------------------------------------------------------
-def inception_path(path: str | Path | None) -> Path | None:
-    """--inception, else $GANCTL_INCEPTION, else None (the fallback)."""
-    chosen = path or os.environ.get(INCEPTION_ENV)
+# --- weights from files -------------------------------------------------------------------------
+def weights_path(path: str | Path | None, env: str = INCEPTION_ENV) -> Path | None:
+    """The flag's file, else the environment variable's, else None."""
+    chosen = path or os.environ.get(env)
     return Path(chosen).expanduser() if chosen else None
 
 
-def read_state_dict(path: Path) -> tuple[dict[str, Tensor], str]:
+def inception_path(path: str | Path | None) -> Path | None:
+    """--inception, else $GANCTL_INCEPTION, else None (the fallback)."""
+    return weights_path(path, INCEPTION_ENV)
+
+
+def read_state_dict(path: Path, flag: str = "--inception") -> tuple[dict[str, Tensor], str]:
     """A state dict from a torch file, with PyTorch's restricted loader (tensors and plain
     containers only: nothing else is unpickled), and the file's SHA-256."""
-    where = f"--inception {path}"
+    where = f"{flag} {path}"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -160,54 +198,109 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _resaved(state: dict[str, Tensor]) -> io.BytesIO:
+    """The accepted tensors, saved again: torch-fidelity reads weights with the full unpickler,
+    so it gets a file made here from what the restricted loader let through."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
 def inception(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
-    """torch-fidelity's Inception-v3 with the weights of `path` (the `inception` extra)."""
+    """torch-fidelity's Inception-v3 with the weights of `path` (the `inception` extra): pool
+    features and unbiased logits from one pass."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:
         raise ConfigError(
-            f"--inception {path}: the Inception-v3 feature space needs torch-fidelity;"
-            " install it with: pip install 'ganctl[inception]'"
+            f"--inception {path}: the Inception-v3 feature space needs torch-fidelity; {EXTRAS}"
         ) from None
-    state, sha = read_state_dict(path)
-    # torch-fidelity reads the weights itself, with the full unpickler; it gets ours, re-saved
-    # from the tensors the restricted loader accepted.
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
+    state, sha = read_state_dict(path, "--inception")
     try:
-        net = FeatureExtractorInceptionV3("ganctl-inception-v3", ["2048"], feature_extractor_weights_path=buffer)
+        net = FeatureExtractorInceptionV3(
+            "ganctl-inception-v3", ["2048", "logits_unbiased"], feature_extractor_weights_path=_resaved(state)
+        )
     except (RuntimeError, KeyError, ValueError) as exc:
         raise DataError(
             f"--inception {path}: not Inception-v3 weights in torch-fidelity's layout ({_first_line(exc)})"
         ) from None
     net = net.to(device)
 
-    def extract(images: Tensor) -> Tensor:
-        pixels = ((_rgb(images.float()) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        return net(pixels)[0]
+    def extract(images: Tensor) -> tuple[Tensor, Tensor | None]:
+        pool, logits = net(_pixels(images))
+        return pool, logits
 
     standard = sha.startswith(INCEPTION_HASH_PREFIX)
     label = "inception" if standard else "inception-unverified"
-    return FeatureSpace("inception", label, standard, sha, 2048, extract, torch.device(device), str(path))
+    return FeatureSpace("inception", label, standard, sha, 2048, extract, torch.device(device), str(path), True)
+
+
+def vgg16(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
+    """torch-fidelity's VGG-16 of precision/recall (fc2 after its ReLU, 4096-d) with the weights
+    of `path`: torchvision's layout (the `inception` extra brings torch-fidelity and torchvision)."""
+    try:
+        from torch_fidelity.feature_extractor_vgg16 import FeatureExtractorVGG16
+    except ImportError:
+        raise ConfigError(f"--vgg {path}: the VGG-16 feature space needs torch-fidelity; {EXTRAS}") from None
+    state, sha = read_state_dict(path, "--vgg")
+    try:
+        net = FeatureExtractorVGG16("ganctl-vgg16", ["fc2_relu"], feature_extractor_weights_path=_resaved(state))
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise DataError(f"--vgg {path}: not VGG-16 weights in torchvision's layout ({_first_line(exc)})") from None
+    net = net.to(device)
+
+    def extract(images: Tensor) -> tuple[Tensor, Tensor | None]:
+        return net(_pixels(images))[0], None
+
+    standard = sha.startswith(VGG_HASH_PREFIX)
+    label = "vgg16" if standard else "vgg16-unverified"
+    return FeatureSpace("vgg16", label, standard, sha, 4096, extract, torch.device(device), str(path))
+
+
+# --- networks with none of their weights, for tests and timings --------------------------------
+def he_normal_(state: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
+    """Every convolution and linear weight of a state dict redrawn He-normal (std sqrt(2 /
+    fan_in)) from `seed`, biases zeroed: a deep network initialised by default shrinks its
+    activations towards 0 over its layers (Inception-v3 has about 90), so that every metric of
+    two image sets through it reads about 0 and proves nothing. Batch norms keep their
+    identity statistics."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in state.items():
+        if name.endswith("weight") and t.dim() in (2, 4):
+            fan_in = math.prod(t.shape[1:])
+            t = torch.randn(t.shape, generator=g) * math.sqrt(2.0 / fan_in)
+        elif name.endswith("bias") and not name.endswith(("bn.bias", "norm.bias")) and t.dim() == 1:
+            t = torch.zeros_like(t)
+        out[name] = t
+    return out
 
 
 def random_inception_state(seed: int = 0) -> dict[str, Tensor]:
-    """A randomly initialised Inception-v3 state dict in torch-fidelity's layout: the network of
-    published FIDs with none of its weights, for tests and timings where the real file cannot be
-    had (the arithmetic, and so the time, is the same)."""
+    """A He-normal Inception-v3 state dict in torch-fidelity's layout: the network of published
+    FIDs with none of its weights, for tests and timings where the real file cannot be had (the
+    arithmetic, and so the time, is the same; the features are alive, see `he_normal_`)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     class Unloaded(FeatureExtractorInceptionV3):
         def load_state_dict(self, *args: object, **kwargs: object) -> None:  # keep the initialisation
             return None
 
-    empty = io.BytesIO()
-    torch.save({}, empty)
-    empty.seek(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Unloaded("unloaded", ["2048"], feature_extractor_weights_path=empty).state_dict()
+        state = Unloaded("unloaded", ["2048"], feature_extractor_weights_path=_resaved({})).state_dict()
+    return he_normal_(state, seed)
+
+
+def random_vgg16_state(seed: int = 0) -> dict[str, Tensor]:
+    """A He-normal VGG-16 state dict in torchvision's layout (for tests and timings)."""
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = torchvision.models.vgg16().state_dict()
+    return he_normal_(state, seed)
 
 
 def feature_space(inception_weights: str | Path | None = None, device: torch.device | str = "cpu") -> FeatureSpace:

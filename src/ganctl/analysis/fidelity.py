@@ -1,8 +1,10 @@
-"""Sample-quality metrics on features: FID, KID, precision and recall, density and coverage.
+"""Sample-quality metrics on features: FID, KID, Inception Score, precision and recall,
+density and coverage.
 
-Pure functions of two feature matrices, real (N, d) and generated (M, d), whatever network made
-them (`ganctl.analysis.features`). Conventions follow torch-fidelity, whose numbers published
-work quotes, and a test checks them against its functions when it is installed:
+Pure functions of feature matrices, real (N, d) and generated (M, d), whatever network made
+them (`ganctl.analysis.features`), or of a real set's moments (a reference statistics file).
+Conventions follow torch-fidelity, whose numbers published work quotes, and a test checks them
+against its functions:
 
 - FID (Heusel et al. 2017): ||mu_r - mu_g||^2 + tr(S_r + S_g - 2 (S_r S_g)^(1/2)), with the
   unbiased covariances of each set. tr (S_r S_g)^(1/2) is the sum of the square roots of the
@@ -10,6 +12,10 @@ work quotes, and a test checks them against its functions when it is installed:
 - KID (Binkowski et al. 2018): the unbiased MMD^2 estimate with the cubic polynomial kernel
   k(x, y) = (x.y / d + 1)^3, over `subsets` random subsets of `subset_size` of each set; the
   mean and the standard deviation over subsets.
+- IS (Salimans et al. 2016): exp E_x KL(p(y|x) || p(y)) from Inception's unbiased logits (its
+  pool features times the classifier's weights, without the bias, as torch-fidelity takes
+  them), in float64, over 10 splits of the samples after a shuffle with numpy's RandomState
+  seeded 2020; the mean and the (population) standard deviation over splits.
 - Distances and kernels are taken in float32 on the features' device (sums in float64), FID's
   moments in float64.
 - Precision and recall (Kynkaanniemi et al. 2019, k = 3): each set's manifold is the union of
@@ -33,6 +39,8 @@ from torch import Tensor
 from ganctl.config import FIDELITY_METRICS
 from ganctl.errors import DataError
 
+IS_SPLITS = 10  # torch-fidelity's isc_splits, as Salimans et al.'s code
+IS_SHUFFLE_SEED = 2020  # torch-fidelity's rng_seed for the shuffle before splitting
 PR_K = 3  # Kynkaanniemi et al. 2019
 DC_K = 5  # Naeem et al. 2020
 KID_SUBSETS = 100  # torch-fidelity's defaults
@@ -70,8 +78,26 @@ def frechet_distance(a: Moments, b: Moments) -> float:
     return float(diff @ diff + a.cov.trace() + b.cov.trace() - 2.0 * trace_root)
 
 
-def fid(real: Tensor, fake: Tensor) -> float:
-    return frechet_distance(Moments.of(real), Moments.of(fake))
+def fid(real: Tensor | Moments, fake: Tensor) -> float:
+    """FID of generated features against real features or a real set's moments."""
+    return frechet_distance(real if isinstance(real, Moments) else Moments.of(real), Moments.of(fake))
+
+
+def inception_score(logits: Tensor, splits: int = IS_SPLITS, seed: int = IS_SHUFFLE_SEED) -> dict[str, float]:
+    """IS's mean and standard deviation over `splits` splits of the shuffled samples."""
+    import numpy as np
+
+    n = len(logits)
+    if n < splits:
+        raise DataError(f"the Inception Score needs at least {splits} samples (one per split), got {n}")
+    x = logits.double()[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
+    p, log_p = x.softmax(dim=1), x.log_softmax(dim=1)
+    scores = []
+    for i in range(splits):
+        part_p, part_log = p[i * n // splits : (i + 1) * n // splits], log_p[i * n // splits : (i + 1) * n // splits]
+        marginal = part_p.mean(dim=0, keepdim=True)
+        scores.append(float((part_p * (part_log - marginal.log())).sum(dim=1).mean().exp()))
+    return {"mean": float(np.mean(scores)), "std": float(np.std(scores))}
 
 
 def _polynomial_kernel_sums(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -145,14 +171,21 @@ def density_coverage(real: Tensor, fake: Tensor, k: int = DC_K) -> dict[str, flo
 
 
 METRICS = FIDELITY_METRICS  # what --metrics accepts
+NEIGHBOUR_METRICS = ("pr", "dc")  # measured between features, in the precision/recall space
 
 
-def compute(real: Tensor, fake: Tensor, metrics: tuple[str, ...], seed: int = 0) -> dict[str, float]:
-    """The asked metrics as flat numbers: fid, kid (and kid_std), precision, recall, density,
-    coverage."""
+def compute(real: Tensor | Moments, fake: Tensor, metrics: tuple[str, ...], seed: int = 0) -> dict[str, float]:
+    """The asked metrics of one feature space as flat numbers: fid, kid (and kid_std),
+    precision, recall, density, coverage (IS, from logits alone, is `inception_score`). With
+    the real set's moments instead of its features, FID alone can be computed."""
     out: dict[str, float] = {}
     if "fid" in metrics:
         out["fid"] = fid(real, fake)
+    if isinstance(real, Moments):
+        others = [m for m in metrics if m in ("kid", "pr", "dc")]
+        if others:
+            raise DataError(f"{', '.join(others)} need the real images' features, not only their mean and covariance")
+        return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
     if "kid" in metrics:
         k = kid(real, fake, seed=seed)
         out.update({"kid": k["mean"], "kid_std": k["std"]})

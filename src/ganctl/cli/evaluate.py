@@ -6,6 +6,7 @@ how much), 2 bad input.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ def evaluate(
         typer.Option(
             "--fake",
             help="Score samples of any generator instead: a folder of images, or an .npy/.npz array (images,"
-            " or (N, 2) points for 2-D data). Needs --data.",
+            " or (N, 2) points for 2-D data). Needs --data or --ref-stats.",
             show_default=False,
         ),
     ] = None,
@@ -43,8 +44,12 @@ def evaluate(
     ] = None,
     metrics: Annotated[
         str,
-        typer.Option("--metrics", help=f"Image metrics, comma-separated: {', '.join(FIDELITY_METRICS)}, or none."),
-    ] = ",".join(FIDELITY_METRICS),
+        typer.Option(
+            "--metrics",
+            help=f"Image metrics, comma-separated: {', '.join(FIDELITY_METRICS)} (is: with Inception-v3), all"
+            " (every one the feature spaces allow), or none.",
+        ),
+    ] = "all",
     n: N = EVAL_N,
     seed: Seed = 0,
     features: Annotated[
@@ -63,13 +68,46 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    vgg: Annotated[
+        str | None,
+        typer.Option(
+            "--vgg",
+            help="VGG-16 weights in torchvision's layout (vgg16-397923af.pth, torch-fidelity's prc): precision/recall"
+            " and density/coverage in VGG-16 space, labelled [vgg16]. (default: $GANCTL_VGG)",
+            show_default=False,
+        ),
+    ] = None,
+    ref_stats: Annotated[
+        Path | None,
+        typer.Option(
+            "--ref-stats",
+            help="FID against a real set's mu/sigma .npz (TTUR and pytorch-fid's layout, or --save-stats') instead"
+            " of real images.",
+            show_default=False,
+        ),
+    ] = None,
+    save_stats: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-stats",
+            help="With --data alone: write the real images' mu/sigma .npz in the feature space, with its weights"
+            " hash, the image count and resolution.",
+            show_default=False,
+        ),
+    ] = None,
     image_size: Annotated[
         int | None,
-        typer.Option("--image-size", help="With --fake: the real images' side.", show_default=False),
+        typer.Option(
+            "--image-size",
+            help="Resize both sides to this side first (default: each side's own size; the result is then not"
+            " standard).",
+            show_default=False,
+        ),
     ] = None,
     raw: Raw = False,
     max_fid: Annotated[float | None, _limit("--max-fid")] = None,
     max_kid: Annotated[float | None, _limit("--max-kid")] = None,
+    min_is: Annotated[float | None, _limit("--min-is")] = None,
     min_precision: Annotated[float | None, _limit("--min-precision")] = None,
     min_recall: Annotated[float | None, _limit("--min-recall")] = None,
     min_density: Annotated[float | None, _limit("--min-density")] = None,
@@ -81,52 +119,99 @@ def evaluate(
     device: Device = None,
     json_output: Json = False,
 ) -> None:
-    """Score a generator: its data's own metrics and, on images, FID, KID, precision/recall, density/coverage.
+    """Score a generator: its data's own metrics and, on images, FID, KID, IS, precision/recall, density/coverage.
 
     --n generated samples (default 10000), scored against as many real ones (all of a smaller
     set). On 2-D data: modes, high-quality share and W1 with a perfect generator's W1 beside it.
-    On shapes: the judge's valid share and modes. On images, every number names its feature
-    space: fid\\[inception] for the Inception-v3 of published FIDs (from --inception),
-    fid\\[random-conv] for the weight-free fallback, which is not comparable to published FIDs.
+    On shapes: the judge's valid share and modes. On images, at each side's own resolution,
+    every number names its feature space: fid\\[inception] and is\\[inception] for the
+    Inception-v3 of published numbers (from --inception), precision\\[vgg16] with --vgg,
+    fid\\[random-conv] for the weight-free fallback, which is not comparable to published
+    numbers; "standard" says whether a result may be set beside a paper's.
 
     Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input.
     """
     import time
 
-    from ganctl.checkpoint import load
-    from ganctl.config import data_kind, metric_list
-    from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
-    from ganctl.evaluation import choose_space, evaluate_checkpoint, evaluate_files
     from ganctl.metrics import check_limits, gate
 
     started = time.perf_counter()
     given = locals()
     limits = {t.flag: given[t.flag[2:].replace("-", "_")] for t in EVAL_THRESHOLDS}
-    if n < 2:
+    if n is None or n < 2:
         raise ConfigError(f"--n must be at least 2, got {n}")
-    if (source is None) == (fake is None):
+    inputs = [x for x in (source, fake) if x is not None]
+    if len(inputs) > 1 or (not inputs and save_stats is None):
         raise ConfigError("give a run folder or checkpoint, or --fake PATH with --data REAL (not both)")
-    if fake is not None and data is None:
-        raise ConfigError("--fake needs --data: the real data to score against")
+    if fake is not None and data is None and ref_stats is None:
+        raise ConfigError("--fake needs --data (the real data to score against) or --ref-stats")
+    if save_stats is not None and (inputs or data is None or ref_stats is not None):
+        raise ConfigError("--save-stats FILE.npz takes --data REAL alone: it writes the real images' statistics")
     check_limits(limits, EVAL_THRESHOLDS)
-    chosen = metric_list(metrics)
-    target = resolve_device(device or MEASURE_DEVICE)
-    nets = load(source, device=target) if source is not None else None
-    images = data_kind(data or nets.cfg.data) == "images"
-    space = choose_space(features, inception, target) if images and chosen else None
-    if nets is not None:
-        report = evaluate_checkpoint(nets, chosen, space, n, seed or 0, data, raw)
-    else:
-        report = evaluate_files(fake, data, chosen, space, n, seed or 0, image_size)
-    result = gate(report["metrics"], limits, EVAL_THRESHOLDS)
+    asked = _Asked(source, fake, data, metrics, n, seed or 0, features, inception, vgg, ref_stats, image_size, raw)
+    report = _measure(asked, save_stats, device)
+    result = gate(report.get("metrics", {}), limits, EVAL_THRESHOLDS)
     report["thresholds"] = result.to_dict()
     report["seconds"] = round(time.perf_counter() - started, 3)
     if json_output:
         print_json(report)
+    elif save_stats is not None:
+        saved, label = report["saved"], report["feature_space"]["label"]
+        say(f"wrote {saved['file']}: {saved['n']} images of {data}, {_side(saved['resolution'])}, in the {label} space")
     else:
         _table(report)
     finish(result)
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """The command's inputs that decide what is measured."""
+
+    source: Path | None
+    fake: Path | None
+    data: str | None
+    metrics: str
+    n: int
+    seed: int
+    features: str
+    inception: str | None
+    vgg: str | None
+    ref_stats: Path | None
+    image_size: int | None
+    raw: bool
+
+
+def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
+    """Choose the feature spaces and metrics, then make the one library call of this mode."""
+    from ganctl.analysis import reference
+    from ganctl.analysis.scores import check_metrics, choose_spaces
+    from ganctl.checkpoint import load
+    from ganctl.config import data_kind, metric_list
+    from ganctl.devices import resolve_device
+    from ganctl.evaluation import Request, evaluate_checkpoint, evaluate_files, save_reference
+
+    target = resolve_device(device or MEASURE_DEVICE)
+    nets = load(a.source, device=target) if a.source is not None else None
+    images = (a.data is None and nets is None) or data_kind(a.data or nets.cfg.data) == "images"
+    spaces = choose_spaces(a.features, a.inception, a.vgg, target) if images else None
+    if a.metrics == "all":  # IS only where the main space has a classifier
+        chosen = tuple(m for m in FIDELITY_METRICS if m != "is" or (spaces is not None and spaces.main.has_logits))
+    else:
+        chosen = metric_list(a.metrics)
+        if spaces is not None:
+            check_metrics(spaces, chosen)
+    ref = reference.load(a.ref_stats, spaces.main) if a.ref_stats is not None and spaces is not None else None
+    request = Request(chosen if images else (), spaces if chosen else None, a.n, a.seed, a.raw, ref)
+    if save_stats is not None:
+        return save_reference(a.data, save_stats, request, a.image_size)
+    if nets is not None:
+        return evaluate_checkpoint(nets, request, a.data)
+    return evaluate_files(a.fake, a.data, request, a.image_size)
+
+
+def _side(hw: list[int] | None) -> str:
+    return "?" if hw is None else f"{hw[0]} x {hw[1]}"
 
 
 def _fmt(value: Any) -> str:
@@ -147,7 +232,14 @@ def _table(report: dict[str, Any]) -> None:
         say(heading)
         plain(rows)
     if space is not None:
-        kind = (
-            "the standard Inception-v3" if space["standard"] else f"{space['label']}: not comparable to published FIDs"
-        )
-        say(f"feature space: {kind} (weights sha256 {space['sha256'][:16]}...)")
+        say(f"feature space: {space['label']} (weights sha256 {space['sha256'][:16]}...)")
+    pr_space = report.get("pr_feature_space")
+    if pr_space is not None:
+        say(f"precision/recall space: {pr_space['label']} (weights sha256 {pr_space['sha256'][:16]}...)")
+    if "standard" in report:
+        res = report["resolution"]
+        sides = f"real {_side(res['real'])}, generated {_side(res['fake'])}"
+        if report["standard"]:
+            say(f"standard: published weights and spaces, both sides at their own resolution ({sides})")
+        else:
+            say(f"not standard ({sides}): " + "; ".join(report["not_standard_because"]))

@@ -122,7 +122,7 @@ _LIVE = (
 
 
 # Image metrics, whatever feature space they were measured in: eval/fid[random-conv] -> fid[random-conv].
-_LIVE_IMAGE = ("eval/fid[", "eval/kid[", "eval/precision[", "eval/recall[")
+_LIVE_IMAGE = ("eval/fid[", "eval/kid[", "eval/is[", "eval/precision[", "eval/recall[")
 
 
 def metrics_line(record: dict[str, Any]) -> str:

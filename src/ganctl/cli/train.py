@@ -40,11 +40,17 @@ def train(
         str | None, _opt("--data", help=f"{_DATA}, a folder of images, or FILE.npy/.npz.", field="data")
     ] = None,
     image_size: Annotated[
-        int | None, _opt("--image-size", help="Images: side in pixels, resized and centre-cropped.", field="image_size")
+        int | None,
+        _opt(
+            "--image-size",
+            help="Images: side in pixels; images of another size are resized and centre-cropped.",
+            field="image_size",
+        ),
     ] = None,
     channels: Annotated[
         int | None, _opt("--channels", help="Images: 1 (grayscale) or 3 (RGB).", field="channels")
     ] = None,
+    split: Annotated[str | None, _opt("--split", help="CIFAR-10 as distributed: train | test.", field="split")] = None,
     hflip: Annotated[
         bool | None, _opt("--hflip/--no-hflip", help="Images: random horizontal flips.", field="hflip")
     ] = None,
@@ -57,7 +63,8 @@ def train(
         _opt(
             "--lambda",
             "--gamma",
-            help="gp, zgp: lambda; r1, r2: gamma (penalty gamma/2 E||grad||^2).",
+            help="gp, zgp: lambda in lambda E[.]; r1, r2: gamma in gamma/2 E||grad D||^2, Mescheder et al.'s"
+            " convention (GAN_stability's reg_param 10, added with no 1/2, is --gamma 20).",
             field="penalty_weight",
             panel=_METHOD,
         ),
@@ -215,8 +222,8 @@ def train(
         str | None,
         _opt(
             "--eval-metrics",
-            help="Images: metrics at eval steps, comma-separated: fid, kid, pr (precision/recall), dc"
-            " (density/coverage), or none.",
+            help="Images: metrics at eval steps, comma-separated: fid, kid, is (Inception Score, with --eval-features"
+            " inception), pr (precision/recall), dc (density/coverage), or none.",
             field="eval_metrics",
             panel=_SCHEDULE,
         ),
@@ -237,6 +244,16 @@ def train(
             "--inception",
             help="Inception-v3 weights file in torch-fidelity's layout (pt_inception-2015-12-05-6726825d.pth).",
             field="inception",
+            panel=_SCHEDULE,
+        ),
+    ] = None,
+    vgg: Annotated[
+        str | None,
+        _opt(
+            "--vgg",
+            help="VGG-16 weights in torchvision's layout (vgg16-397923af.pth, torch-fidelity's prc): precision/"
+            "recall and density/coverage in the VGG-16 space they were published in.",
+            field="vgg",
             panel=_SCHEDULE,
         ),
     ] = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ganctl.config import FOLDER_IMAGE_SIZE, SHAPES_IMAGE_SIZE, TrainConfig, data_kind
+from ganctl.config import SHAPES_IMAGE_SIZE, TrainConfig, data_kind
 from ganctl.data.source import Classes, DataSource, Judge, Mixture
 from ganctl.data.toy import ToySet, available_datasets, get_dataset
 from ganctl.errors import DataError
@@ -46,13 +46,16 @@ def sample_shape(cfg: TrainConfig) -> tuple[int, ...]:
 
 
 def load_dataset(cfg: TrainConfig) -> DataSource:
-    """The data source a config names. Images are decoded (or read from the cache) here."""
+    """The data source a config names. Images are decoded (or read from the cache) here, at
+    their own size unless `image_size` asks for another."""
     name = cfg.data
     if data_kind(name) == "points":
+        _no_split(cfg, name)
         return get_dataset(name)
     if name == "shapes":
         from ganctl.data.shapes import ShapesSet
 
+        _no_split(cfg, name)
         size = cfg.image_size or SHAPES_IMAGE_SIZE
         if size < SHAPES_MIN_SIZE:
             raise DataError(f"--image-size {size}: the shapes set needs at least {SHAPES_MIN_SIZE} pixels")
@@ -60,15 +63,27 @@ def load_dataset(cfg: TrainConfig) -> DataSource:
             raise DataError("--data shapes is an RGB set (its modes are colours); use --channels 3")
         return ShapesSet(size)
 
-    from ganctl.data import images
+    from ganctl.data import cifar, images
 
     path = Path(name).expanduser()
+    if cifar.layout_of(path) is not None:
+        return cifar.load_cifar10(path, cfg.split, cfg.image_size, cfg.channels, cfg.hflip)
+    _no_split(cfg, name)
     if path.suffix.lower() in ARRAY_SUFFIXES:
         return images.load_array(path, cfg.image_size, cfg.channels, cfg.hflip)
     if path.is_dir():
-        return images.load_folder(path, cfg.image_size or FOLDER_IMAGE_SIZE, cfg.channels or 3, cfg.hflip)
+        return images.load_folder(path, cfg.image_size, cfg.channels or 3, cfg.hflip)
     if path.exists():
-        raise DataError(f"--data {name}: not a folder of images or a {'/'.join(ARRAY_SUFFIXES)} array")
+        raise DataError(
+            f"--data {name}: not a folder of images, a {'/'.join(ARRAY_SUFFIXES)} array or CIFAR-10 as distributed"
+        )
     raise DataError(
         f"--data {name!r}: no such folder or file, and not a built-in set; built-in: {', '.join(builtin_names())}"
     )
+
+
+def _no_split(cfg: TrainConfig, name: str) -> None:
+    if cfg.split != "train":
+        raise DataError(
+            f"--split {cfg.split}: --data {name} has no splits (CIFAR-10 as distributed has train and test)"
+        )

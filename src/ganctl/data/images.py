@@ -2,11 +2,14 @@
 tensor (N, C, H, W) that is kept on the training device when it fits.
 
 Folders are read recursively (png, jpg, jpeg, webp, bmp). Each image is converted to RGB or
-grayscale, its shorter side resized to the image size (Lanczos) and centre-cropped. The
-decoded tensor is cached as safetensors under the cache folder (``$GANCTL_CACHE``, else
-``$XDG_CACHE_HOME/ganctl``, else ``~/.cache/ganctl``), keyed by a SHA-256 of every file's
-relative path and bytes plus the size and channel settings, so a second run reads the cache
-instead of decoding, and any change to the files makes a new entry.
+grayscale and kept at its own size when every image shares one square size and no
+`--image-size` is given (published image metrics are computed at the data's native
+resolution); otherwise its shorter side is resized to the image size (Lanczos) and
+centre-cropped, and the set records that it was resampled. The decoded tensor is cached as
+safetensors under the cache folder (``$GANCTL_CACHE``, else ``$XDG_CACHE_HOME/ganctl``, else
+``~/.cache/ganctl``), keyed by a SHA-256 of every file's relative path and bytes plus the size
+and channel settings, so a second run reads the cache instead of decoding, and any change to
+the files makes a new entry.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ganctl.errors import DataError
 from ganctl.fileio import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CACHE_FORMAT = "ganctl.image-cache/1"
+CACHE_FORMAT = "ganctl.image-cache/2"
 MAX_DEVICE_SHARE = 0.25  # keep the data on a GPU when it takes at most this share of its memory
 
 
@@ -42,17 +45,21 @@ def cache_dir() -> Path:
 @dataclass
 class ImageSet:
     """uint8 images (N, C, H, W) held in memory (a `DataSource` of finite length); batches are
-    floats in [-1, 1], optionally flipped."""
+    floats in [-1, 1], optionally flipped. `native_size` is the images' own (H, W) when they
+    all shared one, and `resampled` whether any was resized to get here."""
 
     name: str
     images: Tensor
     hflip: bool = False
     skipped: tuple[str, ...] = ()  # files that could not be decoded
     cache: str | None = None
+    native_size: tuple[int, int] | None = None
+    resampled: bool = False
+    labels: Tensor | None = None  # (N,) int64, where the source has classes
+    classes: Classes | None = None
     kind: str = "images"
     mixture: Mixture | None = None
     judge: Judge | None = None
-    classes: Classes | None = None
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
@@ -125,13 +132,49 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     w, h = im.size
     if w == 0 or h == 0:
         raise OSError("zero-size image")
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.Resampling.LANCZOS)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    im = im.crop((left, top, left + size, top + size))
+    if (w, h) != (size, size):  # an image at the wanted size is kept exactly as it is
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.Resampling.LANCZOS)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
     arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _header_sizes(files: list[Path]) -> dict[Path, tuple[int, int]]:
+    """(width, height) of every file whose header pillow can read (the rest are reported when
+    decoding fails)."""
+    from PIL import Image
+
+    sizes = {}
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                sizes[path] = im.size
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+            continue
+    return sizes
+
+
+def native_side(root: Path, sizes: dict[Path, tuple[int, int]], flag: str = "--data") -> int:
+    """The side every image of the folder shares, or one line naming two files that differ
+    (or a non-square one) and asking for --image-size."""
+    if not sizes:
+        return 0  # nothing readable: decoding says so, file by file
+    first, (w, h) = next(iter(sizes.items()))
+    other = next(((p, s) for p, s in sizes.items() if s != (w, h)), None)
+    if other is not None:
+        raise DataError(
+            f"{flag} {root}: the images differ in size ({first.name} is {w} x {h}, {other[0].name} is"
+            f" {other[1][0]} x {other[1][1]}); give --image-size N to resize and centre-crop them all to N x N"
+        )
+    if w != h:
+        raise DataError(
+            f"{flag} {root}: the images are {w} x {h}, not square; give --image-size N to resize and centre-crop"
+            " them to N x N"
+        )
+    return w
 
 
 def _folder_key(root: Path, files: list[Path], size: int, channels: int) -> str:
@@ -144,20 +187,37 @@ def _folder_key(root: Path, files: list[Path], size: int, channels: int) -> str:
     return h.hexdigest()[:32]
 
 
-def load_folder(root: Path, size: int, channels: int, hflip: bool = False, use_cache: bool = True) -> ImageSet:
+def load_folder(
+    root: Path, size: int | None, channels: int, hflip: bool = False, use_cache: bool = True, flag: str = "--data"
+) -> ImageSet:
+    """Every image under `root`, at `size` (None: the size they all share)."""
     if not root.is_dir():
-        raise DataError(f"--data {root}: no such folder or file")
+        raise DataError(f"{flag} {root}: no such folder or file")
     files = _list_images(root)
     if not files:
-        raise DataError(f"--data {root}: no images found (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{flag} {root}: no images found (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
+    sizes = _header_sizes(files)
+    native = native_side(root, sizes, flag) if size is None else None
+    size = size or native
+    uniform = set(sizes.values())
+    native_size = next(iter(uniform))[::-1] if len(uniform) == 1 else None  # (H, W)
+    resampled = any(s != (size, size) for s in sizes.values())
     key = _folder_key(root, files, size, channels)
     cached = cache_dir() / f"images-{key}.safetensors"
     if use_cache and cached.exists():
         loaded = _read_cache(cached)
         if loaded is not None:
             images, skipped = loaded
-            return ImageSet(str(root), images, hflip, tuple(skipped), str(cached))
+            return ImageSet(str(root), images, hflip, tuple(skipped), str(cached), native_size, resampled)
+    images, skipped = _decode_all(root, files, size, channels, flag)
+    if use_cache:
+        _write_cache(cached, images, root, skipped)
+    return ImageSet(
+        str(root), images, hflip, tuple(skipped), str(cached) if use_cache else None, native_size, resampled
+    )
 
+
+def _decode_all(root: Path, files: list[Path], size: int, channels: int, flag: str) -> tuple[Tensor, list[str]]:
     from PIL import Image
 
     unreadable = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -168,11 +228,8 @@ def load_folder(root: Path, size: int, channels: int, hflip: bool = False, use_c
         except unreadable as exc:  # what pillow raises for truncated, empty or hostile files
             skipped.append(f"{path} ({type(exc).__name__}: {exc})")
     if not arrays:
-        raise DataError(f"--data {root}: none of its {len(files)} image files could be read; first: {skipped[0]}")
-    images = torch.from_numpy(np.stack(arrays))
-    if use_cache:
-        _write_cache(cached, images, root, skipped)
-    return ImageSet(str(root), images, hflip, tuple(skipped), str(cached) if use_cache else None)
+        raise DataError(f"{flag} {root}: none of its {len(files)} image files could be read; first: {skipped[0]}")
+    return torch.from_numpy(np.stack(arrays)), skipped
 
 
 def _read_cache(path: Path) -> tuple[Tensor, list[str]] | None:
@@ -250,18 +307,26 @@ def load_array(path: Path, size: int | None, channels: int | None, hflip: bool =
             raise DataError(f"--data {path}: float images must lie in [0, 1] or [-1, 1], found [{lo:.3g}, {hi:.3g}]")
     else:
         raise DataError(f"--data {path}: images must be uint8 or float, got {arr.dtype}")
+    images, resampled = to_images(x, size, channels, f"--data {path}")
+    return ImageSet(str(path), images, hflip, native_size=tuple(x.shape[-2:]), resampled=resampled)
+
+
+def to_images(x: Tensor, size: int | None, channels: int | None, where: str) -> tuple[Tensor, bool]:
+    """Pixels (N, C, H, W) on the 0-255 scale as uint8 images with `channels` channels (None:
+    their own) and side `size` (None: their own, which must then be square): centre-cropped
+    square and resized with antialiasing when it differs. Also whether they were resampled."""
     c = channels or x.shape[1]
     if c == 1 and x.shape[1] == 3:  # ITU-R 601 luma, as pillow's convert("L")
         x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
     elif c == 3 and x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     h, w = x.shape[-2:]
-    if size is not None and (h, w) != (size, size):
+    resampled = size is not None and (h, w) != (size, size)
+    if resampled:
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         x = x[..., top : top + side, left : left + side]
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     elif h != w:
-        raise DataError(f"--data {path}: images are {h} x {w}; give --image-size to crop them square")
-    images = x.round().clamp(0, 255).to(torch.uint8).contiguous()
-    return ImageSet(str(path), images, hflip)
+        raise DataError(f"{where}: images are {h} x {w}; give --image-size to crop them square")
+    return x.round().clamp(0, 255).to(torch.uint8).contiguous(), resampled

@@ -192,9 +192,14 @@ class ShapesSet:
     mixture: Mixture | None = None
     skipped: tuple[str, ...] = ()
     classes: Classes | None = None
+    resampled: bool = False  # rendered at the size asked for
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "judge", ShapesJudge(self.size))
+
+    @property
+    def native_size(self) -> tuple[int, int] | None:
+        return (self.size, self.size)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -11,6 +11,8 @@ declares as attributes (`None` when it has none), so that no caller has to probe
     judge                            an analytic judge of each sample's mode (`shapes`)
     skipped                          files that could not be read
     classes                          class names and count where the source has labels
+    native_size, resampled           images: their own (H, W) when they share one, and whether
+                                     any was resized to the size they are served at
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class DataSource(Protocol):
     judge: Judge | None
     skipped: tuple[str, ...]
     classes: Classes | None
+    native_size: tuple[int, int] | None
+    resampled: bool
 
     @property
     def shape(self) -> tuple[int, ...]: ...

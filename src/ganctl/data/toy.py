@@ -35,6 +35,8 @@ class ToySet:
     judge: Judge | None = None
     skipped: tuple[str, ...] = ()
     classes: Classes | None = None
+    native_size: tuple[int, int] | None = None  # points, not images
+    resampled: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
