@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from ganctl.analysis.features import feature_space
+from ganctl.analysis.scores import Spaces
 from ganctl.checkpoint import load
-from ganctl.evaluation import evaluate_checkpoint
+from ganctl.evaluation import Request, evaluate_checkpoint
 from ganctl.runfolder import list_checkpoints
 
 METRICS = ("fid", "kid", "pr", "dc")
@@ -38,10 +39,11 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     space = feature_space(args.inception)
+    request = Request(METRICS, Spaces(space), n=args.n, seed=0)
     rows = []
     for run in args.runs:
         for path in list_checkpoints(run):
-            report = evaluate_checkpoint(load(path), METRICS, space, n=args.n, seed=0)
+            report = evaluate_checkpoint(load(path), request)
             rows.append({"run": str(run), "step": report["source"]["step"], **report["metrics"]})
             print(json.dumps(rows[-1]), flush=True)
     # kid_std is KID's own noise, not a score of the generator

@@ -99,6 +99,31 @@ def test_folder_decodes_mixed_sizes_and_modes_and_names_bad_files(tmp_path):
     assert batch.shape == (10, 3, 16, 16) and batch.min() >= -1 and batch.max() <= 1
 
 
+def test_a_folder_keeps_the_size_its_images_share(tmp_path):
+    root = tmp_path / "same"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 255, (3, 24, 24, 3), dtype=np.uint8)
+    for i, p in enumerate(pixels):
+        Image.fromarray(p).save(root / f"{i}.png")
+    data = load_dataset(TrainConfig(data=str(root)))
+    assert data.shape == (3, 24, 24) and data.native_size == (24, 24) and not data.resampled
+    assert torch.equal(data.images, torch.from_numpy(pixels).permute(0, 3, 1, 2))  # not a pixel changed
+    resized = load_dataset(TrainConfig(data=str(root), image_size=16))
+    assert resized.shape == (3, 16, 16) and resized.resampled and resized.native_size == (24, 24)
+    mixed = tmp_path / "imgs"
+    _write_folder(mixed)
+    with pytest.raises(
+        DataError, match=r"the images differ in size \(.* is .* x .*, .* is .* x .*\); give --image-size"
+    ):
+        load_dataset(TrainConfig(data=str(mixed)))
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    Image.fromarray(np.zeros((10, 30, 3), dtype=np.uint8)).save(wide / "strip.png")
+    with pytest.raises(DataError, match="are 30 x 10, not square; give --image-size"):
+        load_dataset(TrainConfig(data=str(wide)))
+
+
 def test_folder_resize_and_centre_crop_match_pillow(tmp_path):
     root = tmp_path / "one"
     root.mkdir()

@@ -294,8 +294,7 @@ def _image_scores(
     out.update(_spaces_described(spaces))
     if reference is not None:
         out["reference"] = reference.describe()
-    against = reference if dataset is None else dataset
-    out.update(scores.provenance(spaces, metrics, against, generated.resolution, fake_resampled))
+    out.update(scores.provenance(spaces, metrics, dataset, generated.resolution, fake_resampled, reference))
     return out
 
 

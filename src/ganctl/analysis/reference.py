@@ -98,10 +98,10 @@ def load(path: Path, space: FeatureSpace) -> Reference:
         raise DataError(f"{where}: the statistics hold NaN or infinite values")
     sha = str(arrays["feature_sha256"]) if "feature_sha256" in arrays else None
     if sha is not None and sha != space.sha256:
-        label = str(arrays.get("feature_space", "another space"))
+        label = f"the {arrays['feature_space']} space's, " if "feature_space" in arrays else ""
         raise DataError(
-            f"{where}: computed in the {label} feature space (weights sha256 {sha[:16]}...), not in this"
-            f" {space.label} one ({space.sha256[:16]}...); compute them again with --save-stats"
+            f"{where}: computed with other weights ({label}sha256 {sha[:16]}...) than this {space.label} space's"
+            f" ({space.sha256[:16]}...); compute them again with --save-stats"
         )
     n = int(arrays["n"]) if "n" in arrays else None
     moments = Moments(torch.from_numpy(mu), torch.from_numpy(sigma), n or 0)

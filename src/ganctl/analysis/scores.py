@@ -222,12 +222,14 @@ def real_needed(spaces: Spaces, metrics: tuple[str, ...], reference: Reference |
 def provenance(
     spaces: Spaces,
     metrics: tuple[str, ...],
-    real: DataSource | Reference,
+    real: DataSource | None,
     fake_resolution: tuple[int, int] | None,
     fake_resampled: bool,
+    reference: Reference | None = None,
 ) -> dict[str, Any]:
     """The resolution of both sides, whether either was resampled, and whether the numbers are
-    standard (and if not, why)."""
+    standard (and if not, why). The real side is the reference file when there is one (FID's),
+    and the real images for the metrics that need them."""
     why = []
     for space in spaces.used(metrics):
         if space.name == "random-conv":
@@ -236,15 +238,19 @@ def provenance(
             why.append(f"{space.label}: the weights are not the published file (sha256 {space.sha256[:16]}...)")
     if any(m in fidelity.NEIGHBOUR_METRICS for m in metrics) and spaces.of("pr").name != "vgg16":
         why.append("precision/recall and density/coverage were published in VGG-16 space (give --vgg)")
-    if isinstance(real, Reference):
-        real_resolution, real_resampled, native = real.resolution, real.resampled, None
-        if not real.verified:
+    real_resolution, real_resampled = None, False
+    if reference is not None:
+        real_resolution, real_resampled = reference.resolution, bool(reference.resampled)
+        if not reference.verified:
             why.append("the --ref-stats file names no feature space, so it cannot be checked against these weights")
-    else:
-        real_resolution, real_resampled, native = tuple(real.shape[-2:]), real.resampled, real.native_size
-    if real_resampled:
-        was = f" from {native[0]} x {native[1]}" if native and tuple(native) != tuple(real_resolution) else ""
-        why.append(f"the real images were resampled{was} to {real_resolution[0]} x {real_resolution[1]}")
+        elif reference.resampled:
+            why.append("the --ref-stats statistics were made from resampled images")
+    if real is not None and real_needed(spaces, metrics, reference):
+        real_resolution, real_resampled = tuple(real.shape[-2:]), real.resampled or real_resampled
+        if real.resampled:
+            native = real.native_size
+            was = f" from {native[0]} x {native[1]}" if native and tuple(native) != real_resolution else ""
+            why.append(f"the real images were resampled{was} to {real_resolution[0]} x {real_resolution[1]}")
     if fake_resampled:
         why.append("the generated images were resampled")
     resolution = {
