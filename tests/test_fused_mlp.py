@@ -196,3 +196,10 @@ def test_training_follows_the_autograd_path(method):
     for a, b in fused_and_autograd_stats(small(lipschitz=method, lr_d=1e-7, lr_g=1e-7)):
         for key in ("loss_d", "penalty", "penalty_grad_norm", "critic_gap", "loss_g", "grad_norm"):
             assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(b[key])), key
+
+
+def test_an_image_mlp_critic_takes_the_hand_written_step_and_follows_autograd():
+    cfg = small(data="shapes", image_size=16, arch="mlp", width=64, depth=2, z_dim=8, batch_size=16, n_critic=1)
+    for a, b in fused_and_autograd_stats(cfg.replace(lipschitz="gp", lr_d=1e-7, lr_g=1e-7), steps=2):
+        for key in ("loss_d", "penalty", "penalty_grad_norm", "critic_gap", "loss_g"):
+            assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(b[key])), key

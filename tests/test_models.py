@@ -40,10 +40,9 @@ def test_defaults_follow_the_data():
 @pytest.mark.parametrize(
     "arch, shape, message",
     [
-        ("resnet", (3, 64, 64), "supports --image-size 32"),
-        ("dcgan", (3, 48, 48), "supports --image-size 16, 32, 64, 128, 256"),
+        ("resnet", (3, 64, 64), "supports --image-size 16, 28, 32"),
+        ("dcgan", (3, 48, 48), "supports --image-size 28, 16, 32, 64, 128, 256"),
         ("dcgan", (2,), "takes images"),
-        ("mlp", (3, 32, 32), "flat samples"),
     ],
 )
 def test_wrong_shapes_are_refused(arch, shape, message):
@@ -87,3 +86,37 @@ def test_gradient_penalty_under_autocast_matches_fp32(dtype):
     scaler.scale(penalty).backward()
     weights = [p for p in critic.parameters() if p.ndim > 1]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in weights)
+
+
+@pytest.mark.parametrize(
+    "arch, size", [("dcgan", 16), ("dcgan", 28), ("dcgan", 32), ("resnet", 16), ("resnet", 28), ("mlp", 16)]
+)
+def test_small_image_architectures_make_images_of_their_size(arch, size):
+    cfg = resolve(TrainConfig(data="shapes", arch=arch, width=8, z_dim=8))
+    g, d = build_models(cfg, (1, size, size))
+    x = g(torch.randn(3, 8))
+    assert x.shape == (3, 1, size, size) and x.abs().max() <= 1 and d(x).shape == (3, 1)
+
+
+def test_the_image_mlp_is_pytorch_gan_s_at_width_1024():
+    cfg = resolve(TrainConfig(data="shapes", arch="mlp"))
+    g, d = build_models(cfg, (1, 28, 28))
+    widths = [m.out_features for m in g.modules() if isinstance(m, torch.nn.Linear)]
+    assert (cfg.width, cfg.depth, widths) == (1024, 4, [128, 256, 512, 1024, 784])
+    assert [m.out_features for m in d.modules() if isinstance(m, torch.nn.Linear)] == [512, 256, 1]
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 3  # not after the first layer
+    none = resolve(TrainConfig(data="shapes", arch="mlp", gen_norm="none"))
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in build_models(none, (1, 28, 28))[0].modules())
+
+
+def test_the_28_px_dcgan_is_wgan_gp_s_mnist_model():
+    cfg = resolve(TrainConfig(data="shapes", arch="dcgan", width=64, z_dim=128))
+    g, d = build_models(cfg, (1, 28, 28))
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (1, 64, (5, 5), (2, 2)),
+        (64, 128, (5, 5), (2, 2)),
+        (128, 256, (5, 5), (2, 2)),
+    ]
+    assert [m.in_features for m in d.modules() if isinstance(m, torch.nn.Linear)] == [4 * 4 * 4 * 64]

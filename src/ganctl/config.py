@@ -29,9 +29,16 @@ ARCHS = ("mlp", "dcgan", "resnet")  # `ganctl.models` builds them
 FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.analysis.fidelity` computes them
 
 # What the data decides when a setting is left out.
-POINTS_MODEL = {"arch": "mlp", "width": 128, "z_dim": 2}  # width 128 measured as good as 256, 4x faster
+# width 128 measured as good as 256, 4x faster; no generator normalisation, as the WGAN-GP toy code
+POINTS_MODEL = {"arch": "mlp", "width": 128, "depth": 3, "z_dim": 2, "gen_norm": "none"}
 IMAGE_ARCH = "dcgan"
-IMAGE_WIDTH = {"dcgan": 64, "resnet": 128}  # DCGAN's 64; the WGAN-GP / SN-GAN ResNet's 128
+IMAGE_WIDTH = {
+    "dcgan": 64,
+    "resnet": 128,
+    "mlp": 1024,
+}  # DCGAN's 64; the WGAN-GP / SN-GAN ResNet's 128; PyTorch-GAN's MLP
+IMAGE_DEPTH = 4  # an image MLP's generator layers (128, 256, 512, 1024 at width 1024: PyTorch-GAN's)
+IMAGE_GEN_NORM = "batch"  # DCGAN's, the WGAN-GP ResNet's and PyTorch-GAN's MLP generators
 IMAGE_Z_DIM = 128
 SHAPES_IMAGE_SIZE = 32  # the built-in `shapes` set (files keep their own size)
 
@@ -51,9 +58,10 @@ class TrainConfig:
     hflip: bool = False  # images: random horizontal flips
 
     # --- models (None: follows the data; see README "Defaults") ------------------------
-    arch: str | None = None  # one of ARCHS (resnet: 32 px images)
-    width: int | None = None  # MLP: hidden units (128, measured); dcgan/resnet: base channels (64/128)
-    depth: int = 3  # MLP hidden layers, generator and critic
+    arch: str | None = None  # one of ARCHS
+    width: int | None = None  # MLP: hidden units (2-D: 128, measured; images: the widest); dcgan/resnet: channels
+    depth: int | None = None  # MLP hidden layers (2-D: 3; images: the generator's 4, the critic half)
+    gen_norm: str | None = None  # generator normalisation: batch | layer | none (2-D: none; images: batch)
     z_dim: int | None = None  # latent size: 2 for 2-D data (as the WGAN-GP toy code), 128 for images
     critic_norm: str = "none"  # one of choices("critic_norm"); batch is refused under a penalty
 
@@ -149,6 +157,7 @@ SCHEDULE_FIELDS = frozenset(
 
 _CHOICES = {
     "critic_norm": ("none", "layer", "batch"),
+    "gen_norm": ("none", "layer", "batch"),
     "penalty_at": ("interp", "real", "fake", "real+fake"),
     "optimizer": ("adam", "rmsprop"),
     "lr_decay": ("none", "linear"),

@@ -352,7 +352,7 @@ def evaluate_files(
         return {**source, **score(dataset, [_points_file(fake)[: request.n]], request)}
     c = dataset.shape[0] if dataset is not None else channels
     if fake.is_dir():
-        generated = image_files.load_folder(fake, image_size, c or 3, use_cache=False, flag="--fake")
+        generated = image_files.load_folder(fake, image_size, c, use_cache=False, flag="--fake")
     elif fake.suffix.lower() in (".npy", ".npz"):
         generated = image_files.load_array(fake, image_size, c)
     else:

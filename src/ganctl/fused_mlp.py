@@ -67,10 +67,15 @@ class Step(NamedTuple):
 def layers_of(critic: nn.Module) -> list[Layer] | None:
     """The critic as (weight, bias, slope) layers when it is exactly Linear, activation, ...,
     Linear with ReLU or LeakyReLU (slope in [0, 1)), one output, and nothing hooked or
-    reparametrised (spectral norm, hooks and normalisation layers all go the autograd way)."""
+    reparametrised (spectral norm, hooks and normalisation layers all go the autograd way). A
+    leading flatten of every non-batch axis (an image MLP's) is allowed: the step flattens."""
     if type(critic) is not nn.Sequential or _hooked(critic):
         return None
     modules = list(critic)
+    if modules and type(modules[0]) is nn.Flatten:
+        if (modules[0].start_dim, modules[0].end_dim) != (1, -1) or _hooked(modules[0]):
+            return None
+        modules = modules[1:]
     if len(modules) % 2 != 1:
         return None
     layers = []
@@ -125,6 +130,7 @@ def critic_step(
     graph. A `workspace` dict, kept by the caller across steps, holds the row buffers so that
     they are allocated once (fresh memory costs page faults on every step, a large share of
     the step on a CPU)."""
+    real, fake = real.flatten(1), fake.flatten(1)  # (B, d): an image MLP's critic flattens first
     b, names = real.shape[0], list(leaves)
     if not names or any(n not in POINT_SETS for n in names):
         raise ValueError(f"penalised point sets must be among {POINT_SETS}, got {names}")
@@ -135,7 +141,7 @@ def critic_step(
     everything = _merge([(0, 0, 2 * b)] + [(2 * b + dst, src, n) for dst, src, n in penalised])
     buffer = _Buffers(workspace if workspace is not None else {}, real)
     # 1. Forward. hs[k] is the input of layer k; its rows past the loss's hold the adjoint later.
-    points = [real, fake] + ([leaves["interp"].detach()] if "interp" in leaves else [])
+    points = [real, fake] + ([leaves["interp"].detach().flatten(1)] if "interp" in leaves else [])
     n_forward, n_rows = b * len(points), b * (2 + len(names))
     hs = [buffer("h", 0, n_rows, real.shape[1])]
     torch.cat(points, out=hs[0][:n_forward])

@@ -19,6 +19,8 @@ from typing import Any
 
 from ganctl.config import (
     IMAGE_ARCH,
+    IMAGE_DEPTH,
+    IMAGE_GEN_NORM,
     IMAGE_WIDTH,
     IMAGE_Z_DIM,
     POINTS_MODEL,
@@ -353,7 +355,8 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
         cfg = _fill(cfg, **POINTS_MODEL)
     else:
         arch = cfg.arch or IMAGE_ARCH
-        cfg = _fill(cfg, arch=arch, width=IMAGE_WIDTH.get(arch, IMAGE_WIDTH[IMAGE_ARCH]), z_dim=IMAGE_Z_DIM)
+        width = IMAGE_WIDTH.get(arch, IMAGE_WIDTH[IMAGE_ARCH])
+        cfg = _fill(cfg, arch=arch, width=width, depth=IMAGE_DEPTH, z_dim=IMAGE_Z_DIM, gen_norm=IMAGE_GEN_NORM)
     cfg = _resolve_method(cfg, get_method(cfg.lipschitz))
     if cfg.lr_decay != "none" and cfg.decay_steps is None:
         # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
@@ -408,8 +411,11 @@ def describe_default(name: str) -> str:
     special = {
         "arch": f"{POINTS_MODEL['arch']} on 2-D data, {IMAGE_ARCH} on images",
         "width": (
-            f"{POINTS_MODEL['width']} for the 2-D MLP; " + ", ".join(f"{arch} {w}" for arch, w in IMAGE_WIDTH.items())
+            f"{POINTS_MODEL['width']} for the 2-D MLP; on images "
+            + ", ".join(f"{arch} {w}" for arch, w in IMAGE_WIDTH.items())
         ),
+        "depth": f"{POINTS_MODEL['depth']} on 2-D data, {IMAGE_DEPTH} for an image MLP",
+        "gen_norm": f"{POINTS_MODEL['gen_norm']} on 2-D data, {IMAGE_GEN_NORM} on images",
         "z_dim": f"{POINTS_MODEL['z_dim']} on 2-D data, {IMAGE_Z_DIM} on images",
         "image_size": f"{SHAPES_IMAGE_SIZE} for shapes; a folder's, an array's or CIFAR-10's own",
         "channels": "the source's",

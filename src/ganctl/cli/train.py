@@ -144,12 +144,31 @@ def train(
         ),
     ] = None,
     arch: Annotated[
-        str | None, _opt("--arch", help=" | ".join(choices("arch")) + " (resnet: 32 px).", field="arch", panel=_MODEL)
+        str | None,
+        _opt(
+            "--arch",
+            help=" | ".join(choices("arch")) + " (mlp on images: flattened pixels; dcgan: 16 to 256 px and 28;"
+            " resnet: 16, 28, 32 px).",
+            field="arch",
+            panel=_MODEL,
+        ),
     ] = None,
     width: Annotated[
         int | None, _opt("--width", help="MLP hidden units; dcgan/resnet base channels.", field="width", panel=_MODEL)
     ] = None,
-    depth: Annotated[int | None, _opt("--depth", help="MLP hidden layers.", field="depth", panel=_MODEL)] = None,
+    depth: Annotated[
+        int | None,
+        _opt(
+            "--depth",
+            help="MLP hidden layers (images: the generator's, doubling up to --width; the critic has half).",
+            field="depth",
+            panel=_MODEL,
+        ),
+    ] = None,
+    gen_norm: Annotated[
+        str | None,
+        _opt("--gen-norm", help="Generator normalisation: batch | layer | none.", field="gen_norm", panel=_MODEL),
+    ] = None,
     z_dim: Annotated[int | None, _opt("--z-dim", help="Latent size.", field="z_dim", panel=_MODEL)] = None,
     critic_norm: Annotated[
         str | None,

@@ -72,7 +72,7 @@ def load_dataset(cfg: TrainConfig) -> DataSource:
     if path.suffix.lower() in ARRAY_SUFFIXES:
         return images.load_array(path, cfg.image_size, cfg.channels, cfg.hflip)
     if path.is_dir():
-        return images.load_folder(path, cfg.image_size, cfg.channels or 3, cfg.hflip)
+        return images.load_folder(path, cfg.image_size, cfg.channels, cfg.hflip)
     if path.exists():
         raise DataError(
             f"--data {name}: not a folder of images, a {'/'.join(ARRAY_SUFFIXES)} array or CIFAR-10 as distributed"

@@ -142,19 +142,22 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def _header_sizes(files: list[Path]) -> dict[Path, tuple[int, int]]:
-    """(width, height) of every file whose header pillow can read (the rest are reported when
-    decoding fails)."""
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # pillow's modes of single-channel images
+
+
+def _headers(files: list[Path]) -> dict[Path, tuple[tuple[int, int], str]]:
+    """((width, height), mode) of every file whose header pillow can read (the rest are
+    reported when decoding fails)."""
     from PIL import Image
 
-    sizes = {}
+    found = {}
     for path in files:
         try:
             with Image.open(path) as im:
-                sizes[path] = im.size
+                found[path] = (im.size, im.mode)
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
             continue
-    return sizes
+    return found
 
 
 def native_side(root: Path, sizes: dict[Path, tuple[int, int]], flag: str = "--data") -> int:
@@ -188,15 +191,25 @@ def _folder_key(root: Path, files: list[Path], size: int, channels: int) -> str:
 
 
 def load_folder(
-    root: Path, size: int | None, channels: int, hflip: bool = False, use_cache: bool = True, flag: str = "--data"
+    root: Path,
+    size: int | None,
+    channels: int | None,
+    hflip: bool = False,
+    use_cache: bool = True,
+    flag: str = "--data",
 ) -> ImageSet:
-    """Every image under `root`, at `size` (None: the size they all share)."""
+    """Every image under `root`, at `size` (None: the size they all share), with `channels`
+    channels (None: 1 when every image is grayscale, else 3)."""
     if not root.is_dir():
         raise DataError(f"{flag} {root}: no such folder or file")
     files = _list_images(root)
     if not files:
         raise DataError(f"{flag} {root}: no images found (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
-    sizes = _header_sizes(files)
+    headers = _headers(files)
+    sizes = {path: wh for path, (wh, _) in headers.items()}
+    if channels is None:
+        grey = headers and all(mode in GREY_MODES for _, mode in headers.values())
+        channels = 1 if grey else 3
     native = native_side(root, sizes, flag) if size is None else None
     size = size or native
     uniform = set(sizes.values())

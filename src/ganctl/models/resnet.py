@@ -1,12 +1,14 @@
-"""The CIFAR ResNet of WGAN-GP (Gulrajani et al. 2017, appendix; also SN-GAN's 32 px ResNet),
-for 32 px images. `width` is the channel count of every block (128 in the papers).
+"""The CIFAR ResNet of WGAN-GP (Gulrajani et al. 2017, appendix; also SN-GAN's 32 px ResNet).
+`width` is the channel count of every block (128 in the papers).
 
-Generator: linear z -> w x 4 x 4, three up-sampling residual blocks (BN, ReLU, nearest
-up-sampling, 3 x 3 conv, BN, ReLU, 3 x 3 conv; shortcut up-sampling and 1 x 1 conv) to 32 px,
-then BN, ReLU, a 3 x 3 conv to C channels and tanh. Critic: an optimised first block (conv,
-ReLU, conv, average pooling; shortcut pooling and 1 x 1 conv), a down-sampling block, two
-plain blocks, ReLU, the spatial mean and a linear layer. `critic_norm` goes before each
-ReLU inside the critic's blocks after the first.
+Generator: linear z -> w x s x s, up-sampling residual blocks (BN, ReLU, nearest up-sampling,
+3 x 3 conv, BN, ReLU, 3 x 3 conv; shortcut up-sampling and 1 x 1 conv) to the image size, then
+BN, ReLU, a 3 x 3 conv to C channels and tanh. At 32 px, s = 4 and three blocks, as the papers;
+at 16 px, s = 4 and two blocks; at 28 px (MNIST), s = 7 and two blocks. The batch norms are
+`gen_norm`'s. Critic: an optimised first block (conv, ReLU, conv, average pooling; shortcut
+pooling and 1 x 1 conv), a down-sampling block, two plain blocks, ReLU, the spatial mean and a
+linear layer, at every size. `critic_norm` goes before each ReLU inside the critic's blocks
+after the first.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ from ganctl.config import TrainConfig
 from ganctl.models import activations
 from ganctl.models.dcgan import _norm2d, check_image_shape
 
+RESNET_SIZES = (16, 28, 32)
+_BOTTOM = {16: (4, 2), 28: (7, 2), 32: (4, 3)}  # the generator's first side and its up-sampling blocks
+
+
+def _gen_norm(kind: str, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if kind == "batch" else _norm2d(kind, channels)
+
 
 class UpBlock(nn.Module):
-    def __init__(self, a: int, b: int):
+    def __init__(self, a: int, b: int, norm: str = "batch"):
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(a), nn.Conv2d(a, b, 3, 1, 1)
-        self.bn2, self.conv2 = nn.BatchNorm2d(b), nn.Conv2d(b, b, 3, 1, 1)
+        self.bn1, self.conv1 = _gen_norm(norm, a), nn.Conv2d(a, b, 3, 1, 1)
+        self.bn2, self.conv2 = _gen_norm(norm, b), nn.Conv2d(b, b, 3, 1, 1)
         self.shortcut = nn.Conv2d(a, b, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,15 +84,15 @@ class FirstBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int, w: int, c: int):
+    def __init__(self, z_dim: int, w: int, c: int, size: int = 32, norm: str = "batch"):
         super().__init__()
-        self.w = w
-        self.linear = nn.Linear(z_dim, 4 * 4 * w)
-        self.blocks = nn.Sequential(UpBlock(w, w), UpBlock(w, w), UpBlock(w, w))
-        self.bn, self.out = nn.BatchNorm2d(w), nn.Conv2d(w, c, 3, 1, 1)
+        self.w, (self.side, ups) = w, _BOTTOM[size]
+        self.linear = nn.Linear(z_dim, self.side * self.side * w)
+        self.blocks = nn.Sequential(*(UpBlock(w, w, norm) for _ in range(ups)))
+        self.bn, self.out = _gen_norm(norm, w), nn.Conv2d(w, c, 3, 1, 1)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.blocks(self.linear(z).reshape(len(z), self.w, 4, 4))
+        h = self.blocks(self.linear(z).reshape(len(z), self.w, self.side, self.side))
         return self.out(F.relu(self.bn(h))).tanh()
 
 
@@ -109,5 +118,5 @@ class Critic(nn.Module):
 
 
 def build_resnet(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    c, _ = check_image_shape("resnet", sample_shape, sizes=(32,))
-    return Generator(cfg.z_dim, cfg.width, c), Critic(cfg.width, c, cfg.critic_norm)
+    c, size = check_image_shape("resnet", sample_shape, sizes=RESNET_SIZES)
+    return Generator(cfg.z_dim, cfg.width, c, size, cfg.gen_norm), Critic(cfg.width, c, cfg.critic_norm)
