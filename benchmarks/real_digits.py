@@ -226,7 +226,14 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def race(
-    step: Callable[[], int], sample: Sampler, judge: Judge, seconds: float, every: float, n: int, clock: str = "wall"
+    step: Callable[[], int],
+    sample: Sampler,
+    judge: Judge,
+    seconds: float,
+    every: float,
+    n: int,
+    clock: str = "wall",
+    draws: int = 5,
 ) -> dict:
     """Train for `seconds` (evaluations excluded), scoring `n` samples every `every` seconds.
     The wall clock measures what a user waits for; the CPU clock (this process's CPU time) what
@@ -244,13 +251,13 @@ def race(
             score = judge.score(sample(n, torch.Generator().manual_seed(rng_seed)))
             curve.append({"seconds": round(trained, 2), "critic_steps": critic_steps, **score})
             next_eval += every
-    return {
-        "seconds": round(trained, 2),
-        "steps": steps,
-        "critic_steps": critic_steps,
-        "final": curve[-1],
-        "curve": curve,
-    }
+    # The judge's own noise: the final generator scored on independent sample draws.
+    scored = [
+        judge.score(sample(n, torch.Generator().manual_seed(rng_seed + 1 + k)))["confident"] for k in range(draws)
+    ]
+    noise = {"draws": draws, "mean": float(np.mean(scored)), "sd": float(np.std(scored, ddof=1)) if draws > 1 else 0.0}
+    result = {"seconds": round(trained, 2), "steps": steps, "critic_steps": critic_steps, "final": curve[-1]}
+    return {**result, "draw_noise": noise, "curve": curve}
 
 
 def draw(results: list[dict], path: Path) -> None:
@@ -273,6 +280,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("textbook", "ganctl"), default=None)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's own)")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help="what --seconds counts")
+    parser.add_argument("--draws", type=int, default=5, help="independent sample draws of the final generator")
     parser.add_argument("--folder", type=Path, default=Path("runs/digits16"), help="where the digits are written")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
@@ -302,9 +310,11 @@ def main() -> None:
             }
             results.append(r)
             f = r["final"]
+            noise = r["draw_noise"]
             print(
                 f"{name} seed {seed}: {r['seconds']:.0f} s, {r['steps']} steps ({r['critic_steps']} critic):"
-                f" {f['classes']} classes, {f['confident']:.1%} confident",
+                f" {f['classes']} classes, {f['confident']:.1%} confident ({noise['mean']:.1%} +/- {noise['sd']:.1%}"
+                f" over {noise['draws']} draws)",
                 flush=True,
             )
     summary = {

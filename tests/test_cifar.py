@@ -75,7 +75,7 @@ def test_both_layouts_read_in_place_with_labels(tmp_path, layout, packed):
     for split in ("train", "test"):
         data = load_dataset(TrainConfig(data=str(where), split=split))
         pixels, labels = expected(batches, split)
-        assert torch.equal(data.images, pixels) and torch.equal(data.labels, labels)
+        assert torch.equal(data.images, pixels) and torch.equal(data.targets, labels)
         assert data.classes.names == tuple(NAMES) and data.classes.count == 10
         assert data.native_size == (32, 32) and not data.resampled and data.shape == (3, 32, 32)
     assert len(load_dataset(TrainConfig(data=str(where)))) == 5 * PER_BATCH  # train by default

@@ -80,6 +80,8 @@ def save(trainer: Any, path: Path, rank_states: list[Tensor] | None = None) -> P
     }
     if state["scalers"] is not None:  # fp16 gradient scalers: scale and growth tracker
         metadata["amp_scalers"] = json.dumps(state["scalers"])
+    if state.get("class_names") is not None:  # a conditional run's classes, in label order
+        metadata["class_names"] = json.dumps(state["class_names"])
     from safetensors.torch import save_file
 
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -192,12 +194,25 @@ def read_state(path: Path) -> tuple[dict[str, Any], TrainConfig]:
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: missing or malformed counters ({exc})") from None
     state["rng_device"] = metadata.get("rng_device", "")
+    state["class_names"] = _class_names(path, metadata, config)
     state["rank_rngs"] = {
         int(k[len("rng.rank") :]): v
         for k, v in tensors.items()
         if k.startswith("rng.rank") and k[len("rng.rank") :].isdigit()
     }
     return state, config
+
+
+def _class_names(path: Path, metadata: dict[str, str], config: TrainConfig) -> list[str] | None:
+    if "class_names" not in metadata:
+        return None
+    try:
+        names = json.loads(metadata["class_names"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: metadata 'class_names' is not JSON ({exc})") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) != config.num_classes:
+        raise CheckpointError(f"{path}: metadata 'class_names' is not a list of {config.num_classes} names")
+    return names
 
 
 def _take(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -293,7 +308,8 @@ class Checkpoint(Networks):
         critic: nn.Module,
         ema: nn.Module | None,
     ):
-        super().__init__(config, device, generator, critic, ema, step=state["step"])
+        names = tuple(state["class_names"]) if state.get("class_names") else None
+        super().__init__(config, device, generator, critic, ema, step=state["step"], class_names=names)
         self.path = path
         self.critic_steps = state["critic_steps"]
         self.rng_device = state["rng_device"]

@@ -65,6 +65,14 @@ class TrainConfig:
     z_dim: int | None = None  # latent size: 2 for 2-D data (as the WGAN-GP toy code), 128 for images
     critic_norm: str = "none"  # one of choices("critic_norm"); batch is refused under a penalty
 
+    # --- class conditioning (Mirza & Osindero 2014; projection: Miyato & Koyama 2018; AC-GAN:
+    # Odena et al. 2017, as WGAN-GP's conditional CIFAR-10 code) -------------------------
+    conditional: bool = False  # condition generator and critic on the data's class labels
+    cond: str | None = None  # the critic's conditioning: projection | acgan | concat (None: the recipe's)
+    acgan_scale: float | None = None  # acgan: the critic's auxiliary cross-entropy weight (WGAN-GP's 1)
+    acgan_scale_g: float | None = None  # acgan: the generator's (WGAN-GP's 0.1)
+    num_classes: int | None = None  # the data's class count, recorded when the data is read
+
     # --- Lipschitz method -----------------------------------------------------------
     lipschitz: str = "gp"  # a method of `ganctl.recipes.METHODS`
     # Method-specific settings: None means "the method's default"; another method refuses them.
@@ -167,6 +175,7 @@ _CHOICES = {
     "arch": ARCHS,
     "eval_features": ("random-conv", "inception"),
     "split": ("train", "test"),
+    "cond": ("projection", "acgan", "concat"),
 }
 
 
@@ -272,7 +281,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.channels is not None and cfg.channels not in (1, 3):
         raise ConfigError(f"--channels must be 1 or 3, got {cfg.channels}")
     _check_positive(cfg, ("clip", "lr_g", "lr_d", "n_critic", "eval_samples"))
-    _check_positive(cfg, ("penalty_weight", "gp_target"), strict=False)
+    _check_positive(cfg, ("penalty_weight", "gp_target", "acgan_scale", "acgan_scale_g"), strict=False)
+    _check_positive(cfg, ("num_classes",))
     _check_positive(
         cfg, ("log_every", "eval_every", "sample_every", "ckpt_every", "keep_last", "threads"), strict=False
     )

@@ -88,6 +88,8 @@ class Trainer(Networks):
             if dataset.kind == "images":
                 c, size, _ = dataset.shape
                 cfg = cfg.replace(image_size=size, channels=c)
+            if cfg.conditional:  # the data says how many classes, and their names
+                cfg = cfg.replace(num_classes=dataset.classes.count)
         self.strategy = build_strategy(cfg)
         self.loss = get_loss(cfg.loss)
         generator, critic, ema = build(cfg, self.strategy)
@@ -97,7 +99,8 @@ class Trainer(Networks):
         generator, critic, ema = (
             m.to(device, memory_format=self.memory_format) if m is not None else None for m in (generator, critic, ema)
         )
-        super().__init__(cfg, device, generator, critic, ema, dataset=dataset)
+        names = dataset.classes.names if dataset is not None and cfg.conditional else None
+        super().__init__(cfg, device, generator, critic, ema, dataset=dataset, class_names=names)
         self.world = world
         distributed.broadcast_modules([m for m in (generator, critic, ema) if m is not None], world)
         self.notes: list[str] = []  # said once at the start of a run
@@ -204,13 +207,18 @@ class Trainer(Networks):
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def critic_step(self) -> None:
-        """One critic update: loss, penalty (every reg_every-th step) and optimizer step."""
+        """One critic update: loss, penalty (every reg_every-th step) and optimizer step. A
+        conditional critic sees the real batch's labels, and the fake batch is drawn with the
+        same labels, so every penalised point (an interpolate pairs a real and a fake of one
+        class) is taken at a fixed label."""
         cfg, b = self.cfg, self.cfg.batch_size
-        real = self.dataset.sample(b, self.rng, self.device)
+        real, y = self.dataset.sample_labelled(b, self.rng, self.device) if cfg.conditional else (None, None)
+        if real is None:
+            real = self.dataset.sample(b, self.rng, self.device)
         if real.dim() == 4:
             real = real.contiguous(memory_format=self.memory_format)
         with torch.no_grad(), self.autocast():
-            fake = self._generator_fast(self.noise(b)).float()
+            fake = self._generate(self._generator_fast, self.noise(b), y).float()
         at = self.strategy.penalty_at
         if at is not None and self.critic_steps % cfg.reg_every != 0:
             at = None  # lazy regularisation: no penalty on this step
@@ -222,7 +230,7 @@ class Trainer(Networks):
                 self._fused_layers, real, fake, leaves, self.loss, penalty_terms, self._workspace
             )
         else:
-            d_real, d_fake, loss, penalty, grads = self._critic_backward(real, fake, leaves)
+            d_real, d_fake, loss, penalty, grads = self._critic_backward(real, fake, leaves, y)
         distributed.average_gradients(self.critic, self.world)  # no-op on one process
         if not self._finite("critic", self._critic_params, loss=loss, penalty=penalty):
             self.opt_d.zero_grad(set_to_none=True)  # --on-nonfinite skip: drop this update
@@ -236,17 +244,23 @@ class Trainer(Networks):
         self.critic_steps += 1
         self._track("loss_d", loss)
         self._track("critic_gap", d_real.mean() - d_fake.mean())
-        self._last_batch = (real.detach(), fake.detach())
+        self._last_batch = (real.detach(), fake.detach(), y)
 
     def _critic_backward(
-        self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]
+        self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor], y: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
         """The critic's loss and penalty by autograd, and its (scaled) backward into `.grad`.
-        Returns D(real), D(fake), the loss, the penalty (None without one) and its input gradients."""
-        out, pen_out = self._critic_passes(real, fake, leaves)
+        Returns D(real), D(fake), the loss, the penalty (None without one) and its input gradients.
+        With --cond acgan the critic also learns to classify the real batch (WGAN-GP's
+        conditional code: cross-entropy on real images only, weighted by --acgan-scale)."""
+        out, pen_out, logits = self._critic_passes(real, fake, leaves, y)
         d_real, d_fake = out["real"], out["fake"]
         loss = self.loss.critic(d_real, d_fake)
         total, penalty, grads = loss, None, []
+        if "real" in logits:
+            ce = torch.nn.functional.cross_entropy(logits["real"], y)
+            self._track("acgan_d", ce)
+            total = total + self.cfg.acgan_scale * ce
         if leaves:
             # Input gradients of the scaled output (no-op scale without fp16), then unscaled.
             scaled = torch.autograd.grad(self.scaler_d.scale(pen_out.sum()), list(leaves.values()), create_graph=True)
@@ -258,38 +272,65 @@ class Trainer(Networks):
         return d_real, d_fake, loss, penalty, grads
 
     def _critic_passes(
-        self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor]
-    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor], y: Tensor | None = None
+    ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor]]:
         """D on real and fake points, in two forwards when there is a penalty: one over the
         penalised leaves (eager; at interpolates with constant-slope activations, see
         `models.activations`) and one over the other sets (compiled with --compile). Returns
-        D per set name and the penalised pass's output, whose input gradients the penalty takes.
-        `real` and `fake` carry no graph (data, and a generator output taken under no_grad)."""
+        D per set name, the penalised pass's output, whose input gradients the penalty takes,
+        and an AC-GAN critic's class logits per set. `real` and `fake` carry no graph (data,
+        and a generator output taken under no_grad); every set shares the labels y."""
         b = self.cfg.batch_size
         plain = [(name, x) for name, x in (("real", real), ("fake", fake)) if name not in leaves]
         out: dict[str, Tensor] = {}
+        logits: dict[str, Tensor] = {}
         pen_out = None
         with self.autocast():
             if plain:
-                values = self._critic_fast(torch.cat([x for _, x in plain])).float()
+                values, classes = self._critique(self._critic_fast, torch.cat([x for _, x in plain]), y, len(plain))
                 out.update((name, values[i * b : (i + 1) * b]) for i, (name, _) in enumerate(plain))
+                if classes is not None:
+                    logits.update((name, classes[i * b : (i + 1) * b]) for i, (name, _) in enumerate(plain))
             if leaves:
                 # Constant slopes pay off where the penalised outputs are not in the loss (x_hat):
                 # elsewhere the loss's own backward walks that forward graph anyway.
                 slope = activations.constant_slope() if "interp" in leaves else contextlib.nullcontext()
                 with slope:
-                    pen_out = self.critic(torch.cat(list(leaves.values()))).float()
+                    pen_out, classes = self._critique(self.critic, torch.cat(list(leaves.values())), y, len(leaves))
                 out.update((name, pen_out[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
-        return out, pen_out
+                if classes is not None:
+                    logits.update((name, classes[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
+        return out, pen_out, logits
+
+    def _critique(self, net: nn.Module, x: Tensor, y: Tensor | None, sets: int = 1) -> tuple[Tensor, Tensor | None]:
+        """D(x) (float32), at labels y repeated for `sets` stacked point sets; and an AC-GAN
+        critic's class logits."""
+        if y is None:
+            return net(x).float(), None
+        labels = y.repeat(sets)
+        if self.cfg.cond == "acgan":
+            value, classes = net.forward_all(x, labels)
+            return value.float(), classes.float()
+        return net(x, labels).float(), None
+
+    @staticmethod
+    def _generate(net: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+        return net(z) if y is None else net(z, y)
 
     def generator_step(self) -> None:
         """One generator update against the current critic."""
+        cfg, b = self.cfg, self.cfg.batch_size
         for p in self._critic_params:  # no critic weight gradients in this backward
             p.requires_grad_(False)
         try:
+            y = self.dataset.labels(b, self.rng, self.device) if cfg.conditional else None
             with self.autocast():
-                out = self._critic_fast(self._generator_fast(self.noise(self.cfg.batch_size))).float()
+                out, classes = self._critique(
+                    self._critic_fast, self._generate(self._generator_fast, self.noise(b), y), y
+                )
             loss = self.loss.generator(out)
+            if classes is not None:  # AC-GAN: the generator makes images the critic classifies as y
+                loss = loss + cfg.acgan_scale_g * torch.nn.functional.cross_entropy(classes, y)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
             distributed.average_gradients(self.generator, self.world)
@@ -375,11 +416,11 @@ class Trainer(Networks):
             stats["amp_skipped"] = self.amp_skipped
             stats["amp_scale"] = self.scaler_d.get_scale()
         if self._last_batch is not None:
-            real, fake = self._last_batch
+            real, fake, y = self._last_batch
             eval_rng = self.eval_generator(offset=self.step)  # `streams`: the step as offset
             x_hat = penalties.interpolate(real, fake, eval_rng)
             with eval_mode(self.critic):
-                _, grads = penalties.input_grads(self.critic, x_hat)
+                _, grads = penalties.input_grads(self.critic, x_hat, y=y)
             stats["grad_norm"] = float(penalties.grad_norm(grads).mean())
         return stats
 
@@ -400,6 +441,7 @@ class Trainer(Networks):
             "critic_steps": self.critic_steps,
             "rng": self.rng.get_state(),
             "rng_device": self.device.type,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
             "scalers": {"d": self.scaler_d.state_dict(), "g": self.scaler_g.state_dict(), "skipped": self.amp_skipped}
             if scaled
             else None,
@@ -411,6 +453,8 @@ class Trainer(Networks):
         type cannot be restored: the run then continues on a stream derived from (seed, step,
         rank) and `exact_resume` is False."""
         checkpoint.load_networks(self, state)
+        if state.get("class_names"):
+            self.class_names = tuple(state["class_names"])
         self._load_optimizer("optim_g", self.opt_g, state["optim_g"])
         self._load_optimizer("optim_d", self.opt_d, state["optim_d"])
         self.step, self.critic_steps = int(state["step"]), int(state["critic_steps"])

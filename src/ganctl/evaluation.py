@@ -41,6 +41,8 @@ from ganctl.render import image_grid, save_image, scatter_over_field
 FIELD_RESOLUTION = 128
 PLOT_POINTS = 1000
 GRID_IMAGES = 64  # an 8 x 8 grid from fixed latents
+GRID_COLUMNS = 8
+MAX_GRID_ROWS = 20  # a conditional grid's rows: one class each
 EVAL_BATCH = 500
 GRADNORM_POINTS = 512  # interpolates measured at each eval (the gradnorm command's summary)
 
@@ -56,12 +58,20 @@ class Evaluator:
         self.dataset = dataset = nets.dataset
         self.points = dataset.kind == "points"
         self.latents = nets.noise(cfg.eval_samples, rng)
+        # A conditional run's samples cycle through the classes: the same number of each.
+        self.labels = nets.class_labels(cfg.eval_samples, rng) if cfg.conditional else None
         # Real points for the gradient-norm summary, from a stream of their own so that adding
-        # them changed no other evaluation input.
+        # them changed no other evaluation input (with their labels: the fakes it pairs them with
+        # are drawn at the same labels).
         self.n_gradnorm = min(GRADNORM_POINTS, cfg.eval_samples)
-        self.real_gradnorm = dataset.sample(
-            self.n_gradnorm, nets.eval_generator(streams.EVAL_GRADNORM_REAL), nets.device
-        )
+        gradnorm_rng = nets.eval_generator(streams.EVAL_GRADNORM_REAL)
+        if cfg.conditional:
+            self.real_gradnorm, self.labels_gradnorm = dataset.sample_labelled(
+                self.n_gradnorm, gradnorm_rng, nets.device
+            )
+        else:
+            self.real_gradnorm = dataset.sample(self.n_gradnorm, gradnorm_rng, nets.device)
+            self.labels_gradnorm = None
         self.last_norms: Tensor | None = None  # the latest gradient-norm summary's norms (for histograms)
         self.metrics = () if self.points else metric_list(cfg.eval_metrics, "--eval-metrics")
         self._spaces: Spaces | None = None
@@ -77,18 +87,27 @@ class Evaluator:
         self.w1_floor = floor_of(dataset, self.n_w1, cfg.seed)  # (mean, sd)
 
     @torch.no_grad()
-    def fake(self, n: int | None = None) -> torch.Tensor:
-        net = self.nets.sampler
-        latents = self.latents[:n]
+    def fake(self, n: int | None = None, labels: Tensor | None = None) -> torch.Tensor:
+        """The fixed latents' samples (the first n), at the fixed labels (or `labels`)."""
+        net, latents = self.nets.sampler, self.latents[:n]
+        if labels is None and self.labels is not None:
+            labels = self.labels[: len(latents)]
         with eval_mode(net):
-            return torch.cat([net(z).float() for z in latents.split(EVAL_BATCH)])
+            if labels is None:
+                return torch.cat([net(z).float() for z in latents.split(EVAL_BATCH)])
+            parts = zip(latents.split(EVAL_BATCH), labels.split(EVAL_BATCH))
+            return torch.cat([net(z, y).float() for z, y in parts])
 
     def evaluate(self) -> dict[str, Any]:
         fake = self.fake()
-        result: dict[str, Any] = self.gradnorm(fake[: self.n_gradnorm])
+        gradnorm_fake = self.fake(self.n_gradnorm, self.labels_gradnorm)
+        result: dict[str, Any] = self.gradnorm(gradnorm_fake)
+        consistency = class_consistency(self.dataset, fake, self.labels) if self.labels is not None else {}
         if not self.points:
             judge = self.dataset.judge
-            return {**(judge.quality(fake) if judge is not None else {}), **self.image_metrics(fake), **result}
+            quality = judge.quality(fake) if judge is not None else {}
+            return {**quality, **consistency, **self.image_metrics(fake), **result}
+        result.update(consistency)
         result.update(
             {
                 "w1": wasserstein1(fake[: self.n_w1], self.real_w1),
@@ -140,7 +159,7 @@ class Evaluator:
             fake.to(self.real_gradnorm.dtype),
             self.nets.eval_generator(streams.EVAL_GRADNORM_INTERP),
         )
-        self.last_norms = gradient_norms(self.nets.critic, x_hat)[1]
+        self.last_norms = gradient_norms(self.nets.critic, x_hat, y=self.labels_gradnorm)[1]
         stats = summarise(self.last_norms, DEFAULT_TOL)
         return {
             "gradnorm_mean": stats["mean"],
@@ -153,11 +172,22 @@ class Evaluator:
         """The run's picture (a grid from fixed latents, or 2-D points over the critic's
         field), saved to `path` unless it is None, and returned."""
         if not self.points:
-            grid = image_grid(self.fake(GRID_IMAGES).cpu().numpy(), columns=8)
+            if self.labels is None:
+                images = self.fake(GRID_IMAGES)
+            else:  # a row per class, the same latents in every row
+                images = self._class_grid(min(self.nets.cfg.num_classes, MAX_GRID_ROWS))
+            grid = image_grid(images.cpu().numpy(), columns=GRID_COLUMNS)
             if path is not None:
                 save_image(path, grid)
             return grid
         return draw_points(path, self.nets, self.real[:PLOT_POINTS], self.fake(PLOT_POINTS), title, self.extent)
+
+    @torch.no_grad()
+    def _class_grid(self, rows: int) -> Tensor:
+        z = self.latents[:GRID_COLUMNS].repeat(rows, 1)
+        labels = torch.arange(rows, device=self.nets.device).repeat_interleave(GRID_COLUMNS)
+        with eval_mode(self.nets.sampler):
+            return self.nets.sampler(z, labels).float()
 
 
 def plot_extent(real: torch.Tensor) -> tuple[float, float, float, float]:
@@ -176,15 +206,39 @@ def draw_points(
     title: str,
     extent: tuple[float, float, float, float] | None = None,
 ) -> Image.Image:
-    """Real and generated 2-D points over the critic's value field, as a PNG."""
+    """Real and generated 2-D points over the critic's value field, as a PNG. A conditional
+    critic's field is its largest value over the classes at each point (each class's critic
+    rises near its own mode)."""
     xmin, xmax, ymin, ymax = extent = extent or plot_extent(real)
     xs = torch.linspace(xmin, xmax, FIELD_RESOLUTION, device=nets.device)
     ys = torch.linspace(ymin, ymax, FIELD_RESOLUTION, device=nets.device)
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
-    field = nets.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
+    if nets.cfg.conditional:
+        values = [
+            nets.critic_values(grid, torch.full((len(grid),), k, device=nets.device))
+            for k in range(nets.cfg.num_classes)
+        ]
+        field = torch.stack(values).amax(dim=0).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
+    else:
+        field = nets.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
     return scatter_over_field(
         path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
     )
+
+
+def class_consistency(dataset: DataSource, fake: Tensor, labels: Tensor) -> dict[str, float]:
+    """The share of samples generated for class k that are of class k: on a 2-D mixture, a
+    high-quality sample (within 3 std) whose nearest mode is k; on `shapes`, an image the judge
+    assigns to mode k. Empty where the data has no way to tell."""
+    labels = labels.to(fake.device)
+    if dataset.mixture is not None:
+        centres = dataset.mixture.centres_tensor(fake.device)
+        dist, nearest = torch.cdist(fake.float(), centres).min(dim=1)
+        on_mode = (nearest == labels) & (dist <= 3.0 * dataset.mixture.std)
+        return {"class_consistency": float(on_mode.float().mean())}
+    if dataset.judge is not None:
+        return {"class_consistency": float((dataset.judge(fake).to(labels.device) == labels).float().mean())}
+    return {}
 
 
 _FLOORS: dict[tuple[str, int, int], tuple[float, float]] = {}
@@ -225,10 +279,13 @@ def _spaces_described(spaces: Spaces) -> dict[str, Any]:
 
 def generated_chunks(nets: Networks, n: int, seed: int, raw: bool = False) -> Iterator[Tensor]:
     """n samples of the EMA generator (the raw one with `raw`) from latents of their own seeded
-    stream, in chunks."""
+    stream, in chunks; a conditional generator's sample i is of class i mod K
+    (`Networks.class_labels`)."""
     g = torch.Generator(device=nets.device).manual_seed(seed)
+    labels = nets.class_labels(n, None) if nets.cfg.conditional else None
     for start in range(0, n, CHUNK):
-        yield nets.sample(min(CHUNK, n - start), g, raw=raw).float()
+        at = labels[start : start + CHUNK] if labels is not None else None
+        yield nets.sample(min(CHUNK, n - start), g, raw=raw, labels=at).float()
 
 
 @dataclass(frozen=True)
@@ -245,35 +302,51 @@ class Request:
 
 
 def score(
-    dataset: DataSource | None, fake: Iterable[Tensor], request: Request, fake_resampled: bool = False
+    dataset: DataSource | None,
+    fake: Iterable[Tensor],
+    request: Request,
+    fake_resampled: bool = False,
+    labels: Tensor | None = None,
 ) -> dict[str, Any]:
     """How good `fake` (chunks of samples shaped like the data's) is as a sample of `dataset`:
     the data's own metrics (2-D: modes, high-quality share, W1; shapes: the judge) and, for
     images, the request's metrics against request.n real images (or the reference file's
     statistics), with what they were measured on. `dataset` may be None for images scored
-    against a reference file alone (FID and IS)."""
+    against a reference file alone (FID and IS). With the generated samples' `labels` (a
+    conditional generator's), also class consistency and the intra-class FID."""
     if dataset is not None and dataset.kind == "points":
-        return _score_points(dataset, torch.cat([c.cpu() for c in fake]), request.n, request.seed)
+        points = torch.cat([c.cpu() for c in fake])
+        result = _score_points(dataset, points, request.n, request.seed)
+        if labels is not None:
+            result["metrics"].update(class_consistency(dataset, points, labels.cpu()))
+        return result
     spaces, metrics = request.spaces, request.metrics if request.spaces else ()
     judge = dataset.judge if dataset is not None else None
-    generated, modes = Generated(spaces, metrics) if spaces else None, []
-    n_fake = 0
+    generated, modes, n_fake = Generated(spaces, metrics) if spaces else None, [], 0
     for chunk in fake:
         if dataset is not None and (chunk.dim() != 4 or tuple(chunk.shape[1:]) != tuple(dataset.shape)):
             raise DataError(
                 f"generated images have shape {tuple(chunk.shape[1:])}, but the real images have {tuple(dataset.shape)}"
             )
+        at = labels[n_fake : n_fake + len(chunk)] if labels is not None else None
         n_fake += len(chunk)
         if judge is not None:
             modes.append(judge(chunk))
         if generated is not None and metrics:
-            generated.add(chunk)
+            generated.add(chunk, at)
     result: dict[str, Any] = {"n_fake": n_fake, "metrics": {}}
     if judge is not None:
-        result["metrics"].update(judge.quality_of_modes(torch.cat(modes)))
+        verdicts = torch.cat(modes)
+        result["metrics"].update(judge.quality_of_modes(verdicts))
+        if labels is not None:
+            result["metrics"]["class_consistency"] = float((verdicts.cpu() == labels.cpu()).float().mean())
     if generated is not None and metrics:
         result.update(_image_scores(dataset, generated, request, fake_resampled))
         result["metrics"].update(result.pop("image_metrics"))
+        if labels is not None and "fid" in metrics and dataset is not None:
+            intra = scores.intra_class_fid(spaces, generated, dataset, request.n, request.seed)
+            result["intra_fid_per_class"] = intra.pop("per_class")
+            result["metrics"].update(intra)
     return result
 
 
@@ -327,7 +400,8 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
             f" {sample_shape(nets.cfg)} (the checkpoint was trained on {nets.cfg.data})"
         )
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
-    report = score(dataset, chunks, request)
+    labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
+    report = score(dataset, chunks, request, labels=labels)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     return {"source": source, "data": data or nets.cfg.data, "seed": request.seed, **report}

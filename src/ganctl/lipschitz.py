@@ -20,7 +20,8 @@ from ganctl.errors import ConfigError
 from ganctl.recipes import get_method
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
+# Embeddings too: a conditional critic's projection V (SN-GAN's SNEmbedID) and label embedding.
+_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Embedding)
 
 
 def strategy_class(name: str) -> type[Lipschitz]:

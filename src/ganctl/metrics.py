@@ -33,9 +33,11 @@ METRICS = (
     Metric("hq_share", "high-quality", "max", share=True),
     Metric("valid_share", "valid", "max", share=True),
     Metric("w1", "W1", "min"),
+    Metric("class_consistency", "class consistency", "max", share=True),
     Metric("fid", "FID", "min", image=True),
     Metric("kid", "KID", "min", image=True),
     Metric("is", "IS", "max", image=True),
+    Metric("intra_fid", "intra-class FID", "min", image=True),
     Metric("precision", "precision", "max", image=True),
     Metric("recall", "recall", "max", image=True),
     Metric("coverage", "coverage", "max", image=True),
@@ -106,6 +108,8 @@ EVAL_THRESHOLDS = (
     Threshold("--min-modes", "modes", False, "Fail when fewer modes are covered."),
     Threshold("--min-hq", "hq_share", False, "2-D: fail when the high-quality share is below this."),
     Threshold("--max-w1", "w1", True, "2-D: fail when W1 is above this."),
+    Threshold("--min-class-consistency", "class_consistency", False, "Conditional: fail below this class consistency."),
+    Threshold("--max-intra-fid", "intra_fid", True, "Conditional: fail when the intra-class FID is above this."),
 )
 GRADNORM_THRESHOLDS = (
     Threshold(

@@ -58,6 +58,7 @@ class Networks:
         ema: nn.Module | None,
         step: int = 0,
         dataset: DataSource | None = None,
+        class_names: tuple[str, ...] | None = None,
     ):
         self.cfg = cfg
         self.device = device
@@ -65,6 +66,8 @@ class Networks:
         self.step = step  # generator iterations done
         self._dataset = dataset
         self._data_placed = False
+        # A conditional run's classes, in label order (from its data, or its checkpoint).
+        self.class_names = class_names or (tuple(map(str, range(cfg.num_classes))) if cfg.conditional else None)
 
     @property
     def dataset(self) -> DataSource:
@@ -89,6 +92,18 @@ class Networks:
     def noise(self, n: int, generator: torch.Generator) -> Tensor:
         return torch.randn(n, self.cfg.z_dim, generator=generator, device=self.device)
 
+    def class_labels(self, n: int, generator: torch.Generator) -> Tensor:
+        """n labels cycling through the classes (0, 1, ..., K-1, 0, ...), for samples of every class."""
+        return torch.arange(n, device=self.device) % self.cfg.num_classes
+
+    def generate(self, net: nn.Module, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """net(z), or for a conditional run net(z, y) with the given labels (default: cycling
+        through the classes)."""
+        if not self.cfg.conditional:
+            return net(z)
+        y = labels if labels is not None else self.class_labels(len(z), None)
+        return net(z, y.to(z.device))
+
     def eval_generator(self, offset: int = 0) -> torch.Generator:
         """A stream for evaluation, apart from the training stream (`ganctl.streams`)."""
         g = torch.Generator(device=self.device)
@@ -96,14 +111,17 @@ class Networks:
         return g
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator, raw: bool = False) -> Tensor:
-        """n samples from the EMA generator (the raw one with `raw`), in eval mode."""
+    def sample(self, n: int, generator: torch.Generator, raw: bool = False, labels: Tensor | None = None) -> Tensor:
+        """n samples from the EMA generator (the raw one with `raw`), in eval mode; for a
+        conditional run, of the given classes (default: cycling through them)."""
         net = self.generator if raw else self.sampler
         with eval_mode(net):
-            return net(self.noise(n, generator))
+            return self.generate(net, self.noise(n, generator), labels)
 
     @torch.no_grad()
-    def critic_values(self, x: Tensor) -> Tensor:
-        """D(x) in eval mode: spectral norm runs no power iteration, so this changes nothing."""
+    def critic_values(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """D(x) in eval mode: spectral norm runs no power iteration, so this changes nothing. A
+        conditional critic is read at `labels`."""
         with eval_mode(self.critic):
-            return self.critic(x).squeeze(-1)
+            out = self.critic(x) if labels is None else self.critic(x, labels)
+            return out.squeeze(-1)

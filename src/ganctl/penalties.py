@@ -10,12 +10,15 @@ import torch
 from torch import Tensor
 
 
-def input_grads(critic: torch.nn.Module, x: Tensor, *, create_graph: bool = False) -> tuple[Tensor, Tensor]:
+def input_grads(
+    critic: torch.nn.Module, x: Tensor, *, create_graph: bool = False, y: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Return (D(x), grad_x D(x)) for a batch; per-sample because the critic has no
-    batch-coupled layer, so d(sum_i D(x_i))/dx_j = grad D(x_j)."""
+    batch-coupled layer, so d(sum_i D(x_i))/dx_j = grad D(x_j). A conditional critic is taken at
+    the fixed labels y: the gradient is with respect to x alone."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        out = critic(x)
+        out = critic(x) if y is None else critic(x, y)
         (grads,) = torch.autograd.grad(out.sum(), x, create_graph=create_graph)
     return out, grads
 

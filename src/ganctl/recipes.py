@@ -358,6 +358,7 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
         width = IMAGE_WIDTH.get(arch, IMAGE_WIDTH[IMAGE_ARCH])
         cfg = _fill(cfg, arch=arch, width=width, depth=IMAGE_DEPTH, z_dim=IMAGE_Z_DIM, gen_norm=IMAGE_GEN_NORM)
     cfg = _resolve_method(cfg, get_method(cfg.lipschitz))
+    cfg = _resolve_conditioning(cfg)
     if cfg.lr_decay != "none" and cfg.decay_steps is None:
         # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
         cfg = cfg.replace(decay_steps=cfg.steps)
@@ -399,6 +400,39 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
     return cfg.replace(**changes)
 
 
+ACGAN_SCALES = (1.0, 0.1)  # WGAN-GP's gan_cifar_resnet.py: ACGAN_SCALE (critic), ACGAN_SCALE_G (generator)
+
+
+def default_cond(cfg: TrainConfig) -> str:
+    """The critic's conditioning when --cond is not given: a label embedding concatenated to the
+    input for an MLP critic; SN-GAN's projection with spectral norm or the hinge loss (its
+    conditional recipe); otherwise WGAN-GP's conditional recipe, AC-GAN."""
+    if cfg.arch == "mlp":
+        return "concat"
+    return "projection" if cfg.lipschitz == "sn" or cfg.loss == "hinge" else "acgan"
+
+
+def _resolve_conditioning(cfg: TrainConfig) -> TrainConfig:
+    own = ("cond", "acgan_scale", "acgan_scale_g")
+    if not cfg.conditional:
+        given = [flag_of(k) for k in own if getattr(cfg, k) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to class-conditional training: add --conditional")
+        return cfg
+    cond = cfg.cond or default_cond(cfg)
+    if cond == "concat" and cfg.arch != "mlp":
+        raise ConfigError(
+            f"--cond concat concatenates a label embedding to an MLP's input; --arch {cfg.arch}"
+            " takes projection or acgan"
+        )
+    if cond != "acgan" and (cfg.acgan_scale is not None or cfg.acgan_scale_g is not None):
+        raise ConfigError(f"--acgan-scale and --acgan-scale-g apply to --cond acgan, not {cond}")
+    scales = {}
+    if cond == "acgan":
+        scales = {"acgan_scale": ACGAN_SCALES[0], "acgan_scale_g": ACGAN_SCALES[1]}
+    return _fill(cfg.replace(cond=cond), **scales)
+
+
 def _fill(cfg: TrainConfig, **defaults: Any) -> TrainConfig:
     """Replace the fields that are None with `defaults`."""
     return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
@@ -422,6 +456,10 @@ def describe_default(name: str) -> str:
         "decay_steps": "--steps",
         "inception": "$GANCTL_INCEPTION",
         "vgg": "none: the run's feature space",
+        "cond": "with --conditional: concat for an MLP critic, projection with sn or the hinge loss, acgan otherwise",
+        "acgan_scale": f"{ACGAN_SCALES[0]:g} with --cond acgan (WGAN-GP's)",
+        "acgan_scale_g": f"{ACGAN_SCALES[1]:g} with --cond acgan (WGAN-GP's)",
+        "num_classes": "the data's",
         "threads": "0: torch's own (one per core)",
         "one_sided": ", ".join(
             f"{m.name} {'one' if m.fixed['one_sided'] else 'two'}-sided" for m in _METHODS if "one_sided" in m.fixed

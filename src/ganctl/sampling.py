@@ -41,10 +41,38 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     return torch.where(so > 1e-6, spherical, linear)
 
 
+def class_index(nets: Networks, which: str) -> int:
+    """--class: a class index or name of a conditional checkpoint."""
+    names = nets.class_names
+    if names is None:
+        raise ConfigError(f"--class {which}: {nets.cfg.data}'s checkpoint was trained without --conditional")
+    if which in names:
+        return names.index(which)
+    if which.lstrip("-").isdigit() and 0 <= int(which) < len(names):
+        return int(which)
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    raise ConfigError(
+        f"--class {which}: not one of the checkpoint's {len(names)} classes (0 to {len(names) - 1}: {shown})"
+    )
+
+
+def sample_labels(nets: Networks, n: int, klass: int | None) -> Tensor | None:
+    """The labels of n conditional samples: all `klass`, or cycling through the classes (a
+    grid then has a row per class); None for an unconditional checkpoint."""
+    if not nets.cfg.conditional:
+        return None
+    if klass is not None:
+        return torch.full((n,), klass, dtype=torch.long, device=nets.device)
+    return torch.arange(n, device=nets.device) % nets.cfg.num_classes
+
+
 @torch.no_grad()
-def generate(nets: Networks, n: int, seed: int = 0, raw: bool = False, interpolate: int = 0) -> Tensor:
+def generate(
+    nets: Networks, n: int, seed: int = 0, raw: bool = False, interpolate: int = 0, klass: int | None = None
+) -> Tensor:
     """n samples (or n interpolation strips of `interpolate` samples, shape (n, K, ...))
-    from the EMA generator unless `raw`, with latents from their own seeded stream."""
+    from the EMA generator unless `raw`, with latents from their own seeded stream; of class
+    `klass`, or cycling through the classes, for a conditional checkpoint."""
     if n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
     if interpolate == 1 or interpolate < 0:
@@ -57,9 +85,13 @@ def generate(nets: Networks, n: int, seed: int = 0, raw: bool = False, interpola
         z = slerp(ends[:n], ends[n:], t).reshape(n * interpolate, -1)
     else:
         z = nets.noise(n, rng)
+    labels = sample_labels(nets, n, klass)
+    if labels is not None and interpolate:
+        labels = labels.repeat_interleave(interpolate)  # a strip stays in its class
     net = nets.generator if raw else nets.sampler
     with eval_mode(net):
-        out = torch.cat([net(chunk).float() for chunk in z.split(1000)])
+        y = labels.split(1000) if labels is not None else [None] * len(z.split(1000))
+        out = torch.cat([nets.generate(net, chunk, at).float() for chunk, at in zip(z.split(1000), y)])
     return out.reshape(n, interpolate, *out.shape[1:]) if interpolate else out
 
 
@@ -122,11 +154,30 @@ def write_samples(
             _draw_points(out, nets, torch.from_numpy(array.reshape(-1, 2)), meta)
         else:
             flat = array.reshape(-1, *array.shape[(2 if strips else 1) :])
-            columns = array.shape[1] if strips else int(math.ceil(math.sqrt(len(flat))))
-            save_image(out, image_grid(flat, columns=columns))
+            columns = array.shape[1] if strips else _columns(nets, len(flat), meta)
+            save_image(out, image_grid(_by_class(nets, flat, meta) if not strips else flat, columns=columns))
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     return targets
+
+
+def _columns(nets: Networks, n: int, meta: dict[str, Any]) -> int:
+    """A square grid, or for samples cycling through the classes, a column per round."""
+    if nets.cfg.conditional and meta.get("class") is None:
+        return int(math.ceil(n / nets.cfg.num_classes))
+    return int(math.ceil(math.sqrt(n)))
+
+
+def _by_class(nets: Networks, flat: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Samples cycling through the classes (sample i is of class i mod K) laid out a row per
+    class; a short row is padded with blank images so that the rows stay aligned."""
+    if not nets.cfg.conditional or meta.get("class") is not None:
+        return flat
+    k = nets.cfg.num_classes
+    per_row = int(math.ceil(len(flat) / k))
+    blank = np.full_like(flat[0], -1.0)
+    rows = [list(flat[c::k]) + [blank] * (per_row - len(flat[c::k])) for c in range(min(k, len(flat)))]
+    return np.stack([image for row in rows for image in row])
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

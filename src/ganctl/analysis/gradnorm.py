@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -42,15 +42,19 @@ ALIGNMENT_PAIRS = 512  # the exact coupling is O(n^3): 512 pairs take 0.05 s wit
 ALIGNMENT_REFERENCE = {0.1: (0.91, 0.15), 0.5: (0.92, 0.25), 2.0: (0.99, 0.66)}
 
 
-def gradient_norms(critic: nn.Module, x: Tensor, batch: int | None = None) -> tuple[Tensor, Tensor]:
+def gradient_norms(
+    critic: nn.Module, x: Tensor, batch: int | None = None, y: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """(D(x), ||grad D(x)||) per sample, in eval mode, in batches of `batch` (by default 4096
-    points, fewer for images: about 4 million input values a batch)."""
+    points, fewer for images: about 4 million input values a batch); a conditional critic at
+    the labels y (the gradient with respect to x alone)."""
     if batch is None:
         batch = min(4096, max(1, BATCH_VALUES // max(1, x[0].numel())))
     values, norms = [], []
+    labels = y.split(batch) if y is not None else [None] * len(x.split(batch))
     with eval_mode(critic):
-        for chunk in x.split(batch):
-            out, grads = penalties.input_grads(critic, chunk)
+        for chunk, at in zip(x.split(batch), labels):
+            out, grads = penalties.input_grads(critic, chunk, y=at)
             values.append(out.detach().reshape(-1))
             norms.append(penalties.grad_norm(grads).detach())
     return torch.cat(values), torch.cat(norms)
@@ -88,7 +92,9 @@ def optimal_coupling(real: Tensor, fake: Tensor) -> Tensor:
     return torch.from_numpy(linear_assignment(cost.numpy())).to(fake.device)
 
 
-def alignment(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor:
+def alignment(
+    critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator, y: Tensor | None = None
+) -> Tensor:
     """cos(grad D(x_hat), x_real - x_fake) at x_hat = e x_real + (1 - e) x_fake for the given
     pairs (sign: a critic that rises towards the data scores positive).
 
@@ -101,18 +107,20 @@ def alignment(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Ge
     direction, on a scale whose top is about 0.9 at this sample size, not 1."""
     x_hat = penalties.interpolate(real, fake, generator)
     with eval_mode(critic):
-        _, grads = penalties.input_grads(critic, x_hat)
+        _, grads = penalties.input_grads(critic, x_hat, y=y)
     g, d = grads.flatten(1), (real - fake).flatten(1)
     return torch.nn.functional.cosine_similarity(g, d, dim=1, eps=1e-12).detach()
 
 
 @torch.no_grad()
-def empirical_lower_bound(critic: nn.Module, x: Tensor, y: Tensor) -> float:
+def empirical_lower_bound(critic: nn.Module, x: Tensor, y: Tensor, labels: Tensor | None = None) -> float:
     """max |D(x_i) - D(y_i)| / ||x_i - y_i|| over the given pairs: a lower bound on the
-    critic's Lipschitz constant (any pair is a witness)."""
+    critic's Lipschitz constant (any pair is a witness; a conditional critic's pairs share
+    their label)."""
     with eval_mode(critic):
         dx = torch.linalg.vector_norm((x - y).flatten(1), dim=1)
-        dd = (critic(x) - critic(y)).reshape(-1).abs()
+        at = (lambda v: critic(v)) if labels is None else (lambda v: critic(v, labels))
+        dd = (at(x) - at(y)).reshape(-1).abs()
     keep = dx > 1e-12
     return float((dd[keep] / dx[keep]).max()) if keep.any() else 0.0
 
@@ -279,11 +287,11 @@ def _layer_bound(name: str, module: nn.Module, in_shape: tuple[int, ...], device
 
 
 def upper_bound(
-    critic: nn.Module, sample_shape: tuple[int, ...], device: torch.device | str = "cpu"
+    critic: nn.Module, sample_shape: tuple[int, ...], device: torch.device | str = "cpu", conditional: bool = False
 ) -> tuple[float, list[LayerBound]]:
     """The product of per-layer constants along the critic (branches of a residual block
     add), and the per-layer table. The product is a certified bound when every factor is exact
-    or certified (`certified(table)`)."""
+    or certified (`certified(table)`). A conditional critic's bound holds at every label."""
     device = torch.device(device)
     shapes: dict[nn.Module, tuple[int, ...]] = {}
 
@@ -295,7 +303,8 @@ def upper_bound(
     with eval_mode(critic):
         try:
             with torch.no_grad():
-                critic(torch.zeros((1, *sample_shape), device=device))
+                x = torch.zeros((1, *sample_shape), device=device)
+                critic(x, torch.zeros(1, dtype=torch.long, device=device)) if conditional else critic(x)
         finally:
             for h in hooks:
                 h.remove()
@@ -363,10 +372,15 @@ def verdict(interp: dict[str, float], tol: float, loss: str = "wasserstein") -> 
     return "within tolerance", f"{1 - interp['above'] - interp['below']:.1%} of interpolates within 1 +/- {tol}"
 
 
-def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) -> Tensor:
-    """n real points on the networks' device, from a stream seeded by `seed`: from the
-    checkpoint's own data, or from `data` (any `--data` value) when given, which must have the
-    critic's input shape."""
+class RealPoints(NamedTuple):
+    x: Tensor  # (n, ...) on the networks' device
+    y: Tensor | None  # their labels, for a conditional critic
+
+
+def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) -> RealPoints:
+    """n real points on the networks' device (with their labels for a conditional run), from a
+    stream seeded by `seed`: from the checkpoint's own data, or from `data` (any `--data` value)
+    when given, which must have the critic's input shape (and its classes)."""
     import dataclasses
 
     from ganctl.data import load_dataset, sample_shape
@@ -374,13 +388,19 @@ def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) 
 
     g = torch.Generator(device=nets.device)
     g.manual_seed(seed)
-    if data is None:
-        return nets.dataset.sample(n, g, nets.device)
-    points = load_dataset(dataclasses.replace(nets.cfg, data=data)).sample(n, g, nets.device)
+    source = nets.dataset if data is None else load_dataset(dataclasses.replace(nets.cfg, data=data))
+    if nets.cfg.conditional:
+        if source.classes.count != nets.cfg.num_classes:
+            raise DataError(
+                f"--data {data}: {source.classes.count} classes, but this critic takes {nets.cfg.num_classes}"
+            )
+        points = RealPoints(*source.sample_labelled(n, g, nets.device))
+    else:
+        points = RealPoints(source.sample(n, g, nets.device), None)
     expected = sample_shape(nets.cfg)
-    if tuple(points.shape[1:]) != expected:
+    if tuple(points.x.shape[1:]) != expected:
         raise DataError(
-            f"--data {data}: its points have shape {tuple(points.shape[1:])}, but this critic takes {expected}"
+            f"--data {data}: its points have shape {tuple(points.x.shape[1:])}, but this critic takes {expected}"
             f" (the checkpoint was trained on {nets.cfg.data})"
         )
     return points
@@ -429,53 +449,69 @@ def analyse(
     tol: float = DEFAULT_TOL,
     raw: bool = False,
     noise_std: float | None = None,
-    real: Tensor | None = None,
+    real: RealPoints | None = None,
     bounds: bool = True,
 ) -> Analysis:
     """The full report for a checkpoint's networks (`ganctl.load`) or a trainer: per point set
-    statistics, bounds, alignment, verdict, and the time it took."""
+    statistics (and per class, for a conditional critic, whose every point is taken at its
+    label), bounds, alignment, verdict, and the time it took."""
     started = time.perf_counter()
     device = nets.device
-    if real is None:
-        real = real_points(nets, n, seed)
-    real = real[:n].to(device)
+    real = real if real is not None else real_points(nets, n, seed)
+    x, y = real.x[:n].to(device), real.y[:n].to(device) if real.y is not None else None
     g = torch.Generator(device=device)  # latents, interpolation and noise: a stream apart from
     g.manual_seed(seed + streams.ANALYSIS_FAKE)  # the real points', so passing `real` in changes nothing else
-    n = len(real)
-    fake = nets.sample(n, g, raw=raw)
-    sets = {"real": real, "fake": fake, "interp": penalties.interpolate(real, fake, g)}
+    n = len(x)
+    fake = nets.sample(n, g, raw=raw, labels=y)  # a conditional generator draws the real points' classes
+    sets = {"real": x, "fake": fake, "interp": penalties.interpolate(x, fake, g)}
     if noise_std:
-        sets["real+noise"] = real + noise_std * torch.randn(real.shape, generator=g, device=device)
-    report: dict[str, Any] = {
-        "n": n,
-        "seed": seed,
-        "tol": tol,
-        "generator": "raw" if raw or nets.ema is None else "ema",
-        "step": nets.step,
-        "sets": {},
-    }
+        sets["real+noise"] = x + noise_std * torch.randn(x.shape, generator=g, device=device)
+    report: dict[str, Any] = {"n": n, "seed": seed, "tol": tol, "step": nets.step, "sets": {}}
+    report["generator"] = "raw" if raw or nets.ema is None else "ema"
     norms_by_set, values_by_set = {}, {}
-    for name, x in sets.items():
-        values_by_set[name], norms_by_set[name] = gradient_norms(nets.critic, x)
+    for name, points in sets.items():
+        values_by_set[name], norms_by_set[name] = gradient_norms(nets.critic, points, y=y)
         report["sets"][name] = summarise(norms_by_set[name], tol)
+    if y is not None:
+        report["classes"] = _by_class(nets, norms_by_set, y, tol)
     gap = float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean())
     report.update(gap_stats(gap, nets.cfg.loss))  # on these points
-    report["alignment"] = _alignment_summary(nets.critic, real, fake, g)
-    pair_bound = empirical_lower_bound(nets.critic, real, fake)
+    report["alignment"] = _alignment_summary(nets.critic, x, fake, g, y)
+    pair_bound = empirical_lower_bound(nets.critic, x, fake, y)
     largest = max(float(v.max()) for v in norms_by_set.values())
     report["lower_bound"] = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
     if bounds:
-        report["upper_bound"] = _upper_bound_report(nets.critic, tuple(real.shape[1:]), device)
+        report["upper_bound"] = _upper_bound_report(nets.critic, tuple(x.shape[1:]), device, nets.cfg.conditional)
     word, why = verdict(report["sets"]["interp"], tol, nets.cfg.loss)
     report["verdict"] = {"status": word, "detail": why}
     report["seconds"] = round(time.perf_counter() - started, 3)
     return Analysis(report, norms_by_set)
 
 
-def _alignment_summary(critic: nn.Module, real: Tensor, fake: Tensor, g: torch.Generator) -> dict[str, Any]:
-    """`alignment` on the first ALIGNMENT_PAIRS points, paired by the optimal coupling."""
+def _by_class(nets: Networks, norms: dict[str, Tensor], y: Tensor, tol: float) -> dict[str, Any]:
+    """Each class's statistics per point set (its points, and its fakes and interpolates)."""
+    out = {}
+    for k, name in enumerate(nets.class_names):
+        mask = y == k
+        if mask.any():
+            out[name] = {s: summarise(v[mask], tol) for s, v in norms.items()}
+    return out
+
+
+def _alignment_summary(
+    critic: nn.Module, real: Tensor, fake: Tensor, g: torch.Generator, y: Tensor | None = None
+) -> dict[str, Any]:
+    """`alignment` on the first ALIGNMENT_PAIRS points, paired by the optimal coupling (for a
+    conditional critic, within each class: the real and fake of a pair share a label)."""
     k = min(len(real), ALIGNMENT_PAIRS)
-    cos = alignment(critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
+    if y is None:
+        cos = alignment(critic, real[:k], fake[:k][optimal_coupling(real[:k], fake[:k])], g)
+    else:
+        perm = torch.arange(k, device=fake.device)
+        for label in y[:k].unique():
+            idx = (y[:k] == label).nonzero().squeeze(1)
+            perm[idx] = idx[optimal_coupling(real[idx], fake[idx])]
+        cos = alignment(critic, real[:k], fake[perm], g, y[:k])
     q = torch.quantile(cos.double().cpu(), torch.tensor(QUANTILES, dtype=torch.float64))
     return {
         "pairs": k,
@@ -485,8 +521,10 @@ def _alignment_summary(critic: nn.Module, real: Tensor, fake: Tensor, g: torch.G
     }
 
 
-def _upper_bound_report(critic: nn.Module, shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:
-    total, table = upper_bound(critic, shape, device)
+def _upper_bound_report(
+    critic: nn.Module, shape: tuple[int, ...], device: torch.device, conditional: bool = False
+) -> dict[str, Any]:
+    total, table = upper_bound(critic, shape, device, conditional)
     return {
         "value": total if math.isfinite(total) else None,
         "certified": math.isfinite(total) and certified(table),

@@ -134,7 +134,7 @@ def real_features(space: FeatureSpace, dataset: DataSource, n: int, seed: int) -
     return RealFeatures(cached, n, fingerprint, seed, str(path) if path.exists() else None)
 
 
-def _read_features(path: Path, n: int) -> Tensor | None:
+def _read_features(path: Path, n: int | None) -> Tensor | None:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -144,7 +144,7 @@ def _read_features(path: Path, n: int) -> Tensor | None:
             features = fh.get_tensor("features")
     except (SafetensorError, OSError, ValueError, KeyError):
         return None  # absent or damaged: computed again
-    return features if len(features) == n else None
+    return features if n is None or len(features) == n else None
 
 
 def _write_features(path: Path, features: Tensor, meta: dict[str, Any]) -> None:
@@ -169,11 +169,14 @@ class Generated:
     metrics: tuple[str, ...]
     features: dict[str, list[Tensor]] = field(default_factory=dict)
     logits: list[Tensor] = field(default_factory=list)
+    labels: list[Tensor] = field(default_factory=list)  # a conditional generator's classes
     resolution: tuple[int, int] | None = None
     n: int = 0
 
-    def add(self, images: Tensor) -> None:
+    def add(self, images: Tensor, labels: Tensor | None = None) -> None:
         self.n += len(images)
+        if labels is not None:
+            self.labels.append(labels.cpu())
         self.resolution = tuple(images.shape[-2:])
         for space in self.spaces.used(self.metrics):
             wants_logits = space is self.spaces.main and "is" in self.metrics
@@ -184,6 +187,9 @@ class Generated:
 
     def of(self, space: FeatureSpace) -> Tensor:
         return torch.cat(self.features[space.label])
+
+    def of_class(self, space: FeatureSpace, label: int) -> Tensor:
+        return self.of(space)[torch.cat(self.labels) == label]
 
 
 def image_metrics(
@@ -210,6 +216,35 @@ def image_metrics(
         space = spaces.of(wanted[0])
         out.update(labelled(space, fidelity.compute(real[space.label], fake.of(space), tuple(wanted), seed)))
     return out
+
+
+def real_class_features(space: FeatureSpace, dataset: DataSource, label: int, n: int, seed: int) -> Tensor:
+    """Features of up to n real images of one class, cached like `real_features`."""
+    fingerprint = f"{dataset.fingerprint()}|class {label}"
+    key = hashlib.sha256(f"{FEATURES_FORMAT}|{space.sha256}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
+    path = _cache_dir() / f"features-{key}.safetensors"
+    cached = _read_features(path, None)
+    if cached is None:
+        generator = torch.Generator().manual_seed(seed)
+        chunks = dataset.class_chunks(label, n, generator, CHUNK)
+        cached = torch.cat([space.features(chunk) for chunk in chunks])
+        meta = {"space": space.label, "sha256": space.sha256, "fingerprint": fingerprint, "n": n, "seed": seed}
+        _write_features(path, cached, meta)
+    return cached
+
+
+def intra_class_fid(spaces: Spaces, generated: Generated, dataset: DataSource, n: int, seed: int) -> dict[str, Any]:
+    """Intra-class FID (Miyato & Koyama 2018): each class's FID against that class's real
+    images, in the main space, and their mean over classes."""
+    main, per_class = spaces.main, {}
+    for k, name in enumerate(dataset.classes.names):
+        fake = generated.of_class(main, k)
+        if len(fake) < 2:
+            continue
+        real = real_class_features(main, dataset, k, n, seed)
+        per_class[name] = fidelity.fid(real, fake) if len(real) >= 2 else float("nan")
+    values = [v for v in per_class.values() if v == v]
+    return {f"intra_fid[{main.label}]": sum(values) / len(values) if values else float("nan"), "per_class": per_class}
 
 
 def real_needed(spaces: Spaces, metrics: tuple[str, ...], reference: Reference | None) -> list[FeatureSpace]:

@@ -116,6 +116,8 @@ def evaluate(
     min_modes: Annotated[float | None, _limit("--min-modes")] = None,
     min_hq: Annotated[float | None, _limit("--min-hq")] = None,
     max_w1: Annotated[float | None, _limit("--max-w1")] = None,
+    min_class_consistency: Annotated[float | None, _limit("--min-class-consistency")] = None,
+    max_intra_fid: Annotated[float | None, _limit("--max-intra-fid")] = None,
     device: Device = None,
     json_output: Json = False,
 ) -> None:

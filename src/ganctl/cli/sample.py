@@ -33,6 +33,14 @@ def sample(
         int,
         typer.Option("--interpolate", help="K > 1: n strips of K samples along spherical paths between two latents."),
     ] = 0,
+    klass: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="A conditional checkpoint's class, by index or name (default: every class in turn, a grid row each).",
+            show_default=False,
+        ),
+    ] = None,
     device: Device = None,
     overwrite: Overwrite = False,
     json_output: Json = False,
@@ -42,17 +50,19 @@ def sample(
     --n samples (default 64), or with --interpolate K, --n strips of K samples each.
     """
     from ganctl.checkpoint import load
-    from ganctl.sampling import generate, infer_format, write_samples
+    from ganctl.sampling import class_index, generate, infer_format, write_samples
 
     kind = infer_format(out, fmt)  # bad --out or --format fails before loading anything
     nets = load(checkpoint, device=device or MEASURE_DEVICE)
-    samples = generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate)
+    index = class_index(nets, klass) if klass is not None else None
+    samples = generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate, klass=index)
     meta = {
         "checkpoint": str(nets.path),
         "step": nets.step,
         "seed": seed,
         "raw": raw,
         "generator": "raw" if raw or nets.ema is None else "ema",
+        "class": nets.class_names[index] if index is not None else None,
     }
     written = write_samples(samples, out, kind, nets, meta, overwrite=overwrite)
     summary = {**meta, "format": kind, "shape": list(samples.shape), "out": str(out), "files": len(written)}

@@ -22,6 +22,7 @@ _MODEL = "Model"
 _METHOD = "Lipschitz method"
 _OPTIM = "Optimisation (default: the method's recipe; see docs/results.md)"
 _SCHEDULE = "Schedule (in generator steps; 0 disables)"
+_COND = "Class conditioning"
 
 
 def _opt(*names: str, help: str, field: str, panel: str | None = None) -> typer.models.OptionInfo:
@@ -53,6 +54,36 @@ def train(
     split: Annotated[str | None, _opt("--split", help="CIFAR-10 as distributed: train | test.", field="split")] = None,
     hflip: Annotated[
         bool | None, _opt("--hflip/--no-hflip", help="Images: random horizontal flips.", field="hflip")
+    ] = None,
+    conditional: Annotated[
+        bool | None,
+        _opt(
+            "--conditional/--no-conditional",
+            help="Condition generator and critic on the data's class labels (2-D mixtures, shapes, class"
+            " sub-folders, an .npz's y or labels, CIFAR-10).",
+            field="conditional",
+            panel=_COND,
+        ),
+    ] = None,
+    cond: Annotated[
+        str | None,
+        _opt(
+            "--cond",
+            help="The critic's conditioning: projection (Miyato & Koyama 2018) | acgan (an auxiliary classifier,"
+            " as WGAN-GP's conditional code) | concat (a label embedding beside an MLP's input).",
+            field="cond",
+            panel=_COND,
+        ),
+    ] = None,
+    acgan_scale: Annotated[
+        float | None,
+        _opt("--acgan-scale", help="acgan: the critic's cross-entropy weight.", field="acgan_scale", panel=_COND),
+    ] = None,
+    acgan_scale_g: Annotated[
+        float | None,
+        _opt(
+            "--acgan-scale-g", help="acgan: the generator's cross-entropy weight.", field="acgan_scale_g", panel=_COND
+        ),
     ] = None,
     lipschitz: Annotated[
         str | None, _opt("--lipschitz", help=" | ".join(available_methods()) + ".", field="lipschitz", panel=_METHOD)

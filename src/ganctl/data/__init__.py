@@ -47,7 +47,26 @@ def sample_shape(cfg: TrainConfig) -> tuple[int, ...]:
 
 def load_dataset(cfg: TrainConfig) -> DataSource:
     """The data source a config names. Images are decoded (or read from the cache) here, at
-    their own size unless `image_size` asks for another."""
+    their own size unless `image_size` asks for another. A conditional config needs labels:
+    without them, one line says where they would have been read."""
+    source = _load(cfg)
+    if cfg.conditional and source.classes is None:
+        raise DataError(f"--conditional: --data {cfg.data} has no class labels; {_where_labels(cfg)}")
+    return source
+
+
+def _where_labels(cfg: TrainConfig) -> str:
+    if data_kind(cfg.data) == "points":
+        return "of the 2-D sets, the mixtures have them (8gaussians, 25gaussians: each point's component)"
+    if Path(cfg.data).suffix.lower() in ARRAY_SUFFIXES:
+        return "an .npz's labels are read from its 'y' or 'labels' array (one integer per image)"
+    return (
+        "a folder's labels are read from its sub-folders, one per class (DATA/<class>/<image>, the ImageFolder"
+        " layout), and this folder has images at its top level"
+    )
+
+
+def _load(cfg: TrainConfig) -> DataSource:
     name = cfg.data
     if data_kind(name) == "points":
         _no_split(cfg, name)
@@ -70,9 +89,9 @@ def load_dataset(cfg: TrainConfig) -> DataSource:
         return cifar.load_cifar10(path, cfg.split, cfg.image_size, cfg.channels, cfg.hflip)
     _no_split(cfg, name)
     if path.suffix.lower() in ARRAY_SUFFIXES:
-        return images.load_array(path, cfg.image_size, cfg.channels, cfg.hflip)
+        return images.load_array(path, cfg.image_size, cfg.channels, cfg.hflip, cfg.conditional)
     if path.is_dir():
-        return images.load_folder(path, cfg.image_size, cfg.channels, cfg.hflip)
+        return images.load_folder(path, cfg.image_size, cfg.channels, cfg.hflip, conditional=cfg.conditional)
     if path.exists():
         raise DataError(
             f"--data {name}: not a folder of images, a {'/'.join(ARRAY_SUFFIXES)} array or CIFAR-10 as distributed"

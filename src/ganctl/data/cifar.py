@@ -76,7 +76,7 @@ def load_cifar10(path: Path, split: str, size: int | None, channels: int | None,
         hflip,
         native_size=(SIDE, SIDE),
         resampled=resampled,
-        labels=torch.from_numpy(labels.astype(np.int64)),
+        targets=torch.from_numpy(labels.astype(np.int64)),
         classes=Classes(names),
     )
 

@@ -26,12 +26,12 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ganctl.data.source import Classes, Judge, Mixture
+from ganctl.data.source import Classes, Judge, Mixture, unlabelled
 from ganctl.errors import DataError
 from ganctl.fileio import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CACHE_FORMAT = "ganctl.image-cache/2"
+CACHE_FORMAT = "ganctl.image-cache/3"
 MAX_DEVICE_SHARE = 0.25  # keep the data on a GPU when it takes at most this share of its memory
 
 
@@ -55,7 +55,7 @@ class ImageSet:
     cache: str | None = None
     native_size: tuple[int, int] | None = None
     resampled: bool = False
-    labels: Tensor | None = None  # (N,) int64, where the source has classes
+    targets: Tensor | None = field(default=None, repr=False)  # (N,) int64 labels, where the source has classes
     classes: Classes | None = None
     kind: str = "images"
     mixture: Mixture | None = None
@@ -109,13 +109,56 @@ class ImageSet:
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         device = torch.device(device)
-        idx = torch.randint(len(self.images), (n,), generator=generator, device=device)
+        return self._batch(torch.randint(len(self.images), (n,), generator=generator, device=device), generator)
+
+    def _batch(self, idx: Tensor, generator: torch.Generator) -> Tensor:
+        """Images idx in [-1, 1] on idx's device, flipped at random with --hflip."""
+        device = idx.device
         batch = self.images[idx.to(self.images.device)].to(device, non_blocking=True)
         x = batch.float().div_(127.5).sub_(1.0)
         if self.hflip:
-            flip = torch.rand(n, generator=generator, device=device) < 0.5
+            flip = torch.rand(len(idx), generator=generator, device=device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
+
+    def _labels(self) -> Tensor:
+        if self.targets is None:
+            raise unlabelled(self)
+        return self.targets
+
+    def labels_of(self, idx: Tensor) -> Tensor:
+        return self._labels().to(idx.device)[idx]
+
+    def sample_labelled(self, n: int, generator: torch.Generator, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        idx = torch.randint(len(self.images), (n,), generator=generator, device=torch.device(device))
+        return self._batch(idx, generator), self.labels_of(idx)
+
+    def labels(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        return self.sample_labelled(n, generator, device)[1]
+
+    def sample_of(self, labels: Tensor, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        """For each label, one of the set's images of that class, uniformly."""
+        order, start, count = self._classes_index()
+        device = torch.device(device)
+        y = labels.to("cpu")
+        pick = (torch.rand(len(y), generator=generator, device=device).cpu() * count[y]).long()
+        return self._batch(order[start[y] + pick.clamp_max(count[y] - 1)].to(device), generator)
+
+    def _classes_index(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Image indices sorted by class, each class's first position and its count (CPU)."""
+        labels = self._labels().cpu()
+        order = torch.argsort(labels, stable=True)
+        count = torch.bincount(labels, minlength=self.classes.count)
+        start = torch.cumsum(count, 0) - count
+        return order, start, count
+
+    def class_chunks(self, label: int, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
+        """The class's images (a random n of them when it has more), in chunks, in [-1, 1]."""
+        idx = (self._labels().cpu() == label).nonzero().squeeze(1)
+        if len(idx) > n:
+            idx = idx[torch.randperm(len(idx), generator=generator)[:n]]
+        for part in idx.split(size):
+            yield self.images[part.to(self.images.device)].float().div_(127.5).sub_(1.0)
 
 
 # --- folders ------------------------------------------------------------------------
@@ -190,6 +233,19 @@ def _folder_key(root: Path, files: list[Path], size: int, channels: int) -> str:
     return h.hexdigest()[:32]
 
 
+def folder_classes(root: Path, files: list[Path]) -> tuple[tuple[str, ...], list[int], list[str]] | None:
+    """torchvision's ImageFolder layout: when every image lies inside a sub-folder of `root`,
+    the sub-folders are the classes (sorted by name) and each image's label is its folder's.
+    Returns (names, one label per file, the sub-folders holding no image), or None."""
+    parts = [p.relative_to(root).parts for p in files]
+    if any(len(x) < 2 for x in parts):
+        return None  # an image at the top level: not the class layout
+    names = tuple(sorted({x[0] for x in parts}))
+    index = {name: i for i, name in enumerate(names)}
+    empty = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in index and not d.name.startswith("."))
+    return names, [index[x[0]] for x in parts], empty
+
+
 def load_folder(
     root: Path,
     size: int | None,
@@ -197,9 +253,11 @@ def load_folder(
     hflip: bool = False,
     use_cache: bool = True,
     flag: str = "--data",
+    conditional: bool = False,
 ) -> ImageSet:
     """Every image under `root`, at `size` (None: the size they all share), with `channels`
-    channels (None: 1 when every image is grayscale, else 3)."""
+    channels (None: 1 when every image is grayscale, else 3). In the ImageFolder layout the
+    sub-folders are classes; with `conditional`, a class folder without images is an error."""
     if not root.is_dir():
         raise DataError(f"{flag} {root}: no such folder or file")
     files = _list_images(root)
@@ -215,37 +273,52 @@ def load_folder(
     uniform = set(sizes.values())
     native_size = next(iter(uniform))[::-1] if len(uniform) == 1 else None  # (H, W)
     resampled = any(s != (size, size) for s in sizes.values())
+    layout = folder_classes(root, files)
+    if conditional and layout is not None and layout[2]:
+        raise DataError(f"{flag} {root}: class folder {layout[2][0]} has no images (each sub-folder is a class)")
     key = _folder_key(root, files, size, channels)
     cached = cache_dir() / f"images-{key}.safetensors"
-    if use_cache and cached.exists():
-        loaded = _read_cache(cached)
-        if loaded is not None:
-            images, skipped = loaded
-            return ImageSet(str(root), images, hflip, tuple(skipped), str(cached), native_size, resampled)
-    images, skipped = _decode_all(root, files, size, channels, flag)
-    if use_cache:
-        _write_cache(cached, images, root, skipped)
+    loaded = _read_cache(cached) if use_cache and cached.exists() else None
+    if loaded is None:
+        images, skipped, kept = _decode_all(root, files, size, channels, flag)
+        if use_cache:
+            _write_cache(cached, images, root, skipped, kept)
+    else:
+        images, skipped, kept = loaded
+    targets = torch.tensor([layout[1][i] for i in kept]) if layout is not None else None
     return ImageSet(
-        str(root), images, hflip, tuple(skipped), str(cached) if use_cache else None, native_size, resampled
+        str(root),
+        images,
+        hflip,
+        tuple(skipped),
+        str(cached) if use_cache else None,
+        native_size,
+        resampled,
+        targets=targets,
+        classes=Classes(layout[0]) if layout is not None else None,
     )
 
 
-def _decode_all(root: Path, files: list[Path], size: int, channels: int, flag: str) -> tuple[Tensor, list[str]]:
+def _decode_all(
+    root: Path, files: list[Path], size: int, channels: int, flag: str
+) -> tuple[Tensor, list[str], list[int]]:
+    """The decoded images, the files skipped (and why), and the indices of those kept."""
     from PIL import Image
 
     unreadable = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-    arrays, skipped = [], []
-    for path in files:
+    arrays, skipped, kept = [], [], []
+    for i, path in enumerate(files):
         try:
             arrays.append(_decode(path, size, channels))
+            kept.append(i)
         except unreadable as exc:  # what pillow raises for truncated, empty or hostile files
             skipped.append(f"{path} ({type(exc).__name__}: {exc})")
     if not arrays:
         raise DataError(f"{flag} {root}: none of its {len(files)} image files could be read; first: {skipped[0]}")
-    return torch.from_numpy(np.stack(arrays)), skipped
+    return torch.from_numpy(np.stack(arrays)), skipped, kept
 
 
-def _read_cache(path: Path) -> tuple[Tensor, list[str]] | None:
+def _read_cache(path: Path) -> tuple[Tensor, list[str], list[int]] | None:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -253,17 +326,17 @@ def _read_cache(path: Path) -> tuple[Tensor, list[str]] | None:
             meta = f.metadata() or {}
             if meta.get("format") != CACHE_FORMAT:
                 return None
-            return f.get_tensor("images"), json.loads(meta.get("skipped", "[]"))
+            return f.get_tensor("images"), json.loads(meta.get("skipped", "[]")), json.loads(meta["kept"])
     except (SafetensorError, OSError, ValueError, KeyError):
         return None  # a damaged cache entry is simply rebuilt
 
 
-def _write_cache(path: Path, images: Tensor, root: Path, skipped: list[str]) -> None:
+def _write_cache(path: Path, images: Tensor, root: Path, skipped: list[str], kept: list[int]) -> None:
     from safetensors.torch import save_file
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": CACHE_FORMAT, "source": str(root), "skipped": json.dumps(skipped)}
+        meta = {"format": CACHE_FORMAT, "source": str(root), "skipped": json.dumps(skipped), "kept": json.dumps(kept)}
         with atomic_path(path) as tmp:
             save_file({"images": images.contiguous()}, str(tmp), metadata=meta)
     except OSError:
@@ -271,34 +344,51 @@ def _write_cache(path: Path, images: Tensor, root: Path, skipped: list[str]) -> 
 
 
 # --- arrays -----------------------------------------------------------------------------
-def _load_array(path: Path) -> np.ndarray:
+LABEL_ARRAYS = ("y", "labels")  # an .npz's label array, by either name
+NAME_ARRAYS = ("class_names", "classes")  # and, optionally, its class names
+
+
+def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """The images of a .npy / .npz, and an .npz's labels and class names where it has them."""
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"--data {path}: no such file") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"--data {path}: not a readable .npy/.npz array ({exc})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            names = list(loaded.files)
-            preferred = [n for n in ("images", "x", "data", "arr_0") if n in names]
-            if len(names) == 1:
-                name = names[0]
-            elif preferred:
-                name = preferred[0]
-            else:
-                raise DataError(
-                    f"--data {path}: holds arrays {', '.join(names)}; name the images one 'images' or keep one array"
-                )
-            try:
-                return loaded[name]
-            except ValueError as exc:
-                raise DataError(f"--data {path}: array {name!r} cannot be read ({exc})") from None
-    return loaded
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded, None, None
+    with loaded:
+        try:
+            labels = next((loaded[k] for k in LABEL_ARRAYS if k in loaded.files), None)
+            names = next(([str(v) for v in loaded[k]] for k in NAME_ARRAYS if k in loaded.files), None)
+        except ValueError as exc:
+            raise DataError(f"--data {path}: its labels cannot be read ({exc})") from None
+        images = [k for k in loaded.files if k not in (*LABEL_ARRAYS, *NAME_ARRAYS)]
+        return _images_array(path, loaded, images), labels, names
 
 
-def load_array(path: Path, size: int | None, channels: int | None, hflip: bool = False) -> ImageSet:
-    arr = _load_array(path)
+def _images_array(path: Path, loaded: np.lib.npyio.NpzFile, names: list[str]) -> np.ndarray:
+    """The images of an .npz: its one array, or the one named images, x, data or arr_0."""
+    preferred = [n for n in ("images", "x", "data", "arr_0") if n in names]
+    if len(names) == 1:
+        name = names[0]
+    elif preferred:
+        name = preferred[0]
+    else:
+        raise DataError(
+            f"--data {path}: holds arrays {', '.join(names)}; name the images one 'images' or keep one array"
+        )
+    try:
+        return loaded[name]
+    except ValueError as exc:
+        raise DataError(f"--data {path}: array {name!r} cannot be read ({exc})") from None
+
+
+def load_array(
+    path: Path, size: int | None, channels: int | None, hflip: bool = False, conditional: bool = False
+) -> ImageSet:
+    arr, labels, names = _load_array(path)
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or arr.shape[0] == 0:
@@ -321,7 +411,27 @@ def load_array(path: Path, size: int | None, channels: int | None, hflip: bool =
     else:
         raise DataError(f"--data {path}: images must be uint8 or float, got {arr.dtype}")
     images, resampled = to_images(x, size, channels, f"--data {path}")
-    return ImageSet(str(path), images, hflip, native_size=tuple(x.shape[-2:]), resampled=resampled)
+    targets, classes = _array_labels(path, labels, names, len(images)) if conditional else (None, None)
+    return ImageSet(
+        str(path), images, hflip, native_size=tuple(x.shape[-2:]), resampled=resampled, targets=targets, classes=classes
+    )
+
+
+def _array_labels(
+    path: Path, labels: np.ndarray | None, names: list[str] | None, n: int
+) -> tuple[Tensor | None, Classes | None]:
+    """An .npz's labels, checked: integers in [0, classes), one per image."""
+    if labels is None:
+        return None, None
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"--data {path}: its labels must be one integer per image, got {labels.shape} {labels.dtype}")
+    if len(labels) != n:
+        raise DataError(f"--data {path}: {len(labels)} labels for {n} images")
+    count = len(names) if names is not None else int(labels.max()) + 1
+    bad = labels[(labels < 0) | (labels >= count)]
+    if len(bad):
+        raise DataError(f"--data {path}: label {int(bad[0])} is outside [0, {count})")
+    return torch.from_numpy(labels.astype(np.int64)), Classes(tuple(names or (str(k) for k in range(count))))
 
 
 def to_images(x: Tensor, size: int | None, channels: int | None, where: str) -> tuple[Tensor, bool]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ganctl.data.source import Classes, Mixture, fresh_chunks
+from ganctl.data.source import Classes, Mixture, fresh_chunks, fresh_class_chunks
 
 KINDS = ("circle", "square", "triangle", "plus")
 PALETTE = (
@@ -191,11 +191,14 @@ class ShapesSet:
     judge: ShapesJudge = field(init=False)
     mixture: Mixture | None = None
     skipped: tuple[str, ...] = ()
-    classes: Classes | None = None
+    classes: Classes | None = field(init=False, default=None)
     resampled: bool = False  # rendered at the size asked for
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "judge", ShapesJudge(self.size))
+        # The classes are the modes: kind * 5 + colour, named as the judge names them.
+        names = tuple(self.judge.mode_name(m) for m in range(self.judge.modes_total))
+        object.__setattr__(self, "classes", Classes(names))
 
     @property
     def native_size(self) -> tuple[int, int] | None:
@@ -217,6 +220,9 @@ class ShapesSet:
         """The identity of this (procedural) real set: the renderer and the size."""
         return f"shapes/{RENDERER_VERSION}/{self.size}"
 
+    def class_chunks(self, label: int, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
+        return fresh_class_chunks(self, label, n, generator, size)
+
     def chunks(self, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
         """n fresh images from `generator`, in chunks of `size`."""
         return fresh_chunks(self, n, generator, size)
@@ -234,9 +240,24 @@ class ShapesSet:
         return mask[:, None].float() * colour * 2.0 - 1.0
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        return self.sample_of(self.labels(n, generator, device), generator, device)
+
+    def labels(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        """Each image's mode: a uniform kind, then a uniform colour."""
         device = torch.device(device)
         kinds = torch.randint(len(KINDS), (n,), generator=generator, device=device)
         colours = torch.randint(len(PALETTE), (n,), generator=generator, device=device)
+        return kinds * len(PALETTE) + colours
+
+    def sample_labelled(self, n: int, generator: torch.Generator, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        y = self.labels(n, generator, device)
+        return self.sample_of(y, generator, device), y
+
+    def sample_of(self, labels: Tensor, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        """An image of mode labels[i] for each i, at a random place and size."""
+        device = torch.device(device)
+        labels = labels.to(device)
+        kinds, colours, n = labels // len(PALETTE), labels % len(PALETTE), len(labels)
         lo, hi = SIZE_RANGE
         u = torch.rand(n, 3, generator=generator, device=device)
         side = (lo + (hi - lo) * u[:, 0]) * self.size

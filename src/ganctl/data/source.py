@@ -10,7 +10,11 @@ declares as attributes (`None` when it has none), so that no caller has to probe
     mixture                          2-D mixtures: component centres and std (modes, quality)
     judge                            an analytic judge of each sample's mode (`shapes`)
     skipped                          files that could not be read
-    classes                          class names and count where the source has labels
+    classes                          class names and count where the source has labels; then
+    labels(n, generator, device)     labels drawn as the data has them
+    sample_of(labels, generator, device)   samples of the given classes
+    sample_labelled(n, generator, device)  a batch and its labels
+    class_chunks(label, n, generator, size)  n samples of one class (a finite set's, at most)
     native_size, resampled           images: their own (H, W) when they share one, and whether
                                      any was resized to the size they are served at
 """
@@ -23,6 +27,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from ganctl.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,16 @@ class DataSource(Protocol):
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor: ...
 
+    def labels(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor: ...
+
+    def sample_of(self, labels: Tensor, generator: torch.Generator, device: torch.device | str) -> Tensor: ...
+
+    def sample_labelled(
+        self, n: int, generator: torch.Generator, device: torch.device | str
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def class_chunks(self, label: int, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]: ...
+
     def chunks(self, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]: ...
 
     def fingerprint(self) -> str: ...
@@ -98,8 +114,22 @@ class DataSource(Protocol):
     def to(self, device: torch.device) -> DataSource: ...
 
 
+def unlabelled(source: DataSource) -> DataError:
+    """The error of asking a source without classes for labels."""
+    return DataError(f"--data {source.name}: has no class labels")
+
+
 def fresh_chunks(source: DataSource, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
     """n fresh samples of a source drawn anew each time, in chunks of `size`, on the
     generator's device."""
     for start in range(0, n, size):
         yield source.sample(min(size, n - start), generator, generator.device)
+
+
+def fresh_class_chunks(
+    source: DataSource, label: int, n: int, generator: torch.Generator, size: int
+) -> Iterator[Tensor]:
+    """n fresh samples of class `label` of a source drawn anew each time, in chunks."""
+    for start in range(0, n, size):
+        labels = torch.full((min(size, n - start),), label, dtype=torch.long, device=generator.device)
+        yield source.sample_of(labels, generator, generator.device)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ganctl.data.source import Classes, Judge, Mixture, fresh_chunks
+from ganctl.data.source import Classes, Judge, Mixture, fresh_chunks, fresh_class_chunks, unlabelled
 from ganctl.errors import DataError
 
 Sampler = Callable[[int, torch.Generator, torch.device], Tensor]
@@ -47,7 +47,32 @@ class ToySet:
         return None
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        if self.mixture is not None:  # the component, then the noise: sample_labelled's draws
+            return self.sample_of(self.labels(n, generator, device), generator, device)
         return self.sampler(n, generator, torch.device(device))
+
+    def labels(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        """A mixture's component index, uniform, for each of n samples."""
+        if self.mixture is None:
+            raise unlabelled(self)
+        return torch.randint(self.mixture.components, (n,), generator=generator, device=torch.device(device))
+
+    def sample_of(self, labels: Tensor, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        """A point of component labels[i] for each i."""
+        if self.mixture is None:
+            raise unlabelled(self)
+        device = torch.device(device)
+        centres = self.mixture.centres_tensor(device)
+        return centres[labels.to(device)] + self.mixture.std * torch.randn(
+            len(labels), 2, generator=generator, device=device
+        )
+
+    def sample_labelled(self, n: int, generator: torch.Generator, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        y = self.labels(n, generator, device)
+        return self.sample_of(y, generator, device), y
+
+    def class_chunks(self, label: int, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
+        return fresh_class_chunks(self, label, n, generator, size)
 
     def chunks(self, n: int, generator: torch.Generator, size: int) -> Iterator[Tensor]:
         return fresh_chunks(self, n, generator, size)
@@ -59,42 +84,42 @@ class ToySet:
         return self  # drawn on the device each batch asks for
 
 
-def _mixture(centres: Tensor, std: float) -> Sampler:
-    def sample(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
-        c = centres.to(device)
-        idx = torch.randint(len(c), (n,), generator=generator, device=device)
-        noise = torch.randn(n, 2, generator=generator, device=device)
-        return c[idx] + std * noise
-
-    return sample
+def _no_sampler(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    raise AssertionError("a mixture samples through its components")  # ToySet.sample_of
 
 
 def _eight_gaussians() -> ToySet:
     # gan_toy.py: centres on the unit circle scaled by 2, std 0.02, then the set / 1.414.
+    # The classes (component indices) in this order, named by compass direction.
     r = 1.0 / math.sqrt(2.0)
     unit = [(1, 0), (-1, 0), (0, 1), (0, -1), (r, r), (r, -r), (-r, r), (-r, -r)]
+    names = ("E", "W", "N", "S", "NE", "SE", "NW", "SW")
     scale = 1.414
     centres = torch.tensor(unit, dtype=torch.float32) * 2.0 / scale
     std = 0.02 / scale
     return ToySet(
         "8gaussians",
         "8 Gaussians on a circle of radius 2, std 0.02, divided by 1.414",
-        _mixture(centres, std),
+        _no_sampler,
         Mixture(tuple(map(tuple, centres.tolist())), std),
+        classes=Classes(names),
     )
 
 
 def _twenty_five_gaussians() -> ToySet:
     # gan_toy.py: a 5 x 5 grid at spacing 2 (-4..4), std 0.05, then the set / 2.828.
+    # Class k is the grid point (x, y) = (k // 5 - 2, k % 5 - 2), named "x,y".
     scale = 2.828
     grid = [(2.0 * x, 2.0 * y) for x in range(-2, 3) for y in range(-2, 3)]
+    names = tuple(f"{x},{y}" for x in range(-2, 3) for y in range(-2, 3))
     centres = torch.tensor(grid, dtype=torch.float32) / scale
     std = 0.05 / scale
     return ToySet(
         "25gaussians",
         "5 x 5 grid of Gaussians at spacing 2, std 0.05, divided by 2.828",
-        _mixture(centres, std),
+        _no_sampler,
         Mixture(tuple(map(tuple, centres.tolist())), std),
+        classes=Classes(names),
     )
 
 

@@ -77,9 +77,12 @@ def image_critic(shape: tuple[int, ...], width: int, depth: int, norm: str) -> n
 
 
 def build_mlp(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    # --cond concat: the critic reads the flattened sample and a label embedding of num_classes.
+    extra = cfg.num_classes if cfg.conditional and cfg.cond == "concat" else 0
     if len(sample_shape) == 1:
         d = sample_shape[0]
         generator = mlp(cfg.z_dim, d, cfg.width, cfg.depth, cfg.gen_norm)
-        return generator, mlp(d, 1, cfg.width, cfg.depth, cfg.critic_norm, activations.ReLU)
+        return generator, mlp(d + extra, 1, cfg.width, cfg.depth, cfg.critic_norm, activations.ReLU)
     generator = ImageGenerator(cfg.z_dim, cfg.width, cfg.depth, tuple(sample_shape), cfg.gen_norm)
-    return generator, image_critic(tuple(sample_shape), cfg.width, cfg.depth, cfg.critic_norm)
+    critic_shape = (math.prod(sample_shape) + extra,) if extra else tuple(sample_shape)
+    return generator, image_critic(critic_shape, cfg.width, cfg.depth, cfg.critic_norm)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ganctl.config import TrainConfig
 from ganctl.models import activations
+from ganctl.models.conditional import ConditionalBatchNorm
 from ganctl.models.dcgan import _norm2d, check_image_shape
 
 RESNET_SIZES = (16, 28, 32)
@@ -28,6 +29,11 @@ def _gen_norm(kind: str, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if kind == "batch" else _norm2d(kind, channels)
 
 
+def _normed(norm: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """A generator's norm of x: a conditional one takes the labels too."""
+    return norm(x, y) if isinstance(norm, ConditionalBatchNorm) else norm(x)
+
+
 class UpBlock(nn.Module):
     def __init__(self, a: int, b: int, norm: str = "batch"):
         super().__init__()
@@ -35,9 +41,9 @@ class UpBlock(nn.Module):
         self.bn2, self.conv2 = _gen_norm(norm, b), nn.Conv2d(b, b, 3, 1, 1)
         self.shortcut = nn.Conv2d(a, b, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2.0, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = F.interpolate(F.relu(_normed(self.bn1, x, y)), scale_factor=2.0, mode="nearest")
+        h = self.conv2(F.relu(_normed(self.bn2, self.conv1(h), y)))
         return h + self.shortcut(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -91,9 +97,12 @@ class Generator(nn.Module):
         self.blocks = nn.Sequential(*(UpBlock(w, w, norm) for _ in range(ups)))
         self.bn, self.out = _gen_norm(norm, w), nn.Conv2d(w, c, 3, 1, 1)
 
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.blocks(self.linear(z).reshape(len(z), self.w, self.side, self.side))
-        return self.out(F.relu(self.bn(h))).tanh()
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """y: labels, for conditional batch norms (`ganctl.models.conditional`)."""
+        h = self.linear(z).reshape(len(z), self.w, self.side, self.side)
+        for block in self.blocks:
+            h = block(h, y)
+        return self.out(F.relu(_normed(self.bn, h, y))).tanh()
 
 
 class SpatialMean(nn.Module):
@@ -113,8 +122,15 @@ class Critic(nn.Module):
         self.pool = SpatialMean()
         self.linear = nn.Linear(w, 1)
 
+    def features(self, x: Tensor) -> Tensor:
+        """The spatial mean of the last block's activations: (B, w)."""
+        return self.pool(activations.relu(self.blocks(x)))
+
+    def feature_branches(self) -> list[list[tuple[str, nn.Module | float]]]:
+        return [[("blocks", self.blocks), ("pool", self.pool)]]  # ReLU: 1
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.pool(activations.relu(self.blocks(x))))
+        return self.linear(self.features(x))
 
 
 def build_resnet(cfg: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
