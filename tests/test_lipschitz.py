@@ -12,8 +12,8 @@ from ganctl.recipes import available_methods, resolve
 
 
 def test_registry_lists_every_method():
-    assert available_methods() == ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
-    with pytest.raises(ConfigError, match="clip, gp, zgp, r1, r2, sn"):
+    assert available_methods() == ["clip", "gp", "zgp", "r1", "r2", "sn", "gn", "bjorck", "none"]
+    with pytest.raises(ConfigError, match="clip, gp, zgp, r1, r2, sn, gn, bjorck"):
         resolve(small(lipschitz="wgan"))
 
 

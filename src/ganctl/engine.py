@@ -135,7 +135,8 @@ class Trainer(Networks):
         self._generator_fast, self._critic_fast = self.generator, self.critic
         if cfg.compile:
             self._generator_fast = torch.compile(self.generator)
-            self._critic_fast = torch.compile(self.critic)
+            if self.strategy.compilable:
+                self._critic_fast = torch.compile(self.critic)
         # The hand-written step covers plain MLP critics, without autocast, on CPU and CUDA
         # (its out= kernels are untried on MPS).
         self._fused_layers, self._workspace = None, {}
@@ -187,8 +188,10 @@ class Trainer(Networks):
             self._apply_lr_schedule()
         with self._precision():
             for _ in range(self.cfg.n_critic):
-                self.critic_step()
-            self.generator_step()
+                with self.strategy.step_context():
+                    self.critic_step()
+            with self.strategy.step_context():
+                self.generator_step()
         self.step += 1
         self._update_ema()
 

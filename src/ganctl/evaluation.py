@@ -26,7 +26,7 @@ from ganctl.analysis import reference as references
 from ganctl.analysis import scores
 from ganctl.analysis.defaults import EVAL_N
 from ganctl.analysis.features import inception, inception_path, random_conv, vgg16
-from ganctl.analysis.gradnorm import DEFAULT_TOL, gradient_norms, summarise
+from ganctl.analysis.gradnorm import DEFAULT_TOL, certified_w1_report, gradient_norms, summarise
 from ganctl.analysis.quality import W1_POINTS, mixture_quality, w1_floor, wasserstein1
 from ganctl.analysis.reference import Reference
 from ganctl.analysis.scores import CHUNK, Generated, Spaces
@@ -307,16 +307,18 @@ def score(
     request: Request,
     fake_resampled: bool = False,
     labels: Tensor | None = None,
+    critic: Networks | None = None,
 ) -> dict[str, Any]:
     """How good `fake` (chunks of samples shaped like the data's) is as a sample of `dataset`:
     the data's own metrics (2-D: modes, high-quality share, W1; shapes: the judge) and, for
     images, the request's metrics against request.n real images (or the reference file's
     statistics), with what they were measured on. `dataset` may be None for images scored
     against a reference file alone (FID and IS). With the generated samples' `labels` (a
-    conditional generator's), also class consistency and the intra-class FID."""
+    conditional generator's), also class consistency and the intra-class FID; with `critic`
+    (the networks whose critic to read) on 2-D data, its certified W1 lower bound beside W1."""
     if dataset is not None and dataset.kind == "points":
         points = torch.cat([c.cpu() for c in fake])
-        result = _score_points(dataset, points, request.n, request.seed)
+        result = _score_points(dataset, points, request.n, request.seed, critic)
         if labels is not None:
             result["metrics"].update(class_consistency(dataset, points, labels.cpu()))
         return result
@@ -371,7 +373,9 @@ def _image_scores(
     return out
 
 
-def _score_points(dataset: DataSource, fake: Tensor, n_real: int, seed: int) -> dict[str, Any]:
+def _score_points(
+    dataset: DataSource, fake: Tensor, n_real: int, seed: int, nets: Networks | None = None
+) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     real = dataset.sample(min(n_real, len(fake)), g, "cpu")
     k = min(W1_POINTS, len(fake), len(real))
@@ -384,7 +388,21 @@ def _score_points(dataset: DataSource, fake: Tensor, n_real: int, seed: int) -> 
     }
     if dataset.mixture is not None:
         metrics.update(mixture_quality(fake, dataset.mixture.centres_tensor(), dataset.mixture.std))
-    return {"n_fake": len(fake), "n_real": len(real), "metrics": metrics}
+    result = {"n_fake": len(fake), "n_real": len(real), "metrics": metrics}
+    if nets is not None:  # the same 2048 pairs as W1: the bound can be read against it
+        upper = _critic_upper_bound(nets)
+        bound = certified_w1_report(nets, real[:k].to(nets.device), fake[:k].to(nets.device), upper)
+        result["w1_lower_bound"] = bound
+        if bound is not None:
+            metrics.update(w1_lower_bound=bound["value"], w1_lower_bound_se=bound["se"])
+    return result
+
+
+def _critic_upper_bound(nets: Networks) -> dict[str, Any]:
+    from ganctl.analysis.gradnorm import _upper_bound_report
+    from ganctl.data import sample_shape
+
+    return _upper_bound_report(nets.critic, sample_shape(nets.cfg), nets.device, nets.cfg.conditional)
 
 
 # --- ganctl eval ------------------------------------------------------------------------------
@@ -401,7 +419,7 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
         )
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
-    report = score(dataset, chunks, request, labels=labels)
+    report = score(dataset, chunks, request, labels=labels, critic=nets)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     return {"source": source, "data": data or nets.cfg.data, "seed": request.seed, **report}

@@ -9,6 +9,7 @@ owns and its search space.
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import torch
@@ -62,6 +63,22 @@ class Lipschitz:
     def after_critic_step(self, critic: nn.Module) -> None:
         pass
 
+    # Whether the critic's forward may be compiled (not when it takes a gradient inside itself).
+    compilable: ClassVar[bool] = True
+
+    def step_context(self) -> contextlib.AbstractContextManager:
+        """What a training step runs inside (Björck: its orthonormal weights computed once)."""
+        return contextlib.nullcontext()
+
+
+def _refuse_batch_norm(critic: nn.Module, method: str, why: str) -> None:
+    for module in critic.modules():
+        if isinstance(module, _BATCH_NORMS):
+            raise ConfigError(
+                f"--lipschitz {method} {why}, which batch normalisation couples across the batch;"
+                " use --critic-norm layer or none"
+            )
+
 
 class WeightClip(Lipschitz):
     """WGAN: clamp every critic parameter to [-c, c] after each critic step (Arjovsky 2017)."""
@@ -87,12 +104,7 @@ class _Penalised(Lipschitz):
         return self.cfg.penalty_at
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
-        for module in critic.modules():
-            if isinstance(module, _BATCH_NORMS):
-                raise ConfigError(
-                    f"--lipschitz {self.name} penalises per-sample input gradients, which batch"
-                    " normalisation couples across the batch; use --critic-norm layer or none"
-                )
+        _refuse_batch_norm(critic, self.name, "penalises per-sample input gradients")
         return critic
 
     def penalty(self, grads: list[Tensor]) -> Tensor:
@@ -156,3 +168,53 @@ class SpectralNorm(Lipschitz):
         for layer in layers:
             spectral_norm(layer, n_power_iterations=1)
         return critic
+
+
+class GradientNormalization(Lipschitz):
+    """GN (Wu et al. 2021): D(x) = f(x) / (||grad f(x)|| + |f(x)|), no weight to tune; the
+    normalised output goes into the loss (`ganctl.models.constrained.GradientNormalized`)."""
+
+    compilable = False  # the forward takes grad f with create_graph: torch.compile has no double backward
+
+    def prepare_critic(self, critic: nn.Module) -> nn.Module:
+        _refuse_batch_norm(critic, self.name, "normalises each sample by its own input gradient")
+        from ganctl.models.constrained import GradientNormalized
+
+        return GradientNormalized(critic)
+
+
+class Orthonormal(Lipschitz):
+    """Björck-orthonormal GroupSort (Anil, Lucas and Grosse 2019): every linear weight
+    orthonormalised in the forward, MaxMin activations: 1-Lipschitz and gradient-norm
+    preserving by construction. MLP critics only."""
+
+    def prepare_critic(self, critic: nn.Module) -> nn.Module:
+        from ganctl.models.constrained import orthonormal_groupsort
+
+        layers = {type(m).__name__ for m in critic.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
+        norms = {
+            type(m).__name__ for m in critic.modules() if isinstance(m, (*_BATCH_NORMS, nn.LayerNorm, nn.GroupNorm))
+        }
+        if layers:
+            raise ConfigError(
+                "--lipschitz bjorck orthonormalises dense layers: use --arch mlp (its critic is an MLP);"
+                " orthogonal convolutions, which the convolutional critics would need, are not implemented"
+            )
+        if norms:
+            raise ConfigError(
+                "--lipschitz bjorck: a normalisation layer breaks the critic's orthonormality; use --critic-norm none"
+            )
+        try:
+            return orthonormal_groupsort(critic)
+        except ValueError as exc:
+            raise ConfigError(f"--lipschitz bjorck: {exc} (give an even --width)") from None
+
+    def step_context(self) -> contextlib.AbstractContextManager:
+        from torch.nn.utils import parametrize
+
+        return parametrize.cached()
+
+    def after_critic_step(self, critic: nn.Module) -> None:
+        from ganctl.models.constrained import reproject
+
+        reproject(critic)  # keeps the next forward's iteration short; D itself is unchanged

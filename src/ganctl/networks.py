@@ -37,11 +37,19 @@ def build(cfg: ResolvedConfig, strategy: Lipschitz) -> tuple[nn.Module, nn.Modul
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     """Evaluation mode for a measurement (spectral norm then runs no power iteration, batch
-    norm uses running statistics), restoring the module's mode afterwards."""
+    norm uses running statistics), restoring the module's mode afterwards. A Björck critic's
+    orthonormal weights are computed once for the whole measurement, which changes no weight
+    (only there: torch's parametrization cache is keyed by module id, and a temporary copy made
+    inside it, as `analysis.gradnorm.explicit_norm` makes, could meet a stale entry)."""
+    from torch.nn.utils import parametrize
+
+    from ganctl.models.constrained import has_bjorck
+
     was_training = module.training
     module.eval()
     try:
-        yield module
+        with parametrize.cached() if has_bjorck(module) else contextlib.nullcontext():
+            yield module
     finally:
         module.train(was_training)
 

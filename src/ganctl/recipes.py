@@ -160,6 +160,7 @@ _WGAN_GP_RESNET = Recipe(
 # gp's (below); the published recipes stay the image defaults (docs/results.md, "Tuned
 # against tuned").
 _TUNED_2D = "ganctl compare --tune 6 on 8/25gaussians, trial {trial} (docs/results.md)"
+_PENDING_2D = "a first guess, to be replaced by the equal-budget tuning's winner"
 
 _METHODS = (
     Method(
@@ -301,6 +302,57 @@ _METHODS = (
         points=Recipe(
             "hinge", "adam", 1.8e-3, 1.8e-3, 0.0, 0.9, 1, _TUNED_2D.format(trial=3), lr_decay="linear", batch_size=256
         ),
+    ),
+    Method(
+        "gn",
+        "GN: the critic's output divided by its input-gradient norm plus its magnitude",
+        Recipe(
+            "ns",
+            "adam",
+            2e-4,
+            2e-4,
+            0.0,
+            0.9,
+            1,
+            "GN-GAN (Wu et al. 2021), GNGAN-PyTorch config/GN-GAN_CIFAR10_CNN.txt: non-saturating (bce) loss on"
+            " the normalised output, Adam 2e-4, betas (0, 0.9), n_dis 1, batch 64 (its generator batch of 128 is"
+            " not reproduced)",
+        ),
+        "GradientNormalization",
+        {**_COMMON, **_ADAM},
+        points=Recipe("hinge", "adam", 1e-3, 1e-3, 0.0, 0.9, 1, _PENDING_2D, batch_size=256),
+        by_arch={
+            "resnet": Recipe(
+                "hinge",
+                "adam",
+                2e-4,
+                4e-4,
+                0.0,
+                0.9,
+                5,
+                "GN-GAN, config/GN-GAN_CIFAR10_RES.txt: hinge loss, Adam lr_G 2e-4, lr_D 4e-4, betas (0, 0.9),"
+                " n_dis 5, lr linearly to 0 (lr_decay_start 0), batch 64",
+                lr_decay="linear",
+            )
+        },
+    ),
+    Method(
+        "bjorck",
+        "Björck-orthonormal GroupSort MLP critic: 1-Lipschitz and gradient-norm preserving by construction",
+        Recipe(
+            "wasserstein",
+            "adam",
+            2e-4,
+            2e-3,
+            0.5,
+            0.999,
+            5,
+            "Anil et al. 2019, LNets tasks/gan (LWGAN): Wasserstein loss, Adam lr_G 2e-4, lr_D 2e-3, betas (0.5,"
+            " 0.999), n_critic 5, batch 64; Björck beta 0.5, 20 iterations, MaxMin (its dual networks)",
+        ),
+        "Orthonormal",
+        {**_COMMON, **_ADAM, "lr": _log(1e-4, 1e-2)},
+        points=Recipe("wasserstein", "adam", 1e-3, 1e-3, 0.5, 0.9, 5, _PENDING_2D, batch_size=256),
     ),
     Method(
         "none",

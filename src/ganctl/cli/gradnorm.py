@@ -143,6 +143,15 @@ def _report(report: dict[str, Any], interp_norms: Any) -> None:
         f"Lipschitz lower bound {lb['value']:.4g} (pairs {lb['pairs']:.4g}, largest norm {lb['max_grad_norm']:.4g});"
         f" upper bound {upper} ({certainty}; per layer in --json)"
     )
+    w1 = report.get("w1_lower_bound")
+    if w1 is not None:
+        exact = f"; the exact W1 of the same samples is {w1['w1_exact']:.4g}" if "w1_exact" in w1 else ""
+        say(
+            f"certified W1 lower bound {w1['value']:.4g} +/- {w1['se']:.2g} (critic gap {w1['critic_gap']:.4g} over its"
+            f" certified Lipschitz constant {w1['lipschitz']:.6g}, {w1['n']} held-out pairs){exact}"
+        )
+    else:
+        say("no certified W1 lower bound: the critic's Lipschitz constant is not certified (or it is conditional)")
     al = report["alignment"]
     say(
         f"alignment cos(grad D(x_hat), x_real - x_fake) on {al['pairs']} optimally coupled pairs:"
