@@ -9,9 +9,11 @@
   create_graph, so training it is a double backward, as a gradient penalty is.
 - `Bjorck`, a parametrization (`torch.nn.utils.parametrize`) that orthonormalises a weight in
   every forward by Björck and Bowie's iteration W <- (1 + b) W - b W W^T W (b = 1/2, order 1:
-  Anil, Lucas and Grosse 2019; cemanil/LNets, bjorck_linear.py), after dividing W by its largest
-  singular value (computed exactly, without gradient: the orthonormal factor does not depend on
-  the scale), which keeps every singular value in (0, 1] where the iteration converges. LNets
+  Anil, Lucas and Grosse 2019; cemanil/LNets, bjorck_linear.py). The iteration maps each singular
+  value s to s (3 - s^2) / 2 and converges to 1 from any s in (0, sqrt 3): when ||W^T W - I||_F
+  < 1 every s is in (0, sqrt 2) already, and otherwise W is first divided by its largest singular
+  value (computed exactly, without gradient: the orthonormal factor does not depend on the
+  scale). LNets
   runs a fixed 20 iterations; here the iteration runs until ||W^T W - I||_F < 1e-4, then once
   more (the convergence is quadratic: the singular values end within float32 rounding of 1), at
   most 40 times, and `Orthonormal.after_critic_step` re-projects the stored weight after each
@@ -64,17 +66,22 @@ def bjorck_orthonormalize(
     w: Tensor, max_iterations: int = BJORCK_MAX_ITERATIONS, tol: float = BJORCK_TOLERANCE, beta: float = BJORCK_BETA
 ) -> Tensor:
     """The orthonormal factor of w (the nearest matrix with orthonormal rows or columns)."""
-    scale = torch.linalg.matrix_norm(w.detach().double(), ord=2).to(w.dtype).clamp_min(1e-12)
-    w = w / scale
     tall = w.shape[0] >= w.shape[1]
     eye = torch.eye(min(w.shape), dtype=w.dtype, device=w.device)
-    last = False
+
+    def gram(m: Tensor) -> tuple[Tensor, float]:
+        g = m.t() @ m if tall else m @ m.t()
+        return g, float(torch.linalg.matrix_norm(g.detach() - eye))
+
+    g, distance = gram(w)
+    if not distance < 1:  # singular values outside (0, sqrt 2): scale by the largest, exactly
+        w = w / torch.linalg.matrix_norm(w.detach().double(), ord=2).to(w.dtype).clamp_min(1e-12)
+        g, distance = gram(w)
     for _ in range(max_iterations):  # W <- (1 + b) W - b W G, G the smaller Gram matrix
-        gram = w.t() @ w if tall else w @ w.t()
-        w = (1 + beta) * w - beta * (w @ gram if tall else gram @ w)
-        if last:
+        w = (1 + beta) * w - beta * (w @ g if tall else g @ w)
+        if distance < tol:  # converged before this last iteration, which squares the error
             break
-        last = float(torch.linalg.matrix_norm(gram.detach() - eye)) < tol
+        g, distance = gram(w)
     return w
 
 
