@@ -20,7 +20,7 @@ FLOORS = [
     {"data", "models", "lipschitz", "distributed", "fused_mlp"},
     {"networks", "checkpoint"},
     {"engine", "analysis", "evaluation", "sampling", "report"},
-    {"training", "jobs", "compare", "tuning"},
+    {"training", "launch", "jobs", "compare", "tuning"},
     {"cli", "__main__"},
 ]
 

@@ -103,6 +103,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     compile: bool = False  # torch.compile the forwards that allow it (not the penalty's double backward)
     threads: int = 0  # CPU threads for the run; 0: torch's own (measured fastest alone, docs/benchmarks.md)
+    dist_timeout: float = 600.0  # seconds a collective of a multi-process step waits for a peer (`ganctl.distributed`)
     tf32: bool = True  # CUDA: TensorFloat-32 matrix products and convolutions (float32 accumulation)
 
     # --- schedule (generator steps; 0 disables) ---------------------------------------
@@ -160,6 +161,7 @@ SCHEDULE_FIELDS = frozenset(
         "compile",
         "tf32",
         "threads",
+        "dist_timeout",
     }
 )
 
@@ -282,7 +284,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--channels must be 1 or 3, got {cfg.channels}")
     _check_positive(cfg, ("clip", "lr_g", "lr_d", "n_critic", "eval_samples"))
     _check_positive(cfg, ("penalty_weight", "gp_target", "acgan_scale", "acgan_scale_g"), strict=False)
-    _check_positive(cfg, ("num_classes",))
+    _check_positive(cfg, ("num_classes", "dist_timeout"))
     _check_positive(
         cfg, ("log_every", "eval_every", "sample_every", "ckpt_every", "keep_last", "threads"), strict=False
     )

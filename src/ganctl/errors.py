@@ -60,3 +60,10 @@ class NonFinite(Exception):
 
 class TrainingFailed(Exception):
     """Training could not go on (for example a NaN with --on-nonfinite stop): exit 1."""
+
+
+class RankFailed(Exception):
+    """A process of a multi-process run died or stopped answering: exit 75 (sysexits'
+    EX_TEMPFAIL, try again), with the step, the newest checkpoint and the command that resumes."""
+
+    exit_code = 75

@@ -348,7 +348,8 @@ _METHODS = (
             0.999,
             5,
             "Anil et al. 2019, LNets tasks/gan (LWGAN): Wasserstein loss, Adam lr_G 2e-4, lr_D 2e-3, betas (0.5,"
-            " 0.999), n_critic 5, batch 64; Björck beta 0.5, 20 iterations, MaxMin (its dual networks)",
+            " 0.999), n_critic 5, batch 64; Björck beta 0.5, order 1, MaxMin; iterated to convergence, where"
+            " its 12 iterations after a sqrt(mn) scaling leave the layers far from orthonormal (docs/results.md)",
         ),
         "Orthonormal",
         {**_COMMON, **_ADAM, "lr": _log(1e-4, 1e-2)},

@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from ganctl import checkpoint, distributed, interrupts
-from ganctl.config import ResolvedConfig, TrainConfig
+from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, TrainConfig
 from ganctl.engine import Trainer
 from ganctl.engine import resume as resume_trainer
-from ganctl.errors import CheckpointError, ConfigError, Interrupted, NonFinite, TrainingFailed, WriteError
+from ganctl.errors import (
+    CheckpointError,
+    ConfigError,
+    Interrupted,
+    NonFinite,
+    RankFailed,
+    TrainingFailed,
+    WriteError,
+)
 from ganctl.evaluation import Evaluator
+from ganctl.fileio import write_text_atomic
 from ganctl.recipes import resolve
 from ganctl.runfolder import MetricsLog, RunFolder, RunLock
 from ganctl.tensorboard import TensorBoardLog
@@ -80,13 +89,40 @@ def train(
     with RunLock(out) if writes else contextlib.nullcontext() as lock:
         if lock is not None and lock.note and on_event is not None:
             on_event("warning", {"message": lock.note})
+        restarted = restart_checkpoint(out)
+        if restarted is not None:  # torchrun restarted the group: every rank resumes, as --resume does
+            if config is not None:
+                overrides = {k: getattr(config, k) for k in SCHEDULE_FIELDS if getattr(config, k) is not None}
+            config, resume = None, restarted
         # The settings before the run is built: the resumed checkpoint's (read once, header only).
         settings = checkpoint.peek_newest(resume)[1] if resume is not None else config or TrainConfig()
         spec = overrides.get("device") or (config.device if config is not None else None) or "auto"
         if resume is not None and spec == "auto":
             spec = settings.device
-        with _threads(overrides.get("threads", settings.threads)), _process_group(spec):
-            return _train(config, out, resume, overrides, overwrite, on_event)
+        timeout = overrides.get("dist_timeout", settings.dist_timeout)
+        with _threads(overrides.get("threads", settings.threads)), _process_group(spec, timeout):
+            try:
+                return _train(config, out, resume, overrides, overwrite, on_event)
+            except distributed.PeerLost as exc:  # before the loop: while the replicas were set up
+                raise RankFailed(
+                    f"rank {exc.rank}: a peer process failed while the run started ({exc.detail})"
+                ) from None
+
+
+RUN_ID_NAME = ".torchrun-id"  # in a run folder: the torchrun job that writes it
+
+
+def restart_checkpoint(out: Path) -> Path | None:
+    """Under a torchrun restart (`--max-restarts`), the run folder to resume from: `out`, when
+    this same torchrun job (its run id) wrote it and left a checkpoint; None otherwise (a first
+    attempt, a folder of some other job, or no checkpoint yet: then the run starts afresh)."""
+    if distributed.restart_count() == 0 or distributed.run_id() is None:
+        return None
+    try:
+        wrote = (out / RUN_ID_NAME).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return out if wrote == distributed.run_id() and RunFolder(out).checkpoints() else None
 
 
 @contextlib.contextmanager
@@ -106,19 +142,25 @@ def _threads(threads: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _process_group(spec: str) -> Iterator[None]:
-    """Under torchrun, the process group on the run's device (`spec`): started here unless the
-    caller already runs one, and then shut down after the run."""
+def _process_group(spec: str, timeout: float) -> Iterator[None]:
+    """Under torchrun, the process group on the run's device (`spec`), its collectives under
+    `timeout` seconds: started here unless the caller already runs one, then shut down after
+    the run (not after a lost peer: a collective would fail again)."""
     started = distributed.requested() and not distributed.current().active
     if distributed.requested():
         from ganctl.devices import resolve_device
 
-        distributed.init(resolve_device(spec))
+        distributed.init(resolve_device(spec), timeout)
     try:
         yield
-    finally:
+    except RankFailed:
+        raise
+    except BaseException:
         if started:
             distributed.shutdown()
+        raise
+    if started:
+        distributed.shutdown()
 
 
 def _train(
@@ -141,6 +183,8 @@ def _train(
         run.set_up(resuming=resume is not None, overwrite=overwrite)
         with interrupts.guard() as stop:
             return run.loop(stop)
+    except distributed.PeerLost as exc:
+        raise run.rank_failed(exc) from None
     except WriteError as exc:  # a full disk: say which checkpoint is whole and how to go on from it
         exc.resumable = True
         try:
@@ -183,13 +227,22 @@ class _Run:
                     self.emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
             except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
                 failure = exc
+        if world.active:
+            distributed.wait_for_main(world)  # rank 0 may take long (an FID's reference features)
         if not distributed.all_ok(failure is None, world):
             if failure is not None:
                 raise failure
             raise ConfigError(f"rank {world.rank}: rank 0 could not set up the run (its message says why)")
         self.first_step = trainer.step
+        if self.main and distributed.run_id() is not None:  # this torchrun job's folder: a restart resumes it
+            write_text_atomic(self.folder.path / RUN_ID_NAME, distributed.run_id() + "\n")
         for note in trainer.notes:
             self.emit("warning", {"message": note})
+        restarts = distributed.restart_count()
+        if restarts:
+            limit = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "?")
+            where = f"from step {self.first_step}" if resuming else "from the start: no checkpoint had been written"
+            self.emit("warning", {"message": f"torchrun restarted the group ({restarts} of {limit}); resuming {where}"})
         start = {"config": self.cfg.to_dict(), "device": str(trainer.device), "step": self.first_step}
         start.update(out=str(self.folder.path), exact_resume=trainer.exact_resume, world_size=world.size)
         self.emit("start", start)
@@ -220,6 +273,8 @@ class _Run:
                     self.emit("checkpoint", {"step": step, "path": str(self.last_ckpt)})
             if self.main:
                 self.report(step)
+            if self.world.active and self.alone_at(step):
+                distributed.wait_for_main(self.world)  # rank 0 evaluated, drew or wrote alone
         wall = time.perf_counter() - started
         if self.saved_at != self.trainer.step:
             self.last_ckpt = self.save_checkpoint(self.trainer.step)
@@ -227,6 +282,35 @@ class _Run:
         if not self.main:
             return {"rank": self.world.rank, "in_sync": in_sync}
         return self.summary(wall, in_sync)
+
+    def alone_at(self, step: int) -> bool:
+        """Whether rank 0 works alone after this step (every rank knows the schedule)."""
+        cfg = self.cfg
+        return any(_due(step, every) for every in (cfg.eval_every, cfg.sample_every, cfg.ckpt_every))
+
+    def rank_failed(self, exc: distributed.PeerLost) -> RankFailed:
+        """The one line for a lost peer: this rank, the step, the newest checkpoint, how to go on."""
+        try:
+            newest = str(checkpoint.peek_newest(self.folder.path)[0])
+        except CheckpointError:
+            newest = None
+        step, size = self.trainer.step, self.world.size
+        what = (
+            f"no answer from a peer within --dist-timeout {self.cfg.dist_timeout:g} s"
+            if exc.timed_out
+            else "a peer process failed"
+        )
+        resume = f"ganctl train --resume {self.folder.path} --nproc {size}" if newest else "start the run again"
+        where = f"newest checkpoint {newest}" if newest else "no checkpoint had been written"
+        error = RankFailed(f"rank {exc.rank}: {what} at step {step} ({exc.detail}); {where}; resume with: {resume}")
+        error.details = {
+            "rank": exc.rank,
+            "step": step,
+            "checkpoint": newest,
+            "resume": resume,
+            "timed_out": exc.timed_out,
+        }
+        return error
 
     def step(self) -> bool:
         """One training step; False when a non-finite value was rolled back instead."""
@@ -303,6 +387,7 @@ class _Run:
             "exact_resume": trainer.exact_resume,
             "world_size": self.world.size,
             "ranks_in_sync": in_sync,
+            "restarts": distributed.restart_count(),
             "final": {**stats, **final},
             "image_metrics_on": evaluator.measured_on(),
             "config": cfg.to_dict(),

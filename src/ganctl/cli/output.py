@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ganctl.errors import GanctlError, Interrupted, TrainingFailed, WriteError
+from ganctl.errors import GanctlError, Interrupted, RankFailed, TrainingFailed, WriteError
+from ganctl.launch import LAUNCHED_BY_GANCTL
 from ganctl.metrics import Gate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,13 +27,28 @@ EXIT_WRITE_FAILED = WriteError.exit_code  # 74, sysexits' EX_IOERR: a file could
 stderr = Console(stderr=True, highlight=False)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+def fail(message: str, code: int = EXIT_USAGE, details: dict[str, Any] | None = None) -> typer.Exit:
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):  # a torchrun worker: its launcher reads why
+        from ganctl.launch import record_failure
+
+        record_failure(message, code, details)
+        if os.environ.get(LAUNCHED_BY_GANCTL):  # `ganctl train --nproc` prints one line for the group
+            return typer.Exit(code)
     stderr.print(
         f"[bold red]error:[/] {message}" if stderr.is_terminal else f"error: {message}",
         markup=stderr.is_terminal,
         soft_wrap=True,
     )
     return typer.Exit(code)
+
+
+def _worker_failed(exc: RankFailed, code: int) -> None:
+    """A lost peer: one line (recorded for the launcher), then out at once. Leaving normally
+    would run the backend's teardown against the dead peer, which aborts the process."""
+    fail(str(exc), code, getattr(exc, "details", None))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def handle_errors(command: F) -> F:
@@ -47,6 +64,8 @@ def handle_errors(command: F) -> F:
             raise fail(str(exc), EXIT_CHECK_FAILED) from None
         except WriteError as exc:  # a full disk, a read-only filesystem: one line, where to resume
             raise fail(str(exc), EXIT_WRITE_FAILED) from None
+        except RankFailed as exc:  # a torchrun worker whose peer died: the group cannot be left cleanly
+            _worker_failed(exc, exc.exit_code)
         except Interrupted as exc:  # stopped cleanly by a signal, with a checkpoint
             stderr.print(str(exc), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
@@ -198,6 +217,9 @@ class TrainProgress:
 def print_summary(summary: dict[str, Any]) -> None:
     final = summary["final"]
     parts = [f"done: {summary['steps_trained']} steps in {summary['wall_s']:.1f} s"]
+    if summary.get("restarts"):
+        n = summary["restarts"]
+        parts[0] += f" after {n} restart{'s' * (n != 1)} of the group"
     if "modes" in final:
         parts.append(f"modes {final['modes']}/{final['modes_total']} (hit {final['modes_hit']})")
     if "hq_share" in final:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ganctl.cli.options import Json, Overwrite, Seed, TrainDevice
-from ganctl.cli.output import TrainProgress, handle_errors, print_json, print_summary
+from ganctl.cli.output import TrainProgress, fail, handle_errors, print_json, print_summary
 from ganctl.config import POINT_DATA, choices
 from ganctl.recipes import available_methods, describe_default
 
@@ -226,6 +226,15 @@ def train(
         ),
     ] = None,
     threads: Annotated[int | None, _opt("--threads", help="CPU threads for the run.", field="threads")] = None,
+    dist_timeout: Annotated[
+        float | None,
+        _opt(
+            "--dist-timeout",
+            help="Several processes: seconds a training step's collective waits for a peer before the run"
+            " stops with the newest checkpoint (rank 0's evaluations and checkpoints are waited for apart).",
+            field="dist_timeout",
+        ),
+    ] = None,
     seed: Seed = None,
     device: TrainDevice = None,
     log_every: Annotated[
@@ -344,23 +353,31 @@ def train(
             show_default=False,
         ),
     ] = None,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            "--max-restarts",
+            help="With --nproc: restart the whole group up to K times when a process fails; every process"
+            " resumes from the run folder's newest readable checkpoint (as under torchrun --max-restarts).",
+        ),
+    ] = 0,
     json_output: Json = False,
 ) -> None:
     """Train a generator against a critic kept Lipschitz by --lipschitz."""
-    if nproc is not None:
-        _launch(nproc)
     from ganctl.config import from_dict
     from ganctl.runfolder import run_dir_of
-    from ganctl.training import train as run_train
 
     values = settings(locals(), config_file)
-
     if resume is not None:
         kwargs = {"resume": resume, "overrides": values, "out": out or run_dir_of(resume)}
     else:
         config = from_dict(values, where="options")
         name = Path(config.data).stem or "data"
         kwargs = {"config": config, "out": out or Path("runs") / f"{name}-{config.lipschitz}-seed{config.seed}"}
+    if nproc is not None or max_restarts:
+        _launch(nproc, max_restarts, kwargs["out"])
+    from ganctl.training import train as run_train
+
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 reports
         run_train(**kwargs, overwrite=overwrite)
         return
@@ -402,7 +419,7 @@ def parse_train_options(args: list[str], command: str) -> tuple[dict[str, Any], 
     return settings(ctx.params, ctx.params.get("config_file")), list(ctx.args)
 
 
-_NOT_SETTINGS = ("out", "resume", "overwrite", "nproc", "json_output")
+_NOT_SETTINGS = ("out", "resume", "overwrite", "nproc", "max_restarts", "json_output")
 
 
 def _usage_message(exc: Exception, command: str) -> str:
@@ -418,33 +435,31 @@ def _usage_message(exc: Exception, command: str) -> str:
     return f"{command}: {formatted() if formatted else exc}"
 
 
-def _launch(nproc: int) -> None:
-    """Re-run this command under torchrun on `nproc` processes and exit with its status."""
-    import subprocess
+def _launch(nproc: int | None, max_restarts: int, out: Path) -> None:
+    """Re-run this command under torchrun on `nproc` processes (restarting the group up to
+    `max_restarts` times) and exit with its status; a failed group is one line."""
     import sys
 
     from ganctl.errors import ConfigError
+    from ganctl.launch import launch
 
+    if nproc is None:
+        raise ConfigError("--max-restarts restarts a group of processes: give --nproc N as well")
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    if max_restarts < 0:
+        raise ConfigError(f"--max-restarts must be >= 0, got {max_restarts}")
     if os.environ.get("WORLD_SIZE"):
-        raise ConfigError("--nproc: already running under torchrun; drop --nproc")
+        raise ConfigError("--nproc: already running under torchrun; drop --nproc (and use torchrun's --max-restarts)")
     args, argv, i = [], sys.argv[1:], 0
-    while i < len(argv):  # the same command line without --nproc
-        if argv[i] == "--nproc":
+    while i < len(argv):  # the same command line without --nproc and --max-restarts
+        if argv[i] in ("--nproc", "--max-restarts"):
             i += 2
             continue
-        if not argv[i].startswith("--nproc="):
+        if not argv[i].startswith(("--nproc=", "--max-restarts=")):
             args.append(argv[i])
         i += 1
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "ganctl",
-        *args,
-    ]
-    raise typer.Exit(subprocess.call(command))
+    outcome = launch(args, nproc, max_restarts, out)
+    if outcome.message is not None:
+        raise fail(outcome.message, outcome.code)
+    raise typer.Exit(outcome.code)
