@@ -20,7 +20,7 @@ FLOORS = [
     {"data", "models", "lipschitz", "distributed", "fused_mlp"},
     {"networks", "checkpoint"},
     {"engine", "analysis", "evaluation", "sampling", "report"},
-    {"training", "launch", "jobs", "compare", "tuning"},
+    {"training", "launch", "jobs", "executors", "compare", "tuning"},
     {"cli", "__main__"},
 ]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ganctl import report
-from ganctl.jobs import EventHandler, Runner, plan, status
+from ganctl.executors import Placement, Runner
+from ganctl.jobs import EventHandler, plan, status
 from ganctl.runfolder import RunLock
 
 
@@ -26,6 +27,13 @@ def compare_runs(
     compare.json, compare.csv, panel.png and curves.png there."""
     started = time.perf_counter()
     evaluated = [report.evaluate(p, device, pictures=out is not None) for p in paths]
+    return side_by_side(evaluated, out, settings, started)
+
+
+def side_by_side(
+    evaluated: list[report.Evaluated], out: Path | None, settings: dict[str, Any] | None, started: float
+) -> dict[str, Any]:
+    """The evaluated runs aggregated per method, the best marked; written to `out` when given."""
     rows = [e.row for e in evaluated]
     methods = report.aggregate(rows)
     result = {"runs": rows, "methods": methods, "best": report.best(methods), "settings": settings}
@@ -42,17 +50,20 @@ def compare(
     out: Path,
     device: str = "cpu",
     on_event: EventHandler | None = None,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """Train every (method, seed) into OUT/<method>-seed<seed> (skipping finished runs and
-    resuming unfinished ones), then evaluate them all the same way and write the outputs."""
+    resuming unfinished ones), one after another or as `placement` says, then evaluate them all
+    the same way and write the outputs."""
     out = Path(out)
+    placement = placement or Placement()
+    placement.check()
     jobs = plan({**base, "device": device}, methods, seeds, out)
     states = [status(job) for job in jobs]  # a folder holding some other run fails now, before any training
     with RunLock(out) as lock:  # one comparison writes into --out at a time (each run locks its own folder)
         if lock.note and on_event is not None:
             on_event("warning", {"message": lock.note})
-        runner = Runner(len(jobs), on_event)
-        for job, state in zip(jobs, states):
-            runner.run(job, state)
+        started = time.perf_counter()
+        results = Runner(len(jobs), on_event, placement).run_all(jobs, states, evaluate=True)
         settings = {"base": base, "methods": methods, "seeds": seeds}
-        return compare_runs([job.run_dir for job in jobs], device=device, out=out, settings=settings)
+        return side_by_side([r["evaluated"] for r in results], out, settings, started)

@@ -67,3 +67,12 @@ class RankFailed(Exception):
     EX_TEMPFAIL, try again), with the step, the newest checkpoint and the command that resumes."""
 
     exit_code = 75
+
+
+class JobFailed(Exception):
+    """A job of a comparison run elsewhere (a worker process, a Ray task) failed: its one line,
+    naming the job, and the exit code it would have had on its own."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -2,9 +2,9 @@
 
 A `Job` is one (method, seed) with its resolved config and its folder. `plan` builds and checks
 every job before anything trains; `status` says whether a job's folder is finished, resumable
-or new; `Runner` trains jobs one after another, announcing each with one "job" event. Whoever
-runs jobs (a comparison, a tuning) goes through here, so a job is trained, resumed and
-reported the same way whoever asked for it.
+or new; `ganctl.executors.Runner` trains them (here, in worker processes or on Ray). Whoever runs
+jobs (a comparison, a tuning) goes through here, so a job is trained, resumed and reported the
+same way whoever asked for it and wherever it runs.
 """
 
 from __future__ import annotations
@@ -109,22 +109,3 @@ def run_job(job: Job, on_event: EventHandler | None = None, known: str | None = 
     summary["resumed"] = state == "resume"
     RunFolder(job.run_dir).write_summary(summary)
     return {"state": state, **summary}
-
-
-class Runner:
-    """Trains jobs one after another, each announced by one "job" event (its place among
-    `total`, method, seed, folder, state and trial), then the run's own events."""
-
-    def __init__(self, total: int, on_event: EventHandler | None = None):
-        self.total, self.done = total, 0
-        self.on_event = on_event
-
-    def run(self, job: Job, state: str | None = None) -> dict[str, Any]:
-        state = state or status(job)
-        if self.on_event is not None:
-            event = {"index": self.done, "total": self.total, "method": job.method, "seed": job.seed}
-            event.update(run_dir=str(job.run_dir), state=state, trial=job.trial)
-            self.on_event("job", event)
-        result = run_job(job, self.on_event, state)
-        self.done += 1
-        return result

@@ -24,6 +24,7 @@ from typing import Any
 from ganctl import compare, jobs, report
 from ganctl.config import data_kind
 from ganctl.errors import ConfigError
+from ganctl.executors import Placement, Runner
 from ganctl.fileio import write_text_atomic
 from ganctl.metrics import direction_of
 from ganctl.recipes import search_space
@@ -118,9 +119,11 @@ def tune(
     out: Path,
     device: str = "cpu",
     on_event: jobs.EventHandler | None = None,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """Tune every method within the same `budget`, train each one's best setting on
-    `report_seeds`, and compare those runs as `ganctl compare` does."""
+    `report_seeds`, and compare those runs as `ganctl compare` does. Every trial is planned
+    first, so all of them can run at once (`placement`), then every report run."""
     k, metric = budget.trials, budget.metric
     if k < 1:
         raise ConfigError(f"--tune must be >= 1, got {k}")
@@ -134,33 +137,34 @@ def tune(
     name, direction = (metric, direction_of(metric)) if metric else default_metric(data)
     if direction is None:
         raise ConfigError(f"--tune-metric {name}: has no better direction; choose a quality metric such as w1 or fid")
+    placement = placement or Placement()
+    placement.check()
     jobs.plan(base, methods, report_seeds, out)  # every method and setting checked before any training
     tuning = Plan(base, methods, k, seeds, report_seeds, Path(out), name, direction)
     with RunLock(tuning.out) as lock:  # one tuning writes into --out at a time (each run locks its own folder)
         if lock.note and on_event is not None:
             on_event("warning", {"message": lock.note})
-        return _tune(tuning, device, on_event)
+        return _tune(tuning, device, Runner(tuning.total, on_event, placement))
 
 
-def _tune(tuning: Plan, device: str, on_event: jobs.EventHandler | None) -> dict[str, Any]:
+def _tune(tuning: Plan, device: str, runner: Runner) -> dict[str, Any]:
     started = time.perf_counter()
     planned = {m: tuning.trial_jobs(m) for m in tuning.methods}  # every trial's config checked first
-    runner = jobs.Runner(tuning.total, on_event)
+    runner.run_all([job for m in tuning.methods for _, trial_jobs in planned[m] for job in trial_jobs])
     result: dict[str, Any] = {
         "metric": tuning.metric,
         "direction": tuning.direction,
         "trials": tuning.k,
         "tune_seeds": tuning.tune_seeds,
         "report_seeds": tuning.report_seeds,
-        "methods": {m: _trials(tuning, planned[m], runner, device) for m in tuning.methods},
+        "methods": {m: _trials(tuning, planned[m], device) for m in tuning.methods},
     }
-    report_dirs = []
-    for method in tuning.methods:
-        chosen = result["methods"][method]["chosen"]
-        for seed in tuning.report_seeds:
-            job = tuning.job(method, seed, chosen, tuning.out / f"{method}-seed{seed}", "report")
-            runner.run(job)
-            report_dirs.append(job.run_dir)
+    report_jobs = [
+        tuning.job(method, seed, result["methods"][method]["chosen"], tuning.out / f"{method}-seed{seed}", "report")
+        for method in tuning.methods
+        for seed in tuning.report_seeds
+    ]
+    evaluated = [r["evaluated"] for r in runner.run_all(report_jobs, evaluate=True)]
     settings = {
         "base": tuning.base,
         "methods": tuning.methods,
@@ -168,7 +172,7 @@ def _tune(tuning: Plan, device: str, on_event: jobs.EventHandler | None) -> dict
         "tune": tuning.k,
         "tune_seeds": tuning.tune_seeds,
     }
-    compared = compare.compare_runs(report_dirs, device=device, out=tuning.out, settings=settings)
+    compared = compare.side_by_side(evaluated, tuning.out, settings, time.perf_counter())
     for method, stats in compared["methods"].items():
         result["methods"][method]["report"] = stats
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -179,16 +183,11 @@ def _tune(tuning: Plan, device: str, on_event: jobs.EventHandler | None) -> dict
     return compared
 
 
-def _trials(
-    tuning: Plan, planned: list[tuple[dict[str, Any], list[jobs.Job]]], runner: jobs.Runner, device: str
-) -> dict[str, Any]:
-    """Run and score one method's trials; its best trial and the best-so-far curve."""
+def _trials(tuning: Plan, planned: list[tuple[dict[str, Any], list[jobs.Job]]], device: str) -> dict[str, Any]:
+    """Score one method's trained trials; its best trial and the best-so-far curve."""
     scored = []
     for i, (setting, trial_jobs) in enumerate(planned):
-        values = []
-        for job in trial_jobs:
-            runner.run(job)
-            values.append(_score(_final(job, device), tuning.metric))
+        values = [_score(_final(job, device), tuning.metric) for job in trial_jobs]
         scored.append({"trial": i, "setting": setting, "scores": values, "score": sum(values) / len(values)})
     sign = 1.0 if tuning.direction == "min" else -1.0
     best = min(scored, key=lambda t: sign * t["score"])

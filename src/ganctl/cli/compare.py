@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ganctl.cli.options import Json, Seed, TrainDevice
-from ganctl.cli.output import TrainProgress, handle_errors, interactive, plain, print_json, say, table
+from ganctl.cli.output import JobsProgress, TrainProgress, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import default
 from ganctl.recipes import compared_methods
 
@@ -122,6 +122,34 @@ def compare(
         ),
     ] = None,
     device: TrainDevice = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            help="Runs at once, each in its own process: on CUDA round robin over the GPUs, on the CPU with"
+            " cpu_count / N threads each unless --threads is given. The numbers are a sequential comparison's.",
+        ),
+    ] = 1,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            "--launcher",
+            help="local (this machine) or ray: each run a Ray task asking for its CPUs and GPU, its run folder on a"
+            " filesystem every node sees, retried from its newest checkpoint if its worker dies (the ray extra).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="With --launcher ray: the cluster (auto, or HOST:PORT of `ray start --head`; default: $RAY_ADDRESS,"
+            " else a Ray instance on this machine).",
+            show_default=False,
+        ),
+    ] = None,
+    ray_retries: Annotated[
+        int, typer.Option("--ray-retries", help="With --launcher ray: retries of a run whose worker dies.")
+    ] = 3,
     json_output: Json = False,
 ) -> None:
     """Train each method with the same data, seeds and budget, then evaluate every run the same way.
@@ -138,11 +166,15 @@ def compare(
     from ganctl.compare import compare_runs
     from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
+    from ganctl.executors import Placement
 
     # Run folders and train's options both arrive as extra words (a variadic argument would
     # take an option's value), so train's own parser tells them apart.
     extra, words = parse_train_options(list(ctx.args), "compare")
     runs = [Path(w) for w in words]
+    placement = Placement(jobs, launcher, ray_address, ray_retries)
+    placement.check()
+    progress = CompareProgress() if placement.sequential else JobsProgress()
     device_name = str(resolve_device(device or default("device")))
     if runs:
         if extra or data or steps is not None:
@@ -164,11 +196,13 @@ def compare(
             from ganctl.tuning import tune as run_tune
 
             budget = Budget(tune, tune_seeds, tune_metric)
-            result = run_tune(
-                base, method_list, budget, report_seeds, out, device=device_name, on_event=CompareProgress()
-            )
+            with _shown(progress):
+                result = run_tune(
+                    base, method_list, budget, report_seeds, out, device_name, on_event=progress, placement=placement
+                )
         else:
-            result = run_compare(base, method_list, report_seeds, out, device=device_name, on_event=CompareProgress())
+            with _shown(progress):
+                result = run_compare(base, method_list, report_seeds, out, device_name, progress, placement)
     if json_output:
         print_json(result)
     else:
@@ -179,6 +213,10 @@ def compare(
             names = ["compare.json", "compare.csv", "panel.png", "curves.png"]
             names += ["tune.json", "budget.png"] if "tuning" in result else []
             say("results: " + ", ".join(str(out / name) for name in names))
+
+
+def _shown(progress: Any) -> contextlib.AbstractContextManager:
+    return progress if isinstance(progress, JobsProgress) else contextlib.nullcontext()
 
 
 def _chosen(tuning: dict[str, Any]) -> None:

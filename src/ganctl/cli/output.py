@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ganctl.errors import GanctlError, Interrupted, RankFailed, TrainingFailed, WriteError
+from ganctl.errors import GanctlError, Interrupted, JobFailed, RankFailed, TrainingFailed, WriteError
 from ganctl.launch import LAUNCHED_BY_GANCTL
 from ganctl.metrics import Gate
 
@@ -64,6 +64,8 @@ def handle_errors(command: F) -> F:
             raise fail(str(exc), EXIT_CHECK_FAILED) from None
         except WriteError as exc:  # a full disk, a read-only filesystem: one line, where to resume
             raise fail(str(exc), EXIT_WRITE_FAILED) from None
+        except JobFailed as exc:  # a job run in a worker process or a Ray task: its own line and code
+            raise fail(str(exc), exc.exit_code) from None
         except RankFailed as exc:  # a torchrun worker whose peer died: the group cannot be left cleanly
             _worker_failed(exc, exc.exit_code)
         except Interrupted as exc:  # stopped cleanly by a signal, with a checkpoint
@@ -206,6 +208,75 @@ class TrainProgress:
             self.message(f"warning: {payload['message']}")
         elif kind == "checkpoint" and self.progress is None:
             self.message(f"checkpoint {payload['path']}")
+
+    def message(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def job_label(payload: dict[str, Any]) -> str:
+    trial = payload.get("trial")
+    which = "" if trial is None else " (report)" if trial == "report" else f" trial {trial}"
+    return f"{payload['method']}{which} seed {payload['seed']}"
+
+
+class JobsProgress:
+    """Several jobs at once: on a terminal one bar per running job with its live metrics, and a
+    line as each one starts and ends; when piped, every line prefixed with its job."""
+
+    def __init__(self) -> None:
+        self.live = stderr.is_terminal
+        self.progress: Progress | None = None
+        self.tasks: dict[int, Any] = {}
+        self.labels: dict[int, str] = {}
+        self.totals: dict[int, int] = {}
+
+    def __enter__(self) -> JobsProgress:
+        if self.live:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                console=stderr,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        index = payload.get("job_index")
+        if kind == "job":
+            self.labels[index] = label = job_label(payload)
+            what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[payload["state"]]
+            self.message(f"[{payload['index'] + 1}/{payload['total']}] {label}: {what} ({payload['run_dir']})")
+            if self.progress is not None and payload["state"] != "done":
+                self.tasks[index] = self.progress.add_task(label, total=None, metrics="")
+            return
+        label = self.labels.get(index, "?")
+        if kind == "start":
+            self.totals[index] = payload["config"]["steps"]
+            if self.progress is not None and index in self.tasks:
+                self.progress.update(self.tasks[index], total=self.totals[index], completed=payload["step"])
+        elif kind == "step" and self.progress is not None and index in self.tasks:
+            self.progress.update(self.tasks[index], completed=payload["step"])
+        elif kind == "log":
+            if self.progress is not None and index in self.tasks:
+                self.progress.update(self.tasks[index], metrics=metrics_line(payload))
+            else:
+                self.message(f"[{label}] step {payload['step']}/{self.totals.get(index, '?')}  {metrics_line(payload)}")
+        elif kind == "warning":
+            self.message(f"[{label}] warning: {payload['message']}")
+        elif kind == "end":
+            if self.progress is not None and index in self.tasks:
+                self.progress.remove_task(self.tasks.pop(index))
+            self.message(f"[{label}] done: {payload['steps_trained']} steps in {payload['wall_s']:.1f} s")
 
     def message(self, text: str) -> None:
         if self.progress is not None:
