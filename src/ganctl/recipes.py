@@ -153,14 +153,12 @@ _WGAN_GP_RESNET = Recipe(
     penalty_weight=10.0,
     lr_decay="linear",
 )
-
 # The 2-D recipes are the winners of `ganctl compare --tune 6` on 8gaussians and 25gaussians
 # (equal budget: 6 trials per method, tuning seeds 1000+), the trial with the lowest mean W1 /
 # floor over both sets (examples/pick_recipes.py), rounded to two significant figures, except
 # gp's (below); the published recipes stay the image defaults (docs/results.md, "Tuned
 # against tuned").
 _TUNED_2D = "ganctl compare --tune 6 on 8/25gaussians, trial {trial} (docs/results.md)"
-_PENDING_2D = "a first guess, to be replaced by the equal-budget tuning's winner"
 
 _METHODS = (
     Method(
@@ -320,7 +318,9 @@ _METHODS = (
         ),
         "GradientNormalization",
         {**_COMMON, **_ADAM},
-        points=Recipe("hinge", "adam", 1e-3, 1e-3, 0.0, 0.9, 1, _PENDING_2D, batch_size=256),
+        points=Recipe(
+            "hinge", "adam", 7.7e-4, 7.7e-4, 0.0, 0.9, 5, _TUNED_2D.format(trial=1), lr_decay="linear", batch_size=256
+        ),
         by_arch={
             "resnet": Recipe(
                 "hinge",
@@ -353,7 +353,18 @@ _METHODS = (
         ),
         "Orthonormal",
         {**_COMMON, **_ADAM, "lr": _log(1e-4, 1e-2)},
-        points=Recipe("wasserstein", "adam", 1e-3, 1e-3, 0.5, 0.9, 5, _PENDING_2D, batch_size=256),
+        points=Recipe(
+            "wasserstein",
+            "adam",
+            1.6e-3,
+            1.6e-3,
+            0.0,
+            0.9,
+            5,
+            _TUNED_2D.format(trial=1),
+            lr_decay="linear",
+            batch_size=256,
+        ),
     ),
     Method(
         "none",
