@@ -95,6 +95,18 @@ class Judge:
         self.svm.fit(images[train].reshape(len(train), -1), labels[train])
         self.accuracy = float(self.svm.score(images[held].reshape(len(held), -1), labels[held]))
         self.real = self.score_pixels(images[held])
+        # ganctl's own number beside the judge: FID in its default feature space (random-conv),
+        # against every real digit, as `ganctl eval` computes it on an image folder.
+        from ganctl.analysis import features, fidelity
+
+        self._space, self._fid = features.random_conv(), fidelity.fid
+        self._real_features = self._space.features(torch.from_numpy(images[:, None] * 2 - 1).float())
+        self.real["fid_random_conv"] = self.fid(torch.from_numpy(images[held][:, None] * 2 - 1).float())
+
+    def fid(self, images: torch.Tensor) -> float:
+        """ganctl's FID[random-conv] of images in [-1, 1] against all the real digits."""
+        grey = images.float().mean(dim=1, keepdim=True).clamp(-1, 1)
+        return float(self._fid(self._real_features, self._space.features(grey)))
 
     def score_pixels(self, pixels: np.ndarray) -> dict[str, float]:
         """pixels in [0, 1], (n, 16, 16)."""
@@ -256,6 +268,7 @@ def race(
         judge.score(sample(n, torch.Generator().manual_seed(rng_seed + 1 + k)))["confident"] for k in range(draws)
     ]
     noise = {"draws": draws, "mean": float(np.mean(scored)), "sd": float(np.std(scored, ddof=1)) if draws > 1 else 0.0}
+    curve[-1]["fid_random_conv"] = judge.fid(sample(n, torch.Generator().manual_seed(rng_seed)))
     result = {"seconds": round(trained, 2), "steps": steps, "critic_steps": critic_steps, "final": curve[-1]}
     return {**result, "draw_noise": noise, "curve": curve}
 
@@ -306,7 +319,7 @@ def main() -> None:
                 "name": name,
                 "seed": seed,
                 "config": config,
-                **race(step, sample, judge, args.seconds, args.every, args.n),
+                **race(step, sample, judge, args.seconds, args.every, args.n, args.clock, args.draws),
             }
             results.append(r)
             f = r["final"]
@@ -330,10 +343,12 @@ def main() -> None:
     if args.png:
         draw(results, args.png)
     if math.isfinite(args.seconds):
-        print("| run | seed | seconds | steps | classes | confident |\n|---|---|---|---|---|---|")
+        print("| run | seed | seconds | steps | classes | confident | FID[random-conv] |")
+        print("|---|---|---|---|---|---|---|")
         for r in results:
             f = r["final"]
             cells = (r["name"], r["seed"], f"{r['seconds']:.0f}", r["steps"], f["classes"], f"{f['confident']:.1%}")
+            cells += (f"{f['fid_random_conv']:.4f}",)
             print("| " + " | ".join(map(str, cells)) + " |")
 
 

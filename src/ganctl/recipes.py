@@ -153,6 +153,15 @@ _WGAN_GP_RESNET = Recipe(
     penalty_weight=10.0,
     lr_decay="linear",
 )
+# Flattened images through MLPs (--arch mlp): WGAN-GP's image recipe with n_critic 2, the best
+# of a lever study on real 16 px digits at equal CPU time (docs/results.md, "Real digits").
+_WGAN_GP_MLP = replace(
+    _WGAN_GP,
+    n_critic=2,
+    source="WGAN-GP's image recipe (gan_mnist.py: Adam 1e-4, betas (0.5, 0.9), lambda 10, batch 64) with"
+    " n_critic 2, measured best on real 16 px digits at equal CPU time (benchmarks/real_digits.py)",
+)
+
 # The 2-D recipes are the winners of `ganctl compare --tune 6` on 8gaussians and 25gaussians
 # (equal budget: 6 trials per method, tuning seeds 1000+), the trial with the lowest mean W1 /
 # floor over both sets (examples/pick_recipes.py), rounded to two significant figures, except
@@ -213,7 +222,7 @@ _METHODS = (
             penalty_weight=0.1,
             batch_size=256,
         ),
-        by_arch={"resnet": _WGAN_GP_RESNET},
+        by_arch={"resnet": _WGAN_GP_RESNET, "mlp": _WGAN_GP_MLP},
         owns=("penalty_weight", "gp_target", "one_sided", "penalty_at"),
         penalty_at=("interp",),
         fixed={"gp_target": 1.0, "one_sided": False},
