@@ -163,4 +163,3 @@ def test_real_digits_races_both_contenders_and_puts_ganctl_s_fid_beside_the_judg
     mlp = next(r for r in summary["results"] if r["name"] == "mlp")
     assert mlp["config"]["n_critic"] == 2  # the recipe of flattened images
     assert len(list((tmp_path / "d").iterdir())) == 10  # a folder per digit
-

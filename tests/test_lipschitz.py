@@ -260,7 +260,8 @@ def test_penalty_grads_are_the_derivative_of_the_penalty(changes):
 
 def test_flattened_images_take_gp_s_image_recipe_at_n_critic_2_and_other_archs_keep_theirs():
     mlp = resolve(small(data="shapes", arch="mlp", lipschitz="gp"))
-    assert (mlp.n_critic, mlp.lr_g, mlp.lr_d, mlp.beta1, mlp.beta2, mlp.penalty_weight) == (2, 1e-4, 1e-4, 0.5, 0.9, 10.0)
+    settings = (mlp.n_critic, mlp.lr_g, mlp.lr_d, mlp.beta1, mlp.beta2, mlp.penalty_weight)
+    assert settings == (2, 1e-4, 1e-4, 0.5, 0.9, 10.0)
     assert resolve(small(data="shapes", lipschitz="gp")).n_critic == 5  # DCGAN: WGAN-GP's own
     assert resolve(small(data="shapes", arch="mlp", lipschitz="gp", n_critic=5)).n_critic == 5  # a flag wins
     assert resolve(small(arch="mlp", lipschitz="gp")).n_critic == 5  # 2-D data: its own recipe

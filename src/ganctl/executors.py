@@ -9,11 +9,13 @@ its own share of the threads; a Ray task asks the cluster for the CPUs and GPU i
 
 Worker processes are spawned once and take one job after another (a fresh process per job
 would pay torch's import each time); a comparison's jobs are also evaluated where they ran, so
-the evaluation is parallel too. Workers report through one queue (a `multiprocessing` queue here, `ray.util.queue.Queue` on
-Ray): each job's training events, tagged with its place in the plan, then its result or its
-error, so the terminal can show every running job. Signals: a worker process runs in a session
-of its own, so Ctrl-C or SIGTERM reach this process alone, which passes each on once to every
-running job; each job then writes a checkpoint and stops, and the same command resumes them.
+the evaluation is parallel too. Workers report through one queue (a `multiprocessing` queue
+here, `ray.util.queue.Queue` on Ray): each job's training events, tagged with its place in
+the plan, then its result or its error, so the terminal can show every running job.
+
+Signals: a worker process runs in a session of its own, so Ctrl-C or SIGTERM reach this
+process alone, which passes each on once to every running job; each job then writes a
+checkpoint and stops, and the same command resumes them.
 """
 
 from __future__ import annotations
