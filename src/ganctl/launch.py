@@ -35,10 +35,19 @@ class _Recorded(Exception):
 
 
 def record_failure(message: str, code: int, details: dict[str, Any] | None = None) -> None:
-    """In a torchrun worker: record why it stops, for whoever launched the group."""
-    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+    """In a torchrun worker: record why it stops, for whoever launched the group, in the JSON
+    layout of torch's `ErrorHandler.record_exception`, but written atomically: torch writes it
+    in place, and its agent, stopping the group after another rank died, can kill this worker
+    mid-write and then fail on the empty file it reads back (seen in the restart test)."""
+    import time
 
-    ErrorHandler().record_exception(_Recorded(message, code, details))
+    from ganctl.fileio import write_text_atomic
+
+    error = _Recorded(message, code, details)
+    record = {
+        "message": {"message": f"{type(error).__name__}: {error}", "extraInfo": {"timestamp": str(int(time.time()))}}
+    }
+    write_text_atomic(Path(os.environ["TORCHELASTIC_ERROR_FILE"]), json.dumps(record))
 
 
 def _recorded(message: Any) -> dict[str, Any] | None:
