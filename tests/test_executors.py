@@ -238,3 +238,13 @@ def test_no_cluster_to_join_is_one_line_before_ray_is_asked():
     message = str(caught.value)
     assert message.startswith(f"--ray-address {address}: cannot join a Ray cluster (nothing answers there")
     assert "ray start --head" in message
+
+
+def test_the_ray_launcher_without_ray_installed_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    from ganctl import executors
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray then raises ImportError
+    with pytest.raises(ConfigError, match=r"^--launcher ray needs Ray: pip install 'ganctl\[ray\]'$"):
+        executors._ray()

@@ -33,7 +33,8 @@ def compare_runs(
 def side_by_side(
     evaluated: list[report.Evaluated], out: Path | None, settings: dict[str, Any] | None, started: float
 ) -> dict[str, Any]:
-    """The evaluated runs aggregated per method, the best marked; written to `out` when given."""
+    """The evaluated runs aggregated per method, the best marked; written to `out` when given.
+    Its "seconds" count from `started`: the training and evaluation of the runs it reports."""
     rows = [e.row for e in evaluated]
     methods = report.aggregate(rows)
     result = {"runs": rows, "methods": methods, "best": report.best(methods), "settings": settings}

@@ -189,17 +189,14 @@ def work(task: Task, put: Callable[[tuple], None]) -> None:
 
 
 def _code(exc: BaseException) -> int:
-    from ganctl.errors import GanctlError, TrainingFailed, WriteError
+    """The exit code `ganctl.cli.output.handle_errors` gives an error without an `exit_code`."""
+    from ganctl.errors import GanctlError
 
     if isinstance(exc, GanctlError):
         return 2
-    if isinstance(exc, WriteError):
-        return WriteError.exit_code
-    if isinstance(exc, TrainingFailed):
-        return 1
     if isinstance(exc, KeyboardInterrupt):
         return 130
-    return 1
+    return 1  # TrainingFailed, and anything unexpected
 
 
 def _local_worker(tasks: Any, channel: Any) -> None:

@@ -158,8 +158,8 @@ _WGAN_GP_RESNET = Recipe(
 _WGAN_GP_MLP = replace(
     _WGAN_GP,
     n_critic=2,
-    source="WGAN-GP's image recipe (gan_mnist.py: Adam 1e-4, betas (0.5, 0.9), lambda 10, batch 64) with"
-    " n_critic 2, measured best on real 16 px digits at equal CPU time (benchmarks/real_digits.py)",
+    source="WGAN-GP's image recipe (gan_cifar.py: Adam 1e-4, betas (0.5, 0.9), lambda 10, batch 64; gan_mnist.py's"
+    " batch is 50) with n_critic 2, measured best on real 16 px digits at equal CPU time (benchmarks/real_digits.py)",
 )
 
 # The 2-D recipes are the winners of `ganctl compare --tune 6` on 8gaussians and 25gaussians
