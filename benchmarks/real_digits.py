@@ -20,7 +20,7 @@ every `--every` seconds on 2000 samples, are not counted):
   its MNIST loader replaced by these digits; its samples are drawn as it draws them, in train
   mode.
 - one or more ganctl settings (`--ganctl NAME="train options"`), trained by ganctl's engine
-  (`ganctl.engine.Trainer`) on the folder; samples from the EMA generator (the raw one with
+  (`ganctl.training.engine.Trainer`) on the folder; samples from the EMA generator (the raw one with
   `--ema-decay 0`), in eval mode.
 
     pip install 'ganctl[bench]'
@@ -97,7 +97,7 @@ class Judge:
         self.real = self.score_pixels(images[held])
         # ganctl's own number beside the judge: FID in its default feature space (random-conv),
         # against every real digit, as `ganctl eval` computes it on an image folder.
-        from ganctl.analysis import features, fidelity
+        from ganctl.measure import features, fidelity
 
         self._space, self._fid = features.random_conv(), fidelity.fid
         self._real_features = self._space.features(torch.from_numpy(images[:, None] * 2 - 1).float())
@@ -217,8 +217,8 @@ def ganctl_run(folder: Path, options: str, seed: int) -> tuple[Callable[[], int]
     """ganctl's engine on `folder` with `ganctl train` options (by train's own parser)."""
     from ganctl.cli.train import parse_train_options
     from ganctl.config import from_dict
-    from ganctl.engine import Trainer
-    from ganctl.recipes import resolve
+    from ganctl.methods.registry import resolve
+    from ganctl.training.engine import Trainer
 
     values, _ = parse_train_options(shlex.split(options), "real_digits")
     cfg = resolve(from_dict({**values, "data": str(folder), "seed": seed, "device": "cpu"}, where="real_digits"))
@@ -274,7 +274,7 @@ def race(
 
 
 def draw(results: list[dict], path: Path) -> None:
-    from ganctl.render import line_chart, save_image
+    from ganctl.measure.render import line_chart, save_image
 
     series = {}
     for r in results:

@@ -13,7 +13,7 @@ critic forwards (real, fake, interpolates), `torch.autograd.grad(..., create_gra
 interpolates, the penalty on the flattened per-sample norm, `zero_grad()`, one backward, a step
 of torch.optim.Adam. A third loop, "single pass", is the same with one critic forward over
 [real, fake, x_hat]. Where the critic is a plain ReLU MLP, which the engine steps through its
-hand-written backward (`ganctl.fused_mlp`), a fourth loop is the engine forced onto its autograd
+hand-written backward (`ganctl.training.fused_mlp`), a fourth loop is the engine forced onto its autograd
 path, so that each part's share is visible. All start from identical weights and the method's
 lr and betas, draw their own batches, and alternate iteration by iteration, so machine noise
 hits them alike. Reported: median seconds per iteration, the ratios textbook / engine, textbook
@@ -42,9 +42,9 @@ from torch.utils.flop_counter import flop_registry
 
 from ganctl.config import TrainConfig
 from ganctl.data import sample_shape
-from ganctl.engine import OPTIMIZER_IMPLEMENTATION_FLAGS, Trainer
+from ganctl.methods.registry import resolve
 from ganctl.models import build_models
-from ganctl.recipes import resolve
+from ganctl.training.engine import OPTIMIZER_IMPLEMENTATION_FLAGS, Trainer
 
 MODELS = {  # name -> config changes
     "mlp": {"data": "8gaussians"},

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ganctl.config import TrainConfig
-from ganctl.engine import Trainer
-from ganctl.recipes import resolve
+from ganctl.methods.registry import resolve
+from ganctl.training.engine import Trainer
 
 
 def main() -> None:

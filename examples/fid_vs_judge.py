@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ganctl.analysis.features import feature_space
-from ganctl.analysis.scores import Spaces
-from ganctl.checkpoint import load
-from ganctl.evaluation import Request, evaluate_checkpoint
+from ganctl.measure.evaluation import Request, evaluate_checkpoint
+from ganctl.measure.features import feature_space
+from ganctl.measure.scores import Spaces
+from ganctl.nets.checkpoint import load
 from ganctl.runfolder import list_checkpoints
 
 METRICS = ("fid", "kid", "pr", "dc")

@@ -4,7 +4,7 @@ Every tuning draws the same K trials per method (the Halton sequence is fixed), 
 the same setting on every data set. Scores on different sets have different scales; each is
 divided by that set's W1 floor (a perfect generator's W1 at the same size), and the trial with
 the lowest mean ratio over the sets is the method's recipe. This is how the 2-D recipes of
-`ganctl.recipes` were chosen (docs/results.md).
+`ganctl.methods.registry` were chosen (docs/results.md).
 
     python examples/pick_recipes.py runs/tuned-8 runs/tuned-25
 """

@@ -27,8 +27,8 @@ class Linear(nn.Module):
 def fused_and_autograd_stats(cfg: TrainConfig, steps: int = 4) -> list[tuple[dict, dict]]:
     """Per step, the logged stats of a trainer on the hand-written MLP step and of one on
     autograd's, built from the same config and seed."""
-    from ganctl.engine import Trainer
-    from ganctl.recipes import resolve
+    from ganctl.methods.registry import resolve
+    from ganctl.training.engine import Trainer
 
     fused, plain = Trainer(resolve(cfg)), Trainer(resolve(cfg), fused=False)
     assert fused.uses_fused_step and not plain.uses_fused_step

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ganctl import penalties
+from ganctl.methods import penalties
 from ganctl.models import activations
 
 

@@ -8,11 +8,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import ganctl
-from ganctl import checkpoint
-from ganctl.engine import Trainer
 from ganctl.errors import CheckpointError, ConfigError
-from ganctl.recipes import resolve
+from ganctl.methods.registry import resolve
+from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder
+from ganctl.training.engine import Trainer
 
 METHODS = ["none", "clip", "gp", "zgp", "r1", "r2", "sn"]
 
@@ -61,7 +61,7 @@ def test_checkpoint_opens_with_plain_safetensors_and_json(tmp_path):
         keys = set(fh.keys())
     config = json.loads(meta["config"])
     assert config["lipschitz"] == "sn" and config["loss"] == "hinge"
-    assert meta["format"] == "ganctl.checkpoint" and meta["format_version"] == "1"
+    assert meta["format"] == "ganctl.nets.checkpoint" and meta["format_version"] == "1"
     assert meta["ganctl_version"] == ganctl.__version__
     assert {"state.step", "state.critic_steps", "rng.train"} <= keys
     assert any(k.startswith("critic.") and k.endswith("parametrizations.weight.original") for k in keys)

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ganctl.cli import app
-from ganctl.recipes import METHODS
+from ganctl.methods.registry import METHODS
 
 runner = CliRunner()
 FAST = [
@@ -183,7 +183,7 @@ def test_help_shows_the_defaults():
 
 def test_every_train_option_shows_the_default_that_is_applied():
     from ganctl.config import TrainConfig, field_names
-    from ganctl.recipes import describe_default, resolve
+    from ganctl.methods.registry import describe_default, resolve
 
     text = _help_text("train")
     for name in field_names():
@@ -201,9 +201,9 @@ def test_every_train_option_shows_the_default_that_is_applied():
 @pytest.mark.parametrize(
     "command, target",
     [
-        (["sample", "CKPT", "--out", "OUT.png"], "ganctl.sampling.generate"),
-        (["gradnorm", "CKPT"], "ganctl.analysis.gradnorm.analyse"),
-        (["compare", "CKPT"], "ganctl.report.evaluate"),
+        (["sample", "CKPT", "--out", "OUT.png"], "ganctl.measure.sampling.generate"),
+        (["gradnorm", "CKPT"], "ganctl.measure.gradnorm.analyse"),
+        (["compare", "CKPT"], "ganctl.fleet.report.evaluate"),
     ],
 )
 def test_ctrl_c_exits_130_for_every_command(command, target, tmp_path, monkeypatch):

@@ -166,8 +166,8 @@ def test_image_runs_are_ranked_by_their_image_metrics(tmp_path, monkeypatch):
 
 
 def test_trials_fill_each_method_s_own_space_the_same_way_every_time():
-    from ganctl.recipes import search_space
-    from ganctl.tuning import trials
+    from ganctl.fleet.tuning import trials
+    from ganctl.methods.registry import search_space
 
     for method in ("clip", "gp", "r1", "sn"):
         space = search_space(method)

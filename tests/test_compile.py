@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import small
 
-from ganctl.engine import Trainer
-from ganctl.recipes import resolve
+from ganctl.methods.registry import resolve
+from ganctl.training.engine import Trainer
 
 
 @pytest.mark.slow

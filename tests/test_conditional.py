@@ -20,11 +20,11 @@ from ganctl.cli import app
 from ganctl.config import TrainConfig
 from ganctl.data import get_dataset, load_dataset
 from ganctl.data.shapes import ShapesSet
-from ganctl.engine import Trainer
 from ganctl.errors import ConfigError, DataError
+from ganctl.methods.registry import resolve
 from ganctl.models import build_models
 from ganctl.models.conditional import ConditionalBatchNorm, ConditionalCritic
-from ganctl.recipes import resolve
+from ganctl.training.engine import Trainer
 
 runner = CliRunner()
 
@@ -267,7 +267,7 @@ def test_compare_accepts_conditional(tmp_path):
 
 
 def test_the_projection_bound_holds_at_every_label():
-    from ganctl.analysis.gradnorm import gradient_norms, upper_bound
+    from ganctl.measure.gradnorm import gradient_norms, upper_bound
 
     cfg = resolve(
         TrainConfig(data="shapes", image_size=16, arch="dcgan", width=4, z_dim=8, conditional=True, num_classes=5)

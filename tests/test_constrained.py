@@ -16,11 +16,12 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 import ganctl
-from ganctl.analysis.gradnorm import analyse, upper_bound, w1_lower_bound
-from ganctl.analysis.quality import wasserstein1
 from ganctl.cli import app
-from ganctl.engine import Trainer
 from ganctl.errors import ConfigError
+from ganctl.measure.gradnorm import analyse, upper_bound, w1_lower_bound
+from ganctl.measure.quality import wasserstein1
+from ganctl.methods.penalties import input_grads
+from ganctl.methods.registry import resolve
 from ganctl.models.constrained import (
     Bjorck,
     GradientNormalized,
@@ -29,8 +30,7 @@ from ganctl.models.constrained import (
     orthonormal_groupsort,
     reproject,
 )
-from ganctl.penalties import input_grads
-from ganctl.recipes import resolve
+from ganctl.training.engine import Trainer
 
 runner = CliRunner()
 

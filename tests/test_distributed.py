@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import ganctl
-from ganctl import distributed
+from ganctl.training import distributed
 
 ARGS = [
     "--data",
@@ -219,7 +219,7 @@ def test_a_restarted_group_resumes_from_the_newest_checkpoint_and_ends_where_an_
 
 
 def test_a_restart_does_not_resume_a_folder_another_job_wrote(tmp_path, monkeypatch):
-    from ganctl.training import RUN_ID_NAME, restart_checkpoint
+    from ganctl.training.loop import RUN_ID_NAME, restart_checkpoint
 
     ganctl.train(
         ganctl.TrainConfig(data="8gaussians", steps=4, ckpt_every=2, eval_every=0, sample_every=0), tmp_path / "r"

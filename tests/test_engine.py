@@ -6,9 +6,9 @@ from conftest import small
 from torch import nn
 from torch.testing import assert_close
 
-from ganctl import penalties
-from ganctl.engine import Trainer
-from ganctl.recipes import resolve
+from ganctl.methods import penalties
+from ganctl.methods.registry import resolve
+from ganctl.training.engine import Trainer
 
 
 def run(cfg, steps=4):

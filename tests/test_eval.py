@@ -12,10 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import ganctl
-from ganctl import evaluation
-from ganctl.analysis import features, scores
 from ganctl.cli import app
 from ganctl.data.shapes import ShapesSet
+from ganctl.measure import evaluation, features, scores
 
 runner = CliRunner()
 

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from ganctl.errors import ConfigError
-from ganctl.executors import Placement, placed
-from ganctl.jobs import Job
+from ganctl.fleet.executors import Placement, placed
+from ganctl.fleet.jobs import Job
 
 STEPS = 300
 ARGS = [
@@ -223,7 +223,7 @@ def test_ray_tasks_give_the_sequential_numbers_and_a_killed_worker_is_retried_fr
 
 
 def test_no_cluster_to_join_is_one_line_before_ray_is_asked():
-    from ganctl import executors
+    from ganctl.fleet import executors
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -243,7 +243,7 @@ def test_no_cluster_to_join_is_one_line_before_ray_is_asked():
 def test_the_ray_launcher_without_ray_installed_says_which_extra_to_install(monkeypatch):
     import sys
 
-    from ganctl import executors
+    from ganctl.fleet import executors
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray then raises ImportError
     with pytest.raises(ConfigError, match=r"^--launcher ray needs Ray: pip install 'ganctl\[ray\]'$"):

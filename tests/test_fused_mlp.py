@@ -9,10 +9,11 @@ import torch
 from conftest import central_difference, fused_and_autograd_stats, small
 from torch import nn
 
-from ganctl import fused_mlp, penalties
-from ganctl.engine import Trainer
-from ganctl.losses import get_loss
-from ganctl.recipes import resolve
+from ganctl.methods import penalties
+from ganctl.methods.losses import get_loss
+from ganctl.methods.registry import resolve
+from ganctl.training import fused_mlp
+from ganctl.training.engine import Trainer
 
 
 def critic(depth: int, slope: float, bias: bool = True, d: int = 3, width: int = 16) -> nn.Sequential:

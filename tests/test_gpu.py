@@ -9,10 +9,10 @@ import torch
 from conftest import fused_and_autograd_stats, small
 
 import ganctl
-from ganctl import checkpoint
-from ganctl.engine import Trainer
 from ganctl.errors import NonFinite
-from ganctl.recipes import resolve
+from ganctl.methods.registry import resolve
+from ganctl.nets import checkpoint
+from ganctl.training.engine import Trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -9,10 +9,10 @@ import torch
 from conftest import Linear, small
 from torch import nn
 
-from ganctl.analysis import gradnorm
 from ganctl.data import get_dataset
-from ganctl.engine import Trainer
-from ganctl.recipes import resolve
+from ganctl.measure import gradnorm
+from ganctl.methods.registry import resolve
+from ganctl.training.engine import Trainer
 
 
 def test_linear_critic_has_norm_w_everywhere_and_geometric_alignment():

@@ -8,8 +8,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import ganctl
-from ganctl.analysis import gradnorm as analysis
 from ganctl.cli import app
+from ganctl.measure import gradnorm as analysis
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ from conftest import small
 from PIL import Image
 
 import ganctl
-from ganctl import checkpoint
-from ganctl.engine import Trainer
-from ganctl.recipes import resolve
+from ganctl.methods.registry import resolve
+from ganctl.nets import checkpoint
+from ganctl.training.engine import Trainer
 
 METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
 

@@ -12,7 +12,7 @@ import torch
 from conftest import start_training, wait_for
 
 import ganctl
-from ganctl import checkpoint
+from ganctl.nets import checkpoint
 from ganctl.runfolder import list_checkpoints
 
 

@@ -4,11 +4,11 @@ from conftest import Linear, small
 from torch import nn
 from torch.testing import assert_close
 
-from ganctl import penalties
-from ganctl.engine import Trainer
 from ganctl.errors import ConfigError
-from ganctl.lipschitz import build_strategy
-from ganctl.recipes import available_methods, resolve
+from ganctl.methods import penalties
+from ganctl.methods.registry import available_methods, resolve
+from ganctl.methods.strategies import build_strategy
+from ganctl.training.engine import Trainer
 
 
 def test_registry_lists_every_method():
@@ -150,7 +150,7 @@ def test_batch_norm_is_allowed_without_a_penalty():
 def test_gp_strategy_on_linear_critic_is_lambda_times_closed_form(target, one_sided):
     cfg = resolve(small(lipschitz="gp", penalty_weight=7.0, gp_target=target, one_sided=one_sided))
     w = torch.tensor([0.3, 0.4])  # norm 0.5
-    from ganctl import penalties
+    from ganctl.methods import penalties
 
     _, g = penalties.input_grads(Linear(w), torch.randn(9, 2))
     gap = 0.5 - target
@@ -160,7 +160,7 @@ def test_gp_strategy_on_linear_critic_is_lambda_times_closed_form(target, one_si
 
 def test_r1_uses_half_gamma_and_zgp_real_fake_sums_both_sets():
     w = torch.tensor([1.0, 2.0])  # ||w||^2 = 5
-    from ganctl import penalties
+    from ganctl.methods import penalties
 
     _, g = penalties.input_grads(Linear(w), torch.randn(4, 2))
     assert_close(build_strategy(resolve(small(lipschitz="r1", penalty_weight=10.0))).penalty([g]), torch.tensor(25.0))

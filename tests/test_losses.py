@@ -5,7 +5,7 @@ import torch
 from torch.testing import assert_close
 
 from ganctl.errors import ConfigError
-from ganctl.losses import available_losses, get_loss
+from ganctl.methods.losses import available_losses, get_loss
 
 D_REAL = torch.tensor([[2.0], [0.0]])
 D_FAKE = torch.tensor([[-1.0], [3.0]])

@@ -4,12 +4,12 @@ penalty under mixed precision against the fp32 one."""
 import pytest
 import torch
 
-from ganctl import penalties
 from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
-from ganctl.lipschitz import build_strategy
+from ganctl.methods import penalties
+from ganctl.methods.registry import resolve
+from ganctl.methods.strategies import build_strategy
 from ganctl.models import build_models
-from ganctl.recipes import resolve
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 128])

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 import ganctl
 from ganctl.cli import app
-from ganctl.engine import Trainer
 from ganctl.errors import NonFinite, TrainingFailed
-from ganctl.recipes import resolve
+from ganctl.methods.registry import resolve
 from ganctl.runfolder import list_checkpoints
+from ganctl.training.engine import Trainer
 
 # Adam moves every weight by about lr per step, so lr 1e30 overflows the critic within a few steps.
 EXPLODING = dict(lipschitz="gp", lr_d=1e30, steps=20)

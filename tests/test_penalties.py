@@ -5,7 +5,7 @@ import torch
 from conftest import Linear, central_difference
 from torch.testing import assert_close
 
-from ganctl import penalties
+from ganctl.methods import penalties
 
 
 def test_linear_critic_has_gradient_w_everywhere():

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from ganctl.analysis import features, fidelity
 from ganctl.cli import app
+from ganctl.measure import features, fidelity
 
 tf_metrics = pytest.importorskip("torch_fidelity.metrics")
 runner = CliRunner()

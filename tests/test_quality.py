@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ganctl.analysis.quality import linear_assignment, mixture_quality, w1_floor, wasserstein1
 from ganctl.data import get_dataset
+from ganctl.measure.quality import linear_assignment, mixture_quality, w1_floor, wasserstein1
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7])

@@ -16,8 +16,9 @@ from conftest import LONG_RUN, small, start_training, wait_for
 from typer.testing import CliRunner
 
 import ganctl
-from ganctl import checkpoint, runfolder
+from ganctl import runfolder
 from ganctl.cli import app
+from ganctl.nets import checkpoint
 from ganctl.runfolder import RunLock, list_checkpoints
 
 runner = CliRunner()

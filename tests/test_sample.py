@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import ganctl
 from ganctl.cli import app
-from ganctl.sampling import slerp
+from ganctl.measure.sampling import slerp
 
 runner = CliRunner()
 

@@ -3,9 +3,9 @@
 import pytest
 from conftest import small
 
-from ganctl.engine import Trainer
-from ganctl.evaluation import Evaluator
-from ganctl.recipes import resolve
+from ganctl.measure.evaluation import Evaluator
+from ganctl.methods.registry import resolve
+from ganctl.training.engine import Trainer
 
 METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
 

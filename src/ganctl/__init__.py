@@ -12,17 +12,17 @@ __version__ = "0.1.0"
 __all__ = ["TrainConfig", "Trainer", "load", "resume", "train", "__version__"]
 
 if TYPE_CHECKING:
-    from ganctl.checkpoint import load
     from ganctl.config import TrainConfig
-    from ganctl.engine import Trainer, resume
-    from ganctl.training import train
+    from ganctl.nets.checkpoint import load
+    from ganctl.training.engine import Trainer, resume
+    from ganctl.training.loop import train
 
 _LAZY = {
     "TrainConfig": "ganctl.config",
-    "Trainer": "ganctl.engine",
-    "load": "ganctl.checkpoint",
-    "resume": "ganctl.engine",
-    "train": "ganctl.training",
+    "Trainer": "ganctl.training.engine",
+    "load": "ganctl.nets.checkpoint",
+    "resume": "ganctl.training.engine",
+    "train": "ganctl.training.loop",
 }
 
 

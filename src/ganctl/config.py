@@ -1,7 +1,7 @@
 """Every training setting, once, with its unit or source: the ground floor of ganctl.
 
 A `TrainConfig` is frozen. Fields left as ``None`` mean "the Lipschitz method's recipe" or
-"follows the data" and are filled by `ganctl.recipes.resolve`, which returns a
+"follows the data" and are filled by `ganctl.methods.registry.resolve`, which returns a
 `ResolvedConfig`, so a checkpoint always stores a fully explicit config and never depends on
 defaults that may change later.
 
@@ -24,9 +24,9 @@ from ganctl.errors import ConfigError
 
 # The built-in 2-D sets (`ganctl.data.toy` defines them); every other --data is images.
 POINT_DATA = ("8gaussians", "25gaussians", "swissroll", "ring", "checkerboard")
-LOSSES = ("wasserstein", "hinge", "ns", "lsgan")  # `ganctl.losses` defines them
+LOSSES = ("wasserstein", "hinge", "ns", "lsgan")  # `ganctl.methods.losses` defines them
 ARCHS = ("mlp", "dcgan", "resnet")  # `ganctl.models` builds them
-FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.analysis.fidelity` computes them
+FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.measure.fidelity` computes them
 
 # What the data decides when a setting is left out.
 # width 128 measured as good as 256, 4x faster; no generator normalisation, as the WGAN-GP toy code
@@ -74,7 +74,7 @@ class TrainConfig:
     num_classes: int | None = None  # the data's class count, recorded when the data is read
 
     # --- Lipschitz method -----------------------------------------------------------
-    lipschitz: str = "gp"  # a method of `ganctl.recipes.METHODS`
+    lipschitz: str = "gp"  # a method of `ganctl.methods.registry.METHODS`
     # Method-specific settings: None means "the method's default"; another method refuses them.
     clip: float | None = None  # clip: bound c, 0.01 (Arjovsky et al. 2017, Alg. 1)
     penalty_weight: float | None = None  # gp/zgp: lambda; r1/r2: gamma
@@ -103,7 +103,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     compile: bool = False  # torch.compile the forwards that allow it (not the penalty's double backward)
     threads: int = 0  # CPU threads for the run; 0: torch's own (measured fastest alone, docs/benchmarks.md)
-    dist_timeout: float = 600.0  # seconds a collective of a multi-process step waits for a peer (`ganctl.distributed`)
+    dist_timeout: float = (
+        600.0  # seconds a collective of a multi-process step waits for a peer (`ganctl.training.distributed`)
+    )
     tf32: bool = True  # CUDA: TensorFloat-32 matrix products and convolutions (float32 accumulation)
 
     # --- schedule (generator steps; 0 disables) ---------------------------------------
@@ -135,7 +137,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ResolvedConfig(TrainConfig):
     """A `TrainConfig` whose method recipe and data defaults have been filled in by
-    `ganctl.recipes.resolve`: what a `Trainer`, a comparison's `Job` and a checkpoint carry. It
+    `ganctl.methods.registry.resolve`: what a `Trainer`, a comparison's `Job` and a checkpoint carry. It
     is resolved once, where a run enters ganctl (train, resume, compare, tune, load); an image
     run then also records the size and channels its data had."""
 
@@ -182,7 +184,7 @@ _CHOICES = {
 
 
 def choices(name: str) -> tuple[str, ...]:
-    """The values a string setting accepts (the method names live in `ganctl.recipes`)."""
+    """The values a string setting accepts (the method names live in `ganctl.methods.registry`)."""
     return _CHOICES[name]
 
 

@@ -12,7 +12,7 @@ import typer
 from ganctl.cli.options import Json, Seed, TrainDevice
 from ganctl.cli.output import JobsProgress, TrainProgress, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import default
-from ganctl.recipes import compared_methods
+from ganctl.methods.registry import compared_methods
 
 DEFAULT_METHODS = ",".join(compared_methods())
 
@@ -56,7 +56,7 @@ def _fmt(key: str, stat: dict[str, float] | None, runs: int) -> str:
 
 
 def _table(result: dict[str, Any]) -> None:
-    from ganctl.report import columns
+    from ganctl.fleet.report import columns
 
     methods, marks = result["methods"], result["best"]
     shown = columns(k for s in methods.values() for k in s)
@@ -162,11 +162,11 @@ def compare(
     compare.csv, panel.png and curves.png to --out; with --tune also tune.json and budget.png.
     """
     from ganctl.cli.train import parse_train_options
-    from ganctl.compare import compare as run_compare
-    from ganctl.compare import compare_runs
     from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
-    from ganctl.executors import Placement
+    from ganctl.fleet.compare import compare as run_compare
+    from ganctl.fleet.compare import compare_runs
+    from ganctl.fleet.executors import Placement
 
     # Run folders and train's options both arrive as extra words (a variadic argument would
     # take an option's value), so train's own parser tells them apart.
@@ -192,8 +192,8 @@ def compare(
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         report_seeds = list(range(seed, seed + seeds))
         if tune is not None:
-            from ganctl.tuning import Budget
-            from ganctl.tuning import tune as run_tune
+            from ganctl.fleet.tuning import Budget
+            from ganctl.fleet.tuning import tune as run_tune
 
             budget = Budget(tune, tune_seeds, tune_metric)
             with _shown(progress):

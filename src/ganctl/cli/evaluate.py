@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ganctl.analysis.defaults import EVAL_N
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed
 from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
-from ganctl.metrics import EVAL_THRESHOLDS, threshold
+from ganctl.measure.defaults import EVAL_N
+from ganctl.measure.metrics import EVAL_THRESHOLDS, threshold
 
 
 def _limit(flag: str) -> typer.models.OptionInfo:
@@ -136,7 +136,7 @@ def evaluate(
     import time
 
     from ganctl.errors import ConfigError
-    from ganctl.metrics import check_limits, gate
+    from ganctl.measure.metrics import check_limits, gate
 
     started = time.perf_counter()
     given = locals()
@@ -186,12 +186,12 @@ class _Asked:
 
 def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
     """Choose the feature spaces and metrics, then make the one library call of this mode."""
-    from ganctl.analysis import reference
-    from ganctl.analysis.scores import check_metrics, choose_spaces
-    from ganctl.checkpoint import load
     from ganctl.config import data_kind, metric_list
     from ganctl.devices import resolve_device
-    from ganctl.evaluation import Request, evaluate_checkpoint, evaluate_files, save_reference
+    from ganctl.measure import reference
+    from ganctl.measure.evaluation import Request, evaluate_checkpoint, evaluate_files, save_reference
+    from ganctl.measure.scores import check_metrics, choose_spaces
+    from ganctl.nets.checkpoint import load
 
     target = resolve_device(device or MEASURE_DEVICE)
     nets = load(a.source, device=target) if a.source is not None else None

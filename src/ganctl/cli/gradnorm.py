@@ -12,12 +12,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
-from ganctl.analysis.defaults import TOL as DEFAULT_TOL
-from ganctl.analysis.defaults import TRAJECTORY_N
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed
 from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
-from ganctl.metrics import threshold
+from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
+from ganctl.measure.defaults import TOL as DEFAULT_TOL
+from ganctl.measure.defaults import TRAJECTORY_N
+from ganctl.measure.metrics import threshold
 
 COLUMNS = ("mean", "std", "min", "q05", "q50", "q95", "max", "above", "below", "vanishing")
 SHARES = ("above", "below", "vanishing")
@@ -78,10 +78,10 @@ def gradnorm(
     when one is broken, 2 on bad input. For a trajectory the thresholds apply to each run's
     last checkpoint.
     """
-    from ganctl.analysis.gradnorm import Measure
     from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
-    from ganctl.metrics import GRADNORM_THRESHOLDS, check_limits
+    from ganctl.measure.gradnorm import Measure
+    from ganctl.measure.metrics import GRADNORM_THRESHOLDS, check_limits
 
     if n is not None and n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
@@ -101,9 +101,9 @@ def gradnorm(
 
 
 def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
-    from ganctl.analysis.gradnorm import analyse, draw_histograms, real_points
-    from ganctl.checkpoint import load
-    from ganctl.metrics import GRADNORM_THRESHOLDS, gate
+    from ganctl.measure.gradnorm import analyse, draw_histograms, real_points
+    from ganctl.measure.metrics import GRADNORM_THRESHOLDS, gate
+    from ganctl.nets.checkpoint import load
 
     nets = load(path, device=device)
     real = real_points(nets, m.n, m.seed, m.data) if m.data is not None else None
@@ -124,7 +124,7 @@ def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_o
 
 def _report(report: dict[str, Any], interp_norms: Any) -> None:
     """One checkpoint's report for people: the table, a text histogram and the sentences."""
-    from ganctl.analysis.gradnorm import histogram_bins
+    from ganctl.measure.gradnorm import histogram_bins
 
     sets = report["sets"].items()
     if interactive():
@@ -181,8 +181,8 @@ def _row(report: dict[str, Any]) -> list[str]:
 def _trajectories(paths: list[Path], m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
     import time
 
-    from ganctl.analysis.gradnorm import draw_trajectories, gate_values, trajectory
-    from ganctl.metrics import GRADNORM_THRESHOLDS, Gate, gate
+    from ganctl.measure.gradnorm import draw_trajectories, gate_values, trajectory
+    from ganctl.measure.metrics import GRADNORM_THRESHOLDS, Gate, gate
 
     started = time.perf_counter()
     names = _names(paths)

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ganctl.errors import GanctlError, Interrupted, JobFailed, RankFailed, TrainingFailed, WriteError
-from ganctl.launch import LAUNCHED_BY_GANCTL
-from ganctl.metrics import Gate
+from ganctl.fleet.launch import LAUNCHED_BY_GANCTL
+from ganctl.measure.metrics import Gate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,7 +29,7 @@ stderr = Console(stderr=True, highlight=False)
 
 def fail(message: str, code: int = EXIT_USAGE, details: dict[str, Any] | None = None) -> typer.Exit:
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):  # a torchrun worker: its launcher reads why
-        from ganctl.launch import record_failure
+        from ganctl.fleet.launch import record_failure
 
         record_failure(message, code, details)
         if os.environ.get(LAUNCHED_BY_GANCTL):  # `ganctl train --nproc` prints one line for the group

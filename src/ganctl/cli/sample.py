@@ -49,8 +49,8 @@ def sample(
 
     --n samples (default 64), or with --interpolate K, --n strips of K samples each.
     """
-    from ganctl.checkpoint import load
-    from ganctl.sampling import class_index, generate, infer_format, write_samples
+    from ganctl.measure.sampling import class_index, generate, infer_format, write_samples
+    from ganctl.nets.checkpoint import load
 
     kind = infer_format(out, fmt)  # bad --out or --format fails before loading anything
     nets = load(checkpoint, device=device or MEASURE_DEVICE)

@@ -1,4 +1,4 @@
-"""`ganctl train`: parse options, build a config, call `ganctl.training.train`, show the result.
+"""`ganctl train`: parse options, build a config, call `ganctl.training.loop.train`, show the result.
 
 Every option defaults to "not given" so that precedence is simple: flags override the
 --config file, which overrides the method's published recipe, which overrides ganctl's
@@ -16,7 +16,7 @@ import typer
 from ganctl.cli.options import Json, Overwrite, Seed, TrainDevice
 from ganctl.cli.output import TrainProgress, fail, handle_errors, print_json, print_summary
 from ganctl.config import POINT_DATA, choices
-from ganctl.recipes import available_methods, describe_default
+from ganctl.methods.registry import available_methods, describe_default
 
 _MODEL = "Model"
 _METHOD = "Lipschitz method"
@@ -26,7 +26,7 @@ _COND = "Class conditioning"
 
 
 def _opt(*names: str, help: str, field: str, panel: str | None = None) -> typer.models.OptionInfo:
-    """An option whose help ends with the default that `ganctl.recipes.resolve` applies."""
+    """An option whose help ends with the default that `ganctl.methods.registry.resolve` applies."""
     return typer.Option(
         *names, help=f"{help} (default: {describe_default(field)})", rich_help_panel=panel, show_default=False
     )
@@ -376,7 +376,7 @@ def train(
         kwargs = {"config": config, "out": out or Path("runs") / f"{name}-{config.lipschitz}-seed{config.seed}"}
     if nproc is not None or max_restarts:
         _launch(nproc, max_restarts, kwargs["out"])
-    from ganctl.training import train as run_train
+    from ganctl.training.loop import train as run_train
 
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 reports
         run_train(**kwargs, overwrite=overwrite)
@@ -441,7 +441,7 @@ def _launch(nproc: int | None, max_restarts: int, out: Path) -> None:
     import sys
 
     from ganctl.errors import ConfigError
-    from ganctl.launch import launch
+    from ganctl.fleet.launch import launch
 
     if nproc is None:
         raise ConfigError("--max-restarts restarts a group of processes: give --nproc N as well")

@@ -6,7 +6,7 @@ PyTorch-GAN do: the generator's hidden layers double up to `width` (1024 with de
 256, 512, 1024, PyTorch-GAN's), each but the first normalised by `gen_norm`, with LeakyReLU(0.2)
 and a tanh output reshaped to the image; the critic flattens the image and halves from
 `width` / 2 over `depth` // 2 LeakyReLU(0.2) layers (512, 256) to one value. The critic stays a
-plain Linear / activation chain, so the hand-written penalised step (`ganctl.fused_mlp`) covers
+plain Linear / activation chain, so the hand-written penalised step (`ganctl.training.fused_mlp`) covers
 it.
 """
 

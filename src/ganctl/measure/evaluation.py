@@ -1,6 +1,6 @@
 """How good a generator is, without the training loop: the data's quality metrics (2-D mode
 metrics, the `shapes` judge), image metrics in named feature spaces (FID, KID, IS,
-precision/recall, density/coverage: `ganctl.analysis.scores`), `ganctl gradnorm`'s interpolate
+precision/recall, density/coverage: `ganctl.measure.scores`), `ganctl gradnorm`'s interpolate
 summary, and the run's pictures.
 
 `Evaluator` draws its real points, latents and interpolation coefficients once, from the
@@ -22,21 +22,21 @@ from PIL import Image
 from torch import Tensor
 
 from ganctl import streams
-from ganctl.analysis import reference as references
-from ganctl.analysis import scores
-from ganctl.analysis.defaults import EVAL_N
-from ganctl.analysis.features import inception, inception_path, random_conv, vgg16
-from ganctl.analysis.gradnorm import DEFAULT_TOL, certified_w1_report, gradient_norms, summarise
-from ganctl.analysis.quality import W1_POINTS, mixture_quality, w1_floor, wasserstein1
-from ganctl.analysis.reference import Reference
-from ganctl.analysis.scores import CHUNK, Generated, Spaces
-from ganctl.checkpoint import Checkpoint
 from ganctl.config import TrainConfig, metric_list
 from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
-from ganctl.networks import Networks, eval_mode
-from ganctl.penalties import interpolate
-from ganctl.render import image_grid, save_image, scatter_over_field
+from ganctl.measure import reference as references
+from ganctl.measure import scores
+from ganctl.measure.defaults import EVAL_N
+from ganctl.measure.features import inception, inception_path, random_conv, vgg16
+from ganctl.measure.gradnorm import DEFAULT_TOL, certified_w1_report, gradient_norms, summarise
+from ganctl.measure.quality import W1_POINTS, mixture_quality, w1_floor, wasserstein1
+from ganctl.measure.reference import Reference
+from ganctl.measure.render import image_grid, save_image, scatter_over_field
+from ganctl.measure.scores import CHUNK, Generated, Spaces
+from ganctl.methods.penalties import interpolate
+from ganctl.nets.checkpoint import Checkpoint
+from ganctl.nets.networks import Networks, eval_mode
 
 FIELD_RESOLUTION = 128
 PLOT_POINTS = 1000
@@ -399,8 +399,8 @@ def _score_points(
 
 
 def _critic_upper_bound(nets: Networks) -> dict[str, Any]:
-    from ganctl.analysis.gradnorm import _upper_bound_report
     from ganctl.data import sample_shape
+    from ganctl.measure.gradnorm import _upper_bound_report
 
     return _upper_bound_report(nets.critic, sample_shape(nets.cfg), nets.device, nets.cfg.conditional)
 

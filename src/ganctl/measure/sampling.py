@@ -22,7 +22,7 @@ from torch import Tensor
 from ganctl import streams
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_atomic
-from ganctl.networks import Networks, eval_mode
+from ganctl.nets.networks import Networks, eval_mode
 
 FORMATS = ("png", "dir", "npy", "safetensors")
 SUFFIX_FORMATS = {".png": "png", ".npy": "npy", ".safetensors": "safetensors"}
@@ -115,7 +115,7 @@ def write_samples(
     samples: Tensor, out: Path, fmt: str, nets: Networks, meta: dict[str, Any], overwrite: bool = False
 ) -> list[Path]:
     """Write `samples` (from `generate`) to `out`; return the files written."""
-    from ganctl.render import image_grid, save_image
+    from ganctl.measure.render import image_grid, save_image
 
     out = Path(out)
     points = samples.shape[-1:] == (2,) and samples.ndim <= 3
@@ -186,7 +186,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _draw_points(out: Path, nets: Networks, fake: Tensor, meta: dict[str, Any]) -> None:
-    from ganctl.evaluation import draw_points
+    from ganctl.measure.evaluation import draw_points
 
     rng = torch.Generator(device=nets.device)
     rng.manual_seed(int(meta.get("seed", 0)) + streams.SAMPLE_REAL)

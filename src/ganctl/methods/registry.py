@@ -4,7 +4,7 @@ method's recipe.
 Pure data and no torch, so the command line's help shows these defaults without importing it.
 Everything about a method is written here once, under its name: its summary, its published
 recipe (and its 2-D one), the settings only it may set, where its penalty may look, its search
-space for equal-budget tuning, and the name of its strategy class in `ganctl.lipschitz`, which
+space for equal-budget tuning, and the name of its strategy class in `ganctl.methods.strategies`, which
 holds the maths.
 
 Precedence: a setting given (flag or --config file) > the method's recipe for this kind of
@@ -99,7 +99,7 @@ class Method:
     name: str
     summary: str
     recipe: Recipe  # the published (image) recipe
-    strategy: str  # its class in `ganctl.lipschitz` (the maths)
+    strategy: str  # its class in `ganctl.methods.strategies` (the maths)
     search: dict[str, Dim]  # its space for `ganctl compare --tune`
     points: Recipe | None = None  # on the 2-D sets, where it differs
     by_arch: dict[str, Recipe] = field(default_factory=dict)  # on images, for an architecture whose source differs

@@ -1,7 +1,7 @@
 """Where a comparison's jobs run: one after another in this process, N at once in worker
 processes of this machine (`compare --jobs N`), or as tasks on a Ray cluster (`--launcher ray`).
 
-Every job is an ordinary `ganctl.jobs.run_job` wherever it runs, so it trains, resumes and
+Every job is an ordinary `ganctl.fleet.jobs.run_job` wherever it runs, so it trains, resumes and
 writes its run folder exactly as a sequential comparison's, and with the same seeds its numbers
 are the same (bitwise on the CPU at the same thread count). What differs is placement: each
 job of a parallel comparison gets its own device (`cuda:0..k-1` round robin) or, on the CPU,
@@ -33,7 +33,7 @@ from typing import Any
 
 from ganctl import interrupts
 from ganctl.errors import ConfigError, Interrupted, JobFailed
-from ganctl.jobs import EventHandler, Job, run_job, status
+from ganctl.fleet.jobs import EventHandler, Job, run_job, status
 
 LAUNCHERS = ("local", "ray")
 POLL_S = 0.2
@@ -162,7 +162,7 @@ class Task:
 def _evaluated(job: Job, result: dict[str, Any], evaluate: bool) -> dict[str, Any]:
     if not evaluate:
         return result
-    from ganctl import report
+    from ganctl.fleet import report
 
     return {**result, "evaluated": report.evaluate(job.run_dir, job.config.device, pictures=True)}
 

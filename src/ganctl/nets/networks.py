@@ -1,7 +1,7 @@
 """A generator, its EMA and a critic, built from a resolved config: what sampling, evaluation
 and analysis need, with no optimizer in sight.
 
-`ganctl.engine.Trainer` is a `Networks` that also trains; `ganctl.checkpoint.load` returns one
+`ganctl.training.engine.Trainer` is a `Networks` that also trains; `ganctl.nets.checkpoint.load` returns one
 that only holds weights. Both build their modules with `build`, so a checkpoint always rebuilds
 exactly the modules that wrote it (spectral norm included).
 """
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ganctl import streams
 from ganctl.config import ResolvedConfig
 from ganctl.data import DataSource, load_dataset, sample_shape
-from ganctl.lipschitz import Lipschitz
+from ganctl.methods.strategies import Lipschitz
 from ganctl.models import build_models
 
 

@@ -1,7 +1,7 @@
 """What a comparison reports: every run evaluated the same way, the numbers aggregated over
 seeds with the best marked, and the files (compare.json, compare.csv, panel.png, curves.png).
 
-Which way each number is better is `ganctl.metrics`'s table; the runs come from `ganctl.jobs`
+Which way each number is better is `ganctl.measure.metrics`'s table; the runs come from `ganctl.fleet.jobs`
 or from the user's own folders.
 """
 
@@ -15,8 +15,9 @@ from typing import Any
 
 from PIL import Image
 
-from ganctl import checkpoint, metrics
 from ganctl.fileio import write_text_atomic
+from ganctl.measure import metrics
+from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder, run_dir_of
 
 # The evaluator's own gradient-norm summary (512 points per eval step) is left out of a row:
@@ -37,8 +38,8 @@ def evaluate(path: Path, device: str = "cpu", pictures: bool = False) -> Evaluat
     """Everything compared about one run (or checkpoint): the data's quality metrics as the
     run's own final evaluation computes them, `ganctl gradnorm`'s numbers at its defaults, and
     the training cost from the run's summary (or, without one, from its log)."""
-    from ganctl.analysis.gradnorm import analyse
-    from ganctl.evaluation import Evaluator
+    from ganctl.measure.evaluation import Evaluator
+    from ganctl.measure.gradnorm import analyse
 
     nets = checkpoint.load(Path(path), device=device)
     run_dir = run_dir_of(nets.path)
@@ -71,7 +72,7 @@ def evaluate(path: Path, device: str = "cpu", pictures: bool = False) -> Evaluat
     row.update(_cost(run_dir, nets.step))
     if not pictures:
         return Evaluated(row)
-    from ganctl.render import histograms
+    from ganctl.measure.render import histograms
 
     norms = {k: v.cpu().numpy() for k, v in analysis.norms.items()}
     drawn = (
@@ -97,7 +98,7 @@ def _cost(run_dir: Path, step: int) -> dict[str, Any]:
 
 
 def columns(keys: Any) -> list[tuple[str, str, str | None]]:
-    """(key, label, which way is better) for the reported keys, in `ganctl.metrics`'s order;
+    """(key, label, which way is better) for the reported keys, in `ganctl.measure.metrics`'s order;
     an image metric is labelled with its name and feature space."""
     return [(k, k if m.image else m.label, m.better) for k, m in metrics.ordered(keys)]
 
@@ -165,7 +166,7 @@ def write_outputs(result: dict[str, Any], evaluated: list[Evaluated], out: Path)
 
 def _panel(evaluated: list[Evaluated], path: Path) -> None:
     """A column per method (its first seed): samples above the gradient-norm histograms."""
-    from ganctl.render import save_image, stack
+    from ganctl.measure.render import save_image, stack
 
     first: dict[str, Evaluated] = {}
     for e in evaluated:
@@ -187,7 +188,7 @@ def _curves(rows: list[dict[str, Any]], path: Path) -> None:
     line per method (the mean over its seeds at the steps they share)."""
     import numpy as np
 
-    from ganctl.render import line_chart, save_image, stack
+    from ganctl.measure.render import line_chart, save_image, stack
 
     by_method: dict[str, list[list[dict[str, Any]]]] = {}
     for row in rows:

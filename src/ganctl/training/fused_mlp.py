@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ganctl.losses import Loss
+from ganctl.methods.losses import Loss
 from ganctl.models import activations
 
 POINT_SETS = ("real", "fake", "interp")

@@ -1,9 +1,9 @@
 """The training step and its state. The engine owns the order of zero_grad, backward and
 step for both networks; it reports numbers and never prints or writes files.
 
-A `Trainer` is a `ganctl.networks.Networks` with optimizers, gradient scalers and a random
+A `Trainer` is a `ganctl.nets.networks.Networks` with optimizers, gradient scalers and a random
 stream. Its whole state goes out with `state_dict()` and comes back with `load_state_dict()`
-(`ganctl.checkpoint` writes and reads it; `resume` rebuilds a trainer from a file).
+(`ganctl.nets.checkpoint` writes and reads it; `resume` rebuilds a trainer from a file).
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganctl import checkpoint, distributed, fused_mlp, penalties, streams
+from ganctl import streams
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, TrainConfig, flag_of
 from ganctl.data import load_dataset
 from ganctl.devices import resolve_device
 from ganctl.errors import CheckpointError, ConfigError, GanctlError, NonFinite
-from ganctl.lipschitz import build_strategy
-from ganctl.losses import gap_stats, get_loss
+from ganctl.methods import penalties
+from ganctl.methods.losses import gap_stats, get_loss
+from ganctl.methods.registry import resolve
+from ganctl.methods.strategies import build_strategy
 from ganctl.models import activations
-from ganctl.networks import Networks, build, eval_mode
-from ganctl.recipes import resolve
+from ganctl.nets import checkpoint
+from ganctl.nets.networks import Networks, build, eval_mode
+from ganctl.training import distributed, fused_mlp
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Optimizer settings that say how an update is computed, not what it computes: they belong to
@@ -58,11 +61,11 @@ class Trainer(Networks):
     of the generator, and one random stream for data, latents and interpolation.
 
     `fused` chooses how a penalised critic step of a plain ReLU / LeakyReLU MLP critic runs:
-    None (the default) takes the hand-written step of `ganctl.fused_mlp` wherever it applies
+    None (the default) takes the hand-written step of `ganctl.training.fused_mlp` wherever it applies
     (CPU and CUDA, no autocast), False always takes autograd, True requires the hand-written
     step and refuses a critic it does not cover. Both give the same numbers up to rounding.
 
-    `config` is resolved (`ganctl.recipes.resolve`): the entry points (`ganctl.train`,
+    `config` is resolved (`ganctl.methods.registry.resolve`): the entry points (`ganctl.train`,
     `ganctl.resume`, `ganctl compare`) resolve it once and pass it on."""
 
     def __init__(
@@ -74,7 +77,7 @@ class Trainer(Networks):
         fused: bool | None = None,
     ):
         if not isinstance(config, ResolvedConfig):
-            raise ConfigError("Trainer takes a resolved config: Trainer(ganctl.recipes.resolve(config))")
+            raise ConfigError("Trainer takes a resolved config: Trainer(ganctl.methods.registry.resolve(config))")
         cfg = config
         device = torch.device(device) if device is not None else resolve_device(cfg.device)
         world = world if world is not None else distributed.current()
@@ -451,7 +454,7 @@ class Trainer(Networks):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Load a state from `state_dict()` or `ganctl.checkpoint.read_state`, strictly; raises
+        """Load a state from `state_dict()` or `ganctl.nets.checkpoint.read_state`, strictly; raises
         `CheckpointError` naming what does not fit. A random stream saved on another device
         type cannot be restored: the run then continues on a stream derived from (seed, step,
         rank) and `exact_resume` is False."""

@@ -2,7 +2,7 @@
 
 A `Job` is one (method, seed) with its resolved config and its folder. `plan` builds and checks
 every job before anything trains; `status` says whether a job's folder is finished, resumable
-or new; `ganctl.executors.Runner` trains them (here, in worker processes or on Ray). Whoever runs
+or new; `ganctl.fleet.executors.Runner` trains them (here, in worker processes or on Ray). Whoever runs
 jobs (a comparison, a tuning) goes through here, so a job is trained, resumed and reported the
 same way whoever asked for it and wherever it runs.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganctl import checkpoint
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, flag_of, from_dict
 from ganctl.errors import CheckpointError, ConfigError
-from ganctl.recipes import METHOD_SETTINGS, get_method, resolve, setting_values
+from ganctl.methods.registry import METHOD_SETTINGS, get_method, resolve, setting_values
+from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -92,7 +92,7 @@ def run_job(job: Job, on_event: EventHandler | None = None, known: str | None = 
     the job's `status`, when the caller has already read it."""
     import torch
 
-    from ganctl.training import train
+    from ganctl.training.loop import train
 
     state = known or status(job)
     if state == "done":

@@ -1,7 +1,7 @@
 """How Lipschitz a critic really is: the distribution of ||grad_x D(x)|| on point sets, an
 empirical lower bound, a layer-wise upper bound, and transport alignment.
 
-Every gradient comes from `ganctl.penalties.input_grads`, the function training penalises,
+Every gradient comes from `ganctl.methods.penalties.input_grads`, the function training penalises,
 taken in eval mode (spectral norm then runs no power iteration, so measuring changes nothing).
 
 Upper bound: the product, over the critic's layers in order, of each layer's Lipschitz
@@ -26,11 +26,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ganctl import penalties, streams
-from ganctl.analysis.defaults import GRADNORM_N as DEFAULT_N
-from ganctl.analysis.defaults import TOL as DEFAULT_TOL
-from ganctl.losses import gap_stats
-from ganctl.networks import Networks, eval_mode
+from ganctl import streams
+from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
+from ganctl.measure.defaults import TOL as DEFAULT_TOL
+from ganctl.methods import penalties
+from ganctl.methods.losses import gap_stats
+from ganctl.nets.networks import Networks, eval_mode
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 VANISHING = 1e-3
@@ -86,7 +87,7 @@ def summarise(norms: Tensor, tol: float = DEFAULT_TOL) -> dict[str, float]:
 def optimal_coupling(real: Tensor, fake: Tensor) -> Tensor:
     """The permutation `perm` that pairs real[i] with fake[perm[i]] at the least total
     Euclidean distance: the empirical optimal transport plan of W1 between the two sets."""
-    from ganctl.analysis.quality import linear_assignment
+    from ganctl.measure.quality import linear_assignment
 
     cost = torch.cdist(real.flatten(1).double().cpu(), fake.flatten(1).double().cpu())
     return torch.from_numpy(linear_assignment(cost.numpy())).to(fake.device)
@@ -450,7 +451,7 @@ class Analysis:
 
 
 def gate_values(report: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a report that the CI thresholds judge (`ganctl.metrics.GRADNORM_THRESHOLDS`):
+    """The numbers of a report that the CI thresholds judge (`ganctl.measure.metrics.GRADNORM_THRESHOLDS`):
     the interpolates' violation share and mean norm, and the largest norm of any set."""
     sets = report["sets"]
     return {
@@ -526,7 +527,7 @@ def certified_w1_report(nets: Networks, real: Tensor, fake: Tensor, upper: dict[
     (or a conditional one: its gap bounds the classes' W1, not the joint one)."""
     if not upper["certified"] or nets.cfg.conditional:
         return None
-    from ganctl.analysis.quality import W1_POINTS, wasserstein1
+    from ganctl.measure.quality import W1_POINTS, wasserstein1
 
     k = min(len(real), W1_POINTS)
     bound = w1_lower_bound(nets.critic, real[:k], fake[:k], upper["value"])
@@ -585,7 +586,7 @@ def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> 
     """`analyse` at every checkpoint of a run (a run folder, or one checkpoint file), in step
     order, on the same real points, latents and interpolation coefficients throughout. Each
     row keeps the upper bound's value, not its per-layer table."""
-    from ganctl.checkpoint import load
+    from ganctl.nets.checkpoint import load
     from ganctl.runfolder import find_checkpoint, list_checkpoints
 
     run = Path(run)
@@ -615,7 +616,7 @@ def histogram_bins(norms: Tensor, bins: int = 12) -> list[tuple[float, float, in
 
 def draw_histograms(path: Path, norms: dict[str, Tensor], step: int) -> None:
     """The per-set norm histograms of one checkpoint, overlaid, as a PNG."""
-    from ganctl.render import histograms
+    from ganctl.measure.render import histograms
 
     histograms(path, {k: v.cpu().numpy() for k, v in norms.items()}, f"||grad D||  step {step}")
 
@@ -624,7 +625,7 @@ def draw_trajectories(path: Path, runs: dict[str, list[dict[str, Any]]]) -> None
     """The interpolate-norm quantiles of every run's checkpoints against step, as a PNG."""
     import numpy as np
 
-    from ganctl.render import quantile_trajectories
+    from ganctl.measure.render import quantile_trajectories
 
     series = {
         name: {

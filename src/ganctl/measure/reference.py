@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganctl.analysis.features import FeatureSpace
-from ganctl.analysis.fidelity import Moments
 from ganctl.errors import DataError
 from ganctl.fileio import write_atomic
+from ganctl.measure.features import FeatureSpace
+from ganctl.measure.fidelity import Moments
 
 FORMAT = "ganctl.ref-stats/1"
 

@@ -26,10 +26,10 @@ from ganctl import __version__
 from ganctl.config import ResolvedConfig, TrainConfig, data_kind, from_dict
 from ganctl.errors import CheckpointError, ConfigError, GanctlError
 from ganctl.fileio import write_atomic
-from ganctl.networks import Networks, build
+from ganctl.nets.networks import Networks, build
 from ganctl.runfolder import find_checkpoint, list_checkpoints
 
-FORMAT = "ganctl.checkpoint"
+FORMAT = "ganctl.nets.checkpoint"
 FORMAT_VERSION = 1
 _PREFIXES = ("generator.", "critic.", "ema.", "optim_g.", "optim_d.", "state.", "rng.")
 
@@ -324,8 +324,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     modules are rebuilt from the stored config (spectral norm included) and every tensor is
     loaded strictly."""
     from ganctl.devices import resolve_device
-    from ganctl.lipschitz import build_strategy
-    from ganctl.recipes import resolve
+    from ganctl.methods.registry import resolve
+    from ganctl.methods.strategies import build_strategy
 
     path = find_checkpoint(Path(path))
     state, config = read_state(path)

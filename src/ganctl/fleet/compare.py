@@ -1,11 +1,11 @@
 """Lipschitz methods side by side: the same data, seeds and generator budget for every method,
 each run an ordinary run folder, every run evaluated the same way.
 
-Each method keeps its recipe (`ganctl.recipes.METHODS`) for whatever the caller does not set
-for all; settings given in `base` apply to every run. The runs are jobs (`ganctl.jobs`): a run
+Each method keeps its recipe (`ganctl.methods.registry.METHODS`) for whatever the caller does not set
+for all; settings given in `base` apply to every run. The runs are jobs (`ganctl.fleet.jobs`): a run
 counts as finished when its folder holds a checkpoint at the requested step, and an unfinished
 one resumes from its newest readable checkpoint, so an interrupted comparison picks up where it
-stopped. `ganctl.report` evaluates and writes the results.
+stopped. `ganctl.fleet.report` evaluates and writes the results.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ganctl import report
-from ganctl.executors import Placement, Runner
-from ganctl.jobs import EventHandler, plan, status
+from ganctl.fleet import report
+from ganctl.fleet.executors import Placement, Runner
+from ganctl.fleet.jobs import EventHandler, plan, status
 from ganctl.runfolder import RunLock
 
 

@@ -26,8 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ganctl.analysis import fidelity
-from ganctl.analysis.features import (
+from ganctl.data import DataSource
+from ganctl.errors import ConfigError, DataError
+from ganctl.fileio import atomic_path
+from ganctl.measure import fidelity
+from ganctl.measure.features import (
     VGG_ENV,
     FeatureSpace,
     inception,
@@ -36,10 +39,7 @@ from ganctl.analysis.features import (
     vgg16,
     weights_path,
 )
-from ganctl.analysis.reference import Reference
-from ganctl.data import DataSource
-from ganctl.errors import ConfigError, DataError
-from ganctl.fileio import atomic_path
+from ganctl.measure.reference import Reference
 
 CHUNK = 500  # images per chunk through the generator and the feature networks
 FEATURES_FORMAT = "ganctl.features/1"

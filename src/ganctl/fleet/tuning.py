@@ -1,6 +1,6 @@
 """Equal-budget tuning (`ganctl compare --tune K`), after Lucic et al. 2018 ("Are GANs Created
 Equal?"): every method gets the same number K of trials, each a setting drawn from the method's
-own search space (its `search` in `ganctl.recipes.METHODS`) by a scrambled Halton sequence with a fixed
+own search space (its `search` in `ganctl.methods.registry.METHODS`) by a scrambled Halton sequence with a fixed
 seed. Trials train on tuning seeds and are scored by one metric; the best setting is then
 trained on fresh report seeds, which alone give the reported numbers, so nothing is reported on
 the seeds it was tuned on.
@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganctl import compare, jobs, report
 from ganctl.config import data_kind
 from ganctl.errors import ConfigError
-from ganctl.executors import Placement, Runner
 from ganctl.fileio import write_text_atomic
-from ganctl.metrics import direction_of
-from ganctl.recipes import search_space
+from ganctl.fleet import compare, jobs, report
+from ganctl.fleet.executors import Placement, Runner
+from ganctl.measure.metrics import direction_of
+from ganctl.methods.registry import search_space
 from ganctl.runfolder import RunFolder, RunLock
 
 TUNE_SEED_BASE = 1000  # tuning seeds are 1000, 1001, ...: never a report seed
@@ -204,7 +204,7 @@ def _budget_curves(result: dict[str, Any], path: Path) -> None:
     budget curve)."""
     import numpy as np
 
-    from ganctl.render import line_chart, save_image
+    from ganctl.measure.render import line_chart, save_image
 
     series = {
         m: (np.arange(1, len(r["best_so_far"]) + 1), np.array(r["best_so_far"])) for m, r in result["methods"].items()

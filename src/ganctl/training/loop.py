@@ -1,5 +1,5 @@
 """The training loop: a `Trainer` stepped to `steps`, with its run folder written along the
-way (`ganctl.runfolder`), evaluated (`ganctl.evaluation`) and checkpointed. Progress goes to
+way (`ganctl.runfolder`), evaluated (`ganctl.measure.evaluation`) and checkpointed. Progress goes to
 `on_event(kind, payload)`; nothing here prints.
 """
 
@@ -12,10 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ganctl import checkpoint, distributed, interrupts
+from ganctl import interrupts
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, TrainConfig
-from ganctl.engine import Trainer
-from ganctl.engine import resume as resume_trainer
 from ganctl.errors import (
     CheckpointError,
     ConfigError,
@@ -25,11 +23,15 @@ from ganctl.errors import (
     TrainingFailed,
     WriteError,
 )
-from ganctl.evaluation import Evaluator
 from ganctl.fileio import write_text_atomic
-from ganctl.recipes import resolve
+from ganctl.measure.evaluation import Evaluator
+from ganctl.methods.registry import resolve
+from ganctl.nets import checkpoint
 from ganctl.runfolder import MetricsLog, RunFolder, RunLock
-from ganctl.tensorboard import TensorBoardLog
+from ganctl.training import distributed
+from ganctl.training.engine import Trainer
+from ganctl.training.engine import resume as resume_trainer
+from ganctl.training.tensorboard import TensorBoardLog
 
 MAX_ROLLBACKS = 3  # --on-nonfinite rollback: reloads per run before giving up
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -79,7 +81,7 @@ def train(
     into the run directory `out`; return a summary of the run.
 
     Under torchrun (WORLD_SIZE > 1) every rank trains its replica on its own data (see
-    `ganctl.distributed`); rank 0 alone evaluates, draws, logs and writes checkpoints.
+    `ganctl.training.distributed`); rank 0 alone evaluates, draws, logs and writes checkpoints.
 
     The writer holds `out`'s lock (`ganctl.runfolder.RunLock`) from before it writes anything
     until it is done: a second writer into the same folder fails at once."""

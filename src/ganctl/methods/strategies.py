@@ -3,7 +3,7 @@
 The engine never branches on a method name; it asks a strategy three things: which points to
 penalise (`penalty_at`), the penalty from the input gradients there (`penalty`), and what to do
 to the critic when it is built and after each optimizer step. The methods' one registry is
-`ganctl.recipes.METHODS`: each entry names its class here, beside its recipe, the settings it
+`ganctl.methods.registry.METHODS`: each entry names its class here, beside its recipe, the settings it
 owns and its search space.
 """
 
@@ -15,10 +15,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ganctl import penalties
 from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
-from ganctl.recipes import get_method
+from ganctl.methods import penalties
+from ganctl.methods.registry import get_method
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # Embeddings too: a conditional critic's projection V (SN-GAN's SNEmbedID) and label embedding.
@@ -30,7 +30,9 @@ def strategy_class(name: str) -> type[Lipschitz]:
     which lists the methods)."""
     cls = globals().get(get_method(name).strategy)
     if not (isinstance(cls, type) and issubclass(cls, Lipschitz)):
-        raise TypeError(f"ganctl.recipes.METHODS[{name!r}] names no Lipschitz class of ganctl.lipschitz")
+        raise TypeError(
+            f"ganctl.methods.registry.METHODS[{name!r}] names no Lipschitz class of ganctl.methods.strategies"
+        )
     return cls
 
 

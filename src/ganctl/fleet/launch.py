@@ -2,7 +2,7 @@
 
 torchrun's own launcher (`torch.distributed.run`) starts N workers and, with `--max-restarts K`,
 restarts the whole group up to K times when one of them fails; each restarted worker resumes
-from the run folder's newest readable checkpoint (`ganctl.training.restart_checkpoint`). When
+from the run folder's newest readable checkpoint (`ganctl.training.loop.restart_checkpoint`). When
 the group fails for good, torchrun's report (a traceback and a table per failed rank) becomes
 one line: which rank failed and how, at which step, the newest checkpoint and the command that
 resumes. For that, every worker records why it stopped in torchrun's error file
@@ -137,8 +137,8 @@ def describe(failures: dict[int, Any], nproc: int, max_restarts: int, run_dir: P
 
 def _newest(run_dir: Path | None, nproc: int) -> tuple[str, str]:
     """Where the run stands when no worker could say (every one of them crashed)."""
-    from ganctl import checkpoint
     from ganctl.errors import CheckpointError
+    from ganctl.nets import checkpoint
 
     if run_dir is None:
         return "(no survivor said at which step)", "ganctl train --resume RUN_FOLDER"

@@ -1,1 +1,0 @@
-"""Measurements of trained models: sample quality now, gradient-norm statistics later."""
