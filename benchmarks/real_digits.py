@@ -215,12 +215,15 @@ def textbook(data: torch.Tensor, seed: int) -> tuple[Callable[[], int], Sampler]
 # --- ganctl -------------------------------------------------------------------------------------------
 def ganctl_run(folder: Path, options: str, seed: int) -> tuple[Callable[[], int], Sampler, dict]:
     """ganctl's engine on `folder` with `ganctl train` options (by train's own parser)."""
-    from ganctl.cli.train import parse_train_options
-    from ganctl.config import from_dict
-    from ganctl.methods.registry import resolve
+    import typer.main
+
+    from ganctl.cli import app
+    from ganctl.config import field_names, from_dict
+    from ganctl.methods.resolve import resolve
     from ganctl.training.engine import Trainer
 
-    values, _ = parse_train_options(shlex.split(options), "real_digits")
+    parsed = typer.main.get_command(app).commands["train"].make_context("train", shlex.split(options)).params
+    values = {k: v for k, v in parsed.items() if k in field_names() and v is not None}
     cfg = resolve(from_dict({**values, "data": str(folder), "seed": seed, "device": "cpu"}, where="real_digits"))
     trainer = Trainer(cfg)
 
@@ -229,7 +232,7 @@ def ganctl_run(folder: Path, options: str, seed: int) -> tuple[Callable[[], int]
         return cfg.n_critic
 
     def sample(n: int, rng: torch.Generator) -> torch.Tensor:
-        return trainer.sample(n, rng)  # the EMA generator (the raw one with --ema-decay 0)
+        return trainer.nets.sample(n, rng)  # the EMA generator (the raw one with --ema-decay 0)
 
     return step, sample, cfg.to_dict()
 

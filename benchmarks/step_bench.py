@@ -42,9 +42,10 @@ from torch.utils.flop_counter import flop_registry
 
 from ganctl.config import TrainConfig
 from ganctl.data import sample_shape
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.models import build_models
-from ganctl.training.engine import OPTIMIZER_IMPLEMENTATION_FLAGS, Trainer
+from ganctl.training.engine import Trainer
+from ganctl.training.state import OPTIMIZER_IMPLEMENTATION_FLAGS
 
 MODELS = {  # name -> config changes
     "mlp": {"data": "8gaussians"},

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ganctl.config import TrainConfig
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.training.engine import Trainer
 
 

@@ -55,7 +55,7 @@ def main() -> None:
     for method in args.methods.split(","):
         config = from_dict({"lipschitz": method, **overrides})
         run = args.out / method
-        s = ganctl.train(config, run, overwrite=True)
+        s = ganctl.train(config, run, overwrite=True).to_dict()
         f = s["final"]
         shutil.copyfile(run / "samples" / "final.png", args.out / f"{method}.png")
         print(

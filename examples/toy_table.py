@@ -51,7 +51,7 @@ def main() -> None:
             for seed in map(int, args.seeds.split(",")):
                 config = from_dict({"data": data, "lipschitz": method, "seed": seed, **overrides})
                 out = args.out / f"{data}-{method}-{args.label or 'default'}-seed{seed}"
-                s = ganctl.train(config, out, overwrite=True)
+                s = ganctl.train(config, out, overwrite=True).to_dict()
                 f = s["final"]
                 modes = f"{f['modes']}/{f['modes_total']}" if "modes" in f else "-"
                 hq = f"{f['hq_share']:.1%}" if "hq_share" in f else "-"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ class Linear(nn.Module):
 def fused_and_autograd_stats(cfg: TrainConfig, steps: int = 4) -> list[tuple[dict, dict]]:
     """Per step, the logged stats of a trainer on the hand-written MLP step and of one on
     autograd's, built from the same config and seed."""
-    from ganctl.methods.registry import resolve
+    from ganctl.methods.resolve import resolve
     from ganctl.training.engine import Trainer
 
     fused, plain = Trainer(resolve(cfg)), Trainer(resolve(cfg), fused=False)
@@ -75,11 +76,60 @@ def central_difference(fn, tensor: torch.Tensor, index: tuple[int, ...], h: floa
     return (up - down) / (2 * h)
 
 
+# --- the command line, as tests drive it -------------------------------------------------------
+# A tiny 2-D CPU run's settings as flags; `cli_args` lays them out, with a test's own on top.
+TINY_FLAGS = {
+    "data": "8gaussians",
+    "width": 16,
+    "depth": 2,
+    "batch_size": 32,
+    "device": "cpu",
+    "eval_samples": 100,
+    "eval_every": 0,
+    "sample_every": 0,
+}
+
+
+def cli_args(**flags) -> list[str]:
+    """`--flag value` words of TINY_FLAGS updated with `flags` (a value of None drops the flag)."""
+    words = []
+    for name, value in {**TINY_FLAGS, **flags}.items():
+        if value is not None:
+            words += ["--" + name.replace("_", "-"), str(value)]
+    return words
+
+
+def invoke(*args):
+    """`ganctl ARGS...` in this process (typer's CliRunner: stdout and stderr apart)."""
+    from typer.testing import CliRunner
+
+    from ganctl.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def parse_json(output: str) -> dict:
+    """The JSON object a command printed with --json, read strictly (no NaN or Infinity)."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(output[output.index("{") : output.rindex("}") + 1], parse_constant=refuse)
+
+
+def run_ganctl(*args, cwd=None, env=None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m ganctl ARGS...` as a real process with one torch thread, its output captured;
+    with `check`, its exit code must be 0."""
+    env = {**(env or os.environ), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ganctl", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 # A long 2-D run for tests of real processes (signals, locks); the caller adds --ckpt-every and --out.
-LONG_RUN = (
-    "train --data 8gaussians --lipschitz gp --steps 100000 --batch-size 32 --width 16 --depth 2 --device cpu"
-    " --log-every 5 --eval-every 0 --sample-every 0"
-).split()
+LONG_RUN = ["train", *cli_args(lipschitz="gp", steps=100000, log_every=5)]
 
 
 def start_training(out, *extra: str) -> subprocess.Popen:

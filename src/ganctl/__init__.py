@@ -14,14 +14,15 @@ __all__ = ["TrainConfig", "Trainer", "load", "resume", "train", "__version__"]
 if TYPE_CHECKING:
     from ganctl.config import TrainConfig
     from ganctl.nets.checkpoint import load
-    from ganctl.training.engine import Trainer, resume
+    from ganctl.training.engine import Trainer
     from ganctl.training.loop import train
+    from ganctl.training.state import resume
 
 _LAZY = {
     "TrainConfig": "ganctl.config",
     "Trainer": "ganctl.training.engine",
     "load": "ganctl.nets.checkpoint",
-    "resume": "ganctl.training.engine",
+    "resume": "ganctl.training.state",
     "train": "ganctl.training.loop",
 }
 

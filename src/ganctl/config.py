@@ -16,7 +16,7 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,81 +48,189 @@ def data_kind(name: str) -> str:
     return "points" if name in POINT_DATA else "images"
 
 
+# Help panels of `ganctl train --help`.
+MODEL, METHOD, COND = "Model", "Lipschitz method", "Class conditioning"
+OPTIM = "Optimisation (default: the method's recipe; see docs/results.md)"
+SCHEDULE = "Schedule (in generator steps; 0 disables)"
+
+
+def setting(default: Any, help: str, *, flags: tuple[str, ...] | None = None, panel: str | None = None) -> Any:
+    """A config field and its one description: `help` says what it means (the command line adds
+    the default that applies), `flags` are its flag names (None: --field-name, or
+    --field/--no-field for a switch; () for a field that is recorded, not given), `panel` the
+    help panel it is listed under."""
+    return field(default=default, metadata={"help": help, "flags": flags, "panel": panel})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every training setting. Each field's `setting(...)` is its one description: the help of its
+    flag (`ganctl train --help`, and of `ganctl compare`), its flag names, which are also its keys
+    in a --config file, and its help panel."""
+
     # --- data -------------------------------------------------------------------------
-    data: str = "25gaussians"  # a built-in set (2-D toy sets, shapes), an image folder or .npy/.npz
-    image_size: int | None = None  # images: side in pixels (None: 32 for shapes, the data's own for files)
-    split: str = "train"  # CIFAR-10 as distributed: train (50,000 images) | test (10,000)
-    channels: int | None = None  # images: 1 or 3 (None: the source's)
-    hflip: bool = False  # images: random horizontal flips
+    data: str = setting(
+        "25gaussians",
+        f"{' | '.join((*POINT_DATA, 'shapes'))}, a folder of images, FILE.npy/.npz, or CIFAR-10 as"
+        " distributed (cifar-10-batches-py or -bin, folder or .tar.gz).",
+    )
+    image_size: int | None = setting(
+        None,
+        "Images: side in pixels; images of another size are resized and centre-cropped (the result is then"
+        " resampled, and image metrics are not standard).",
+    )
+    split: str = setting("train", "CIFAR-10 as distributed: train (50,000 images) | test (10,000).")
+    channels: int | None = setting(None, "Images: 1 (grayscale) or 3 (RGB).")
+    hflip: bool = setting(False, "Images: random horizontal flips.")
 
     # --- models (None: follows the data; see README "Defaults") ------------------------
-    arch: str | None = None  # one of ARCHS
-    width: int | None = None  # MLP: hidden units (2-D: 128, measured; images: the widest); dcgan/resnet: channels
-    depth: int | None = None  # MLP hidden layers (2-D: 3; images: the generator's 4, the critic half)
-    gen_norm: str | None = None  # generator normalisation: batch | layer | none (2-D: none; images: batch)
-    z_dim: int | None = None  # latent size: 2 for 2-D data (as the WGAN-GP toy code), 128 for images
-    critic_norm: str = "none"  # one of choices("critic_norm"); batch is refused under a penalty
+    arch: str | None = setting(
+        None,
+        f"{' | '.join(ARCHS)} (mlp on images: flattened pixels; dcgan: 16 to 256 px and 28; resnet: 16, 28, 32 px).",
+        panel=MODEL,
+    )
+    width: int | None = setting(None, "MLP hidden units; dcgan/resnet base channels.", panel=MODEL)
+    depth: int | None = setting(
+        None, "MLP hidden layers (images: the generator's, doubling up to --width; the critic has half).", panel=MODEL
+    )
+    gen_norm: str | None = setting(None, "Generator normalisation: batch | layer | none.", panel=MODEL)
+    z_dim: int | None = setting(None, "Latent size.", panel=MODEL)
+    critic_norm: str = setting(
+        "none", "Critic normalisation: none | layer | batch (refused under a penalty).", panel=MODEL
+    )
 
     # --- class conditioning (Mirza & Osindero 2014; projection: Miyato & Koyama 2018; AC-GAN:
     # Odena et al. 2017, as WGAN-GP's conditional CIFAR-10 code) -------------------------
-    conditional: bool = False  # condition generator and critic on the data's class labels
-    cond: str | None = None  # the critic's conditioning: projection | acgan | concat (None: the recipe's)
-    acgan_scale: float | None = None  # acgan: the critic's auxiliary cross-entropy weight (WGAN-GP's 1)
-    acgan_scale_g: float | None = None  # acgan: the generator's (WGAN-GP's 0.1)
-    num_classes: int | None = None  # the data's class count, recorded when the data is read
+    conditional: bool = setting(
+        False,
+        "Condition generator and critic on the data's class labels (2-D mixtures, shapes, class sub-folders,"
+        " an .npz's y or labels, CIFAR-10).",
+        panel=COND,
+    )
+    cond: str | None = setting(
+        None,
+        "The critic's conditioning: projection (Miyato & Koyama 2018) | acgan (an auxiliary classifier, as"
+        " WGAN-GP's conditional code) | concat (a label embedding beside an MLP's input).",
+        panel=COND,
+    )
+    acgan_scale: float | None = setting(None, "acgan: the critic's cross-entropy weight.", panel=COND)
+    acgan_scale_g: float | None = setting(None, "acgan: the generator's cross-entropy weight.", panel=COND)
+    num_classes: int | None = setting(None, "The data's class count, recorded when the data is read.", flags=())
 
     # --- Lipschitz method -----------------------------------------------------------
-    lipschitz: str = "gp"  # a method of `ganctl.methods.registry.METHODS`
+    lipschitz: str = setting(
+        "gp", "How the critic is kept Lipschitz (docs/results.md gives each method's recipe and source).", panel=METHOD
+    )
     # Method-specific settings: None means "the method's default"; another method refuses them.
-    clip: float | None = None  # clip: bound c, 0.01 (Arjovsky et al. 2017, Alg. 1)
-    penalty_weight: float | None = None  # gp/zgp: lambda; r1/r2: gamma
-    gp_target: float | None = None  # gp: k in (||grad|| - k)^2, 1 (Gulrajani et al. 2017)
-    one_sided: bool | None = None  # gp: max(0, ||grad|| - k)^2, WGAN-LP (Petzka et al. 2018)
-    penalty_at: str | None = None  # where a penalty looks (each method allows its own: `recipes.METHODS`)
-    reg_every: int = 1  # lazy regularisation interval N (Karras et al. 2020, StyleGAN2)
+    clip: float | None = setting(None, "clip: weight bound c (Arjovsky et al. 2017, Alg. 1).", panel=METHOD)
+    penalty_weight: float | None = setting(
+        None,
+        "gp, zgp: lambda in lambda E[.]; r1, r2: gamma in gamma/2 E||grad D||^2, Mescheder et al.'s convention"
+        " (GAN_stability's reg_param 10, added with no 1/2, is --gamma 20).",
+        flags=("--lambda", "--gamma"),
+        panel=METHOD,
+    )
+    gp_target: float | None = setting(None, "gp: target norm k (Gulrajani et al. 2017: 1).", panel=METHOD)
+    one_sided: bool | None = setting(
+        None,
+        "gp: penalise only norms above k, max(0, ||grad|| - k)^2 (WGAN-LP, Petzka et al. 2018).",
+        flags=("--one-sided/--two-sided",),
+        panel=METHOD,
+    )
+    penalty_at: str | None = setting(
+        None, "Where the penalty looks: interp | real | fake | real+fake (each method allows its own).", panel=METHOD
+    )
+    reg_every: int = setting(
+        1,
+        "Apply the penalty every N critic steps with weight N (lazy regularisation, Karras et al. 2020).",
+        panel=METHOD,
+    )
 
     # --- objective and optimisation (None: the method's published recipe) ------------
-    loss: str | None = None  # one of LOSSES
-    optimizer: str | None = None  # adam | rmsprop
-    lr_g: float | None = None
-    lr_d: float | None = None
-    beta1: float | None = None  # Adam only
-    beta2: float | None = None  # Adam only
-    n_critic: int | None = None  # critic steps per generator step
-    batch_size: int | None = None  # samples per critic and generator step (None: the recipe's)
-    steps: int = 3000  # generator iterations
-    ema_decay: float = 0.999  # generator EMA (0 disables); warm-up min(d, (1+t)/(10+t))
-    amp: str = "none"  # none | bf16 | fp16 (fp16 with a gradient scaler)
-    lr_decay: str | None = None  # none | linear (to 0 at decay_steps, as WGAN-GP's CIFAR code); None: the recipe's
-    decay_steps: int | None = None  # horizon of lr_decay; None: the run's `steps`, then fixed
+    loss: str | None = setting(None, f"{' | '.join(LOSSES)}.", panel=OPTIM)
+    optimizer: str | None = setting(None, "adam | rmsprop.", panel=OPTIM)
+    lr_g: float | None = setting(None, "Generator learning rate.", panel=OPTIM)
+    lr_d: float | None = setting(None, "Critic learning rate.", panel=OPTIM)
+    beta1: float | None = setting(None, "Adam beta1.", panel=OPTIM)
+    beta2: float | None = setting(None, "Adam beta2.", panel=OPTIM)
+    n_critic: int | None = setting(None, "Critic steps per generator step.", panel=OPTIM)
+    batch_size: int | None = setting(None, "Samples per critic and generator step (per process).", panel=OPTIM)
+    steps: int = setting(3000, "Generator iterations.", panel=OPTIM)
+    ema_decay: float = setting(
+        0.999,
+        "Generator EMA decay, used for samples and evaluation, with the warm-up min(d, (1+t)/(10+t)); 0 disables it.",
+        panel=OPTIM,
+    )
+    amp: str = setting("none", "Mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler).", panel=OPTIM)
+    lr_decay: str | None = setting(None, "none | linear (to 0 at --decay-steps, as WGAN-GP's CIFAR code).", panel=OPTIM)
+    decay_steps: int | None = setting(
+        None, "The horizon of --lr-decay, fixed when the run starts (a longer --steps on resume keeps it).", panel=OPTIM
+    )
 
     # --- reproducibility and placement -------------------------------------------------
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda[:N] | mps
-    compile: bool = False  # torch.compile the forwards that allow it (not the penalty's double backward)
-    threads: int = 0  # CPU threads for the run; 0: torch's own (measured fastest alone, docs/benchmarks.md)
-    dist_timeout: float = (
-        600.0  # seconds a collective of a multi-process step waits for a peer (`ganctl.training.distributed`)
+    seed: int = setting(0, "Random seed; the same seed on the CPU gives the same numbers.")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps.")
+    compile: bool = setting(
+        False,
+        "torch.compile every forward that allows it; penalised critic passes stay eager (no double backward"
+        " under torch.compile).",
     )
-    tf32: bool = True  # CUDA: TensorFloat-32 matrix products and convolutions (float32 accumulation)
+    threads: int = setting(0, "CPU threads for the run (measured fastest alone: docs/benchmarks.md).")
+    dist_timeout: float = setting(
+        600.0,
+        "Several processes: seconds a training step's collective waits for a peer before the run stops with"
+        " the newest checkpoint (rank 0's evaluations and checkpoints are waited for apart).",
+    )
+    tf32: bool = setting(
+        True,
+        "On CUDA: TensorFloat-32 matrix products and convolutions (10-bit mantissa inputs, float32 sums);"
+        " --no-tf32 for full float32, which is StyleGAN2-ADA's default.",
+    )
 
     # --- schedule (generator steps; 0 disables) ---------------------------------------
-    log_every: int = 50
-    eval_every: int = 500
-    sample_every: int = 500
-    ckpt_every: int = 1000
-    keep_last: int = 0  # keep only the newest N checkpoints (0: keep all)
-    eval_samples: int = 2500  # generated samples per quality evaluation
-    # Images: sample-quality metrics at eval steps (comma-separated FIDELITY_METRICS, or none),
-    # in which feature space, and the Inception-v3 weights file for `inception`.
-    eval_metrics: str = "fid,pr"
-    eval_features: str = "random-conv"  # random-conv | inception (needs --inception or $GANCTL_INCEPTION)
-    inception: str | None = None
-    vgg: str | None = None  # VGG-16 weights (torchvision's layout): precision/recall and density/coverage there
-    tensorboard: bool = False  # also write TensorBoard events under RUN/tensorboard (the `tensorboard` extra)
-    on_nonfinite: str = "stop"  # stop | skip | rollback: what a NaN or Inf in a loss, penalty or gradient does
+    log_every: int = setting(50, "Training scalars to metrics.jsonl.", panel=SCHEDULE)
+    eval_every: int = setting(500, "Quality metrics.", panel=SCHEDULE)
+    sample_every: int = setting(500, "Pictures.", panel=SCHEDULE)
+    ckpt_every: int = setting(1000, "Checkpoints (one is always written at the end).", panel=SCHEDULE)
+    keep_last: int = setting(
+        0,
+        "Keep only the newest N checkpoints, deleting older ones once a newer one is safely on disk; 0 keeps all.",
+        panel=SCHEDULE,
+    )
+    eval_samples: int = setting(2500, "Generated samples per quality evaluation.", panel=SCHEDULE)
+    eval_metrics: str = setting(
+        "fid,pr",
+        "Images: metrics at eval steps, comma-separated: fid, kid, is (Inception Score, with"
+        " --eval-features inception), pr (precision/recall), dc (density/coverage), or none.",
+        panel=SCHEDULE,
+    )
+    eval_features: str = setting(
+        "random-conv",
+        "Images: the feature space of those metrics: random-conv (no weights; not comparable to"
+        " published FIDs) or inception (Inception-v3 of published FIDs, from --inception).",
+        panel=SCHEDULE,
+    )
+    inception: str | None = setting(
+        None, "Inception-v3 weights in torch-fidelity's layout (pt_inception-2015-12-05-6726825d.pth).", panel=SCHEDULE
+    )
+    vgg: str | None = setting(
+        None,
+        "VGG-16 weights in torchvision's layout (vgg16-397923af.pth, torch-fidelity's prc): precision/recall"
+        " and density/coverage in the VGG-16 space they were published in.",
+        panel=SCHEDULE,
+    )
+    tensorboard: bool = setting(
+        False,
+        "Also write TensorBoard events under RUN/tensorboard (pip install 'ganctl[tensorboard]').",
+        panel=SCHEDULE,
+    )
+    on_nonfinite: str = setting(
+        "stop",
+        "stop | skip | rollback: on a NaN or Inf in a loss, penalty or gradient, stop naming it and the last"
+        " good checkpoint (exit 1), drop that update and count it, or reload the last checkpoint with a fresh"
+        " random stream (at most 3 times).",
+        panel=SCHEDULE,
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -229,9 +337,36 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return float(value) if base is float else value
 
 
+def described(name: str) -> dict[str, Any]:
+    """A field's description (`setting`): help, flags and panel."""
+    return dict(next(f.metadata for f in fields(TrainConfig) if f.name == name))
+
+
+def flags_of(name: str) -> tuple[str, ...]:
+    """The flag names of a field as the command line declares them ("--lambda", "--gamma";
+    "--hflip/--no-hflip"); () for a field that is recorded, not given."""
+    flags = described(name)["flags"]
+    if flags is not None:
+        return flags
+    flag = "--" + name.replace("_", "-")
+    return (f"{flag}/--no-{flag[2:]}",) if field_type(name) is bool else (flag,)
+
+
 def flag_of(name: str) -> str:
-    """The command-line flag of a config field, as the user types it."""
-    return "--lambda/--gamma" if name == "penalty_weight" else "--" + name.replace("_", "-")
+    """The command-line flag of a config field, as a message names it (--lambda/--gamma)."""
+    return "/".join(f.split("/")[0] for f in flags_of(name)) or name
+
+
+def config_keys() -> dict[str, str]:
+    """The keys a --config file takes, each the name of a flag without its dashes (lambda,
+    one-sided, eval-every), and the field it sets; the field names (penalty_weight) are
+    accepted too."""
+    keys = {}
+    for name in field_names():
+        keys[name] = name
+        for flag in flags_of(name):
+            keys[flag.split("/")[0][2:].replace("-", "_")] = name
+    return keys
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -243,8 +378,14 @@ def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     return TrainConfig(**{k: _coerce(k, v, where) for k, v in values.items()})
 
 
-def load_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML config file: top-level keys are `TrainConfig` fields (dashes allowed)."""
+# Keys a --config file may hold that are not settings: where the run goes (the --out of train
+# and compare).
+FILE_ONLY_KEYS = ("out",)
+
+
+def load_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A TOML config file's settings, keyed by field (its keys are the flags' names, dashes or
+    underscores alike: `lambda = 10`, `eval-every = 100`), and its other keys (`out`)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -257,9 +398,22 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    values = {k.replace("-", "_"): v for k, v in raw.items()}
-    from_dict(values, where=f"--config {path}")  # validates names and types
-    return values
+    keys, values, extra = config_keys(), {}, {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name in FILE_ONLY_KEYS:
+            extra[name] = value
+            continue
+        if name not in keys or not flags_of(keys[name]):
+            known = sorted({k.replace("_", "-") for k, f in keys.items() if flags_of(f)} | set(FILE_ONLY_KEYS))
+            raise ConfigError(f"--config {path}: unknown setting {key!r}; known: {', '.join(known)}")
+        if keys[name] in values:
+            raise ConfigError(f"--config {path}: {key!r} sets {flag_of(keys[name])} a second time")
+        values[keys[name]] = value
+    from_dict(values, where=f"--config {path}")  # validates types
+    if "out" in extra and not isinstance(extra["out"], str):
+        raise ConfigError(f"--config {path}: 'out' must be a folder name (a string), got {extra['out']!r}")
+    return values, extra
 
 
 def _check_positive(cfg: TrainConfig, names: tuple[str, ...], strict: bool = True) -> None:

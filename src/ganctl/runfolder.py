@@ -25,13 +25,15 @@ _CHECKPOINT_NAME = re.compile(r"step-(\d+)\.safetensors$")
 
 
 class MetricsLog:
-    """Append-only JSONL. On resume, records past the resumed step are dropped, so the log
-    reads as one uninterrupted run; a fresh run starts an empty log."""
+    """Append-only JSONL. On resume, records past the resumed step are dropped, and the final
+    evaluation of the invocation that stopped there (a record marked final), so the log reads
+    as one uninterrupted run; a fresh run starts an empty log."""
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_of(line) <= resume_step]
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if _step_of(line) <= resume_step and not _final(line)]
             write_text_atomic(path, "".join(line + "\n" for line in kept))
         elif resume_step is None:
             path.write_text("", encoding="utf-8")
@@ -44,6 +46,13 @@ class MetricsLog:
                 fh.write(json.dumps(record) + "\n")
         except OSError as exc:
             raise write_error(self.path, exc) from exc
+
+
+def _final(line: str) -> bool:
+    try:
+        return bool(json.loads(line).get("final"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def _step_of(line: str) -> int:
@@ -155,14 +164,6 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_text_atomic(self.summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-
-    def read_summary(self) -> dict[str, Any] | None:
-        if not self.summary_path.is_file():
-            return None
-        try:
-            return json.loads(self.summary_path.read_text(encoding="utf-8"))
-        except ValueError:
-            return None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

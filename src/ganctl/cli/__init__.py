@@ -10,7 +10,7 @@ import typer
 
 from ganctl import __version__
 from ganctl.cli.compare import compare
-from ganctl.cli.evaluate import evaluate
+from ganctl.cli.evaluate import eval_command
 from ganctl.cli.gradnorm import gradnorm
 from ganctl.cli.sample import sample
 from ganctl.cli.train import train
@@ -25,12 +25,8 @@ app = typer.Typer(
 app.command(name="train")(train)
 app.command(name="sample")(sample)
 app.command(name="gradnorm")(gradnorm)
-app.command(name="eval")(evaluate)
-app.command(
-    name="compare",
-    options_metavar="[OPTIONS] [RUN_OR_CKPT]... [TRAIN OPTIONS]",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)(compare)
+app.command(name="eval")(eval_command)
+app.command(name="compare")(compare)
 
 
 def _version(value: bool) -> None:

@@ -4,15 +4,30 @@ or existing runs and checkpoints compared without training."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ganctl.cli.options import Json, Seed, TrainDevice
-from ganctl.cli.output import JobsProgress, TrainProgress, handle_errors, interactive, plain, print_json, say, table
+from ganctl.cli.options import ConfigFile, Json, settings_of, with_settings
+from ganctl.cli.output import (
+    JobsProgress,
+    TrainProgress,
+    handle_errors,
+    interactive,
+    job_line,
+    plain,
+    print_json,
+    say,
+    table,
+)
 from ganctl.config import default
 from ganctl.methods.registry import compared_methods
+from ganctl.training.events import Ended, Event, JobStarted, Started
+
+if TYPE_CHECKING:
+    from ganctl.fleet.tuning import Budget
 
 DEFAULT_METHODS = ",".join(compared_methods())
 
@@ -23,21 +38,15 @@ class CompareProgress:
     def __init__(self) -> None:
         self.inner: TrainProgress | None = None
 
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "job":
-            what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[payload["state"]]
-            trial = payload.get("trial")
-            which = "" if trial is None else " (report)" if trial == "report" else f" trial {trial}"
-            say(
-                f"[{payload['index'] + 1}/{payload['total']}] {payload['method']}{which} seed {payload['seed']}: {what}"
-                f" ({payload['run_dir']})"
-            )
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, JobStarted):
+            say(job_line(event))
             return
-        if kind == "start":
+        if isinstance(event, Started):
             self.inner = TrainProgress().__enter__()
         if self.inner is not None:
-            self.inner(kind, payload)
-        if kind == "end" and self.inner is not None:
+            self.inner(event)
+        if isinstance(event, Ended) and self.inner is not None:
             self.inner.__exit__(None, None, None)
             self.inner = None
 
@@ -79,30 +88,26 @@ def _table(result: dict[str, Any]) -> None:
         plain([["method", "runs", *(k for k, _, _ in shown)], *rows])
 
 
-@handle_errors
-def compare(
-    ctx: typer.Context,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data", help=f"Data for every run, as for train (default: {default('data')}).", show_default=False
+def _compare(
+    settings: dict[str, Any],
+    runs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Existing run folders or checkpoints to compare, without training.",
+            show_default=False,
+            metavar="RUN_OR_CKPT",
         ),
     ] = None,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated Lipschitz methods.")] = DEFAULT_METHODS,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per method: --seed, --seed + 1, ...")] = 1,
-    seed: Seed = 0,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps", help=f"Generator iterations for every run (default: {default('steps')}).", show_default=False
-        ),
-    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The first seed of every method's runs.")] = 0,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out", help="Folder for the runs and the results (default: runs/compare-DATA).", show_default=False
         ),
     ] = None,
+    config_file: ConfigFile = None,
     tune: Annotated[
         int | None,
         typer.Option(
@@ -121,7 +126,6 @@ def compare(
             show_default=False,
         ),
     ] = None,
-    device: TrainDevice = None,
     jobs: Annotated[
         int,
         typer.Option(
@@ -156,63 +160,87 @@ def compare(
 
     Or compare existing RUN_OR_CKPT... without training.
 
-    Any other setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided,
-    or --config FILE) applies to every run. Finished runs under --out are not trained again;
+    Every setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided, or
+    --config FILE) applies to every run. Finished runs under --out are not trained again;
     unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json,
     compare.csv, panel.png and curves.png to --out; with --tune also tune.json and budget.png.
     """
-    from ganctl.cli.train import parse_train_options
-    from ganctl.devices import resolve_device
     from ganctl.errors import ConfigError
-    from ganctl.fleet.compare import compare as run_compare
-    from ganctl.fleet.compare import compare_runs
     from ganctl.fleet.executors import Placement
+    from ganctl.fleet.tuning import Budget
 
-    # Run folders and train's options both arrive as extra words (a variadic argument would
-    # take an option's value), so train's own parser tells them apart.
-    extra, words = parse_train_options(list(ctx.args), "compare")
-    runs = [Path(w) for w in words]
+    base, extra = settings_of(settings, config_file)
+    out = out or (Path(extra["out"]) if "out" in extra else None)
     placement = Placement(jobs, launcher, ray_address, ray_retries)
     placement.check()
     progress = CompareProgress() if placement.sequential else JobsProgress()
-    device_name = str(resolve_device(device or default("device")))
     if runs:
-        if extra or data or steps is not None:
+        if base:
             raise ConfigError("compare RUN_OR_CKPT...: training options make no sense when comparing existing runs")
-        from ganctl.runfolder import RunLock
-
-        with RunLock(out) if out is not None else contextlib.nullcontext():  # it writes its results there
-            result = compare_runs(runs, device=device_name, out=out)
+        result = _existing(runs, out, settings.get("device"))
     else:
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-        base = {**extra, **({"data": data} if data else {}), **({"steps": steps} if steps is not None else {})}
         name = Path(base.get("data", default("data"))).stem or "data"
         out = out or Path("runs") / f"compare-{name}"
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
-        report_seeds = list(range(seed, seed + seeds))
-        if tune is not None:
-            from ganctl.fleet.tuning import Budget
-            from ganctl.fleet.tuning import tune as run_tune
+        asked = _Asked(base, method_list, list(range(seed, seed + seeds)), out, placement)
+        budget = Budget(tune, tune_seeds, tune_metric) if tune is not None else None
+        result = _train_and_compare(asked, budget, progress)
+    _show(result, out, json_output)
 
-            budget = Budget(tune, tune_seeds, tune_metric)
-            with _shown(progress):
-                result = run_tune(
-                    base, method_list, budget, report_seeds, out, device_name, on_event=progress, placement=placement
-                )
-        else:
-            with _shown(progress):
-                result = run_compare(base, method_list, report_seeds, out, device_name, progress, placement)
+
+compare = handle_errors(with_settings(_compare, exclude=("lipschitz",)))
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What a comparison that trains was asked for."""
+
+    base: dict[str, Any]
+    methods: list[str]
+    seeds: list[int]
+    out: Path
+    placement: Any
+
+
+def _device(device: str | None) -> str:
+    from ganctl.devices import resolve_device
+
+    return str(resolve_device(device or default("device")))
+
+
+def _existing(runs: list[Path], out: Path | None, device: str | None) -> dict[str, Any]:
+    from ganctl.fleet.compare import compare_runs
+    from ganctl.runfolder import RunLock
+
+    with RunLock(out) if out is not None else contextlib.nullcontext():  # it writes its results there
+        return compare_runs(runs, device=_device(device), out=out)
+
+
+def _train_and_compare(asked: _Asked, budget: Budget | None, progress: Any) -> dict[str, Any]:
+    from ganctl.fleet.compare import compare as run_compare
+
+    device = _device(asked.base.get("device"))
+    with _shown(progress):
+        if budget is None:
+            return run_compare(asked.base, asked.methods, asked.seeds, asked.out, device, progress, asked.placement)
+        from ganctl.fleet.tuning import tune
+
+        return tune(asked.base, asked.methods, budget, asked.seeds, asked.out, device, progress, asked.placement)
+
+
+def _show(result: dict[str, Any], out: Path | None, json_output: bool) -> None:
     if json_output:
         print_json(result)
-    else:
-        _table(result)
-        if "tuning" in result:
-            _chosen(result["tuning"])
-        if out is not None:
-            names = ["compare.json", "compare.csv", "panel.png", "curves.png"]
-            names += ["tune.json", "budget.png"] if "tuning" in result else []
-            say("results: " + ", ".join(str(out / name) for name in names))
+        return
+    _table(result)
+    if "tuning" in result:
+        _chosen(result["tuning"])
+    if out is not None:
+        names = ["compare.json", "compare.csv", "panel.png", "curves.png"]
+        names += ["tune.json", "budget.png"] if "tuning" in result else []
+        say("results: " + ", ".join(str(out / name) for name in names))
 
 
 def _shown(progress: Any) -> contextlib.AbstractContextManager:

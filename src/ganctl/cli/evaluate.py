@@ -24,7 +24,7 @@ def _limit(flag: str) -> typer.models.OptionInfo:
 
 
 @handle_errors
-def evaluate(
+def eval_command(
     source: Annotated[
         Path | None,
         typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.", show_default=False),

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ganctl.errors import GanctlError, Interrupted, JobFailed, RankFailed, TrainingFailed, WriteError
 from ganctl.fleet.launch import LAUNCHED_BY_GANCTL
 from ganctl.measure.metrics import Gate
+from ganctl.training.events import Ended, Event, JobStarted, Logged, Saved, Started, Stepped, Summary, Warned
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,30 +185,30 @@ class TrainProgress:
         if self.progress is not None:
             self.progress.stop()
 
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "start":
-            self.total = payload["config"]["steps"]
-            where = f"resuming at step {payload['step']}" if payload["step"] else "starting"
-            self.message(f"{where} on {payload['device']} -> {payload['out']}")
-            if not payload["exact_resume"]:
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self.total = event.steps
+            where = f"resuming at step {event.step}" if event.step else "starting"
+            self.message(f"{where} on {event.device} -> {event.out}")
+            if not event.exact_resume:
                 self.message(
                     "note: the checkpoint's random stream came from another device type; the run continues but is "
                     "not bitwise identical to an uninterrupted one"
                 )
             if self.progress is not None:
-                self.progress.update(self.task, total=self.total, completed=payload["step"])
-        elif kind == "step" and self.progress is not None:
-            self.progress.update(self.task, completed=payload["step"])
-        elif kind == "log":
-            self.last.update(payload)
+                self.progress.update(self.task, total=self.total, completed=event.step)
+        elif isinstance(event, Stepped) and self.progress is not None:
+            self.progress.update(self.task, completed=event.step)
+        elif isinstance(event, Logged):
+            self.last.update(event.record)
             if self.progress is not None:
                 self.progress.update(self.task, metrics=metrics_line(self.last))
             else:
-                self.message(f"step {payload['step']}/{self.total}  {metrics_line(payload)}")
-        elif kind == "warning":
-            self.message(f"warning: {payload['message']}")
-        elif kind == "checkpoint" and self.progress is None:
-            self.message(f"checkpoint {payload['path']}")
+                self.message(f"step {event.step}/{self.total}  {metrics_line(event.record)}")
+        elif isinstance(event, Warned):
+            self.message(f"warning: {event.message}")
+        elif isinstance(event, Saved) and self.progress is None:
+            self.message(f"checkpoint {event.path}")
 
     def message(self, text: str) -> None:
         if self.progress is not None:
@@ -216,10 +217,9 @@ class TrainProgress:
             print(text, file=sys.stderr, flush=True)
 
 
-def job_label(payload: dict[str, Any]) -> str:
-    trial = payload.get("trial")
-    which = "" if trial is None else " (report)" if trial == "report" else f" trial {trial}"
-    return f"{payload['method']}{which} seed {payload['seed']}"
+def job_line(event: JobStarted) -> str:
+    what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[event.state]
+    return f"[{event.index + 1}/{event.total}] {event.label}: {what} ({event.run_dir})"
 
 
 class JobsProgress:
@@ -229,9 +229,9 @@ class JobsProgress:
     def __init__(self) -> None:
         self.live = stderr.is_terminal
         self.progress: Progress | None = None
-        self.tasks: dict[int, Any] = {}
-        self.labels: dict[int, str] = {}
-        self.totals: dict[int, int] = {}
+        self.tasks: dict[int | None, Any] = {}
+        self.labels: dict[int | None, str] = {}
+        self.totals: dict[int | None, int] = {}
 
     def __enter__(self) -> JobsProgress:
         if self.live:
@@ -250,33 +250,33 @@ class JobsProgress:
         if self.progress is not None:
             self.progress.stop()
 
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        index = payload.get("job_index")
-        if kind == "job":
-            self.labels[index] = label = job_label(payload)
-            what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[payload["state"]]
-            self.message(f"[{payload['index'] + 1}/{payload['total']}] {label}: {what} ({payload['run_dir']})")
-            if self.progress is not None and payload["state"] != "done":
-                self.tasks[index] = self.progress.add_task(label, total=None, metrics="")
+    def __call__(self, event: Event) -> None:
+        index = event.job
+        task = self.tasks.get(index) if self.progress is not None else None
+        if isinstance(event, JobStarted):
+            self.labels[index] = event.label
+            self.message(job_line(event))
+            if self.progress is not None and event.state != "done":
+                self.tasks[index] = self.progress.add_task(event.label, total=None, metrics="")
             return
         label = self.labels.get(index, "?")
-        if kind == "start":
-            self.totals[index] = payload["config"]["steps"]
-            if self.progress is not None and index in self.tasks:
-                self.progress.update(self.tasks[index], total=self.totals[index], completed=payload["step"])
-        elif kind == "step" and self.progress is not None and index in self.tasks:
-            self.progress.update(self.tasks[index], completed=payload["step"])
-        elif kind == "log":
-            if self.progress is not None and index in self.tasks:
-                self.progress.update(self.tasks[index], metrics=metrics_line(payload))
+        if isinstance(event, Started):
+            self.totals[index] = event.steps
+            if task is not None:
+                self.progress.update(task, total=event.steps, completed=event.step)
+        elif isinstance(event, Stepped) and task is not None:
+            self.progress.update(task, completed=event.step)
+        elif isinstance(event, Logged):
+            if task is not None:
+                self.progress.update(task, metrics=metrics_line(event.record))
             else:
-                self.message(f"[{label}] step {payload['step']}/{self.totals.get(index, '?')}  {metrics_line(payload)}")
-        elif kind == "warning":
-            self.message(f"[{label}] warning: {payload['message']}")
-        elif kind == "end":
-            if self.progress is not None and index in self.tasks:
+                self.message(f"[{label}] step {event.step}/{self.totals.get(index, '?')}  {metrics_line(event.record)}")
+        elif isinstance(event, Warned):
+            self.message(f"[{label}] warning: {event.message}")
+        elif isinstance(event, Ended):
+            if task is not None:
                 self.progress.remove_task(self.tasks.pop(index))
-            self.message(f"[{label}] done: {payload['steps_trained']} steps in {payload['wall_s']:.1f} s")
+            self.message(f"[{label}] done: {event.summary.steps_trained} steps in {event.summary.wall_s:.1f} s")
 
     def message(self, text: str) -> None:
         if self.progress is not None:
@@ -285,11 +285,11 @@ class JobsProgress:
             print(text, file=sys.stderr, flush=True)
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    final = summary["final"]
-    parts = [f"done: {summary['steps_trained']} steps in {summary['wall_s']:.1f} s"]
-    if summary.get("restarts"):
-        n = summary["restarts"]
+def print_summary(summary: Summary) -> None:
+    final = summary.final
+    parts = [f"done: {summary.steps_trained} steps in {summary.wall_s:.1f} s"]
+    if summary.restarts:
+        n = summary.restarts
         parts[0] += f" after {n} restart{'s' * (n != 1)} of the group"
     if "modes" in final:
         parts.append(f"modes {final['modes']}/{final['modes_total']} (hit {final['modes_hit']})")
@@ -301,5 +301,5 @@ def print_summary(summary: dict[str, Any]) -> None:
         parts.append(
             f"W1 {final['w1']:.4f} (a perfect generator's: {final['w1_floor']:.4f} ± {final['w1_floor_sd']:.4f})"
         )
-    for line in (", ".join(parts), f"checkpoint {summary['checkpoint']}", f"picture    {summary['picture']}"):
+    for line in (", ".join(parts), f"checkpoint {summary.checkpoint}", f"picture    {summary.picture}"):
         stderr.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -16,8 +16,9 @@ from typing import Any
 
 from ganctl.fleet import report
 from ganctl.fleet.executors import Placement, Runner
-from ganctl.fleet.jobs import EventHandler, plan, status
+from ganctl.fleet.jobs import plan, status
 from ganctl.runfolder import RunLock
+from ganctl.training.events import EventHandler, Warned
 
 
 def compare_runs(
@@ -26,7 +27,7 @@ def compare_runs(
     """Evaluate existing runs or checkpoints and put them side by side; with `out`, write
     compare.json, compare.csv, panel.png and curves.png there."""
     started = time.perf_counter()
-    evaluated = [report.evaluate(p, device, pictures=out is not None) for p in paths]
+    evaluated = [report.measure_run(p, device, pictures=out is not None) for p in paths]
     return side_by_side(evaluated, out, settings, started)
 
 
@@ -63,8 +64,8 @@ def compare(
     states = [status(job) for job in jobs]  # a folder holding some other run fails now, before any training
     with RunLock(out) as lock:  # one comparison writes into --out at a time (each run locks its own folder)
         if lock.note and on_event is not None:
-            on_event("warning", {"message": lock.note})
+            on_event(Warned(lock.note))
         started = time.perf_counter()
         results = Runner(len(jobs), on_event, placement).run_all(jobs, states, evaluate=True)
         settings = {"base": base, "methods": methods, "seeds": seeds}
-        return side_by_side([r["evaluated"] for r in results], out, settings, started)
+        return side_by_side([r.evaluated for r in results], out, settings, started)

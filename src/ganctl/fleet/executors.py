@@ -33,7 +33,8 @@ from typing import Any
 
 from ganctl import interrupts
 from ganctl.errors import ConfigError, Interrupted, JobFailed
-from ganctl.fleet.jobs import EventHandler, Job, run_job, status
+from ganctl.fleet.jobs import Job, JobResult, run_job, status
+from ganctl.training.events import Event, EventHandler, JobStarted, JobState, Stepped
 
 LAUNCHERS = ("local", "ray")
 POLL_S = 0.2
@@ -93,32 +94,31 @@ class Runner:
         self.on_event = on_event
         self.placement = placement or Placement()
 
-    def announce(self, job: Job, state: str, index: int | None = None) -> None:
+    def announce(self, job: Job, state: JobState, index: int | None = None) -> None:
         if self.on_event is not None:
-            event = {"index": self.done, "total": self.total, "method": job.method, "seed": job.seed}
-            event.update(run_dir=str(job.run_dir), state=state, trial=job.trial, job_index=index)
-            self.on_event("job", event)
+            where = {"run_dir": str(job.run_dir), "state": state, "trial": job.trial, "job": index}
+            self.on_event(JobStarted(self.done, self.total, job.method, job.seed, **where))
         self.done += 1
 
-    def run(self, job: Job, state: str | None = None) -> dict[str, Any]:
+    def run(self, job: Job, state: JobState | None = None) -> JobResult:
         """One job, in this process."""
         state = state or status(job)
         self.announce(job, state)
         return run_job(job, self.on_event, state)
 
-    def run_all(self, jobs: list[Job], states: list[str] | None = None, evaluate: bool = False) -> list[dict[str, Any]]:
+    def run_all(self, jobs: list[Job], states: list[JobState] | None = None, evaluate: bool = False) -> list[JobResult]:
         """Every job, as the placement says; the results in the jobs' order. With `evaluate`,
-        each result also holds the run's `report.evaluate` (with pictures) under "evaluated",
+        each result also holds the run's `report.measure_run` (with pictures) as `evaluated`,
         computed where the job ran: a parallel comparison evaluates in parallel too."""
         states = states or [status(job) for job in jobs]
         if self.placement.sequential:
             return [_evaluated(job, self.run(job, state), evaluate) for job, state in zip(jobs, states)]
-        results: list[dict[str, Any] | None] = [None] * len(jobs)
+        results: list[JobResult | None] = [None] * len(jobs)
         todo = []
         for i, (job, state) in enumerate(zip(jobs, states)):
             if state == "done" and not evaluate:
                 self.announce(job, state, i)
-                results[i] = {"state": "done"}
+                results[i] = JobResult("done")
             else:
                 todo.append(i)
         if todo:
@@ -142,7 +142,7 @@ class Runner:
         if self.on_event is None:
             return None
         on_event = self.on_event
-        return lambda kind, payload: on_event(kind, {**payload, "job_index": todo[payload["job_index"]]})
+        return lambda event: on_event(replace(event, job=todo[event.job]))
 
 
 # --- the worker's side ------------------------------------------------------------------------
@@ -155,16 +155,16 @@ class Task:
 
     index: int
     job: Job
-    state: str
+    state: JobState
     evaluate: bool = False
 
 
-def _evaluated(job: Job, result: dict[str, Any], evaluate: bool) -> dict[str, Any]:
-    if not evaluate:
-        return result
-    from ganctl.fleet import report
+def _evaluated(job: Job, result: JobResult, evaluate: bool) -> JobResult:
+    if evaluate:
+        from ganctl.fleet import report
 
-    return {**result, "evaluated": report.evaluate(job.run_dir, job.config.device, pictures=True)}
+        result.evaluated = report.measure_run(job.run_dir, job.config.device, pictures=True)
+    return result
 
 
 def work(task: Task, put: Callable[[tuple], None]) -> None:
@@ -172,13 +172,13 @@ def work(task: Task, put: Callable[[tuple], None]) -> None:
     result or its error, through `put`."""
     last_step = [0.0]
 
-    def forward(kind: str, payload: dict[str, Any]) -> None:
-        if kind == "step":
+    def forward(event: Event) -> None:
+        if isinstance(event, Stepped):
             now = time.monotonic()
             if now - last_step[0] < STEP_EVERY_S:
                 return
             last_step[0] = now
-        put(("event", task.index, kind, payload))
+        put(("event", task.index, event))
 
     try:
         result = _evaluated(task.job, run_job(task.job, forward, task.state), task.evaluate)
@@ -214,7 +214,7 @@ class _Driver:
     error kept (no new job starts after it, and the running ones are stopped)."""
 
     def __init__(self, jobs: list[Job], on_event: EventHandler | None):
-        self.results: list[dict[str, Any] | None] = [None] * len(jobs)
+        self.results: list[JobResult | None] = [None] * len(jobs)
         self.failure: tuple[int, str, int] | None = None
         self.on_event = on_event
         self.jobs = jobs
@@ -224,7 +224,7 @@ class _Driver:
         kind, index = message[0], message[1]
         if kind == "event":
             if self.on_event is not None:
-                self.on_event(message[2], {**message[3], "job_index": index})
+                self.on_event(replace(message[2], job=index))
             return None
         if kind == "done":
             self.results[index] = message[2]
@@ -232,7 +232,7 @@ class _Driver:
             self.failure = (index, message[2], message[3])
         return index
 
-    def finish(self, interrupted: int | None) -> list[dict[str, Any]]:
+    def finish(self, interrupted: int | None) -> list[JobResult]:
         if interrupted is not None:
             stopped = [str(self.jobs[i].run_dir) for i, r in enumerate(self.results) if r is None]
             raise Interrupted(
@@ -250,7 +250,7 @@ class _Driver:
 
 def run_local(
     tasks: list[Task], parallel: int, on_event: EventHandler | None, announce: Callable[[int], None]
-) -> list[dict[str, Any]]:
+) -> list[JobResult]:
     """The tasks on `parallel` worker processes, spawned once (CUDA and thread pools start
     clean) and each given a new task when its last one ends."""
     import multiprocessing
@@ -340,7 +340,7 @@ def _ray_job(task: Task, channel: Any) -> None:
 
 def run_ray(
     tasks: list[Task], placement: Placement, on_event: EventHandler | None, announce: Callable[[int], None]
-) -> list[dict[str, Any]]:
+) -> list[JobResult]:
     """Every job a Ray task asking for its CPUs (the job's --threads, else 1) and, on CUDA, one
     GPU; at most `placement.jobs` in flight. Run folders must be on a filesystem every node sees."""
     ray = _ray()

@@ -9,18 +9,17 @@ same way whoever asked for it and wherever it runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, flag_of, from_dict
 from ganctl.errors import CheckpointError, ConfigError
-from ganctl.methods.registry import METHOD_SETTINGS, get_method, resolve, setting_values
+from ganctl.methods.registry import METHOD_SETTINGS, get_method, setting_values
+from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder
-
-EventHandler = Callable[[str, dict[str, Any]], None]
+from ganctl.training.events import EventHandler, JobState, Summary
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,16 @@ class Job:
     run_dir: Path
     config: ResolvedConfig
     trial: int | str | None = None  # a tuning's trial number, "report", or None
+
+
+@dataclass
+class JobResult:
+    """What a job left: its state, its run's summary (None when it was already done) and, when
+    the caller asked, the run's row of the comparison (`ganctl.fleet.report.Evaluated`)."""
+
+    state: JobState
+    summary: Summary | None = None
+    evaluated: Any = None
 
 
 def job_config(base: dict[str, Any], method: str, seed: int, setting: dict[str, Any] | None = None) -> ResolvedConfig:
@@ -64,7 +73,7 @@ def plan(base: dict[str, Any], methods: list[str], seeds: list[int], out: Path) 
     ]
 
 
-def status(job: Job) -> str:
+def status(job: Job) -> JobState:
     """ "done", "resume" (from the run folder's newest readable checkpoint) or "new". A folder
     holding a run of another config is an error rather than something to overwrite."""
     if not RunFolder(job.run_dir).checkpoints():
@@ -87,7 +96,7 @@ def status(job: Job) -> str:
     return "done" if step >= job.config.steps else "resume"
 
 
-def run_job(job: Job, on_event: EventHandler | None = None, known: str | None = None) -> dict[str, Any]:
+def run_job(job: Job, on_event: EventHandler | None = None, known: JobState | None = None) -> JobResult:
     """Train (or finish) one run and write its summary, with peak memory on CUDA. `known`:
     the job's `status`, when the caller has already read it."""
     import torch
@@ -96,7 +105,7 @@ def run_job(job: Job, on_event: EventHandler | None = None, known: str | None = 
 
     state = known or status(job)
     if state == "done":
-        return {"state": "done"}
+        return JobResult("done")
     device = torch.device(job.config.device) if job.config.device != "auto" else None
     on_cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
     if on_cuda:
@@ -105,7 +114,7 @@ def run_job(job: Job, on_event: EventHandler | None = None, known: str | None = 
         summary = train(out=job.run_dir, resume=job.run_dir, overrides={"steps": job.config.steps}, on_event=on_event)
     else:
         summary = train(job.config, job.run_dir, overwrite=True, on_event=on_event)
-    summary["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
-    summary["resumed"] = state == "resume"
-    RunFolder(job.run_dir).write_summary(summary)
-    return {"state": state, **summary}
+    summary.peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
+    summary.resumed = state == "resume"
+    RunFolder(job.run_dir).write_summary(summary.to_dict())
+    return JobResult(state, summary)

@@ -19,6 +19,7 @@ from ganctl.fileio import write_text_atomic
 from ganctl.measure import metrics
 from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder, run_dir_of
+from ganctl.training.events import Summary
 
 # The evaluator's own gradient-norm summary (512 points per eval step) is left out of a row:
 # the row's gradient columns are `ganctl gradnorm`'s, at its defaults (4096 points).
@@ -34,7 +35,7 @@ class Evaluated:
     pictures: tuple[Image.Image, Image.Image] | None = None
 
 
-def evaluate(path: Path, device: str = "cpu", pictures: bool = False) -> Evaluated:
+def measure_run(path: Path, device: str = "cpu", pictures: bool = False) -> Evaluated:
     """Everything compared about one run (or checkpoint): the data's quality metrics as the
     run's own final evaluation computes them, `ganctl gradnorm`'s numbers at its defaults, and
     the training cost from the run's summary (or, without one, from its log)."""
@@ -54,7 +55,7 @@ def evaluate(path: Path, device: str = "cpu", pictures: bool = False) -> Evaluat
         "critic_steps": nets.critic_steps,
     }
     evaluator = Evaluator(nets)
-    row.update({k: v for k, v in evaluator.evaluate().items() if k not in _EVALUATOR_GRADNORM})
+    row.update({k: v for k, v in evaluator.measure().items() if k not in _EVALUATOR_GRADNORM})
     analysis = analyse(nets)  # `ganctl gradnorm`'s defaults, so the numbers are the ones it prints
     report, interp = analysis.report, analysis.report["sets"]["interp"]
     row.update(
@@ -84,9 +85,9 @@ def evaluate(path: Path, device: str = "cpu", pictures: bool = False) -> Evaluat
 
 def _cost(run_dir: Path, step: int) -> dict[str, Any]:
     folder = RunFolder(run_dir)
-    summary = folder.read_summary()
-    if summary is not None and summary.get("step") == step:
-        return {"s_per_step": summary.get("s_per_step"), "peak_memory_mb": summary.get("peak_memory_mb")}
+    summary = Summary.read(folder.summary_path)
+    if summary is not None and summary.step == step:
+        return {"s_per_step": summary.s_per_step, "peak_memory_mb": summary.peak_memory_mb}
     # An existing run: the log's elapsed time since its (last) start, per step logged since.
     records = folder.read_metrics()
     timed = [r for r in records if "elapsed_s" in r]

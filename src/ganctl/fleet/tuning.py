@@ -29,6 +29,7 @@ from ganctl.fleet.executors import Placement, Runner
 from ganctl.measure.metrics import direction_of
 from ganctl.methods.registry import search_space
 from ganctl.runfolder import RunFolder, RunLock
+from ganctl.training.events import EventHandler, Summary, Warned
 
 TUNE_SEED_BASE = 1000  # tuning seeds are 1000, 1001, ...: never a report seed
 SEQUENCE_SEED = 0  # the Halton sequence's scrambling: the same trials on every call
@@ -62,10 +63,10 @@ def _score(row: dict[str, Any], metric: str) -> float:
 
 def _final(job: jobs.Job, device: str) -> dict[str, Any]:
     """A finished run's final evaluation: from its summary, else measured again."""
-    summary = RunFolder(job.run_dir).read_summary()
-    if summary is not None and summary.get("step") == job.config.steps:
-        return summary["final"]
-    return report.evaluate(job.run_dir, device).row
+    summary = Summary.read(RunFolder(job.run_dir).summary_path)
+    if summary is not None and summary.step == job.config.steps:
+        return summary.final
+    return report.measure_run(job.run_dir, device).row
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def tune(
     report_seeds: list[int],
     out: Path,
     device: str = "cpu",
-    on_event: jobs.EventHandler | None = None,
+    on_event: EventHandler | None = None,
     placement: Placement | None = None,
 ) -> dict[str, Any]:
     """Tune every method within the same `budget`, train each one's best setting on
@@ -143,7 +144,7 @@ def tune(
     tuning = Plan(base, methods, k, seeds, report_seeds, Path(out), name, direction)
     with RunLock(tuning.out) as lock:  # one tuning writes into --out at a time (each run locks its own folder)
         if lock.note and on_event is not None:
-            on_event("warning", {"message": lock.note})
+            on_event(Warned(lock.note))
         return _tune(tuning, device, Runner(tuning.total, on_event, placement))
 
 
@@ -165,7 +166,7 @@ def _tune(tuning: Plan, device: str, runner: Runner) -> dict[str, Any]:
         for seed in tuning.report_seeds
     ]
     reported = time.perf_counter()
-    evaluated = [r["evaluated"] for r in runner.run_all(report_jobs, evaluate=True)]
+    evaluated = [r.evaluated for r in runner.run_all(report_jobs, evaluate=True)]
     settings = {
         "base": tuning.base,
         "methods": tuning.methods,

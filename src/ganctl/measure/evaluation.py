@@ -98,7 +98,7 @@ class Evaluator:
             parts = zip(latents.split(EVAL_BATCH), labels.split(EVAL_BATCH))
             return torch.cat([net(z, y).float() for z, y in parts])
 
-    def evaluate(self) -> dict[str, Any]:
+    def measure(self) -> dict[str, Any]:
         fake = self.fake()
         gradnorm_fake = self.fake(self.n_gradnorm, self.labels_gradnorm)
         result: dict[str, Any] = self.gradnorm(gradnorm_fake)

@@ -2,14 +2,15 @@
 
 The engine never branches on a method name; it asks a strategy three things: which points to
 penalise (`penalty_at`), the penalty from the input gradients there (`penalty`), and what to do
-to the critic when it is built and after each optimizer step. The methods' one registry is
-`ganctl.methods.registry.METHODS`: each entry names its class here, beside its recipe, the settings it
-owns and its search space.
+to the critic when it is built and after each optimizer step. Each class is registered under
+its method's name (`register`); the method's recipe, owned settings and search space are its
+entry in `ganctl.methods.registry.METHODS`.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -25,15 +26,28 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Embedding)
 
 
+STRATEGIES: dict[str, type[Lipschitz]] = {}
+
+
+def register(name: str) -> Callable[[type[Lipschitz]], type[Lipschitz]]:
+    """Register a strategy class under its method's name (a `METHODS` entry), as
+    stylegan2-ada's `register_metric` does for metrics."""
+    get_method(name)  # an unknown name: the registry's error, which lists the methods
+
+    def add(cls: type[Lipschitz]) -> type[Lipschitz]:
+        if name in STRATEGIES:
+            raise ValueError(f"a strategy is already registered for {name!r}: {STRATEGIES[name].__name__}")
+        STRATEGIES[name] = cls
+        return cls
+
+    return add
+
+
 def strategy_class(name: str) -> type[Lipschitz]:
-    """The class the registry names for method `name` (an unknown name: the registry's error,
-    which lists the methods)."""
-    cls = globals().get(get_method(name).strategy)
-    if not (isinstance(cls, type) and issubclass(cls, Lipschitz)):
-        raise TypeError(
-            f"ganctl.methods.registry.METHODS[{name!r}] names no Lipschitz class of ganctl.methods.strategies"
-        )
-    return cls
+    """The strategy registered for method `name` (an unknown name: the registry's error, which
+    lists the methods)."""
+    get_method(name)
+    return STRATEGIES[name]
 
 
 def build_strategy(cfg: TrainConfig) -> Lipschitz:
@@ -41,6 +55,7 @@ def build_strategy(cfg: TrainConfig) -> Lipschitz:
     return strategy_class(cfg.lipschitz)(cfg)
 
 
+@register("none")
 class Lipschitz:
     """No constraint. Also the base class: every hook is a no-op."""
 
@@ -82,6 +97,7 @@ def _refuse_batch_norm(critic: nn.Module, method: str, why: str) -> None:
             )
 
 
+@register("clip")
 class WeightClip(Lipschitz):
     """WGAN: clamp every critic parameter to [-c, c] after each critic step (Arjovsky 2017)."""
 
@@ -126,6 +142,7 @@ class _Penalised(Lipschitz):
         raise NotImplementedError
 
 
+@register("gp")
 class GradientPenalty(_Penalised):
     """WGAN-GP: lambda * E[(||grad D(x_hat)|| - k)^2] on interpolates (Gulrajani et al. 2017)."""
 
@@ -136,6 +153,7 @@ class GradientPenalty(_Penalised):
         return penalties.two_sided_penalty_grad(grads, self.cfg.gp_target, self.cfg.one_sided)
 
 
+@register("zgp")
 class ZeroCentredPenalty(_Penalised):
     """0-GP: lambda * E[||grad D(x)||^2] at interpolates, real or fake points (Thanh-Tung et
     al. 2019; Mescheder et al. 2018). With real+fake, the sum of both expectations."""
@@ -147,18 +165,21 @@ class ZeroCentredPenalty(_Penalised):
         return penalties.zero_centred_penalty_grad(grads)
 
 
+@register("r1")
 class R1(ZeroCentredPenalty):
     """R1: gamma/2 * E_real[||grad D(x)||^2] (Mescheder et al. 2018, eq. 9)."""
 
     weight_factor = 0.5
 
 
+@register("r2")
 class R2(ZeroCentredPenalty):
     """R2: gamma/2 * E_fake[||grad D(x)||^2] (Mescheder et al. 2018, eq. 10)."""
 
     weight_factor = 0.5
 
 
+@register("sn")
 class SpectralNorm(Lipschitz):
     """SN-GAN: every critic weight divided by its top singular value, estimated with one power
     iteration per training-mode forward and none in eval mode (Miyato et al. 2018)."""
@@ -172,6 +193,7 @@ class SpectralNorm(Lipschitz):
         return critic
 
 
+@register("gn")
 class GradientNormalization(Lipschitz):
     """GN (Wu et al. 2021): D(x) = f(x) / (||grad f(x)|| + |f(x)|), no weight to tune; the
     normalised output goes into the loss (`ganctl.models.constrained.GradientNormalized`)."""
@@ -185,6 +207,7 @@ class GradientNormalization(Lipschitz):
         return GradientNormalized(critic)
 
 
+@register("bjorck")
 class Orthonormal(Lipschitz):
     """Björck-orthonormal GroupSort (Anil, Lucas and Grosse 2019): every linear weight
     orthonormalised in the forward, MaxMin activations: 1-Lipschitz and gradient-norm

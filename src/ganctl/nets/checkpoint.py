@@ -7,15 +7,16 @@ Metadata (all strings): ``format``, ``format_version``, ``ganctl_version``, ``co
 resolved config as JSON), ``optim_g_groups`` / ``optim_d_groups`` (optimizer hyperparameters as
 JSON), ``rng_device``, ``world_size`` and, with fp16, ``amp_scalers``. Nothing is unpickled.
 
-This module knows the file format. A trainer's state comes and goes as `Trainer.state_dict()`
-and `Trainer.load_state_dict()`; `load` rebuilds the networks alone, for inference, without
-optimizers or gradient scalers.
+This module knows the file format and the `TrainState` that goes in and comes out (a trainer's
+state is taken and restored by `ganctl.training.state`); `load` rebuilds the networks alone,
+for inference, without optimizers or gradient scalers.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,9 +30,32 @@ from ganctl.fileio import write_atomic
 from ganctl.nets.networks import Networks, build
 from ganctl.runfolder import find_checkpoint, list_checkpoints
 
-FORMAT = "ganctl.nets.checkpoint"
+FORMAT = "ganctl.checkpoint"
 FORMAT_VERSION = 1
 _PREFIXES = ("generator.", "critic.", "ema.", "optim_g.", "optim_d.", "state.", "rng.")
+
+
+@dataclass
+class TrainState:
+    """Everything a bitwise-exact resume needs, defined once: `ganctl.training.state.capture`
+    takes it from a trainer, `save` writes it, `read_state` reads it back and
+    `ganctl.training.state.restore` loads it into a trainer. Tensors as they are (`save`
+    copies them to the CPU); the optimizer states in torch's `state_dict` layout."""
+
+    config: TrainConfig
+    generator: dict[str, Tensor]
+    critic: dict[str, Tensor]
+    ema: dict[str, Tensor] | None
+    optim_g: dict[str, Any]
+    optim_d: dict[str, Any]
+    step: int
+    critic_steps: int
+    rng: Tensor  # the training stream's generator state (rank 0's)
+    rng_device: str  # the device type that stream ran on
+    class_names: list[str] | None = None  # a conditional run's classes, in label order
+    scalers: dict[str, Any] | None = None  # fp16: both gradient scalers' states and the skipped count
+    world_size: int = 1  # processes of the run that wrote it
+    rank_rngs: dict[int, Tensor] = field(default_factory=dict)  # under torchrun: rank r's stream, r > 0
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -48,23 +72,22 @@ def _optimizer_tensors(prefix: str, state: dict[str, Any]) -> tuple[dict[str, Te
     return tensors, json.dumps(state["param_groups"])
 
 
-def save(trainer: Any, path: Path, rank_states: list[Tensor] | None = None) -> Path:
-    """Write `trainer.state_dict()` to `path` atomically: a crash mid-write leaves any earlier
-    file at `path` intact. `rank_states`: every rank's random stream in a multi-process run
-    (from `distributed.gather_states`), stored as ``rng.rank<r>``."""
+def save(state: TrainState, path: Path, rank_states: list[Tensor] | None = None) -> Path:
+    """Write `state` to `path` atomically: a crash mid-write leaves any earlier file at `path`
+    intact. `rank_states`: every rank's random stream in a multi-process run (from
+    `distributed.gather_states`), stored as ``rng.rank<r>``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = trainer.state_dict()
-    tensors = {**_module_tensors("generator", state["generator"]), **_module_tensors("critic", state["critic"])}
-    if state["ema"] is not None:
-        tensors.update(_module_tensors("ema", state["ema"]))
-    opt_g, groups_g = _optimizer_tensors("optim_g", state["optim_g"])
-    opt_d, groups_d = _optimizer_tensors("optim_d", state["optim_d"])
+    tensors = {**_module_tensors("generator", state.generator), **_module_tensors("critic", state.critic)}
+    if state.ema is not None:
+        tensors.update(_module_tensors("ema", state.ema))
+    opt_g, groups_g = _optimizer_tensors("optim_g", state.optim_g)
+    opt_d, groups_d = _optimizer_tensors("optim_d", state.optim_d)
     tensors.update(opt_g)
     tensors.update(opt_d)
-    tensors["state.step"] = torch.tensor(state["step"], dtype=torch.int64)
-    tensors["state.critic_steps"] = torch.tensor(state["critic_steps"], dtype=torch.int64)
-    tensors["rng.train"] = state["rng"].cpu()
+    tensors["state.step"] = torch.tensor(state.step, dtype=torch.int64)
+    tensors["state.critic_steps"] = torch.tensor(state.critic_steps, dtype=torch.int64)
+    tensors["rng.train"] = state.rng.cpu()
     for rank, rank_state in enumerate(rank_states or []):
         if rank > 0:
             tensors[f"rng.rank{rank}"] = rank_state.cpu()
@@ -72,16 +95,16 @@ def save(trainer: Any, path: Path, rank_states: list[Tensor] | None = None) -> P
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "ganctl_version": __version__,
-        "config": state["config"].to_json(),
+        "config": state.config.to_json(),
         "optim_g_groups": groups_g,
         "optim_d_groups": groups_d,
-        "rng_device": state["rng_device"],
+        "rng_device": state.rng_device,
         "world_size": str(len(rank_states) if rank_states else 1),
     }
-    if state["scalers"] is not None:  # fp16 gradient scalers: scale and growth tracker
-        metadata["amp_scalers"] = json.dumps(state["scalers"])
-    if state.get("class_names") is not None:  # a conditional run's classes, in label order
-        metadata["class_names"] = json.dumps(state["class_names"])
+    if state.scalers is not None:  # fp16 gradient scalers: scale and growth tracker
+        metadata["amp_scalers"] = json.dumps(state.scalers)
+    if state.class_names is not None:  # a conditional run's classes, in label order
+        metadata["class_names"] = json.dumps(state.class_names)
     from safetensors.torch import save_file
 
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -174,33 +197,42 @@ def peek_newest(path: str | Path) -> tuple[Path, TrainConfig, int]:
     return found, config, step
 
 
-def read_state(path: Path) -> tuple[dict[str, Any], TrainConfig]:
-    """A checkpoint as the state `Trainer.load_state_dict` takes (the layout of
-    `Trainer.state_dict()`, plus ``rank_rngs`` and ``world_size``), and its config."""
+def read_state(path: Path) -> TrainState:
+    """A checkpoint file as the `TrainState` it was written from (with every rank's stream)."""
     tensors, metadata, config = read(path)
     stray = sorted(k for k in tensors if not k.startswith(_PREFIXES))
     if stray:
         raise CheckpointError(f"{path}: unexpected tensors {', '.join(stray[:5])}")
-    state: dict[str, Any] = {"config": config, **{name: _take(tensors, name) for name in ("generator", "critic")}}
-    state["ema"] = _take(tensors, "ema") or None
-    for name in ("optim_g", "optim_d"):
-        state[name] = _optimizer_state(path, name, tensors, metadata.get(f"{name}_groups"))
+    optim = {
+        name: _optimizer_state(path, name, tensors, metadata.get(f"{name}_groups")) for name in ("optim_g", "optim_d")
+    }
     try:
-        state["step"] = int(tensors["state.step"])
-        state["critic_steps"] = int(tensors["state.critic_steps"])
-        state["rng"] = tensors["rng.train"]
-        state["world_size"] = int(metadata.get("world_size", "1"))
-        state["scalers"] = json.loads(metadata["amp_scalers"]) if "amp_scalers" in metadata else None
+        counters = {
+            "step": int(tensors["state.step"]),
+            "critic_steps": int(tensors["state.critic_steps"]),
+            "rng": tensors["rng.train"],
+            "world_size": int(metadata.get("world_size", "1")),
+            "scalers": json.loads(metadata["amp_scalers"]) if "amp_scalers" in metadata else None,
+        }
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: missing or malformed counters ({exc})") from None
-    state["rng_device"] = metadata.get("rng_device", "")
-    state["class_names"] = _class_names(path, metadata, config)
-    state["rank_rngs"] = {
+    rank_rngs = {
         int(k[len("rng.rank") :]): v
         for k, v in tensors.items()
         if k.startswith("rng.rank") and k[len("rng.rank") :].isdigit()
     }
-    return state, config
+    return TrainState(
+        config,
+        _take(tensors, "generator"),
+        _take(tensors, "critic"),
+        _take(tensors, "ema") or None,
+        optim["optim_g"],
+        optim["optim_d"],
+        rng_device=metadata.get("rng_device", ""),
+        class_names=_class_names(path, metadata, config),
+        rank_rngs=rank_rngs,
+        **counters,
+    )
 
 
 def _class_names(path: Path, metadata: dict[str, str], config: TrainConfig) -> list[str] | None:
@@ -258,17 +290,17 @@ def load_module(name: str, module: nn.Module, state: dict[str, Tensor]) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def load_networks(nets: Networks, state: dict[str, Any]) -> None:
+def load_networks(nets: Networks, state: TrainState) -> None:
     """The generator, critic and EMA weights of a checkpoint state into `nets`."""
-    load_module("generator", nets.generator, state["generator"])
-    load_module("critic", nets.critic, state["critic"])
+    load_module("generator", nets.generator, state.generator)
+    load_module("critic", nets.critic, state.critic)
     if nets.ema is not None:
-        load_module("ema", nets.ema, state["ema"] or {})
-    elif state["ema"]:
+        load_module("ema", nets.ema, state.ema or {})
+    elif state.ema:
         raise CheckpointError("has EMA tensors but its config has ema_decay 0")
 
 
-def check_size(path: Path, cfg: ResolvedConfig, state: dict[str, Any]) -> None:
+def check_size(path: Path, cfg: ResolvedConfig, state: TrainState) -> None:
     """Refuse a config whose networks are larger than the weights the file holds, before
     building them: a hostile config (width 10^6) must not allocate what it claims. The
     networks are first built on the meta device, which allocates nothing."""
@@ -285,7 +317,7 @@ def check_size(path: Path, cfg: ResolvedConfig, state: dict[str, Any]) -> None:
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         raise CheckpointError(f"{path}: its config describes networks that cannot be built ({exc})") from None
     implied = sum(p.numel() for m in (generator, critic) for p in m.parameters())
-    held = sum(t.numel() for name in ("generator", "critic") for t in state[name].values())
+    held = sum(t.numel() for part in (state.generator, state.critic) for t in part.values())
     if implied > 4 * held + 1_000_000:  # small mismatches get the precise per-tensor message later
         raise CheckpointError(
             f"{path}: its config describes networks of {implied:,} parameters, but the file holds"
@@ -303,16 +335,16 @@ class Checkpoint(Networks):
         path: Path,
         config: ResolvedConfig,
         device: torch.device,
-        state: dict[str, Any],
+        state: TrainState,
         generator: nn.Module,
         critic: nn.Module,
         ema: nn.Module | None,
     ):
-        names = tuple(state["class_names"]) if state.get("class_names") else None
-        super().__init__(config, device, generator, critic, ema, step=state["step"], class_names=names)
+        names = tuple(state.class_names) if state.class_names else None
+        super().__init__(config, device, generator, critic, ema, step=state.step, class_names=names)
         self.path = path
-        self.critic_steps = state["critic_steps"]
-        self.rng_device = state["rng_device"]
+        self.critic_steps = state.critic_steps
+        self.rng_device = state.rng_device
 
     @property
     def config(self) -> ResolvedConfig:
@@ -324,13 +356,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     modules are rebuilt from the stored config (spectral norm included) and every tensor is
     loaded strictly."""
     from ganctl.devices import resolve_device
-    from ganctl.methods.registry import resolve
+    from ganctl.methods.resolve import resolve
     from ganctl.methods.strategies import build_strategy
 
     path = find_checkpoint(Path(path))
-    state, config = read_state(path)
+    state = read_state(path)
     try:
-        cfg = resolve(config)  # explicit already; fills settings newer than the file, if any
+        cfg = resolve(state.config)  # explicit already; fills settings newer than the file, if any
     except GanctlError as exc:
         raise CheckpointError(f"{path}: its config cannot be built ({exc})") from None
     check_size(path, cfg, state)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,28 @@ from ganctl.errors import (
 )
 from ganctl.fileio import write_text_atomic
 from ganctl.measure.evaluation import Evaluator
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.runfolder import MetricsLog, RunFolder, RunLock
 from ganctl.training import distributed
 from ganctl.training.engine import Trainer
-from ganctl.training.engine import resume as resume_trainer
+from ganctl.training.events import (
+    Drew,
+    Ended,
+    EventHandler,
+    Logged,
+    Pruned,
+    Saved,
+    Started,
+    Stepped,
+    Summary,
+    Warned,
+)
+from ganctl.training.state import capture, roll_back
+from ganctl.training.state import resume as resume_trainer
 from ganctl.training.tensorboard import TensorBoardLog
 
 MAX_ROLLBACKS = 3  # --on-nonfinite rollback: reloads per run before giving up
-EventHandler = Callable[[str, dict[str, Any]], None]
 
 
 class RunLog:
@@ -76,9 +88,10 @@ def train(
     overrides: dict[str, Any] | None = None,
     overwrite: bool = False,
     on_event: EventHandler | None = None,
-) -> dict[str, Any]:
+) -> Summary | None:
     """Train from `config` (or continue the checkpoint `resume`, with schedule `overrides`)
-    into the run directory `out`; return a summary of the run.
+    into the run directory `out`; return a summary of the run (None on a torchrun rank other
+    than 0, which reports nothing).
 
     Under torchrun (WORLD_SIZE > 1) every rank trains its replica on its own data (see
     `ganctl.training.distributed`); rank 0 alone evaluates, draws, logs and writes checkpoints.
@@ -90,7 +103,7 @@ def train(
     writes = int(os.environ.get("RANK", "0")) == 0  # rank 0 of a torchrun group, or the only process
     with RunLock(out) if writes else contextlib.nullcontext() as lock:
         if lock is not None and lock.note and on_event is not None:
-            on_event("warning", {"message": lock.note})
+            on_event(Warned(lock.note))
         restarted = restart_checkpoint(out)
         if restarted is not None:  # torchrun restarted the group: every rank resumes, as --resume does
             if config is not None:
@@ -172,15 +185,16 @@ def _train(
     overrides: dict[str, Any],
     overwrite: bool,
     on_event: EventHandler | None,
-) -> dict[str, Any]:
+) -> Summary | None:
+    begun = time.perf_counter()
     world = distributed.current()
-    emit = (on_event if world.main else None) or (lambda kind, payload: None)
+    emit = (on_event if world.main else None) or (lambda event: None)
     if resume is not None:
         trainer = resume_trainer(Path(resume), overrides=overrides)
     else:  # a comparison's job arrives resolved; anything else is resolved here, once
         config = config or TrainConfig()
         trainer = Trainer(config if isinstance(config, ResolvedConfig) else resolve(config))
-    run = _Run(trainer, RunFolder(out), world, emit)
+    run = _Run(trainer, RunFolder(out), world, emit, begun)
     try:
         run.set_up(resuming=resume is not None, overwrite=overwrite)
         with interrupts.guard() as stop:
@@ -203,9 +217,10 @@ class _Run:
     """One training run in progress: the trainer, its folder, and on rank 0 its log and
     evaluator. Every rank steps the loop; rank 0 alone evaluates, draws, logs and reports."""
 
-    def __init__(self, trainer: Trainer, folder: RunFolder, world: distributed.World, emit: EventHandler):
+    def __init__(self, trainer: Trainer, folder: RunFolder, world: distributed.World, emit: EventHandler, begun: float):
         self.trainer, self.cfg, self.folder, self.world, self.emit = trainer, trainer.cfg, folder, world, emit
         self.main = world.main
+        self.begun = begun  # when the run was asked for: the summary's wall time counts from here
         self.log: RunLog | None = None
         self.evaluator: Evaluator | None = None
         found = folder.checkpoints()  # (rollback under torchrun needs a shared filesystem)
@@ -214,6 +229,7 @@ class _Run:
         self.saved_at: int | None = None
         self.rollbacks = 0
         self.last_stats: dict[str, Any] = {}
+        self.last_eval: tuple[int, dict[str, Any]] | None = None  # (step, evaluation) of the newest eval step
 
     def set_up(self, resuming: bool, overwrite: bool) -> None:
         """Prepare the folder, the log and the evaluator on rank 0 (every rank learns whether
@@ -224,9 +240,9 @@ class _Run:
                 self.folder.prepare(resuming=resuming, overwrite=overwrite)
                 self.folder.write_config(self.cfg.to_dict())
                 self.log = RunLog(self.folder, self.cfg, trainer.step if resuming else None)
-                self.evaluator = Evaluator(trainer)
+                self.evaluator = Evaluator(trainer.nets)
                 for skipped in trainer.dataset.skipped:
-                    self.emit("warning", {"message": f"skipped an unreadable image: {skipped}"})
+                    self.emit(Warned(f"skipped an unreadable image: {skipped}"))
             except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
                 failure = exc
         if world.active:
@@ -239,15 +255,21 @@ class _Run:
         if self.main and distributed.run_id() is not None:  # this torchrun job's folder: a restart resumes it
             write_text_atomic(self.folder.path / RUN_ID_NAME, distributed.run_id() + "\n")
         for note in trainer.notes:
-            self.emit("warning", {"message": note})
+            self.emit(Warned(note))
         restarts = distributed.restart_count()
         if restarts:
             limit = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "?")
             where = f"from step {self.first_step}" if resuming else "from the start: no checkpoint had been written"
-            self.emit("warning", {"message": f"torchrun restarted the group ({restarts} of {limit}); resuming {where}"})
-        start = {"config": self.cfg.to_dict(), "device": str(trainer.device), "step": self.first_step}
-        start.update(out=str(self.folder.path), exact_resume=trainer.exact_resume, world_size=world.size)
-        self.emit("start", start)
+            self.emit(Warned(f"torchrun restarted the group ({restarts} of {limit}); resuming {where}"))
+        start = Started(
+            self.cfg.to_dict(),
+            str(trainer.device),
+            self.first_step,
+            str(self.folder.path),
+            trainer.exact_resume,
+            world.size,
+        )
+        self.emit(start)
 
     def save_checkpoint(self, step: int) -> Path | None:
         """A collective: every rank's random stream is gathered; rank 0 writes and prunes."""
@@ -255,12 +277,12 @@ class _Run:
         states = distributed.gather_states(trainer.rng.get_state(), world, trainer.device)
         if not self.main:
             return None
-        path = checkpoint.save(trainer, self.folder.checkpoint_path(step), states if world.active else None)
+        path = checkpoint.save(capture(trainer), self.folder.checkpoint_path(step), states if world.active else None)
         for removed in self.folder.prune(self.cfg.keep_last, readable=checkpoint.peek):
-            self.emit("pruned", {"path": str(removed)})
+            self.emit(Pruned(str(removed)))
         return path
 
-    def loop(self, stop: interrupts.Guard) -> dict[str, Any]:
+    def loop(self, stop: interrupts.Guard) -> Summary | None:
         started = time.perf_counter()
         self.started = started
         while self.trainer.step < self.cfg.steps:
@@ -272,7 +294,7 @@ class _Run:
                 self.last_ckpt, self.saved_at = self.save_checkpoint(step), step
                 self.last_good = self.folder.checkpoint_path(step)
                 if self.main:
-                    self.emit("checkpoint", {"step": step, "path": str(self.last_ckpt)})
+                    self.emit(Saved(step, str(self.last_ckpt)))
             if self.main:
                 self.report(step)
             if self.world.active and self.alone_at(step):
@@ -282,7 +304,7 @@ class _Run:
             self.last_ckpt = self.save_checkpoint(self.trainer.step)
         in_sync = distributed.in_sync([self.trainer.generator, self.trainer.critic], self.world)
         if not self.main:
-            return {"rank": self.world.rank, "in_sync": in_sync}
+            return None
         return self.summary(wall, in_sync)
 
     def alone_at(self, step: int) -> bool:
@@ -331,9 +353,9 @@ class _Run:
                     " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)"
                 ) from None
             self.rollbacks += 1
-            self.trainer.roll_back(checkpoint.read_state(last_good)[0], self.rollbacks)
+            roll_back(self.trainer, checkpoint.read_state(last_good), self.rollbacks)
             message = f"{exc}; rolled back to {last_good} with a fresh random stream ({self.rollbacks}/{MAX_ROLLBACKS})"
-            self.emit("warning", {"message": message})
+            self.emit(Warned(message))
             return False
 
     def stop_if_signalled(self, stop: interrupts.Guard, step: int) -> None:
@@ -358,41 +380,48 @@ class _Run:
             record.update(self.last_stats)
             record["elapsed_s"] = round(time.perf_counter() - self.started, 3)
         if _due(step, cfg.eval_every):
-            record.update({f"eval/{k}": v for k, v in evaluator.evaluate().items()})
+            self.last_eval = (step, evaluator.measure())
+            record.update({f"eval/{k}": v for k, v in self.last_eval[1].items()})
             log.histogram("gradnorm/interp", evaluator.last_norms, step)
         if len(record) > 1:
             log.write(record)
-            self.emit("log", record)
+            self.emit(Logged(record))
         if _due(step, cfg.sample_every):
             picture = self.folder.sample_path(step)
             log.picture("samples", evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {step}"), step)
-            self.emit("sample", {"step": step, "path": str(picture)})
-        self.emit("step", {"step": step})
+            self.emit(Drew(step, str(picture)))
+        self.emit(Stepped(step))
 
-    def summary(self, wall: float, in_sync: bool) -> dict[str, Any]:
-        """The final evaluation and picture, and the run's summary (emitted as "end")."""
+    def summary(self, wall: float, in_sync: bool) -> Summary:
+        """The final evaluation (in metrics.jsonl: the last step's, or a record marked final) and picture, and the
+        run's summary (emitted as `Ended`): its wall time is the whole run's, from before the
+        data was read to after the final picture; s_per_step the training loop's alone."""
         trainer, cfg, evaluator = self.trainer, self.cfg, self.evaluator
-        final = evaluator.evaluate()
         stats = {**self.last_stats, **trainer.pop_stats()}  # steps since the last log, over that log
+        if self.last_eval is not None and self.last_eval[0] == trainer.step:
+            final = self.last_eval[1]  # this step's evaluation, already in the log: the same inputs and weights
+        else:
+            final = evaluator.measure()
+            self.log.write({"step": trainer.step, "final": True, **{f"eval/{k}": v for k, v in final.items()}})
         picture = self.folder.sample_path(None)
         evaluator.draw(picture, f"{cfg.data}  {cfg.lipschitz}  step {trainer.step} (final)")
         trained = trainer.step - self.first_step
-        summary = {
-            "run_dir": str(self.folder.path),
-            "checkpoint": str(self.last_ckpt),
-            "picture": str(picture),
-            "step": trainer.step,
-            "steps_trained": trained,
-            "wall_s": round(wall, 3),
-            "s_per_step": round(wall / trained, 6) if trained else None,
-            "device": str(trainer.device),
-            "exact_resume": trainer.exact_resume,
-            "world_size": self.world.size,
-            "ranks_in_sync": in_sync,
-            "restarts": distributed.restart_count(),
-            "final": {**stats, **final},
-            "image_metrics_on": evaluator.measured_on(),
-            "config": cfg.to_dict(),
-        }
-        self.emit("end", summary)
+        summary = Summary(
+            run_dir=str(self.folder.path),
+            checkpoint=str(self.last_ckpt),
+            picture=str(picture),
+            step=trainer.step,
+            steps_trained=trained,
+            wall_s=round(time.perf_counter() - self.begun, 3),
+            s_per_step=round(wall / trained, 6) if trained else None,
+            device=str(trainer.device),
+            exact_resume=trainer.exact_resume,
+            world_size=self.world.size,
+            ranks_in_sync=in_sync,
+            restarts=distributed.restart_count(),
+            final={**stats, **final},
+            image_metrics_on=evaluator.measured_on(),
+            config=cfg.to_dict(),
+        )
+        self.emit(Ended(summary))
         return summary

@@ -8,36 +8,13 @@ import sys
 
 import pytest
 import torch
+from conftest import cli_args
 from safetensors.torch import load_file
 
 import ganctl
 from ganctl.training import distributed
 
-ARGS = [
-    "--data",
-    "8gaussians",
-    "--lipschitz",
-    "gp",
-    "--steps",
-    "8",
-    "--ckpt-every",
-    "4",
-    "--batch-size",
-    "32",
-    "--width",
-    "16",
-    "--depth",
-    "2",
-    "--device",
-    "cpu",
-    "--eval-every",
-    "0",
-    "--sample-every",
-    "0",
-    "--eval-samples",
-    "100",
-    "--json",
-]
+ARGS = [*cli_args(lipschitz="gp", steps=8, ckpt_every=4), "--json"]
 
 
 def run(command, tmp_path):

@@ -11,7 +11,7 @@ from torch import nn
 
 from ganctl.methods import penalties
 from ganctl.methods.losses import get_loss
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.training import fused_mlp
 from ganctl.training.engine import Trainer
 
@@ -140,10 +140,12 @@ def test_the_workspace_is_reused_and_leaks_nothing_between_steps():
 
 
 def test_which_critics_take_the_hand_written_step():
-    assert fused_mlp.layers_of(critic(3, 0.0)) is not None
+    relu = fused_mlp.layers_of(critic(3, 0.0))
+    assert [layer.slope for layer in relu] == [0.0, 0.0, 0.0, None]
     assert [layer.slope for layer in fused_mlp.layers_of(critic(2, 0.2))] == [0.2, 0.2, None]
     linear = nn.Sequential(nn.Linear(3, 1))
-    assert fused_mlp.layers_of(linear) is not None  # no hidden layer: D(x) = w.x + b
+    (only,) = fused_mlp.layers_of(linear)  # no hidden layer: D(x) = w.x + b
+    assert only.weight is linear[0].weight and only.slope is None
 
     class Scaled(nn.Linear):
         def forward(self, x):

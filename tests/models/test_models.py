@@ -7,7 +7,7 @@ import torch
 from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.methods.strategies import build_strategy
 from ganctl.models import build_models
 

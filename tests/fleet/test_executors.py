@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_args, run_ganctl
 from safetensors.torch import load_file
 
 from ganctl.errors import ConfigError
@@ -21,42 +22,18 @@ from ganctl.fleet.jobs import Job
 
 STEPS = 300
 ARGS = [
-    "--data",
-    "8gaussians",
     "--methods",
     "gp",
     "--seeds",
     "2",
-    "--steps",
-    str(STEPS),
-    "--batch-size",
-    "32",
-    "--width",
-    "16",
-    "--depth",
-    "2",
-    "--device",
-    "cpu",
-    "--eval-every",
-    "0",
-    "--sample-every",
-    "0",
-    "--ckpt-every",
-    "20",
-    "--eval-samples",
-    "200",
-    "--threads",
-    "1",  # bitwise equality on the CPU needs the same thread count in every run
+    # bitwise equality on the CPU needs the same thread count in every run
+    *cli_args(steps=STEPS, ckpt_every=20, eval_samples=200, threads=1),
 ]
 RUNS = ("gp-seed0", "gp-seed1")
 
 
 def compare(out: Path, *extra: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ganctl", "compare", *ARGS, "--out", str(out), *extra]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_ganctl("compare", *ARGS, "--out", out, *extra, env=env, check=check)
 
 
 def start(out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
@@ -111,10 +88,12 @@ def test_ctrl_c_stops_every_job_with_a_checkpoint_and_the_same_command_resumes_t
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     (line,) = [line for line in err.splitlines() if line.startswith("interrupted by SIGINT")]
-    assert "2 run(s) stopped with a checkpoint" in line and "Traceback" not in err, err[-3000:]
-    for run in RUNS:  # each stopped after the step it was on, with a checkpoint, before the end
-        steps = sorted((out / run / "checkpoints").glob("step-*.safetensors"))
-        assert steps and steps[-1].name != f"step-{STEPS:07d}.safetensors"
+    # Every job still running stopped after the step it was on, with a checkpoint, before the end;
+    # on a loaded machine one job can finish before the other has reached step 20.
+    last = {run: sorted((out / run / "checkpoints").glob("step-*.safetensors"))[-1].name for run in RUNS}
+    stopped = [run for run in RUNS if last[run] != f"step-{STEPS:07d}.safetensors"]
+    assert stopped, last
+    assert f"{len(stopped)} run(s) stopped with a checkpoint" in line and "Traceback" not in err, err[-3000:]
     compare(out, "--jobs", "2")
     assert_same_runs(sequential, out)
 

@@ -4,10 +4,11 @@ import pytest
 from conftest import small
 
 from ganctl.measure.evaluation import Evaluator
-from ganctl.methods.registry import resolve
+from ganctl.methods.registry import available_methods
+from ganctl.methods.resolve import resolve
 from ganctl.training.engine import Trainer
 
-METHODS = ["clip", "gp", "zgp", "r1", "r2", "sn", "none"]
+METHODS = available_methods()
 
 
 @pytest.mark.slow
@@ -26,14 +27,16 @@ def test_quality_moves_the_right_way(method):
         steps=250,
     )
     trainer = Trainer(resolve(cfg))
-    evaluator = Evaluator(trainer)
-    before = evaluator.evaluate()
+    evaluator = Evaluator(trainer.nets)
+    before = evaluator.measure()
     for _ in range(250):
         trainer.train_step()
-    after = evaluator.evaluate()
-    # The untrained generator puts everything near the origin, about 1 away from every mode.
-    assert after["w1"] < before["w1"], (before, after)
-    assert after["hq_share"] >= before["hq_share"]
+    after = evaluator.measure()
+    # The untrained generator puts everything near the origin, about 1 away from every mode (W1
+    # 1.30). After 250 steps every method has moved it by at least 18 % (measured: none 1.07,
+    # gp 0.32); no method has samples within 3 std of a mode yet (hq_share 0 to 0.04), so the
+    # mode metrics say nothing this early.
+    assert after["w1"] < 0.9 * before["w1"], (before, after)
 
 
 @pytest.mark.slow

@@ -144,6 +144,6 @@ def test_a_run_trains_at_cifar_s_own_32_px(tmp_path):
     write_binary(tmp_path / "cifar-10-batches-bin")
     cfg = TrainConfig(data=str(tmp_path / "cifar-10-batches-bin"), width=4, z_dim=8, steps=1, eval_every=0)
     summary = ganctl.train(cfg.replace(sample_every=0, device="cpu", batch_size=4, n_critic=1), tmp_path / "run")
-    assert summary["config"]["image_size"] == 32 and summary["config"]["split"] == "train"
+    assert summary.config["image_size"] == 32 and summary.config["split"] == "train"
     r = CliRunner().invoke(app, ["train", "--data", "shapes", "--split", "test", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--split test: --data shapes has no splits" in r.stderr

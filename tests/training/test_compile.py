@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import small
 
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.training.engine import Trainer
 
 

@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 import ganctl
 from ganctl.cli import app
 from ganctl.errors import NonFinite, TrainingFailed
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.runfolder import list_checkpoints
 from ganctl.training.engine import Trainer
+from ganctl.training.events import Warned
 
 # Adam moves every weight by about lr per step, so lr 1e30 overflows the critic within a few steps.
 EXPLODING = dict(lipschitz="gp", lr_d=1e30, steps=20)
@@ -70,8 +71,8 @@ def test_cli_stop_exits_1_with_the_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_skip_drops_and_counts_the_bad_updates(tmp_path):
     summary = ganctl.train(small(on_nonfinite="skip", **EXPLODING), tmp_path / "r")
-    assert summary["step"] == 20 and summary["final"]["nonfinite_skipped"] > 0
-    tensors = load_file(summary["checkpoint"])
+    assert summary.step == 20 and summary.final["nonfinite_skipped"] > 0
+    tensors = load_file(summary.checkpoint)
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
 
@@ -90,10 +91,10 @@ def test_rollback_reloads_the_last_checkpoint_a_bounded_number_of_times(tmp_path
     summary = ganctl.train(
         small(on_nonfinite="rollback", steps=8, ckpt_every=2),
         tmp_path / "r",
-        on_event=lambda kind, payload: events.append((kind, payload)),
+        on_event=events.append,
     )
-    assert summary["step"] == 8 and summary["exact_resume"] is False
-    warnings = [p["message"] for k, p in events if k == "warning"]
+    assert summary.step == 8 and summary.exact_resume is False
+    warnings = [e.message for e in events if isinstance(e, Warned)]
     assert len(warnings) == 1 and "step-0000004" in warnings[0]
 
     def always(self):

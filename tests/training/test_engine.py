@@ -7,7 +7,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from ganctl.methods import penalties
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.training.engine import Trainer
 
 
@@ -57,7 +57,7 @@ def test_ema_tracks_the_generator_with_warm_up():
 
 def test_no_ema_when_disabled():
     trainer = Trainer(resolve(small(ema_decay=0.0)))
-    assert trainer.ema is None and trainer.sampler is trainer.generator
+    assert trainer.ema is None and trainer.nets.sampler is trainer.generator
 
 
 def test_critic_gradients_do_not_leak_into_the_generator_step():
@@ -76,7 +76,7 @@ def reference_critic_step(trainer, rng_state):
     rng = torch.Generator().set_state(rng_state)
     real = trainer.dataset.sample(b, rng, "cpu")
     with torch.no_grad():
-        fake = trainer.generator(trainer.noise(b, rng))
+        fake = trainer.generator(trainer.nets.noise(b, rng))
     at = trainer.strategy.penalty_at
     if at == "interp":
         points = {"interp": penalties.interpolate(real, fake, rng).requires_grad_(True)}
@@ -159,7 +159,7 @@ def test_the_penalty_is_taken_at_fixed_labels_against_the_closed_form(method, at
     fake = real + 1.0
     leaves = penalties.penalty_points(trainer.strategy.penalty_at, real, fake, trainer.rng)
     assert list(leaves) == [at]
-    trainer.critic = critic
+    trainer.nets.critic = critic
     _, _, _, penalty, grads = trainer._critic_backward(real, fake, leaves, y)
     want_grads = critic.w + critic.v[y]  # per sample, at its own label
     assert_close(grads[0], want_grads.detach())

@@ -6,7 +6,8 @@ from torch.testing import assert_close
 
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
-from ganctl.methods.registry import available_methods, resolve
+from ganctl.methods.registry import available_methods, compared_methods
+from ganctl.methods.resolve import resolve
 from ganctl.methods.strategies import build_strategy
 from ganctl.training.engine import Trainer
 
@@ -105,7 +106,7 @@ def test_two_d_data_uses_the_measured_recipes_and_flags_still_win():
     for method, lr in (("gn", 7.7e-4), ("bjorck", 1.6e-3)):  # tuned later, by the same command
         cfg = resolve(small(lipschitz=method))
         assert (cfg.lr_g, cfg.lr_d, cfg.n_critic, cfg.beta1, cfg.beta2, cfg.lr_decay) == (lr, lr, 5, 0.0, 0.9, "linear")
-    for method in ("clip", "gp", "zgp", "r1", "sn", "gn", "bjorck"):  # every compared method has a 2-D recipe
+    for method in compared_methods():  # every compared method has a 2-D recipe
         two_d, image = resolve(small(lipschitz=method)), resolve(small(lipschitz=method, data="shapes"))
         assert two_d.lr_d != image.lr_d, method
     assert resolve(small(lipschitz="r2")).penalty_weight == 20.0  # r2 was not tuned: the published strength
@@ -195,7 +196,7 @@ def test_spectral_norm_layers_have_unit_top_singular_value():
 def test_spectral_norm_runs_no_power_iteration_in_eval_mode():
     trainer = Trainer(resolve(small(lipschitz="sn")))
     buffers = {k: v.clone() for k, v in trainer.critic.state_dict().items() if k.endswith("_u")}
-    trainer.critic_values(torch.randn(16, 2))
+    trainer.nets.critic_values(torch.randn(16, 2))
     trainer.pop_stats()
     after = trainer.critic.state_dict()
     assert all(torch.equal(after[k], v) for k, v in buffers.items())

@@ -21,7 +21,7 @@ from ganctl.errors import ConfigError
 from ganctl.measure.gradnorm import analyse, upper_bound, w1_lower_bound
 from ganctl.measure.quality import wasserstein1
 from ganctl.methods.penalties import input_grads
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.models.constrained import (
     Bjorck,
     GradientNormalized,
@@ -218,13 +218,22 @@ def test_gn_and_bjorck_train_with_every_loss(method, loss):
         assert d.abs().max() < 1
 
 
-def test_gn_trains_image_critics():
+def test_gn_trains_image_critics_and_normalises_each_image_over_all_its_values():
     for arch in ("dcgan", "resnet"):
         trainer = Trainer(
             resolve(small(data="shapes", image_size=16, lipschitz="gn", arch=arch, width=8, batch_size=8))
         )
         trainer.train_step()
         assert math.isfinite(trainer.pop_stats()["loss_d"])
+        # D = f / (||grad f|| + |f|), the norm per image over C x H x W (not over channels alone),
+        # against f and its input gradient taken here by autograd.
+        critic = trainer.critic.eval()
+        x = trainer.dataset.sample(4, torch.Generator().manual_seed(0), "cpu").requires_grad_(True)
+        f = critic.net(x)
+        (g,) = torch.autograd.grad(f.sum(), x)
+        want = f.detach().reshape(-1) / (g.flatten(1).norm(dim=1) + f.detach().abs().reshape(-1))
+        torch.testing.assert_close(critic(x.detach()).reshape(-1), want, rtol=1e-5, atol=1e-7)
+        assert want.abs().max() < 1
 
 
 # --- the certified W1 lower bound --------------------------------------------------------------

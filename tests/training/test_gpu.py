@@ -10,9 +10,10 @@ from conftest import fused_and_autograd_stats, small
 
 import ganctl
 from ganctl.errors import NonFinite
-from ganctl.methods.registry import resolve
+from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.training.engine import Trainer
+from ganctl.training.state import capture, restore
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -30,7 +31,7 @@ def test_a_mixed_precision_penalty_matches_float32_on_the_gpu(amp):
     # The same weights and batch: the penalised critic loss under autocast (fp16: through the
     # gradient scaler and back) within the precision's rounding of the float32 one.
     full, mixed = Trainer(resolve(shapes(lipschitz="gp"))), Trainer(resolve(shapes(lipschitz="gp", amp=amp)))
-    mixed.load_state_dict(full.state_dict())
+    restore(mixed, capture(full))
     full.critic_step()
     mixed.critic_step()
     a, b = full.pop_stats(), mixed.pop_stats()
@@ -43,7 +44,7 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path):
     trainer = Trainer(resolve(on_gpu(lipschitz="gp")))
     for _ in range(2):
         trainer.train_step()
-    path = checkpoint.save(trainer, tmp_path / "c.safetensors")
+    path = checkpoint.save(capture(trainer), tmp_path / "c.safetensors")
     resumed = ganctl.resume(path, device="cpu")
     assert resumed.device.type == "cpu" and resumed.exact_resume is False and resumed.step == 2
     for a, b in zip(trainer.critic.state_dict().values(), resumed.critic.state_dict().values()):

@@ -175,8 +175,8 @@ def test_an_image_run_logs_its_metrics_at_eval_steps(tmp_path):
     evaluated = [r for r in records if "eval/fid[random-conv]" in r]
     assert [r["step"] for r in evaluated] == [2]
     assert {"eval/precision[random-conv]", "eval/coverage[random-conv]", "eval/valid_share"} <= evaluated[0].keys()
-    assert summary["final"]["fid[random-conv]"] == evaluated[0]["eval/fid[random-conv]"]  # fixed inputs
-    measured = summary["image_metrics_on"]
+    assert summary.final["fid[random-conv]"] == evaluated[0]["eval/fid[random-conv]"]  # fixed inputs
+    measured = summary.image_metrics_on
     assert (measured["n_fake"], measured["n_real"], measured["real_fingerprint"]) == (64, 64, "shapes/1/16")
     assert measured["feature_space"]["label"] == "random-conv" and len(measured["feature_space"]["sha256"]) == 64
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -9,12 +9,14 @@ from safetensors.torch import load_file, save_file
 
 import ganctl
 from ganctl.errors import CheckpointError, ConfigError
-from ganctl.methods.registry import resolve
+from ganctl.methods.registry import available_methods
+from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder
 from ganctl.training.engine import Trainer
+from ganctl.training.state import capture, restore
 
-METHODS = ["none", "clip", "gp", "zgp", "r1", "r2", "sn"]
+METHODS = available_methods()
 
 
 def state(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -34,7 +36,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(method, tmp_path):
     first = Trainer(resolve(cfg))
     for _ in range(3):
         first.train_step()
-    path = checkpoint.save(first, tmp_path / "ckpt.safetensors")
+    path = checkpoint.save(capture(first), tmp_path / "ckpt.safetensors")
     del first
     resumed = ganctl.resume(path)
     assert (resumed.step, resumed.exact_resume) == (3, True)
@@ -55,13 +57,13 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(method, tmp_path):
 def test_checkpoint_opens_with_plain_safetensors_and_json(tmp_path):
     trainer = Trainer(resolve(small(lipschitz="sn")))
     trainer.train_step()
-    path = checkpoint.save(trainer, tmp_path / "c.safetensors")
+    path = checkpoint.save(capture(trainer), tmp_path / "c.safetensors")
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
         keys = set(fh.keys())
     config = json.loads(meta["config"])
     assert config["lipschitz"] == "sn" and config["loss"] == "hinge"
-    assert meta["format"] == "ganctl.nets.checkpoint" and meta["format_version"] == "1"
+    assert meta["format"] == "ganctl.checkpoint" and meta["format_version"] == "1"
     assert meta["ganctl_version"] == ganctl.__version__
     assert {"state.step", "state.critic_steps", "rng.train"} <= keys
     assert any(k.startswith("critic.") and k.endswith("parametrizations.weight.original") for k in keys)
@@ -73,7 +75,7 @@ def test_load_rebuilds_modules_strictly(tmp_path):
     trainer = Trainer(resolve(small(lipschitz="sn")))
     for _ in range(2):
         trainer.train_step()
-    checkpoint.save(trainer, RunFolder(tmp_path).checkpoint_path(2))
+    checkpoint.save(capture(trainer), RunFolder(tmp_path).checkpoint_path(2))
     ck = ganctl.load(tmp_path)  # a run folder: its latest checkpoint
     assert ck.step == 2 and ck.config == trainer.cfg and ck.sampler is ck.ema
     x = torch.randn(5, 2)
@@ -87,7 +89,7 @@ def test_load_rebuilds_modules_strictly(tmp_path):
 
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     trainer = Trainer(resolve(small()))
-    path = checkpoint.save(trainer, tmp_path / "c.safetensors")
+    path = checkpoint.save(capture(trainer), tmp_path / "c.safetensors")
     before = path.read_bytes()
     trainer.train_step()
 
@@ -98,14 +100,14 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
 
     monkeypatch.setattr("safetensors.torch.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save(trainer, path)
+        checkpoint.save(capture(trainer), path)
     assert path.read_bytes() == before
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
 def _saved(tmp_path):
     trainer = Trainer(resolve(small()))
-    return checkpoint.save(trainer, tmp_path / "c.safetensors")
+    return checkpoint.save(capture(trainer), tmp_path / "c.safetensors")
 
 
 def _rewrite(path, change_meta=None, change_tensors=None):
@@ -181,7 +183,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
 def test_load_builds_no_optimizer_and_no_scaler(tmp_path, monkeypatch):
     trainer = Trainer(resolve(small(lipschitz="gp", amp="fp16")))
     trainer.train_step()
-    path = checkpoint.save(trainer, tmp_path / "c.safetensors")
+    path = checkpoint.save(capture(trainer), tmp_path / "c.safetensors")
 
     def refused(*args, **kwargs):
         raise AssertionError("ganctl.load built an optimizer or a gradient scaler")
@@ -198,11 +200,11 @@ def test_load_builds_no_optimizer_and_no_scaler(tmp_path, monkeypatch):
 
 
 def test_trainer_state_round_trips_in_memory():
-    # load_state_dict(state_dict()) is how resume works; in memory it must be exact too.
+    # restore(capture(...)) is how resume works; in memory it must be exact too.
     a, b = Trainer(resolve(small(lipschitz="gp", seed=1))), Trainer(resolve(small(lipschitz="gp", seed=2)))
     for _ in range(2):
         a.train_step()
-    b.load_state_dict(a.state_dict())
+    restore(b, capture(a))
     assert (b.step, b.critic_steps, b.exact_resume) == (a.step, a.critic_steps, True)
     a.train_step()
     b.train_step()

@@ -1,0 +1,117 @@
+"""Resolving a config: flags > --config file > the method's recipe for this data > the
+`TrainConfig` default. `resolve` makes every filled value explicit, so a checkpoint never
+depends on a default that may change later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ganctl.config import (
+    IMAGE_ARCH,
+    IMAGE_DEPTH,
+    IMAGE_GEN_NORM,
+    IMAGE_WIDTH,
+    IMAGE_Z_DIM,
+    POINTS_MODEL,
+    ResolvedConfig,
+    TrainConfig,
+    data_kind,
+    flag_of,
+    validate,
+)
+from ganctl.errors import ConfigError
+from ganctl.methods.registry import ADAM_BETAS, METHOD_SETTINGS, RECIPE_FIELDS, Method, get_method, owners
+
+
+# --- resolving a config --------------------------------------------------------------------
+def resolve(cfg: TrainConfig) -> ResolvedConfig:
+    """Validate, then fill every ``None`` from the data and the method's recipe. Called once,
+    where a run enters ganctl (`ganctl.train`, `ganctl.resume`, `ganctl.load`, a comparison's
+    plan); everything after carries the `ResolvedConfig`."""
+    validate(cfg)
+    if data_kind(cfg.data) == "points":
+        cfg = _fill(cfg, **POINTS_MODEL)
+    else:
+        arch = cfg.arch or IMAGE_ARCH
+        width = IMAGE_WIDTH.get(arch, IMAGE_WIDTH[IMAGE_ARCH])
+        cfg = _fill(cfg, arch=arch, width=width, depth=IMAGE_DEPTH, z_dim=IMAGE_Z_DIM, gen_norm=IMAGE_GEN_NORM)
+    cfg = _resolve_method(cfg, get_method(cfg.lipschitz))
+    cfg = _resolve_conditioning(cfg)
+    if cfg.lr_decay != "none" and cfg.decay_steps is None:
+        # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
+        cfg = cfg.replace(decay_steps=cfg.steps)
+    return ResolvedConfig(**cfg.to_dict())
+
+
+def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
+    for name in METHOD_SETTINGS:
+        if name not in method.owns and getattr(cfg, name) is not None:
+            raise ConfigError(
+                f"{flag_of(name)} does not apply to --lipschitz {method.name}"
+                f" (it applies to: {', '.join(owners(name))})"
+            )
+    if cfg.reg_every != 1 and not method.penalty_at:
+        raise ConfigError(
+            f"--reg-every {cfg.reg_every}: lazy regularisation needs a penalty, and --lipschitz {method.name} has none"
+        )
+    if method.penalty_at:
+        at = cfg.penalty_at or method.penalty_at[0]
+        if at not in method.penalty_at:
+            raise ConfigError(
+                f"--penalty-at {at} is not available for --lipschitz {method.name}"
+                f" (allowed: {', '.join(method.penalty_at)})"
+            )
+        cfg = cfg.replace(penalty_at=at)
+    recipe = method.recipe_for(cfg.data, cfg.arch)
+    changes: dict[str, Any] = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(cfg, k) is None}
+    if (cfg.optimizer or recipe.optimizer) == "rmsprop":
+        if cfg.beta1 is not None or cfg.beta2 is not None:
+            raise ConfigError("--beta1 and --beta2 apply to --optimizer adam only")
+    else:  # Adam: the recipe's betas, or WGAN-GP's where the recipe used RMSprop
+        for i, name in enumerate(("beta1", "beta2")):
+            if getattr(cfg, name) is None:
+                changes[name] = ADAM_BETAS[i] if getattr(recipe, name) is None else getattr(recipe, name)
+    # The method's own settings: the recipe's value where it sets one (clip's c on 2-D data),
+    # else the method's fixed default.
+    own = {k: v if getattr(recipe, k, None) is None else getattr(recipe, k) for k, v in method.fixed.items()}
+    changes.update({k: v for k, v in own.items() if getattr(cfg, k) is None})
+    return cfg.replace(**changes)
+
+
+ACGAN_SCALES = (1.0, 0.1)  # WGAN-GP's gan_cifar_resnet.py: ACGAN_SCALE (critic), ACGAN_SCALE_G (generator)
+
+
+def default_cond(cfg: TrainConfig) -> str:
+    """The critic's conditioning when --cond is not given: a label embedding concatenated to the
+    input for an MLP critic; else the method's own conditional recipe (`Method.cond`: SN-GAN's
+    projection for sn, WGAN-GP's AC-GAN for the rest), and projection under the hinge loss,
+    which SN-GAN's projection discriminator was trained with."""
+    if cfg.arch == "mlp":
+        return "concat"
+    return "projection" if get_method(cfg.lipschitz).cond == "projection" or cfg.loss == "hinge" else "acgan"
+
+
+def _resolve_conditioning(cfg: TrainConfig) -> TrainConfig:
+    own = ("cond", "acgan_scale", "acgan_scale_g")
+    if not cfg.conditional:
+        given = [flag_of(k) for k in own if getattr(cfg, k) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to class-conditional training: add --conditional")
+        return cfg
+    cond = cfg.cond or default_cond(cfg)
+    if cond == "concat" and cfg.arch != "mlp":
+        raise ConfigError(
+            f"--cond concat concatenates a label embedding to an MLP's input; --arch {cfg.arch}"
+            " takes projection or acgan"
+        )
+    if cond != "acgan" and (cfg.acgan_scale is not None or cfg.acgan_scale_g is not None):
+        raise ConfigError(f"--acgan-scale and --acgan-scale-g apply to --cond acgan, not {cond}")
+    scales = {}
+    if cond == "acgan":
+        scales = {"acgan_scale": ACGAN_SCALES[0], "acgan_scale_g": ACGAN_SCALES[1]}
+    return _fill(cfg.replace(cond=cond), **scales)
+
+
+def _fill(cfg: TrainConfig, **defaults: Any) -> TrainConfig:
+    """Replace the fields that are None with `defaults`."""
+    return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})

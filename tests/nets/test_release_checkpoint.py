@@ -1,0 +1,50 @@
+"""A checkpoint written by ganctl 0.1.0 before the package was arranged in wings (8gaussians, gp,
+width 8, depth 1, seed 3, 3 steps) still loads, samples and resumes to the very numbers that
+release gave. The expected values were printed by that release."""
+
+from pathlib import Path
+
+import torch
+
+import ganctl
+
+RELEASE = Path(__file__).parent / "data" / "release-0.1.0.safetensors"
+# ganctl.load(RELEASE).sample(4, torch.Generator().manual_seed(0)) under 0.1.0
+SAMPLES = [
+    [-0.11908843368291855, -0.5642606019973755],
+    [-0.5631847977638245, -0.9074152708053589],
+    [-1.0520237684249878, -1.6106030941009521],
+    [-0.13043397665023804, -0.3472454249858856],
+]
+# ganctl.resume(RELEASE, overrides={"steps": 5}), two train_step() calls, then the sums of the
+# generator's and the critic's parameters in float64, under 0.1.0 with one torch thread (the
+# thread count changes the order of float sums, so the numbers are bitwise only at one count)
+RESUMED = (-4.254132846137509, 0.35075196623802185)
+
+
+def test_a_release_checkpoint_loads_and_samples_as_it_did():
+    nets = ganctl.load(RELEASE)
+    assert nets.step == 3 and nets.cfg.lipschitz == "gp" and nets.cfg.seed == 3
+    assert nets.sample(4, torch.Generator().manual_seed(0)).tolist() == SAMPLES
+
+
+def test_a_release_checkpoint_resumes_to_the_release_s_numbers():
+    torch.set_num_threads(1)
+    trainer = ganctl.resume(RELEASE, overrides={"steps": 5})
+    for _ in range(2):
+        trainer.train_step()
+    with torch.no_grad():
+        sums = tuple(float(sum(p.double().sum() for p in m.parameters())) for m in (trainer.generator, trainer.critic))
+    assert trainer.step == 5 and sums == RESUMED
+
+
+def test_the_release_file_reads_with_plain_safetensors_and_json():
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(RELEASE), "pt") as fh:
+        meta = fh.metadata()
+        assert meta["format"] == "ganctl.checkpoint" and meta["format_version"] == "1"
+        assert json.loads(meta["config"])["penalty_weight"] == 0.1
+        assert int(fh.get_tensor("state.step")) == 3
