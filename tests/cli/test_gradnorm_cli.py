@@ -50,7 +50,7 @@ def test_json_schema_and_agreement_with_the_library(run):
     assert set(report["sets"]) == {"real", "fake", "interp", "real+noise"}
     assert report["upper_bound"]["value"] >= report["lower_bound"]["value"]
     same = analysis.analyse(ganctl.load(run), n=512, seed=0, noise_std=0.01).report
-    assert report["sets"]["interp"]["mean"] == pytest.approx(same["sets"]["interp"]["mean"], rel=1e-6)
+    assert report["sets"]["interp"]["mean"] == pytest.approx(same.sets["interp"]["mean"], rel=1e-6)
 
 
 def test_thresholds_give_exit_1_with_the_numbers(run):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
 from ganctl.measure.defaults import TRAJECTORY_N
 from ganctl.measure.metrics import threshold
+
+if TYPE_CHECKING:
+    from ganctl.measure.gradnorm import Report
 
 COLUMNS = ("mean", "std", "min", "q05", "q50", "q95", "max", "above", "below", "vanishing")
 SHARES = ("above", "below", "vanishing")
@@ -109,41 +112,40 @@ def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_o
     real = real_points(nets, m.n, m.seed, m.data) if m.data is not None else None
     analysis = analyse(nets, n=m.n, seed=m.seed, tol=m.tol, raw=m.raw, noise_std=m.noise_std, real=real)
     report = analysis.report
-    report["checkpoint"] = str(nets.path)
-    report["data"] = m.data or nets.cfg.data
+    report.checkpoint, report.data = str(nets.path), m.data or nets.cfg.data
     result = gate(analysis.gate_values(), limits, GRADNORM_THRESHOLDS)
-    report["thresholds"] = result.to_dict()
+    report.thresholds = result.to_dict()
     if png is not None:
-        draw_histograms(png, analysis.norms, report["step"])
+        draw_histograms(png, analysis.norms, report.step)
     if json_output:
-        print_json(report)
+        print_json(report.to_dict())
     else:
         _report(report, analysis.norms["interp"])
     finish(result)
 
 
-def _report(report: dict[str, Any], interp_norms: Any) -> None:
+def _report(report: Report, interp_norms: Any) -> None:
     """One checkpoint's report for people: the table, a text histogram and the sentences."""
     from ganctl.measure.gradnorm import histogram_bins
 
-    sets = report["sets"].items()
+    sets = report.sets.items()
     if interactive():
         rows = [[name, *(f"{s[c]:.1%}" if c in SHARES else f"{s[c]:.4g}" for c in COLUMNS)] for name, s in sets]
-        table(f"||grad D(x)||  step {report['step']}  n={report['n']}  tol={report['tol']}", ["set", *COLUMNS], rows)
+        table(f"||grad D(x)||  step {report.step}  n={report.n}  tol={report.tol}", ["set", *COLUMNS], rows)
     else:  # plain, whitespace-separated columns when piped
         plain([["set", *COLUMNS], *([name, *(f"{s[c]:.6g}" for c in COLUMNS)] for name, s in sets)])
     bins = histogram_bins(interp_norms)
     top = max(count for _, _, count in bins) or 1
     for lo, hi, count in bins:
         say(f"interp {lo:8.3g}-{hi:<8.3g} {'#' * round(40 * count / top)}")
-    lb, ub = report["lower_bound"], report["upper_bound"]
+    lb, ub = report.lower_bound, report.upper_bound
     upper = "None" if ub["value"] is None else format(ub["value"], ".4g")
     certainty = "certified" if ub["certified"] else "not certified: some layer constants are estimated"
     say(
-        f"Lipschitz lower bound {lb['value']:.4g} (pairs {lb['pairs']:.4g}, largest norm {lb['max_grad_norm']:.4g});"
+        f"Lipschitz lower bound {lb.value:.4g} (pairs {lb.pairs:.4g}, largest norm {lb.max_grad_norm:.4g});"
         f" upper bound {upper} ({certainty}; per layer in --json)"
     )
-    w1 = report.get("w1_lower_bound")
+    w1 = report.w1_lower_bound
     if w1 is not None:
         exact = f"; the exact W1 of the same samples is {w1['w1_exact']:.4g}" if "w1_exact" in w1 else ""
         say(
@@ -152,29 +154,28 @@ def _report(report: dict[str, Any], interp_norms: Any) -> None:
         )
     else:
         say("no certified W1 lower bound: the critic's Lipschitz constant is not certified (or it is conditional)")
-    al = report["alignment"]
+    al = report.alignment
     say(
         f"alignment cos(grad D(x_hat), x_real - x_fake) on {al['pairs']} optimally coupled pairs:"
         f" mean {al['mean']:.3f}, median {al['q50']:.3f} (the optimal critic scores about 0.9 on this many"
         " pairs, and 0.15 to 0.66 on independent ones: docs/gradnorm.md)"
     )
-    v = report["verdict"]
-    say(f"verdict: {v['status']}: {v['detail']}")
+    say(f"verdict: {report.verdict.status}: {report.verdict.detail}")
 
 
 TRAJECTORY_COLUMNS = ("step", "interp mean", "q05", "q50", "q95", "above", "vanishing", "align", "lower", "verdict")
 
 
-def _row(report: dict[str, Any]) -> list[str]:
-    s = report["sets"]["interp"]
+def _row(report: Report) -> list[str]:
+    s = report.sets["interp"]
     return [
-        str(report["step"]),
+        str(report.step),
         *(f"{s[k]:.4g}" for k in ("mean", "q05", "q50", "q95")),
         f"{s['above']:.1%}",
         f"{s['vanishing']:.1%}",
-        f"{report['alignment']['mean']:.3f}",
-        f"{report['lower_bound']['value']:.4g}",
-        report["verdict"]["status"],
+        f"{report.alignment['mean']:.3f}",
+        f"{report.lower_bound.value:.4g}",
+        report.verdict.status,
     ]
 
 
@@ -195,7 +196,10 @@ def _trajectories(paths: list[Path], m: Any, device: str, limits: dict, png: Pat
     if json_output:
         print_json(
             {
-                "runs": [{"run": str(p), "name": name, "checkpoints": runs[name]} for name, p in zip(names, paths)],
+                "runs": [
+                    {"run": str(p), "name": name, "checkpoints": [r.to_dict() for r in runs[name]]}
+                    for name, p in zip(names, paths)
+                ],
                 "n": m.n,
                 "seed": m.seed,
                 "tol": m.tol,

@@ -57,17 +57,17 @@ def measure_run(path: Path, device: str = "cpu", pictures: bool = False) -> Eval
     evaluator = Evaluator(nets)
     row.update({k: v for k, v in evaluator.measure().items() if k not in _EVALUATOR_GRADNORM})
     analysis = analyse(nets)  # `ganctl gradnorm`'s defaults, so the numbers are the ones it prints
-    report, interp = analysis.report, analysis.report["sets"]["interp"]
+    report, interp = analysis.report, analysis.report.sets["interp"]
     row.update(
         {
             "interp_mean": interp["mean"],
             "interp_q50": interp["q50"],
             "violation_share": interp["above"],
             "vanishing_share": interp["vanishing"],
-            "critic_gap": report["critic_gap"],
-            **({"wasserstein": report["wasserstein"]} if "wasserstein" in report else {}),
-            "alignment_mean": report["alignment"]["mean"],
-            "verdict": report["verdict"]["status"],
+            "critic_gap": report.critic_gap,
+            **({"wasserstein": report.wasserstein} if report.wasserstein is not None else {}),
+            "alignment_mean": report.alignment["mean"],
+            "verdict": report.verdict.status,
         }
     )
     row.update(_cost(run_dir, nets.step))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -438,22 +438,74 @@ class Measure:
     noise_std: float | None = None
 
 
+Status = Literal["vanishing", "exploding", "violating", "under-using", "inside the bound", "within tolerance"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status  # one word for the interpolate norms
+    detail: str  # the sentence behind it, with its numbers
+
+
+@dataclass(frozen=True)
+class LowerBound:
+    """An empirical lower bound on the critic's Lipschitz constant: the largest difference
+    quotient over the measured pairs and the largest input-gradient norm seen."""
+
+    pairs: float
+    max_grad_norm: float
+    value: float
+
+
+@dataclass
+class Report:
+    """`ganctl gradnorm`'s report on one checkpoint (`to_dict` is its --json): per point set the
+    statistics of ||grad D|| (`summarise`'s), per class for a conditional critic, the critic's
+    gap, transport alignment, both Lipschitz bounds, the certified W1 lower bound where one
+    holds, and the verdict."""
+
+    n: int
+    seed: int
+    tol: float
+    step: int
+    generator: Literal["ema", "raw"]
+    sets: dict[str, dict[str, float]]  # real, fake, interp (and real+noise): summarise()'s statistics
+    critic_gap: float
+    alignment: dict[str, Any]
+    lower_bound: LowerBound
+    verdict: Verdict
+    seconds: float
+    wasserstein: float | None = None  # the gap read as a W1 estimate: Wasserstein critics only
+    classes: dict[str, dict[str, dict[str, float]]] | None = None  # a conditional critic's, per class
+    upper_bound: dict[str, Any] | None = None  # value, certified, method, per-layer table
+    w1_lower_bound: dict[str, Any] | None = None  # a certified critic's only
+    checkpoint: str | None = None  # what the command measured, and its gate
+    data: str | None = None
+    thresholds: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON; a field that does not apply (None) is left out."""
+        import dataclasses
+
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k == "w1_lower_bound"}
+
+
 @dataclass
 class Analysis:
     """`analyse`'s result: the report (plain data, what --json prints) and the norms behind its
     per-set statistics (tensors, for histograms)."""
 
-    report: dict[str, Any]
+    report: Report
     norms: dict[str, Tensor]
 
     def gate_values(self) -> dict[str, float]:
         return gate_values(self.report)
 
 
-def gate_values(report: dict[str, Any]) -> dict[str, float]:
+def gate_values(report: Report) -> dict[str, float]:
     """The numbers of a report that the CI thresholds judge (`ganctl.measure.metrics.GRADNORM_THRESHOLDS`):
     the interpolates' violation share and mean norm, and the largest norm of any set."""
-    sets = report["sets"]
+    sets = report.sets
     return {
         "violation_share": sets["interp"]["above"],
         "max_norm": max(s["max"] for s in sets.values()),
@@ -485,26 +537,32 @@ def analyse(
     sets = {"real": x, "fake": fake, "interp": penalties.interpolate(x, fake, g)}
     if noise_std:
         sets["real+noise"] = x + noise_std * torch.randn(x.shape, generator=g, device=device)
-    report: dict[str, Any] = {"n": n, "seed": seed, "tol": tol, "step": nets.step, "sets": {}}
-    report["generator"] = "raw" if raw or nets.ema is None else "ema"
-    norms_by_set, values_by_set = {}, {}
+    norms_by_set, values_by_set, stats = {}, {}, {}
     for name, points in sets.items():
         values_by_set[name], norms_by_set[name] = gradient_norms(nets.critic, points, y=y)
-        report["sets"][name] = summarise(norms_by_set[name], tol)
-    if y is not None:
-        report["classes"] = _by_class(nets, norms_by_set, y, tol)
-    gap = float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean())
-    report.update(gap_stats(gap, nets.cfg.loss))  # on these points
-    report["alignment"] = _alignment_summary(nets.critic, x, fake, g, y)
+        stats[name] = summarise(norms_by_set[name], tol)
+    gap = gap_stats(float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean()), nets.cfg.loss)
     pair_bound = empirical_lower_bound(nets.critic, x, fake, y)
     largest = max(float(v.max()) for v in norms_by_set.values())
-    report["lower_bound"] = {"pairs": pair_bound, "max_grad_norm": largest, "value": max(pair_bound, largest)}
+    report = Report(
+        n=n,
+        seed=seed,
+        tol=tol,
+        step=nets.step,
+        generator="raw" if raw or nets.ema is None else "ema",
+        sets=stats,
+        critic_gap=gap["critic_gap"],
+        wasserstein=gap.get("wasserstein"),  # on these points
+        classes=_by_class(nets, norms_by_set, y, tol) if y is not None else None,
+        alignment=_alignment_summary(nets.critic, x, fake, g, y),
+        lower_bound=LowerBound(pair_bound, largest, max(pair_bound, largest)),
+        verdict=Verdict(*verdict(stats["interp"], tol, nets.cfg.loss)),
+        seconds=0.0,
+    )
     if bounds:
-        report["upper_bound"] = _upper_bound_report(nets.critic, tuple(x.shape[1:]), device, nets.cfg.conditional)
-        report["w1_lower_bound"] = certified_w1_report(nets, x, fake, report["upper_bound"])
-    word, why = verdict(report["sets"]["interp"], tol, nets.cfg.loss)
-    report["verdict"] = {"status": word, "detail": why}
-    report["seconds"] = round(time.perf_counter() - started, 3)
+        report.upper_bound = _upper_bound_report(nets.critic, tuple(x.shape[1:]), device, nets.cfg.conditional)
+        report.w1_lower_bound = certified_w1_report(nets, x, fake, report.upper_bound)
+    report.seconds = round(time.perf_counter() - started, 3)
     return Analysis(report, norms_by_set)
 
 
@@ -582,7 +640,7 @@ def _upper_bound_report(
     }
 
 
-def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> list[dict[str, Any]]:
+def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> list[Report]:
     """`analyse` at every checkpoint of a run (a run folder, or one checkpoint file), in step
     order, on the same real points, latents and interpolation coefficients throughout. Each
     row keeps the upper bound's value, not its per-layer table."""
@@ -600,8 +658,8 @@ def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> 
         if real is None:
             real = real_points(nets, m.n, m.seed, m.data)
         report = analyse(nets, n=m.n, seed=m.seed, tol=m.tol, raw=m.raw, noise_std=m.noise_std, real=real).report
-        report["upper_bound"].pop("layers")
-        report["checkpoint"] = str(path)
+        report.upper_bound.pop("layers")
+        report.checkpoint = str(path)
         rows.append(report)
     return rows
 
@@ -621,7 +679,7 @@ def draw_histograms(path: Path, norms: dict[str, Tensor], step: int) -> None:
     histograms(path, {k: v.cpu().numpy() for k, v in norms.items()}, f"||grad D||  step {step}")
 
 
-def draw_trajectories(path: Path, runs: dict[str, list[dict[str, Any]]]) -> None:
+def draw_trajectories(path: Path, runs: dict[str, list[Report]]) -> None:
     """The interpolate-norm quantiles of every run's checkpoints against step, as a PNG."""
     import numpy as np
 
@@ -629,8 +687,8 @@ def draw_trajectories(path: Path, runs: dict[str, list[dict[str, Any]]]) -> None
 
     series = {
         name: {
-            "step": np.array([r["step"] for r in rows]),
-            **{q: np.array([r["sets"]["interp"][q] for r in rows]) for q in ("q05", "q50", "q95")},
+            "step": np.array([r.step for r in rows]),
+            **{q: np.array([r.sets["interp"][q] for r in rows]) for q in ("q05", "q50", "q95")},
         }
         for name, rows in runs.items()
     }
