@@ -72,3 +72,27 @@ def test_the_w1_floor_is_a_mean_and_spread_over_draws():
     assert sd > 0 and abs(mean - float(np.mean(direct))) < 3 * float(np.std(direct)) / 6**0.5 + 1e-9
     # more points, a lower floor: W1 of two samples of one distribution shrinks with n
     assert w1_floor(lambda n: ds.sample(n, g, "cpu"), 2048, draws=3)[0] < mean
+
+
+def test_the_w1_floor_is_computed_once_and_read_back_from_the_cache(tmp_path, monkeypatch):
+    from ganctl.data import get_dataset
+    from ganctl.measure import evaluation
+
+    monkeypatch.setenv("GANCTL_CACHE", str(tmp_path))
+    monkeypatch.setattr(evaluation, "_FLOORS", {})
+    data = get_dataset("8gaussians")
+    first = evaluation.floor_of(data, 64, seed=5)
+    (cached,) = tmp_path.glob("w1floor-*.json")
+    monkeypatch.setattr(evaluation, "_FLOORS", {})  # a new process: only the file is left
+
+    def no_solves(*args, **kwargs):
+        raise AssertionError("the floor was computed again")
+
+    monkeypatch.setattr(evaluation, "w1_floor", no_solves)
+    assert evaluation.floor_of(data, 64, seed=5) == first
+    cached.write_text("{not json")  # a damaged entry is computed again, to the same numbers
+    monkeypatch.undo()
+    monkeypatch.setenv("GANCTL_CACHE", str(tmp_path))
+    monkeypatch.setattr(evaluation, "_FLOORS", {})
+    assert evaluation.floor_of(data, 64, seed=5) == first
+    assert evaluation.floor_of(data, 64, seed=6) != first  # the seed's own draws

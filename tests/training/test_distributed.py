@@ -162,7 +162,7 @@ def test_a_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
     pid = _worker_pid("hung", 1)
     os.kill(pid, signal.SIGSTOP)
     try:
-        _, err = proc.communicate(timeout=20)  # the 3 s timeout, then torchrun stops the group
+        _, err = proc.communicate(timeout=8)  # rank 0's 3 s timeout, then torchrun stops the group
     except subprocess.TimeoutExpired:
         os.kill(pid, signal.SIGCONT)  # torchrun waits 30 s for a stopped process to take SIGTERM
         _, err = proc.communicate(timeout=120)
@@ -171,12 +171,24 @@ def test_a_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
     assert "rank 1 of 2 stopped answering" in line and "newest checkpoint" in line, line
 
 
+RESTART_STEPS = ["--steps", "120", "--ckpt-every", "20"]
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory):
+    """The run a restarted group must end as: the same command, never interrupted."""
+    tmp = tmp_path_factory.mktemp("unbroken")
+    command = [sys.executable, "-m", "ganctl", "train", *LONG, *RESTART_STEPS, "--json", "--nproc", "2"]
+    summary = run([*command, "--out", "whole"], tmp)
+    assert summary["restarts"] == 0
+    return tmp / "whole"
+
+
 @pytest.mark.parametrize("launcher", ["ganctl", "torchrun"])
-def test_a_restarted_group_resumes_from_the_newest_checkpoint_and_ends_where_an_unbroken_run_does(tmp_path, launcher):
-    steps = ["--steps", "120", "--ckpt-every", "20"]
-    whole = run(
-        [sys.executable, "-m", "ganctl", "train", *LONG, *steps, "--json", "--nproc", "2", "--out", "whole"], tmp_path
-    )
+def test_a_restarted_group_resumes_from_the_newest_checkpoint_and_ends_where_an_unbroken_run_does(
+    tmp_path, launcher, unbroken
+):
+    steps = RESTART_STEPS
     if launcher == "ganctl":
         command = [sys.executable, "-m", "ganctl", "train", *LONG, *steps, "--nproc", "2", "--max-restarts", "1"]
     else:  # the user's own torchrun: the same resume, from inside `ganctl train`
@@ -189,10 +201,9 @@ def test_a_restarted_group_resumes_from_the_newest_checkpoint_and_ends_where_an_
     summary = json.loads(out)
     assert summary["restarts"] == 1 and summary["step"] == 120 and summary["ranks_in_sync"] is True
     assert "torchrun restarted the group (1 of 1); resuming from step" in err
-    a = load_file(tmp_path / "whole" / "checkpoints" / "step-0000120.safetensors")
+    a = load_file(unbroken / "checkpoints" / "step-0000120.safetensors")
     b = load_file(tmp_path / "broken" / "checkpoints" / "step-0000120.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # resumed exactly
-    assert whole["restarts"] == 0
 
 
 def test_a_restart_does_not_resume_a_folder_another_job_wrote(tmp_path, monkeypatch):
