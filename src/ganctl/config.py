@@ -211,7 +211,10 @@ class TrainConfig:
         panel=SCHEDULE,
     )
     inception: str | None = setting(
-        None, "Inception-v3 weights in torch-fidelity's layout (pt_inception-2015-12-05-6726825d.pth).", panel=SCHEDULE
+        None,
+        "Inception-v3 weights in torch-fidelity's layout (the published file: pt_inception-2015-12-05 with hash"
+        " 6726825d).",
+        panel=SCHEDULE,
     )
     vgg: str | None = setting(
         None,
@@ -428,6 +431,10 @@ def _check_positive(cfg: TrainConfig, names: tuple[str, ...], strict: bool = Tru
             raise ConfigError(f"{flag_of(name)} must be {need}, got {value}")
 
 
+MAX_THREADS = 4096
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
+
+
 def validate(cfg: TrainConfig) -> None:
     """Refuse impossible settings before any work starts."""
     for name, allowed in _CHOICES.items():
@@ -444,6 +451,10 @@ def validate(cfg: TrainConfig) -> None:
     _check_positive(
         cfg, ("log_every", "eval_every", "sample_every", "ckpt_every", "keep_last", "threads"), strict=False
     )
+    if cfg.threads > MAX_THREADS:
+        raise ConfigError(f"--threads {cfg.threads}: at most {MAX_THREADS} (more than any machine has cores)")
+    if cfg.dist_timeout > MAX_TIMEOUT_S:
+        raise ConfigError(f"--dist-timeout {cfg.dist_timeout:g}: at most {MAX_TIMEOUT_S:g} s (a year)")
     for name in ("beta1", "beta2"):
         value = getattr(cfg, name)
         if value is not None and not 0.0 <= value < 1.0:

@@ -6,11 +6,14 @@ was, and raises one `WriteError` naming the file."""
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ganctl.errors import WriteError
 
@@ -82,3 +85,30 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def json_safe(value: Any, path: str = "") -> tuple[Any, dict[str, str]]:
+    """`value` as strict JSON allows it (RFC 8259 has no NaN or Infinity): every non-finite float
+    becomes None, and the second result says where and why ({"metrics.kid_std": "NaN"}), so a
+    reader is told that a number is undefined rather than handed a token its parser refuses."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, {path or ".": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, dict):
+        out, undefined = {}, {}
+        for k, v in value.items():
+            out[k], more = json_safe(v, f"{path}.{k}" if path else str(k))
+            undefined.update(more)
+        return out, undefined
+    if isinstance(value, (list, tuple)):
+        pairs = [json_safe(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in pairs], {k: r for _, more in pairs for k, r in more.items()}
+    return value, {}
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON of `value` (`json_safe`); a dict that held undefined numbers also says which,
+    under "undefined"."""
+    clean, undefined = json_safe(value)
+    if undefined and isinstance(clean, dict):
+        clean["undefined"] = {**clean.get("undefined", {}), **undefined}
+    return json.dumps(clean, allow_nan=False, **kwargs)

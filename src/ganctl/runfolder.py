@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ganctl.errors import CheckpointError, ConfigError
-from ganctl.fileio import write_error, write_text_atomic
+from ganctl.fileio import dumps, write_error, write_text_atomic
 
 CHECKPOINT_SUFFIX = ".safetensors"
 _CHECKPOINT_NAME = re.compile(r"step-(\d+)\.safetensors$")
@@ -43,7 +43,7 @@ class MetricsLog:
         line, which readers skip, and raises `WriteError`."""
         try:
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(dumps(record) + "\n")
         except OSError as exc:
             raise write_error(self.path, exc) from exc
 
@@ -163,7 +163,7 @@ class RunFolder:
         return records
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write_text_atomic(self.summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(self.summary_path, dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -213,6 +213,7 @@ class RunLock:
         self.folder, self.flag = Path(folder), flag
         self.note: str | None = None
         self._fd: int | None = None
+        self._made: list[Path] = []  # the folders the lock made, removed again if it leaves them empty
 
     def __enter__(self) -> RunLock:
         import errno
@@ -220,6 +221,7 @@ class RunLock:
         import os
 
         try:
+            self._made = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
@@ -258,6 +260,19 @@ class RunLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """A writer refused before it wrote anything leaves nothing behind: the lock file and the
+        folders the lock itself made, when nothing else is in them."""
+        import contextlib
+
+        if not self._made or any(p.name != LOCK_NAME for p in self.folder.iterdir()):
+            return
+        with contextlib.suppress(OSError):
+            (self.folder / LOCK_NAME).unlink()
+            for folder in self._made:  # innermost first
+                folder.rmdir()
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Exit codes, the same for every command: 0 success, 1 a check failed, 2 bad usage
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from ganctl import __version__
@@ -22,11 +24,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command(name="train")(train)
-app.command(name="sample")(sample)
-app.command(name="gradnorm")(gradnorm)
-app.command(name="eval")(eval_command)
-app.command(name="compare")(compare)
+
+
+def _paragraphs(doc: str | None) -> str:
+    """A command's docstring as its help: each paragraph one line, for the help to wrap once at
+    the terminal's width (the source's own line breaks would stay, and leave ragged lines)."""
+    text = inspect.cleandoc(doc or "")
+    return "\n\n".join(" ".join(line.strip() for line in part.splitlines()) for part in text.split("\n\n"))
+
+
+for _name, _command in (
+    ("train", train),
+    ("sample", sample),
+    ("gradnorm", gradnorm),
+    ("eval", eval_command),
+    ("compare", compare),
+):
+    app.command(name=_name, help=_paragraphs(_command.__doc__))(_command)
 
 
 def _version(value: bool) -> None:

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ganctl.cli.options import ConfigFile, Json, settings_of, with_settings
+from ganctl.cli.options import ConfigFile, Json, escape, settings_of, with_settings
 from ganctl.cli.output import (
     JobsProgress,
     TrainProgress,
+    emphasis,
     handle_errors,
     interactive,
     job_line,
@@ -75,7 +76,7 @@ def _table(result: dict[str, Any]) -> None:
         text = _fmt(key, s.get(key), s["runs"])
         if method not in marks.get(key, []):
             return text
-        return f"[bold green]{text}[/]" if live else text + "*"
+        return emphasis(text) if live else text + "*"
 
     rows = [[method, str(s["runs"]), *(cell(method, k, s) for k, _, _ in shown)] for method, s in methods.items()]
     if live:
@@ -95,7 +96,7 @@ def _compare(
         typer.Argument(
             help="Existing run folders or checkpoints to compare, without training.",
             show_default=False,
-            metavar="RUN_OR_CKPT",
+            metavar="CKPT_OR_RUN",
         ),
     ] = None,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated Lipschitz methods.")] = DEFAULT_METHODS,
@@ -104,7 +105,9 @@ def _compare(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Folder for the runs and the results (default: runs/compare-DATA).", show_default=False
+            "--out",
+            help=escape("Folder for the runs and the results. [default: runs/compare-DATA]"),
+            show_default=False,
         ),
     ] = None,
     config_file: ConfigFile = None,
@@ -122,7 +125,7 @@ def _compare(
         str | None,
         typer.Option(
             "--tune-metric",
-            help="What a trial is scored by (default: w1 on 2-D data, fid on images).",
+            help=escape("What a trial is scored by. [default: w1 on 2-D data, fid on images]"),
             show_default=False,
         ),
     ] = None,
@@ -158,11 +161,11 @@ def _compare(
 ) -> None:
     """Train each method with the same data, seeds and budget, then evaluate every run the same way.
 
-    Or compare existing RUN_OR_CKPT... without training.
+    Or compare existing CKPT_OR_RUN... without training.
 
     Every setting of `ganctl train` (for example --batch-size 128 --lr-d 1e-4 --two-sided, or
     --config FILE) applies to every run. Finished runs under --out are not trained again;
-    unfinished ones resume. With RUN_OR_CKPT arguments nothing trains. Writes compare.json,
+    unfinished ones resume. With CKPT_OR_RUN arguments nothing trains. Writes compare.json,
     compare.csv, panel.png and curves.png to --out; with --tune also tune.json and budget.png.
     """
     from ganctl.errors import ConfigError
@@ -176,7 +179,7 @@ def _compare(
     progress = CompareProgress() if placement.sequential else JobsProgress()
     if runs:
         if base:
-            raise ConfigError("compare RUN_OR_CKPT...: training options make no sense when comparing existing runs")
+            raise ConfigError("compare CKPT_OR_RUN...: training options make no sense when comparing existing runs")
         result = _existing(runs, out, settings.get("device"))
     else:
         if seeds < 1:
@@ -235,6 +238,8 @@ def _show(result: dict[str, Any], out: Path | None, json_output: bool) -> None:
         print_json(result)
         return
     _table(result)
+    if "note" in result:
+        say(f"note: {result['note']}")
     if "tuning" in result:
         _chosen(result["tuning"])
     if out is not None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, escape
 from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
 from ganctl.measure.defaults import EVAL_N
@@ -27,7 +27,9 @@ def _limit(flag: str) -> typer.models.OptionInfo:
 def eval_command(
     source: Annotated[
         Path | None,
-        typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.", show_default=False),
+        typer.Argument(
+            help="A run folder (its latest checkpoint) or a checkpoint file.", show_default=False, metavar="CKPT_OR_RUN"
+        ),
     ] = None,
     fake: Annotated[
         Path | None,
@@ -40,7 +42,7 @@ def eval_command(
     ] = None,
     data: Annotated[
         str | None,
-        typer.Option("--data", help="The real data (default: the checkpoint's).", show_default=False),
+        typer.Option("--data", help=escape("The real data. [default: the checkpoint's]"), show_default=False),
     ] = None,
     metrics: Annotated[
         str,
@@ -63,8 +65,11 @@ def eval_command(
         str | None,
         typer.Option(
             "--inception",
-            help="Inception-v3 weights in torch-fidelity's layout (pt_inception-2015-12-05-6726825d.pth)."
-            " (default: $GANCTL_INCEPTION)",
+            help=escape(
+                "Inception-v3 weights in torch-fidelity's layout (the published file: pt_inception-2015-12-05 with"
+                " hash 6726825d)."
+                " [default: $GANCTL_INCEPTION]"
+            ),
             show_default=False,
         ),
     ] = None,
@@ -72,8 +77,10 @@ def eval_command(
         str | None,
         typer.Option(
             "--vgg",
-            help="VGG-16 weights in torchvision's layout (vgg16-397923af.pth, torch-fidelity's prc): precision/recall"
-            " and density/coverage in VGG-16 space, labelled [vgg16]. (default: $GANCTL_VGG)",
+            help=escape(
+                "VGG-16 weights in torchvision's layout (vgg16-397923af.pth, torch-fidelity's prc): precision/recall"
+                " and density/coverage in VGG-16 space, labelled [vgg16]. [default: $GANCTL_VGG]"
+            ),
             show_default=False,
         ),
     ] = None,
@@ -99,8 +106,10 @@ def eval_command(
         int | None,
         typer.Option(
             "--image-size",
-            help="Resize both sides to this side first (default: each side's own size; the result is then not"
-            " standard).",
+            help=escape(
+                "Resize both sides to this side first (the result is then not standard)."
+                " [default: each side's own size]"
+            ),
             show_default=False,
         ),
     ] = None,
@@ -143,6 +152,8 @@ def eval_command(
     limits = {t.flag: given[t.flag[2:].replace("-", "_")] for t in EVAL_THRESHOLDS}
     if n is None or n < 2:
         raise ConfigError(f"--n must be at least 2, got {n}")
+    if image_size is not None and image_size < 1:
+        raise ConfigError(f"--image-size must be a positive number of pixels, got {image_size}")
     inputs = [x for x in (source, fake) if x is not None]
     if len(inputs) > 1 or (not inputs and save_stats is None):
         raise ConfigError("give a run folder or checkpoint, or --fake PATH with --data REAL (not both)")

@@ -92,6 +92,9 @@ def gradnorm(
         raise ConfigError(f"--tol must be a finite number >= 0, got {tol}")
     if noise is not None and not (noise > 0 and math.isfinite(noise)):
         raise ConfigError(f"--noise must be a finite number > 0, got {noise}")
+    if png is not None and (png.is_dir() or not png.parent.is_dir()):
+        what = "is a folder" if png.is_dir() else f"is in a folder that does not exist ({png.parent})"
+        raise ConfigError(f"--png {png}: {what}; give the picture's file name, for example {png.name or 'x'}.png")
     limits = {"--max-violation": max_violation, "--max-norm": max_norm, "--min-norm": min_norm}
     check_limits(limits, GRADNORM_THRESHOLDS)
     device_name = str(resolve_device(device or MEASURE_DEVICE))

@@ -17,14 +17,14 @@ import typer
 
 from ganctl.config import default, described
 
-SEED_HELP = f"{described('seed')['help']} (default: {default('seed')})"
+SEED_HELP = f"{described('seed')['help']} [default: {default('seed')}]"
 DEVICES = "auto | cpu | cuda | cuda:N | mps"
 MEASURE_DEVICE = "cpu"  # where the measuring commands run unless told: the same numbers on any machine
 
 Seed = Annotated[int | None, typer.Option("--seed", help=SEED_HELP, show_default=False)]
 # Training (train, compare) takes --device as a setting; measuring (sample, gradnorm, eval) defaults to the CPU.
 Device = Annotated[
-    str | None, typer.Option("--device", help=f"{DEVICES} (default: {MEASURE_DEVICE})", show_default=False)
+    str | None, typer.Option("--device", help=f"{DEVICES}. [default: {MEASURE_DEVICE}]", show_default=False)
 ]
 N = Annotated[int | None, typer.Option("--n", help="Number of samples (see the description).", show_default=False)]
 Raw = Annotated[bool, typer.Option("--raw", help="The raw generator instead of its EMA.")]
@@ -60,7 +60,7 @@ def setting_parameters(exclude: Iterable[str] = ()) -> list[inspect.Parameter]:
         listed = f" One of: {' | '.join(available_methods())}." if name == "lipschitz" else ""
         option = typer.Option(
             *flags,
-            help=escape(f"{info['help']}{listed} (default: {describe_default(name)})"),
+            help=escape(f"{info['help']}{listed} [default: {describe_default(name)}]"),
             rich_help_panel=info["panel"],
             show_default=False,
         )

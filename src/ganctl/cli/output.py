@@ -5,7 +5,6 @@ progress and messages to stderr. Colour and bars only on a terminal; NO_COLOR is
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -13,9 +12,12 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 
 from ganctl.errors import GanctlError, Interrupted, JobFailed, RankFailed, TrainingFailed, WriteError
+from ganctl.fileio import dumps
 from ganctl.fleet.launch import LAUNCHED_BY_GANCTL
 from ganctl.measure.metrics import Gate
 from ganctl.training.events import Ended, Event, JobStarted, Logged, Saved, Started, Stepped, Summary, Warned
@@ -36,11 +38,24 @@ def fail(message: str, code: int = EXIT_USAGE, details: dict[str, Any] | None = 
         if os.environ.get(LAUNCHED_BY_GANCTL):  # `ganctl train --nproc` prints one line for the group
             return typer.Exit(code)
     stderr.print(
-        f"[bold red]error:[/] {message}" if stderr.is_terminal else f"error: {message}",
+        f"[bold red]error:[/] {escape(message)}" if stderr.is_terminal else f"error: {message}",
         markup=stderr.is_terminal,
+        highlight=False,
         soft_wrap=True,
     )
     return typer.Exit(code)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError, or the CPU allocator's "can't allocate memory"."""
+    return (
+        type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc) or "out of memory" in str(exc)
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _worker_failed(exc: RankFailed, code: int) -> None:
@@ -74,12 +89,17 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
             raise fail("interrupted", EXIT_INTERRUPTED) from None
+        except (MemoryError, RuntimeError) as exc:  # an allocation that failed though the estimate passed
+            if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
+                raise
+            raise fail(f"out of memory ({_first_line(exc)}): give a smaller size", EXIT_CHECK_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Strict JSON on stdout: an undefined number is null, and "undefined" says where and why."""
+    sys.stdout.write(dumps(payload, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
 
 
@@ -93,17 +113,25 @@ def interactive() -> bool:
     return stderr.is_terminal
 
 
-def table(title: str, columns: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> None:
-    """A rich table on stderr; cells may carry rich markup. The columns numbered in `left` are
+def table(title: str, columns: list[str], rows: list[list[Any]], left: tuple[int, ...] = (0,)) -> None:
+    """A rich table on stderr. Text is shown as it is (a metric named fid[random-conv] keeps its
+    brackets); a cell made by `emphasis` is the one styled. The columns numbered in `left` are
     left-aligned, the rest right-aligned."""
     from rich.table import Table
 
-    shown = Table(title=title)
+    shown = Table(title=escape(title))
     for i, name in enumerate(columns):
-        shown.add_column(name, justify="left" if i in left else "right")
+        shown.add_column(escape(name), justify="left" if i in left else "right")
     for row in rows:
-        shown.add_row(*row)
+        shown.add_row(*(escape(cell) if isinstance(cell, str) else cell for cell in row))
     stderr.print(shown)
+
+
+def emphasis(text: str) -> Any:
+    """A table cell shown in bold green (a best value)."""
+    from rich.text import Text
+
+    return Text(text, style="bold green")
 
 
 def plain(rows: list[list[str]]) -> None:
@@ -155,6 +183,25 @@ def metrics_line(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _fixed() -> Column:
+    """A progress column that keeps its full width: never wrapped, never cut."""
+    return Column(no_wrap=True, overflow="ignore")
+
+
+def _counters() -> tuple[Any, ...]:
+    """The bar, the step count and the elapsed time: these always show, whatever the width."""
+    return (
+        BarColumn(bar_width=16, table_column=_fixed()),
+        MofNCompleteColumn(table_column=_fixed()),
+        TimeElapsedColumn(table_column=_fixed()),
+    )
+
+
+def _metrics_column() -> TextColumn:
+    """The live metrics take the width that is left, cut with an ellipsis."""
+    return TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1))
+
+
 class TrainProgress:
     """A rich progress bar with live metrics on a terminal; plain periodic lines otherwise."""
 
@@ -167,15 +214,14 @@ class TrainProgress:
     def __enter__(self) -> TrainProgress:
         if self.live:
             self.progress = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(bar_width=20),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[metrics]}"),
+                TextColumn("[bold]train", table_column=_fixed()),
+                *_counters(),
+                TextColumn("eta", table_column=_fixed()),
+                TimeRemainingColumn(table_column=_fixed()),
+                _metrics_column(),
                 console=stderr,
                 transient=False,
+                expand=True,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=None, metrics="")
@@ -236,12 +282,11 @@ class JobsProgress:
     def __enter__(self) -> JobsProgress:
         if self.live:
             self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(bar_width=20),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[metrics]}"),
+                TextColumn("{task.description}", table_column=_fixed()),
+                *_counters(),
+                _metrics_column(),
                 console=stderr,
+                expand=True,
             )
             self.progress.start()
         return self

@@ -7,14 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Overwrite, Raw, Seed
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Overwrite, Raw, Seed, escape
 from ganctl.cli.output import handle_errors, print_json, say
 
 
 @handle_errors
 def sample(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A checkpoint file or a run folder (its latest checkpoint).", show_default=False)
+        Path,
+        typer.Argument(
+            help="A checkpoint file or a run folder (its latest checkpoint).", show_default=False, metavar="CKPT_OR_RUN"
+        ),
     ],
     out: Annotated[
         Path,
@@ -25,7 +28,9 @@ def sample(
     n: N = 64,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="png | dir | npy | safetensors. (default: from --out)", show_default=False),
+        typer.Option(
+            "--format", help=escape("png | dir | npy | safetensors. [default: from --out]"), show_default=False
+        ),
     ] = None,
     seed: Seed = 0,
     raw: Raw = False,
@@ -37,7 +42,9 @@ def sample(
         str | None,
         typer.Option(
             "--class",
-            help="A conditional checkpoint's class, by index or name (default: every class in turn, a grid row each).",
+            help=escape(
+                "A conditional checkpoint's class, by index or name. [default: every class in turn, a grid row each]"
+            ),
             show_default=False,
         ),
     ] = None,

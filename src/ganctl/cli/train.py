@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganctl.cli.options import ConfigFile, Json, Overwrite, settings_of, with_settings
+from ganctl.cli.options import ConfigFile, Json, Overwrite, escape, settings_of, with_settings
 from ganctl.cli.output import TrainProgress, fail, handle_errors, print_json, print_summary
 
 
@@ -23,7 +23,7 @@ def _train(
         Path | None,
         typer.Option(
             "--out",
-            help="The run folder. (default: runs/DATA-METHOD-seedSEED, DATA the data's file or folder name)",
+            help=escape("The run folder (DATA the data's file or folder name). [default: runs/DATA-METHOD-seedSEED]"),
             show_default=False,
         ),
     ] = None,

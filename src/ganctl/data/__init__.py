@@ -30,7 +30,7 @@ __all__ = [
     "sample_shape",
 ]
 
-ARRAY_SUFFIXES = (".npy", ".npz")
+ARRAY_SUFFIXES = (".npy", ".npz", ".safetensors")  # the last as `ganctl sample` writes it
 SHAPES_MIN_SIZE = 16  # the judge is exact on real images from 16 px up (tested at 16, 32, 64)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ganctl import memory
 from ganctl.data.source import Classes, Judge, Mixture, unlabelled
 from ganctl.errors import DataError
 from ganctl.fileio import atomic_path
@@ -276,6 +277,11 @@ def load_folder(
     layout = folder_classes(root, files)
     if conditional and layout is not None and layout[2]:
         raise DataError(f"{flag} {root}: class folder {layout[2][0]} has no images (each sub-folder is a class)")
+    # Decoded one by one, then stacked: two copies of the uint8 pixels at once.
+    memory.require(
+        2 * len(files) * channels * size * size,
+        f"{flag} {root} at {size} x {size}: {len(files)} images of {channels} x {size} x {size}",
+    )
     key = _folder_key(root, files, size, channels)
     cached = cache_dir() / f"images-{key}.safetensors"
     loaded = _read_cache(cached) if use_cache and cached.exists() else None
@@ -348,14 +354,29 @@ LABEL_ARRAYS = ("y", "labels")  # an .npz's label array, by either name
 NAME_ARRAYS = ("class_names", "classes")  # and, optionally, its class names
 
 
-def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """The images of a .npy / .npz, and an .npz's labels and class names where it has them."""
+SAMPLES_KEY = "samples"  # the tensor `ganctl sample --out FILE.safetensors` writes
+
+
+def read_array(path: Path, flag: str = "--data") -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """The array of a .npy, .npz or .safetensors file (`ganctl sample`'s "samples"), and an
+    .npz's labels and class names where it has them; one line naming the flag for a file that
+    is missing, empty or not such an array."""
+    where = f"{flag} {path}"
     try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{where}: an empty file (0 bytes), not an array")
+        if path.suffix.lower() == ".safetensors":
+            return _safetensors_array(path, where), None, None
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04")):  # numpy's header, or a zip (.npz)
+            raise DataError(f"{where}: not a .npy or .npz file (it does not start with either's header)")
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise DataError(f"--data {path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"--data {path}: not a readable .npy/.npz array ({exc})") from None
+        raise DataError(f"{where}: no such file") from None
+    except (OSError, ValueError, EOFError) as exc:
+        why = "it holds Python objects, which are not read" if "allow_pickle" in str(exc) else type(exc).__name__
+        raise DataError(f"{where}: not a readable .npy/.npz array ({why})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         return loaded, None, None
     with loaded:
@@ -363,9 +384,25 @@ def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | 
             labels = next((loaded[k] for k in LABEL_ARRAYS if k in loaded.files), None)
             names = next(([str(v) for v in loaded[k]] for k in NAME_ARRAYS if k in loaded.files), None)
         except ValueError as exc:
-            raise DataError(f"--data {path}: its labels cannot be read ({exc})") from None
+            raise DataError(f"{where}: its labels cannot be read ({exc})") from None
         images = [k for k in loaded.files if k not in (*LABEL_ARRAYS, *NAME_ARRAYS)]
         return _images_array(path, loaded, images), labels, names
+
+
+def _safetensors_array(path: Path, where: str) -> np.ndarray:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "np") as fh:
+            keys = list(fh.keys())
+            key = SAMPLES_KEY if SAMPLES_KEY in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise DataError(
+                    f"{where}: holds tensors {', '.join(keys[:5]) or 'none'}; expected one, or '{SAMPLES_KEY}'"
+                )
+            return fh.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{where}: not a readable safetensors file ({exc})") from None
 
 
 def _images_array(path: Path, loaded: np.lib.npyio.NpzFile, names: list[str]) -> np.ndarray:
@@ -385,32 +422,51 @@ def _images_array(path: Path, loaded: np.lib.npyio.NpzFile, names: list[str]) ->
         raise DataError(f"--data {path}: array {name!r} cannot be read ({exc})") from None
 
 
-def load_array(
-    path: Path, size: int | None, channels: int | None, hflip: bool = False, conditional: bool = False
-) -> ImageSet:
-    arr, labels, names = _load_array(path)
+def image_layout(arr: np.ndarray, where: str) -> np.ndarray:
+    """Images as (N, H, W, C): from (N, H, W), (N, H, W, C), or (N, C, H, W) as `ganctl sample`
+    writes them (C 1 or 3; strips of interpolations, (N, K, C, H, W), as N K images)."""
+    if arr.ndim == 5 and arr.shape[2] in (1, 3):
+        arr = arr.reshape(-1, *arr.shape[2:])
     if arr.ndim == 3:
         arr = arr[..., None]
-    if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or arr.shape[0] == 0:
+    if arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(0, 2, 3, 1)  # channels first, as ganctl sample writes them
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise DataError(
-            f"--data {path}: expected images of shape (N, H, W) or (N, H, W, C) with C 1 or 3, got {arr.shape}"
+            f"{where}: expected images of shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3, got {arr.shape}"
         )
+    if arr.shape[0] == 0:
+        raise DataError(f"{where}: holds no images (shape {arr.shape})")
+    return arr
+
+
+def load_array(
+    path: Path,
+    size: int | None,
+    channels: int | None,
+    hflip: bool = False,
+    conditional: bool = False,
+    flag: str = "--data",
+) -> ImageSet:
+    arr, labels, names = read_array(path, flag)
+    where = f"{flag} {path}"
+    arr = image_layout(arr, where)
     if arr.dtype == np.uint8:
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
     elif np.issubdtype(arr.dtype, np.floating):
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(0, 3, 1, 2)
         lo, hi = float(x.min()), float(x.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise DataError(f"--data {path}: the array holds NaN or infinite values")
+            raise DataError(f"{where}: the array holds NaN or infinite values")
         if lo >= 0.0 and hi <= 1.0:
             x = x * 255.0
         elif lo >= -1.0 and hi <= 1.0:
             x = (x + 1.0) * 127.5
         else:
-            raise DataError(f"--data {path}: float images must lie in [0, 1] or [-1, 1], found [{lo:.3g}, {hi:.3g}]")
+            raise DataError(f"{where}: float images must lie in [0, 1] or [-1, 1], found [{lo:.3g}, {hi:.3g}]")
     else:
-        raise DataError(f"--data {path}: images must be uint8 or float, got {arr.dtype}")
-    images, resampled = to_images(x, size, channels, f"--data {path}")
+        raise DataError(f"{where}: images must be uint8 or float, got {arr.dtype}")
+    images, resampled = to_images(x, size, channels, where)
     targets, classes = _array_labels(path, labels, names, len(images)) if conditional else (None, None)
     return ImageSet(
         str(path), images, hflip, native_size=tuple(x.shape[-2:]), resampled=resampled, targets=targets, classes=classes
@@ -431,6 +487,12 @@ def _array_labels(
     bad = labels[(labels < 0) | (labels >= count)]
     if len(bad):
         raise DataError(f"--data {path}: label {int(bad[0])} is outside [0, {count})")
+    empty = np.setdiff1d(np.arange(count), labels)
+    if len(empty):  # a conditional model cannot be asked for a class with no real image
+        raise DataError(
+            f"--data {path}: labels 0 to {count - 1} make {count} classes, but {len(empty)} of them have no image"
+            f" (first: {int(empty[0])}); number the classes 0 to K-1"
+        )
     return torch.from_numpy(labels.astype(np.int64)), Classes(tuple(names or (str(k) for k in range(count))))
 
 
@@ -439,6 +501,10 @@ def to_images(x: Tensor, size: int | None, channels: int | None, where: str) -> 
     their own) and side `size` (None: their own, which must then be square): centre-cropped
     square and resized with antialiasing when it differs. Also whether they were resampled."""
     c = channels or x.shape[1]
+    if size is not None:  # the float copy, resized, beside the pixels as read
+        memory.require(
+            len(x) * c * size * size * memory.FLOAT + x.numel() * memory.FLOAT, f"{where} at {size} x {size}"
+        )
     if c == 1 and x.shape[1] == 3:  # ITU-R 601 luma, as pillow's convert("L")
         x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
     elif c == 3 and x.shape[1] == 1:

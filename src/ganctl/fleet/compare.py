@@ -38,7 +38,11 @@ def side_by_side(
     Its "seconds" count from `started`: the training and evaluation of the runs it reports."""
     rows = [e.row for e in evaluated]
     methods = report.aggregate(rows)
+    data = sorted({str(r["data"]) for r in rows})
     result = {"runs": rows, "methods": methods, "best": report.best(methods), "settings": settings}
+    if len(data) > 1:  # a number on one data set is not better than one on another
+        result["best"] = {}
+        result["note"] = f"the runs are on different data ({', '.join(data)}): no best is marked"
     result["seconds"] = round(time.perf_counter() - started, 3)
     if out is not None:
         report.write_outputs(result, evaluated, Path(out))

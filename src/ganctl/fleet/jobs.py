@@ -15,7 +15,7 @@ from typing import Any
 
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, flag_of, from_dict
 from ganctl.errors import CheckpointError, ConfigError
-from ganctl.methods.registry import METHOD_SETTINGS, get_method, setting_values
+from ganctl.methods.registry import METHOD_SETTINGS, available_methods, get_method, setting_values
 from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder
@@ -57,6 +57,11 @@ def check_methods(base: dict[str, Any], methods: list[str]) -> None:
         raise ConfigError("--methods: give at least one method")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods {','.join(methods)}: a method is listed twice")
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise ConfigError(
+            f"--methods {','.join(methods)}: {unknown[0]!r} is not one of: {', '.join(available_methods())}"
+        )
     owners = [get_method(m).owns for m in methods]
     for name in (k for k in base if k in METHOD_SETTINGS):
         if not any(name in own for own in owners):

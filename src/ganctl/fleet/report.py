@@ -7,7 +7,6 @@ or from the user's own folders.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from ganctl.fileio import write_text_atomic
+from ganctl.fileio import dumps, write_text_atomic
 from ganctl.measure import metrics
 from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder, run_dir_of
@@ -143,7 +142,7 @@ CSV_FIRST = ("method", "seed", "run", "step", "critic_steps")
 
 
 def write_json(result: dict[str, Any], out: Path) -> None:
-    write_text_atomic(out / "compare.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out / "compare.json", dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 def write_outputs(result: dict[str, Any], evaluated: list[Evaluated], out: Path) -> None:
@@ -207,7 +206,7 @@ def _curves(rows: list[dict[str, Any]], path: Path) -> None:
             continue
         series = {}
         for method, logs in by_method.items():
-            per_seed = [{r["step"]: r[key] for r in log if key in r} for log in logs]
+            per_seed = [{r["step"]: r[key] for r in log if r.get(key) is not None} for log in logs]
             steps = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
             if steps:
                 series[method] = (np.array(steps), np.array([np.mean([d[s] for d in per_seed]) for s in steps]))

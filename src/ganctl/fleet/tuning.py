@@ -14,7 +14,6 @@ Every trial and report run is an ordinary run folder, so a tuning resumes like `
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 from ganctl.config import data_kind
 from ganctl.errors import ConfigError
-from ganctl.fileio import write_text_atomic
+from ganctl.fileio import dumps, write_text_atomic
 from ganctl.fleet import compare, jobs, report
 from ganctl.fleet.executors import Placement, Runner
 from ganctl.measure.metrics import direction_of
@@ -179,7 +178,7 @@ def _tune(tuning: Plan, device: str, runner: Runner) -> dict[str, Any]:
         result["methods"][method]["report"] = stats
     result["seconds"] = round(time.perf_counter() - started, 3)
     compared["tuning"] = result
-    write_text_atomic(tuning.out / "tune.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(tuning.out / "tune.json", dumps(result, indent=2, sort_keys=True) + "\n")
     report.write_json(compared, tuning.out)  # compare.json again, with the tuning in it
     _budget_curves(result, tuning.out / "budget.png")
     return compared

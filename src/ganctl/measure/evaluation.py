@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ganctl import streams
+from ganctl import memory, streams
 from ganctl.config import TrainConfig, metric_list
 from ganctl.data import DataSource
 from ganctl.data.images import cache_dir
@@ -78,6 +79,8 @@ class Evaluator:
             self.labels_gradnorm = None
         self.last_norms: Tensor | None = None  # the latest gradient-norm summary's norms (for histograms)
         self.metrics = () if self.points else metric_list(cfg.eval_metrics, "--eval-metrics")
+        n_real = min(cfg.eval_samples, dataset.length) if dataset.length is not None else None
+        scores.check_sizes(self.metrics, n_real, cfg.eval_samples, "--eval-metrics", cfg.data)
         self._spaces: Spaces | None = None
         self._real: dict[str, scores.RealFeatures] = {}
         if not self.points:
@@ -427,6 +430,20 @@ def _critic_upper_bound(nets: Networks) -> dict[str, Any]:
 
 
 # --- ganctl eval ------------------------------------------------------------------------------
+def check_size(request: Request, shape: tuple[int, ...], n_real: int | None, device: str = "cpu") -> None:
+    """Refuse an --n whose samples (2-D points, all held for W1 and the mode metrics) or whose
+    features (every image's, in each space, for FID and the rest) cannot fit."""
+    n = request.n
+    if len(shape) == 1:
+        memory.require(3 * n * math.prod(shape) * memory.FLOAT, f"--n {n}: {n:,} points", device)
+        return
+    dims = sum(space.dims for space in request.spaces.used(request.metrics)) if request.spaces else 0
+    logits = 1008 if "is" in request.metrics else 0  # Inception's logits, for IS
+    real = min(n, n_real) if n_real is not None else n
+    need = memory.FLOAT * (n * (dims + logits) + real * dims + CHUNK * math.prod(shape))
+    memory.require(need, f"--n {n}: the features of {n:,} generated and {real:,} real images", device)
+
+
 def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = None) -> dict[str, Any]:
     """`ganctl eval CKPT`: request.n samples of the checkpoint's generator scored against its
     data (or `data`, which must have the same sample shape)."""
@@ -438,6 +455,7 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
             f"--data {data}: its samples have shape {tuple(dataset.shape)}, but this generator makes"
             f" {sample_shape(nets.cfg)} (the checkpoint was trained on {nets.cfg.data})"
         )
+    check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device))
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
     report = score(dataset, chunks, request, labels=labels, critic=nets)
@@ -453,23 +471,28 @@ def evaluate_files(
     or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data` (or only
     against request.reference). Each side is read at its own size unless `image_size` resizes
     both; images of two sizes are refused."""
+    from ganctl.data import ARRAY_SUFFIXES, load_dataset
     from ganctl.data import images as image_files
-    from ganctl.data import load_dataset
 
     fake = Path(fake)
     if not fake.exists():
         raise DataError(f"--fake {fake}: no such file or folder")
     dataset = load_dataset(TrainConfig(data=data, image_size=image_size, channels=channels)) if data else None
+    if dataset is not None:
+        check_size(request, dataset.shape, dataset.length)
     source = {"source": {"fake": str(fake)}, "data": data, "seed": request.seed}
     if dataset is not None and dataset.kind == "points":
         return {**source, **score(dataset, [_points_file(fake)[: request.n]], request)}
     c = dataset.shape[0] if dataset is not None else channels
     if fake.is_dir():
         generated = image_files.load_folder(fake, image_size, c, use_cache=False, flag="--fake")
-    elif fake.suffix.lower() in (".npy", ".npz"):
-        generated = image_files.load_array(fake, image_size, c)
+    elif fake.suffix.lower() in ARRAY_SUFFIXES:
+        generated = image_files.load_array(fake, image_size, c, flag="--fake")
     else:
-        raise DataError(f"--fake {fake}: not a folder of images or an .npy/.npz array")
+        raise DataError(
+            f"--fake {fake}: not a folder of images or an .npy/.npz/.safetensors array (a .png grid is a picture of"
+            " samples: write the samples themselves with ganctl sample --out DIR, FILE.npy or FILE.safetensors)"
+        )
     if dataset is not None:
         scores.check_resolution(dataset.shape[-2:], generated.shape[-2:], f"--fake {fake}")
     chunks = generated.chunks(min(request.n, len(generated)), torch.Generator().manual_seed(request.seed), CHUNK)
@@ -492,10 +515,19 @@ def save_reference(data: str, path: Path, request: Request, image_size: int | No
 
 
 def _points_file(path: Path) -> Tensor:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"--fake {path}: not a readable .npy array of 2-D points ({exc})") from None
+    from ganctl.data import ARRAY_SUFFIXES
+    from ganctl.data.images import read_array
+
+    if path.is_dir() or path.suffix.lower() not in ARRAY_SUFFIXES:
+        raise DataError(
+            f"--fake {path}: 2-D samples are read from an .npy, .npz or .safetensors array of (N, 2) points"
+        )
+    array = read_array(path, "--fake")[0]
     if array.ndim != 2 or array.shape[1] != 2 or not np.issubdtype(array.dtype, np.number):
         raise DataError(f"--fake {path}: 2-D data needs an (N, 2) array of points, got {array.shape} {array.dtype}")
+    if len(array) == 0:
+        raise DataError(f"--fake {path}: holds no points")
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise DataError(f"--fake {path}: {int(bad.sum())} of its {len(array)} points hold NaN or infinite values")
     return torch.from_numpy(array.astype(np.float32))

@@ -26,7 +26,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ganctl import streams
+from ganctl import memory, streams
+from ganctl.data import sample_shape
 from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
 from ganctl.methods import penalties
@@ -396,15 +397,23 @@ class RealPoints(NamedTuple):
     y: Tensor | None  # their labels, for a conditional critic
 
 
+def check_points(nets: Networks, n: int) -> None:
+    """Each point set and its gradients are held at once (real, fake, interpolates, noise, and
+    the norms' batches on top): refuse a count that cannot fit before drawing any of them."""
+    values = math.prod(sample_shape(nets.cfg))
+    memory.require(6 * n * values * memory.FLOAT, f"--n {n}: {n:,} points of {values:,} values a set", str(nets.device))
+
+
 def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) -> RealPoints:
     """n real points on the networks' device (with their labels for a conditional run), from a
     stream seeded by `seed`: from the checkpoint's own data, or from `data` (any `--data` value)
     when given, which must have the critic's input shape (and its classes)."""
     import dataclasses
 
-    from ganctl.data import load_dataset, sample_shape
+    from ganctl.data import load_dataset
     from ganctl.errors import DataError
 
+    check_points(nets, n)
     g = torch.Generator(device=nets.device)
     g.manual_seed(seed)
     source = nets.dataset if data is None else load_dataset(dataclasses.replace(nets.cfg, data=data))
@@ -528,6 +537,7 @@ def analyse(
     label), bounds, alignment, verdict, and the time it took."""
     started = time.perf_counter()
     device = nets.device
+    check_points(nets, n)
     real = real if real is not None else real_points(nets, n, seed)
     x, y = real.x[:n].to(device), real.y[:n].to(device) if real.y is not None else None
     g = torch.Generator(device=device)  # latents, interpolation and noise: a stream apart from

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ganctl import streams
+from ganctl import memory, streams
+from ganctl.data import sample_shape
 from ganctl.errors import ConfigError
 from ganctl.fileio import write_atomic
 from ganctl.nets.networks import Networks, eval_mode
@@ -77,6 +78,14 @@ def generate(
         raise ConfigError(f"--n must be > 0, got {n}")
     if interpolate == 1 or interpolate < 0:
         raise ConfigError(f"--interpolate must be 0 (off) or at least 2, got {interpolate}")
+    count, values = n * max(1, interpolate), math.prod(sample_shape(nets.cfg))
+    # The latents, the samples, their copy on the CPU and the file's (or the picture's) own.
+    what = (
+        f"--n {n}"
+        + (f" --interpolate {interpolate}" if interpolate else "")
+        + f": {count:,} samples of {values:,} values"
+    )
+    memory.require(count * memory.FLOAT * (nets.cfg.z_dim + 3 * values), what, str(nets.device))
     rng = torch.Generator(device=nets.device)
     rng.manual_seed(seed)
     if interpolate:

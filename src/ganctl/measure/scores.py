@@ -87,6 +87,28 @@ def choose_spaces(
     return Spaces(main, vgg16(vgg, device) if vgg is not None else None)
 
 
+def check_sizes(metrics: tuple[str, ...], n_real: int | None, n_fake: int, flag: str, data: str) -> None:
+    """Refuse, before any work, sets too small for the metrics asked: FID and KID need 2 samples
+    a side, precision/recall k + 1 = 4 and density/coverage k + 1 = 6 real ones (a k-th nearest
+    neighbour), the Inception Score one generated sample per split (10)."""
+    needs = {
+        "fid": (2, 2, "FID needs a covariance"),
+        "kid": (2, 2, "KID's unbiased estimate needs two samples"),
+        "pr": (fidelity.PR_K + 1, fidelity.PR_K + 1, f"precision/recall need a {fidelity.PR_K}-th nearest neighbour"),
+        "dc": (fidelity.DC_K + 1, 1, f"density/coverage need a {fidelity.DC_K}-th nearest real neighbour"),
+        "is": (0, fidelity.IS_SPLITS, f"the Inception Score needs a sample per split ({fidelity.IS_SPLITS})"),
+    }
+    for metric in metrics:
+        real, fake, why = needs[metric]
+        if n_real is not None and n_real < real:
+            raise ConfigError(
+                f"{flag} {metric}: {why}, so at least {real} real images; --data {data} holds {n_real}"
+                f" (leave {metric} out of {flag}, or give it none)"
+            )
+        if n_fake < fake:
+            raise ConfigError(f"{flag} {metric}: {why}, so at least {fake} generated images; {n_fake} were asked for")
+
+
 def check_metrics(spaces: Spaces, metrics: tuple[str, ...], flag: str = "--metrics") -> None:
     """IS needs a classifier's logits: one line when the main space has none."""
     if "is" in metrics and not spaces.main.has_logits:

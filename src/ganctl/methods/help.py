@@ -93,7 +93,8 @@ def _by_method(name: str) -> str:
             continue
         notes = [
             f"{where}: {_text(_recipe_value(other, name))}"
-            for where, other in ([("2-D data", m.points)] if m.points else []) + list(m.by_arch.items())
+            for where, other in ([("2-D data", m.points)] if m.points else [])
+            + [(f"--arch {arch} on images", recipe) for arch, recipe in m.by_arch.items()]
             if _recipe_value(other, name) != value
         ]
         parts.append(f"{m.name} {_text(value)}" + (f" ({'; '.join(notes)})" if notes else ""))

@@ -4,6 +4,7 @@ depends on a default that may change later."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ganctl.config import (
@@ -29,6 +30,7 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
     where a run enters ganctl (`ganctl.train`, `ganctl.resume`, `ganctl.load`, a comparison's
     plan); everything after carries the `ResolvedConfig`."""
     validate(cfg)
+    cfg = cfg.replace(data=data_path(cfg.data))
     if data_kind(cfg.data) == "points":
         cfg = _fill(cfg, **POINTS_MODEL)
     else:
@@ -41,6 +43,15 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
         # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
         cfg = cfg.replace(decay_steps=cfg.steps)
     return ResolvedConfig(**cfg.to_dict())
+
+
+def data_path(data: str) -> str:
+    """--data as a run stores it: a file or folder by its absolute path, so that the run folder
+    works from any folder; a built-in set by its name."""
+    path = Path(data).expanduser()
+    if data_kind(data) == "points" or data == "shapes" or not path.exists():
+        return data
+    return str(path.resolve())
 
 
 def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:

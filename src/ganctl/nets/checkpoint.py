@@ -290,8 +290,18 @@ def load_module(name: str, module: nn.Module, state: dict[str, Tensor]) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def check_finite(state: TrainState) -> None:
+    """Refuse weights that hold NaN or Inf: every sample, gradient norm and score of such a
+    network would be NaN (ganctl never writes one: a non-finite step stops or is dropped)."""
+    for prefix, tensors in (("generator", state.generator), ("critic", state.critic), ("ema", state.ema or {})):
+        for key, value in tensors.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{prefix}.{key} holds NaN or infinite values: the networks cannot be used")
+
+
 def load_networks(nets: Networks, state: TrainState) -> None:
-    """The generator, critic and EMA weights of a checkpoint state into `nets`."""
+    """The generator, critic and EMA weights of a checkpoint state into `nets` (finite ones)."""
+    check_finite(state)
     load_module("generator", nets.generator, state.generator)
     load_module("critic", nets.critic, state.critic)
     if nets.ema is not None:
@@ -307,9 +317,17 @@ def check_size(path: Path, cfg: ResolvedConfig, state: TrainState) -> None:
     from ganctl.data import sample_shape
     from ganctl.models import build_models
 
+    if data_kind(cfg.data) != "points" and (cfg.image_size is None or cfg.channels is None):
+        raise CheckpointError(
+            f"{path}: its config is of images ({cfg.data}) but records no image size or channels, which every"
+            " checkpoint ganctl writes does: the file was edited or damaged"
+        )
+    if cfg.arch == "mlp" and cfg.depth > len(state.generator):  # an MLP has a weight per layer: refuse at once
+        raise CheckpointError(
+            f"{path}: its config describes an MLP of depth {cfg.depth}, but the file holds {len(state.generator)}"
+            " generator tensors"
+        )
     try:
-        if cfg.image_size is None and cfg.channels is None and data_kind(cfg.data) != "points":
-            return  # an image config always records its size; the build reports the problem
         with torch.device("meta"):
             generator, critic = build_models(cfg, sample_shape(cfg))
     except GanctlError as exc:

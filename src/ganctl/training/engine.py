@@ -24,7 +24,7 @@ from ganctl.methods.losses import get_loss
 from ganctl.methods.strategies import build_strategy
 from ganctl.models import activations
 from ganctl.nets.networks import Networks, build
-from ganctl.training import distributed, fused_mlp
+from ganctl.training import distributed, fused_mlp, preflight
 from ganctl.training.guard import Guard
 from ganctl.training.schedule import LrSchedule
 from ganctl.training.stats import Stats
@@ -311,6 +311,7 @@ def _networks(cfg: ResolvedConfig, device: torch.device, load_data: bool) -> Net
         cfg = cfg.replace(image_size=size, channels=c)
     if dataset is not None and cfg.conditional:  # the data says how many classes, and their names
         cfg = cfg.replace(num_classes=dataset.classes.count)
+    preflight.check(cfg, device)  # sizes that cannot fit are refused before anything is allocated
     generator, critic, ema = build(cfg, build_strategy(cfg))
     layout = memory_format(cfg, device)
     generator, critic, ema = (

@@ -237,10 +237,10 @@ class _Run:
         trainer, world, failure = self.trainer, self.world, None
         if self.main:
             try:
+                self.evaluator = Evaluator(trainer.nets)  # refuses data too small for its metrics: before any write
                 self.folder.prepare(resuming=resuming, overwrite=overwrite)
                 self.folder.write_config(self.cfg.to_dict())
                 self.log = RunLog(self.folder, self.cfg, trainer.step if resuming else None)
-                self.evaluator = Evaluator(trainer.nets)
                 for skipped in trainer.dataset.skipped:
                     self.emit(Warned(f"skipped an unreadable image: {skipped}"))
             except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks

@@ -12,7 +12,7 @@ import torch
 from ganctl import streams
 from ganctl.config import SCHEDULE_FIELDS, flag_of
 from ganctl.errors import CheckpointError, ConfigError, GanctlError
-from ganctl.methods.resolve import resolve
+from ganctl.methods.resolve import data_path, resolve
 from ganctl.nets import checkpoint
 from ganctl.nets.checkpoint import TrainState
 from ganctl.training import distributed
@@ -97,6 +97,19 @@ def roll_back(trainer: Trainer, state: TrainState, attempt: int) -> None:
     trainer.exact_resume = False
 
 
+def same_data(config: Any, data: str) -> bool:
+    """Whether --data names the data a checkpoint was trained on: the same path, or other files
+    with the same fingerprint (the decoded pixels, or the built-in set)."""
+    from ganctl.data import load_dataset
+
+    if data_path(data) == data_path(config.data):
+        return True
+    try:
+        return load_dataset(config.replace(data=data)).fingerprint() == load_dataset(config).fingerprint()
+    except GanctlError:
+        return False
+
+
 def resume(
     path: str | Path,
     overrides: dict[str, Any] | None = None,
@@ -114,11 +127,15 @@ def resume(
     if device is not None:
         overrides["device"] = device
     changed = {k: v for k, v in overrides.items() if getattr(config, k) != v}
-    fixed = sorted(k for k in changed if k not in SCHEDULE_FIELDS)
+    same = "data" in changed and same_data(config, changed["data"])
+    if same:  # the same data by another path (a moved folder, a copy): the run goes on with it
+        changed["data"] = data_path(changed["data"])
+    fixed = sorted(k for k in changed if k not in SCHEDULE_FIELDS and not (k == "data" and same))
     if fixed:
         detail = ", ".join(f"{flag_of(k)} (checkpoint has {getattr(config, k)!r})" for k in fixed)
         raise ConfigError(
             f"cannot change {detail} when resuming {path}; only {', '.join(sorted(SCHEDULE_FIELDS))} may change"
+            " (and --data may name the same data by another path)"
         )
     try:
         cfg = resolve(config.replace(**changed))
