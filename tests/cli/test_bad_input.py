@@ -64,12 +64,29 @@ def test_a_run_that_cannot_fit_is_refused_naming_its_flag_and_writes_nothing(tmp
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", ["sample", "gradnorm", "eval"])
-def test_a_count_that_cannot_fit_is_refused(runs, tmp_path, command):
-    extra = ["--out", tmp_path / "x.npy"] if command == "sample" else []
-    r = invoke(command, runs / "points", "--n", 10**12, *extra)
-    refused(r, "--n 1000000000000", "of memory")
-    assert not (tmp_path / "x.npy").exists()
+@pytest.mark.parametrize(
+    "command, out, words",
+    [
+        ("sample", "x.npy", ["of disk"]),  # written chunk by chunk: the disk is what must hold it
+        ("sample", "x.safetensors", ["of memory"]),  # one tensor, held whole
+        ("gradnorm", None, ["of memory"]),
+        ("eval", None, ["of memory"]),
+    ],
+)
+def test_a_count_that_cannot_fit_is_refused(runs, tmp_path, command, out, words):
+    extra = ["--out", tmp_path / out] if out else []
+    refused(invoke(command, runs / "points", "--n", 10**12, *extra), "--n 1000000000000", *words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_samples_written_as_they_are_drawn_are_the_samples_held_whole(runs, tmp_path):
+    n = 2500  # three chunks
+    for name in ("x.npy", "x.safetensors"):
+        assert invoke("sample", runs / "points", "--out", tmp_path / name, "--n", n, "--seed", 4).exit_code == 0
+    streamed = np.load(tmp_path / "x.npy")
+    assert streamed.shape == (n, 2) and np.array_equal(
+        streamed, load_file(tmp_path / "x.safetensors")["samples"].numpy()
+    )
 
 
 def test_an_image_size_that_cannot_fit_is_refused_before_decoding(tmp_path):

@@ -183,9 +183,10 @@ def test_every_train_option_shows_the_default_that_is_applied():
         if not flags_of(name):  # num_classes: recorded from the data, not given
             assert name not in helps
             continue
-        assert helps[name].endswith(f"(default: {describe_default(name)})"), (name, helps[name])
-    assert helps["steps"].endswith("(default: 3000)")
-    assert helps["width"].endswith("(default: 128 for the 2-D MLP; on images dcgan 64, resnet 128, mlp 1024)")
+        shown = helps[name].replace("\\[", "[")  # a bracket escaped for rich, which shows it as typed
+        assert shown.endswith(f"[default: {describe_default(name)}]"), (name, helps[name])
+    assert helps["steps"].endswith("[default: 3000]")
+    assert helps["width"].endswith("[default: 128 for the 2-D MLP; on images dcgan 64, resnet 128, mlp 1024]")
     # The default run (25gaussians, gp) is the 2-D case the --lambda help names.
     assert "gp 10 (2-D data: 0.1)" in helps["penalty_weight"] and resolve(TrainConfig()).penalty_weight == 0.1
     assert resolve(TrainConfig(data="shapes")).penalty_weight == 10.0
@@ -232,3 +233,40 @@ def test_square_brackets_in_help_survive_rich_markup():
     # Rich markup eats an unescaped [word]: this one test reads the rendering, where that happens.
     assert "pip install 'ganctl[tensorboard]'" in _help_text("train")
     assert "fid[inception]" in _help_text("eval") and "fid[random-conv]" in _help_text("eval")
+
+
+def test_the_progress_bar_keeps_the_step_count_and_eta_at_80_columns(monkeypatch):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from ganctl.cli import output
+    from ganctl.training.events import Logged, Started, Stepped
+
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "stderr", Console(file=screen, width=80, force_terminal=True, color_system=None))
+    with output.TrainProgress() as progress:
+        progress(Started({"steps": 100}, "cpu", 0, "runs/x", True, 1))
+        long = {"loss_d": -1.2345, "wasserstein": 0.1234, "penalty": 0.0123, "grad_norm": 0.98, "eval/w1": 0.0543}
+        progress(Logged({"step": 50, "eval/modes": 8, "eval/hq_share": 0.91, **long}))
+        progress(Stepped(59))
+        time.sleep(0.2)
+        progress.progress.refresh()
+    line = [x for x in screen.getvalue().replace("\r", "\n").splitlines() if "train" in x][-1]
+    assert "59/100" in line and "eta" in line and "loss_D=-1.234" in line  # the metrics get what is left
+    assert len(line.replace("\x1b[2K", "")) <= 80
+
+
+def test_help_says_defaults_one_way_and_wraps_each_paragraph_once():
+    from ganctl.cli import app
+
+    for command in ("train", "sample", "gradnorm", "eval", "compare"):
+        assert not any("(default:" in h for h in _option_help(command).values()), command
+    for info in app.registered_commands:  # a paragraph is one line: the terminal alone wraps it
+        assert all("\n" not in part for part in info.help.split("\n\n")), info.name
+    text = _help_text("eval")
+    assert "hash 6726825d" in text  # --inception's help, whole at any width
+    usages = [_help_text(c).split("Usage: ")[1].split(" ")[3] for c in ("sample", "gradnorm", "eval", "compare")]
+    assert all("CKPT_OR_RUN" in u for u in usages), usages
+    assert "gp 5 (--arch mlp on images: 2)" in _option_help("train")["n_critic"]

@@ -56,13 +56,14 @@ def sample(
 
     --n samples (default 64), or with --interpolate K, --n strips of K samples each.
     """
-    from ganctl.measure.sampling import class_index, generate, infer_format, write_samples
+    from ganctl.data import sample_shape
+    from ganctl.measure import sampling
     from ganctl.nets.checkpoint import load
 
-    kind = infer_format(out, fmt)  # bad --out or --format fails before loading anything
+    kind = sampling.infer_format(out, fmt)  # bad --out, --format or --n fails before loading anything
+    sampling.check_count(n, interpolate)
     nets = load(checkpoint, device=device or MEASURE_DEVICE)
-    index = class_index(nets, klass) if klass is not None else None
-    samples = generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate, klass=index)
+    index = sampling.class_index(nets, klass) if klass is not None else None
     meta = {
         "checkpoint": str(nets.path),
         "step": nets.step,
@@ -71,9 +72,16 @@ def sample(
         "generator": "raw" if raw or nets.ema is None else "ema",
         "class": nets.class_names[index] if index is not None else None,
     }
-    written = write_samples(samples, out, kind, nets, meta, overwrite=overwrite)
-    summary = {**meta, "format": kind, "shape": list(samples.shape), "out": str(out), "files": len(written)}
+    if kind in sampling.STREAMED and not interpolate:  # chunk by chunk: memory bounded whatever --n
+        draw = {"seed": seed or 0, "raw": raw, "klass": index}
+        written = sampling.stream_samples(nets, n, out, kind, draw, overwrite=overwrite)
+        shape = [n, *sample_shape(nets.cfg)]
+    else:
+        samples = sampling.generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate, klass=index)
+        written = sampling.write_samples(samples, out, kind, nets, meta, overwrite=overwrite)
+        shape = list(samples.shape)
+    summary = {**meta, "format": kind, "shape": shape, "out": str(out), "files": len(written)}
     if json_output:
         print_json(summary)
     shown = out if kind != "dir" else f"{out}/ ({len(written)} files)"
-    say(f"{summary['generator']} generator, step {nets.step}: {tuple(samples.shape)} -> {shown}")
+    say(f"{summary['generator']} generator, step {nets.step}: {tuple(shape)} -> {shown}")

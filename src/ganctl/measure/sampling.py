@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from ganctl.fileio import write_atomic
 from ganctl.nets.networks import Networks, eval_mode
 
 FORMATS = ("png", "dir", "npy", "safetensors")
+STREAMED = ("npy", "dir")  # written chunk by chunk as the samples are drawn
+CHUNK = 1000  # samples a chunk: the latents drawn at once, and the generator's batch
 SUFFIX_FORMATS = {".png": "png", ".npy": "npy", ".safetensors": "safetensors"}
 
 
@@ -67,6 +70,13 @@ def sample_labels(nets: Networks, n: int, klass: int | None) -> Tensor | None:
     return torch.arange(n, device=nets.device) % nets.cfg.num_classes
 
 
+def check_count(n: int, interpolate: int = 0) -> None:
+    if n <= 0:
+        raise ConfigError(f"--n must be > 0, got {n}")
+    if interpolate == 1 or interpolate < 0:
+        raise ConfigError(f"--interpolate must be 0 (off) or at least 2, got {interpolate}")
+
+
 @torch.no_grad()
 def generate(
     nets: Networks, n: int, seed: int = 0, raw: bool = False, interpolate: int = 0, klass: int | None = None
@@ -74,34 +84,98 @@ def generate(
     """n samples (or n interpolation strips of `interpolate` samples, shape (n, K, ...))
     from the EMA generator unless `raw`, with latents from their own seeded stream; of class
     `klass`, or cycling through the classes, for a conditional checkpoint."""
-    if n <= 0:
-        raise ConfigError(f"--n must be > 0, got {n}")
-    if interpolate == 1 or interpolate < 0:
-        raise ConfigError(f"--interpolate must be 0 (off) or at least 2, got {interpolate}")
+    check_count(n, interpolate)
     count, values = n * max(1, interpolate), math.prod(sample_shape(nets.cfg))
     # The latents, the samples, their copy on the CPU and the file's (or the picture's) own.
-    what = (
-        f"--n {n}"
-        + (f" --interpolate {interpolate}" if interpolate else "")
-        + f": {count:,} samples of {values:,} values"
+    asked = f"--n {n}" + (f" --interpolate {interpolate}" if interpolate else "")
+    memory.require(
+        count * memory.FLOAT * (nets.cfg.z_dim + 3 * values), f"{asked}: {count:,} samples", str(nets.device)
     )
-    memory.require(count * memory.FLOAT * (nets.cfg.z_dim + 3 * values), what, str(nets.device))
+    if not interpolate:
+        return torch.cat(list(sample_chunks(nets, n, seed, raw, klass)))
     rng = torch.Generator(device=nets.device)
     rng.manual_seed(seed)
-    if interpolate:
-        ends = nets.noise(2 * n, rng)
-        t = torch.linspace(0.0, 1.0, interpolate, device=nets.device)
-        z = slerp(ends[:n], ends[n:], t).reshape(n * interpolate, -1)
-    else:
-        z = nets.noise(n, rng)
+    ends = nets.noise(2 * n, rng)
+    t = torch.linspace(0.0, 1.0, interpolate, device=nets.device)
+    z = slerp(ends[:n], ends[n:], t).reshape(n * interpolate, -1)
     labels = sample_labels(nets, n, klass)
-    if labels is not None and interpolate:
+    if labels is not None:
         labels = labels.repeat_interleave(interpolate)  # a strip stays in its class
     net = nets.generator if raw else nets.sampler
     with eval_mode(net):
-        y = labels.split(1000) if labels is not None else [None] * len(z.split(1000))
-        out = torch.cat([nets.generate(net, chunk, at).float() for chunk, at in zip(z.split(1000), y)])
-    return out.reshape(n, interpolate, *out.shape[1:]) if interpolate else out
+        y = labels.split(CHUNK) if labels is not None else [None] * len(z.split(CHUNK))
+        out = torch.cat([nets.generate(net, chunk, at).float() for chunk, at in zip(z.split(CHUNK), y)])
+    return out.reshape(n, interpolate, *out.shape[1:])
+
+
+def sample_chunks(
+    nets: Networks, n: int, seed: int = 0, raw: bool = False, klass: int | None = None
+) -> Iterator[Tensor]:
+    """n samples in chunks of CHUNK, each chunk's latents drawn in turn from one stream seeded
+    by `seed` (so the samples are the same whether they are kept or written as they come)."""
+    rng = torch.Generator(device=nets.device)
+    rng.manual_seed(seed)
+    labels = sample_labels(nets, n, klass)
+    net = nets.generator if raw else nets.sampler
+    for start in range(0, n, CHUNK):
+        z = nets.noise(min(CHUNK, n - start), rng)
+        at = labels[start : start + len(z)] if labels is not None else None
+        with eval_mode(net), torch.no_grad():
+            yield nets.generate(net, z, at).float()
+
+
+def stream_samples(
+    nets: Networks, n: int, out: Path, fmt: str, draw: dict[str, Any], overwrite: bool = False
+) -> list[Path]:
+    """n samples written chunk by chunk as they are drawn (`draw`: seed, raw, klass), with
+    memory bounded by a chunk: an .npy (float32, (n, ...)) or a folder of PNGs. The disk must
+    have room for them, which is checked first."""
+    from ganctl.measure.render import image_grid, save_image
+
+    shape = sample_shape(nets.cfg)
+    if fmt == "dir" and len(shape) == 1:
+        raise ConfigError("--format dir writes one PNG per image; 2-D points go to a .png scatter or a .npy")
+    targets = [out] if fmt == "npy" else [out / f"sample-{i:05d}.png" for i in range(n)] if n <= MAX_LISTED else []
+    _check_targets(out, fmt, n, targets, overwrite)
+    memory.require_disk(n * math.prod(shape) * (memory.FLOAT if fmt == "npy" else 1), f"--n {n}: {n:,} samples", out)
+    chunks = sample_chunks(nets, n, draw["seed"], draw["raw"], draw["klass"])
+    try:
+        if fmt == "npy":
+            write_atomic(out, lambda tmp: _npy_from_chunks(tmp, chunks, (n, *shape)))
+            return [out]
+        written = []
+        for chunk in chunks:
+            for image in chunk.cpu().numpy():
+                written.append(out / f"sample-{len(written):05d}.png")
+                save_image(written[-1], image_grid(image[None], columns=1, pad=0))
+        return written
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+
+
+MAX_LISTED = 100_000  # a folder of more samples is not checked file by file for clashes
+
+
+def _check_targets(out: Path, fmt: str, n: int, targets: list[Path], overwrite: bool) -> None:
+    if fmt == "dir" and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    clash = [p for p in targets if p.exists()] or ([out] if fmt == "dir" and not targets and out.exists() else [])
+    if clash and not overwrite:
+        raise ConfigError(f"--out {clash[0]}: already exists; choose another --out or pass --overwrite")
+    try:
+        (out if fmt == "dir" else out.parent).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+
+
+def _npy_from_chunks(path: Path, chunks: Iterator[Tensor], shape: tuple[int, ...]) -> None:
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    start = 0
+    for chunk in chunks:
+        array[start : start + len(chunk)] = chunk.cpu().numpy()
+        start += len(chunk)
+    array.flush()
+    del array
 
 
 def infer_format(out: Path, fmt: str | None) -> str:
@@ -131,19 +205,9 @@ def write_samples(
     strips = samples.ndim == (3 if points else 5)
     if fmt == "dir" and points:
         raise ConfigError("--format dir writes one PNG per image; 2-D points go to a .png scatter or a .npy")
-    targets = [out] if fmt != "dir" else []
-    if fmt == "dir":
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a folder")
-        count = samples.shape[0] * (samples.shape[1] if strips else 1)
-        targets = [out / f"sample-{i:05d}.png" for i in range(count)]
-    clash = [p for p in targets if p.exists()]
-    if clash and not overwrite:
-        raise ConfigError(f"--out {clash[0]}: already exists; choose another --out or pass --overwrite")
-    try:
-        (out if fmt == "dir" else out.parent).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+    count = samples.shape[0] * (samples.shape[1] if strips else 1)
+    targets = [out] if fmt != "dir" else [out / f"sample-{i:05d}.png" for i in range(count)]
+    _check_targets(out, fmt, count, targets, overwrite)
 
     array = samples.cpu().numpy().astype(np.float32)
     try:

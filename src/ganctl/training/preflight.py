@@ -60,12 +60,13 @@ def _activations(net: nn.Module, shape: int | tuple[int, ...], classes: int | No
         if not list(module.children()) and isinstance(out, torch.Tensor):
             total += out.numel()
 
+    net.eval()  # a throwaway meta copy: batch norm then takes one sample
     hooks = [m.register_forward_hook(count) for m in net.modules()]
     x = torch.zeros((1, shape) if isinstance(shape, int) else (1, *shape), device="meta")
     try:
         with torch.no_grad():
             net(x, torch.zeros(1, dtype=torch.long, device="meta")) if classes else net(x)
-    except (RuntimeError, NotImplementedError, TypeError):
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return math.prod(x.shape)  # a layer the meta device cannot run: count the input alone
     finally:
         for h in hooks:
