@@ -210,6 +210,8 @@ def test_keep_last_can_change_on_resume_and_compare_still_resumes(tmp_path):
         "1",
         "--eval-every",
         "0",
+        "--eval-samples",  # this test is about the checkpoints: a small evaluation (W1 on 2048 points: 4 s)
+        "200",
         "--out",
         str(tmp_path / "cmp"),
     ]
