@@ -65,18 +65,19 @@ def test_a_run_that_cannot_fit_is_refused_naming_its_flag_and_writes_nothing(tmp
 
 
 @pytest.mark.parametrize(
-    "command, out, words",
+    "command, run, out, words",
     [
-        ("sample", "x.npy", ["of disk"]),  # written chunk by chunk: the disk is what must hold it
-        ("sample", "x.safetensors", ["of memory"]),  # one tensor, held whole
-        ("gradnorm", None, ["of memory"]),
-        ("eval", None, ["of memory"]),
+        ("sample", "points", "x.npy", ["of disk"]),  # written chunk by chunk: the disk is what must hold it
+        ("sample", "images", "xdir", ["of disk"]),
+        ("sample", "points", "x.safetensors", ["of memory"]),  # one tensor, held whole
+        ("gradnorm", "points", None, ["of memory"]),
+        ("eval", "points", None, ["of memory"]),
     ],
 )
-def test_a_count_that_cannot_fit_is_refused(runs, tmp_path, command, out, words):
+def test_a_count_that_cannot_fit_is_refused(runs, tmp_path, command, run, out, words):
     extra = ["--out", tmp_path / out] if out else []
-    refused(invoke(command, runs / "points", "--n", 10**12, *extra), "--n 1000000000000", *words)
-    assert not list(tmp_path.iterdir())
+    refused(invoke(command, runs / run, "--n", 10**12, *extra), "--n 1000000000000", *words)
+    assert not list(tmp_path.iterdir())  # not even an empty folder
 
 
 def test_samples_written_as_they_are_drawn_are_the_samples_held_whole(runs, tmp_path):

@@ -3,6 +3,7 @@ agreement with `ganctl gradnorm` on existing checkpoints."""
 
 import csv
 import json
+import math
 
 import pytest
 from conftest import cli_args
@@ -202,3 +203,11 @@ def test_an_interrupted_tuning_resumes_where_it_stopped(tuned):
 def test_tuning_refuses_report_seeds_among_the_tuning_seeds(tmp_path):
     r = invoke(*TINY, "--methods", "gp", "--tune", "2", "--seed", "1000", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "overlap the tuning seeds" in r.stderr
+
+
+def test_a_trial_whose_score_is_undefined_scores_worst():
+    from ganctl.fleet.tuning import _score
+
+    # summary.json is strict JSON: a NaN W1 was written as null, and ranks below every number
+    assert _score({"w1": None, "modes": 3}, "w1") == math.inf
+    assert _score({"fid[inception]": 12.5}, "fid") == 12.5

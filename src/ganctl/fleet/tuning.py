@@ -51,6 +51,8 @@ def default_metric(data: str) -> tuple[str, str]:
 
 def _score(row: dict[str, Any], metric: str) -> float:
     key = next((k for k in row if k == metric or k.startswith(f"{metric}[")), None)
+    if key is not None and row[key] is None:  # undefined in the run (NaN, written as null): the worst
+        return math.inf
     if key is None or not isinstance(row[key], (int, float)):
         raise ConfigError(
             f"--tune-metric {metric}: the runs report no such number (they report: "

@@ -136,8 +136,8 @@ def stream_samples(
     if fmt == "dir" and len(shape) == 1:
         raise ConfigError("--format dir writes one PNG per image; 2-D points go to a .png scatter or a .npy")
     targets = [out] if fmt == "npy" else [out / f"sample-{i:05d}.png" for i in range(n)] if n <= MAX_LISTED else []
-    _check_targets(out, fmt, n, targets, overwrite)
     memory.require_disk(n * math.prod(shape) * (memory.FLOAT if fmt == "npy" else 1), f"--n {n}: {n:,} samples", out)
+    _check_targets(out, fmt, n, targets, overwrite)  # then the folder is made
     chunks = sample_chunks(nets, n, draw["seed"], draw["raw"], draw["klass"])
     try:
         if fmt == "npy":
