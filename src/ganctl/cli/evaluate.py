@@ -6,6 +6,7 @@ how much), 2 bad input.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, escape
-from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
+from ganctl.cli.output import classifier_progress, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
 from ganctl.measure.defaults import EVAL_N
 from ganctl.measure.metrics import EVAL_THRESHOLDS, threshold
@@ -127,6 +128,21 @@ def eval_command(
     max_w1: Annotated[float | None, _limit("--max-w1")] = None,
     min_class_consistency: Annotated[float | None, _limit("--min-class-consistency")] = None,
     max_intra_fid: Annotated[float | None, _limit("--max-intra-fid")] = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option(
+            "--classifier",
+            help="Judge the samples with a classifier of the real labelled data: auto (trained on 90 % of it,"
+            " cached) or a TorchScript file; classes covered, confident share, class KL, GAN-test and GAN-train"
+            " (conditional), FID/KID/precision-recall in its feature space, each beside the held-out real data's.",
+            show_default=False,
+        ),
+    ] = None,
+    min_classes: Annotated[float | None, _limit("--min-classes")] = None,
+    max_class_kl: Annotated[float | None, _limit("--max-class-kl")] = None,
+    min_confident: Annotated[float | None, _limit("--min-confident")] = None,
+    min_gan_test: Annotated[float | None, _limit("--min-gan-test")] = None,
+    min_gan_train: Annotated[float | None, _limit("--min-gan-train")] = None,
     device: Device = None,
     json_output: Json = False,
 ) -> None:
@@ -163,6 +179,7 @@ def eval_command(
         raise ConfigError("--save-stats FILE.npz takes --data REAL alone: it writes the real images' statistics")
     check_limits(limits, EVAL_THRESHOLDS)
     asked = _Asked(source, fake, data, metrics, n, seed or 0, features, inception, vgg, ref_stats, image_size, raw)
+    asked = dataclasses.replace(asked, classifier=classifier)
     report = _measure(asked, save_stats, device)
     result = gate(report.get("metrics", {}), limits, EVAL_THRESHOLDS)
     report["thresholds"] = result.to_dict()
@@ -193,6 +210,7 @@ class _Asked:
     ref_stats: Path | None
     image_size: int | None
     raw: bool
+    classifier: str | None = None
 
 
 def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
@@ -215,7 +233,9 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
         if spaces is not None:
             check_metrics(spaces, chosen)
     ref = reference.load(a.ref_stats, spaces.main) if a.ref_stats is not None and spaces is not None else None
-    request = Request(chosen if images else (), spaces if chosen else None, a.n, a.seed, a.raw, ref)
+    request = Request(chosen if images else (), spaces if chosen else None, a.n, a.seed, a.raw, ref, a.classifier)
+    if a.classifier is not None:
+        request = dataclasses.replace(request, progress=classifier_progress())
     if save_stats is not None:
         return save_reference(a.data, save_stats, request, a.image_size)
     if nets is not None:
@@ -256,3 +276,9 @@ def _table(report: dict[str, Any]) -> None:
             say(f"standard: published weights and spaces, both sides at their own resolution ({sides})")
         else:
             say(f"not standard ({sides}): " + "; ".join(report["not_standard_because"]))
+    if "classifier" in report:
+        c = report["classifier"]
+        ceiling = ", ".join(f"{k} {_fmt(v)}" for k, v in report["ceiling"].items())
+        say(f"{c['label']} ({c['source']}): the held-out real data's own, {c['held_out']} samples: {ceiling}")
+        for what in report["not_measured"]:
+            say(f"not measured: {what}")

@@ -330,6 +330,16 @@ class JobsProgress:
             print(text, file=sys.stderr, flush=True)
 
 
+def classifier_progress() -> Callable[[int, int], None]:
+    """What `--classifier auto` shows while it trains: a line per epoch (on a terminal and piped
+    alike: a few lines, each worth reading)."""
+
+    def shown(done: int, parts: int) -> None:
+        say(f"training the classifier of the real data: {done}/{parts}")
+
+    return shown
+
+
 def print_summary(summary: Summary) -> None:
     final = summary.final
     parts = [f"done: {summary.steps_trained} steps in {summary.wall_s:.1f} s"]

@@ -323,6 +323,8 @@ class Request:
     seed: int = 0
     raw: bool = False
     reference: Reference | None = None
+    classifier: str | None = None  # auto | a TorchScript file: scores from a classifier of the real labelled data
+    progress: Any = None  # (epoch, epochs) while `auto` trains its classifier
 
 
 def score(
@@ -438,6 +440,7 @@ def check_size(request: Request, shape: tuple[int, ...], n_real: int | None, dev
         memory.require(3 * n * math.prod(shape) * memory.FLOAT, f"--n {n}: {n:,} points", device)
         return
     dims = sum(space.dims for space in request.spaces.used(request.metrics)) if request.spaces else 0
+    dims += math.prod(shape) if request.classifier else 0  # the classifier judges every sample at once
     logits = 1008 if "is" in request.metrics else 0  # Inception's logits, for IS
     real = min(n, n_real) if n_real is not None else n
     need = memory.FLOAT * (n * (dims + logits) + real * dims + CHUNK * math.prod(shape))
@@ -459,6 +462,9 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
     report = score(dataset, chunks, request, labels=labels, critic=nets)
+    if request.classifier:  # the same samples again (the same latents), held whole for the classifier
+        fake = torch.cat(list(generated_chunks(nets, request.n, request.seed, request.raw)))
+        _classifier_scores(report, dataset, fake.cpu(), labels, request)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     return {"source": source, "data": data or nets.cfg.data, "seed": request.seed, **report}
@@ -482,7 +488,11 @@ def evaluate_files(
         check_size(request, dataset.shape, dataset.length)
     source = {"source": {"fake": str(fake)}, "data": data, "seed": request.seed}
     if dataset is not None and dataset.kind == "points":
-        return {**source, **score(dataset, [_points_file(fake)[: request.n]], request)}
+        points = _points_file(fake)[: request.n]
+        report = score(dataset, [points], request)
+        if request.classifier:
+            _classifier_scores(report, dataset, points, None, request)
+        return {**source, **report}
     c = dataset.shape[0] if dataset is not None else channels
     if fake.is_dir():
         generated = image_files.load_folder(fake, image_size, c, use_cache=False, flag="--fake")
@@ -495,8 +505,36 @@ def evaluate_files(
         )
     if dataset is not None:
         scores.check_resolution(dataset.shape[-2:], generated.shape[-2:], f"--fake {fake}")
-    chunks = generated.chunks(min(request.n, len(generated)), torch.Generator().manual_seed(request.seed), CHUNK)
-    return {**source, **score(dataset, chunks, request, fake_resampled=generated.resampled)}
+    count = min(request.n, len(generated))
+    chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
+    report = score(dataset, chunks, request, fake_resampled=generated.resampled)
+    if request.classifier:
+        if dataset is None:
+            raise ConfigError("--classifier needs the real labelled data: --data")
+        images = torch.cat(list(generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)))
+        _classifier_scores(report, dataset, images, None, request)
+    return {**source, **report}
+
+
+CLASSIFIER_SEED = 0  # the judge is the same whatever --seed draws the samples
+
+
+def _classifier_scores(
+    report: dict[str, Any], dataset: DataSource, fake: Tensor, labels: Tensor | None, request: Request
+) -> None:
+    """The classifier's scores of `fake` into `report`: its metrics beside the others, the held-out
+    real data's own values under "ceiling", and what it is."""
+    from ganctl.measure import classifier
+
+    if request.classifier == "auto":
+        judge = classifier.auto(dataset, CLASSIFIER_SEED, request.progress)
+    else:
+        judge = classifier.from_file(Path(request.classifier), dataset, CLASSIFIER_SEED)
+    wanted = tuple(m for m in (request.metrics or ("fid", "kid", "pr")) if m != "is")
+    scores.check_sizes(wanted, len(judge.held_out[0]), len(fake), "--metrics", dataset.name)
+    found = classifier.score(judge, fake, labels, wanted, CLASSIFIER_SEED)
+    report.setdefault("metrics", {}).update(found["metrics"])
+    report.update(classifier=found["classifier"], ceiling=found["ceiling"], not_measured=found["not_measured"])
 
 
 def save_reference(data: str, path: Path, request: Request, image_size: int | None = None) -> dict[str, Any]:

@@ -34,6 +34,13 @@ METRICS = (
     Metric("valid_share", "valid", "max", share=True),
     Metric("w1", "W1", "min"),
     Metric("class_consistency", "class consistency", "max", share=True),
+    # A classifier of the user's labelled data judging the samples (`ganctl.measure.classifier`),
+    # named with its weights' hash like an image metric with its feature space.
+    Metric("classes_covered", "classes covered", "max", image=True),
+    Metric("confident_share", "confident", "max", share=True, image=True),
+    Metric("class_kl", "KL(class histogram)", "min", image=True),
+    Metric("gan_test", "GAN-test", "max", share=True, image=True),
+    Metric("gan_train", "GAN-train", "max", share=True, image=True),
     Metric("fid", "FID", "min", image=True),
     Metric("kid", "KID", "min", image=True),
     Metric("is", "IS", "max", image=True),
@@ -110,6 +117,11 @@ EVAL_THRESHOLDS = (
     Threshold("--max-w1", "w1", True, "2-D: fail when W1 is above this."),
     Threshold("--min-class-consistency", "class_consistency", False, "Conditional: fail below this class consistency."),
     Threshold("--max-intra-fid", "intra_fid", True, "Conditional: fail when the intra-class FID is above this."),
+    Threshold("--min-classes", "classes_covered", False, "--classifier: fail when fewer classes are covered."),
+    Threshold("--max-class-kl", "class_kl", True, "--classifier: fail when the class histogram's KL is above this."),
+    Threshold("--min-confident", "confident_share", False, "--classifier: fail below this confident share."),
+    Threshold("--min-gan-test", "gan_test", False, "--classifier, conditional: fail below this GAN-test accuracy."),
+    Threshold("--min-gan-train", "gan_train", False, "--classifier, conditional: fail below this GAN-train accuracy."),
 )
 GRADNORM_THRESHOLDS = (
     Threshold(

@@ -1,0 +1,260 @@
+"""Scores grounded in the user's own labelled data: a classifier trained on the real data (or the
+user's TorchScript one) judges generated samples.
+
+- classes covered, the confident share and the KL divergence of the generated class histogram
+  from the real one: a sample is *confident* when its most likely class has probability >= 0.9,
+  and a class is covered when it gets at least a fifth of its expected share of the confident
+  samples (the rule of benchmarks/real_digits.py's SVM judge and of PacGAN's mode count);
+- GAN-test (Shmelkov et al. 2018), for a conditional generator: the accuracy of the classifier
+  on samples drawn for each class;
+- GAN-train (Shmelkov et al. 2018), for a conditional generator: the held-out real accuracy of a
+  classifier of the same kind trained on generated samples and their labels;
+- FID, KID and precision/recall in the classifier's penultimate feature space, named with its
+  weights' hash (`fid[classifier-1a2b3c4d]`).
+
+Every number comes with the held-out real data's own (its ceiling). `auto` trains a small
+network on 90 % of the real data (seeded, and cached by the data's fingerprint beside the image
+cache); the other 10 % is held out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ganctl.data import DataSource
+from ganctl.errors import ConfigError, DataError
+
+CONFIDENT = 0.9  # benchmarks/real_digits.py's judge
+COVERED_SHARE = 0.2  # of a class's expected share of the confident samples (PacGAN's rule)
+HELD_OUT = 0.1
+MAX_TRAIN = 20_000  # samples an infinite source is drawn for training (and a tenth of it held out)
+EPOCHS = 5
+MIN_STEPS = 500
+BATCH = 128
+LR = 1e-3
+FORMAT = "ganctl.classifier/1"
+Progress = Callable[[int, int], None]  # (epoch done, epochs)
+
+
+class SmallNet(nn.Module):
+    """Three 3x3 conv stages (32, 64, 128 channels; max-pooled twice, then averaged) for images,
+    or a 64-64 MLP for points; `features` is the penultimate layer, `forward` the logits."""
+
+    def __init__(self, shape: tuple[int, ...], classes: int):
+        super().__init__()
+        if len(shape) == 1:
+            self.body: nn.Module = nn.Sequential(nn.Linear(shape[0], 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+            width = 64
+        else:
+            c = shape[0]
+            self.body = nn.Sequential(
+                nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )  # fmt: skip
+            width = 128
+        self.head = nn.Linear(width, classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+@dataclass
+class Classifier:
+    """A trained classifier and what it is known by: its weights' hash, its classes, and its
+    accuracy on the held-out real data."""
+
+    net: nn.Module
+    sha256: str
+    classes: int
+    held_out: tuple[Tensor, Tensor]  # real samples and labels it never trained on
+    source: str  # "auto" or the TorchScript file
+
+    @property
+    def label(self) -> str:
+        return f"classifier-{self.sha256[:8]}"
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(probabilities, penultimate features) in batches, on the CPU."""
+        probs, feats = [], []
+        self.net.eval()
+        for batch in x.split(512):
+            has_features = hasattr(self.net, "features")
+            f = self.net.features(batch) if has_features else None
+            logits = self.net.head(f) if isinstance(self.net, SmallNet) else self.net(batch)
+            probs.append(logits.float().softmax(dim=1).cpu())
+            feats.append((f if f is not None else logits).float().flatten(1).cpu())
+        return torch.cat(probs), torch.cat(feats)
+
+
+# --- the real data, split ----------------------------------------------------------------------
+def labelled(dataset: DataSource, seed: int) -> tuple[Tensor, Tensor]:
+    """Every real sample and its label (a finite set), or MAX_TRAIN drawn ones (a source drawn
+    fresh), in a fixed shuffled order."""
+    if dataset.classes is None:
+        raise DataError(f"--classifier: --data {dataset.name} has no class labels to train a classifier on")
+    g = torch.Generator().manual_seed(seed)
+    if dataset.length is None:
+        return dataset.sample_labelled(MAX_TRAIN, g, "cpu")
+    parts = [
+        (torch.cat(list(dataset.class_chunks(k, dataset.length, g, 1000))), k) for k in range(dataset.classes.count)
+    ]
+    x = torch.cat([images for images, _ in parts])
+    y = torch.cat([torch.full((len(images),), k, dtype=torch.long) for images, k in parts])
+    order = torch.randperm(len(x), generator=g)
+    return x[order], y[order]
+
+
+def split(x: Tensor, y: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    held = max(1, int(round(HELD_OUT * len(x))))
+    return (x[held:], y[held:]), (x[:held], y[:held])
+
+
+# --- training ----------------------------------------------------------------------------------
+def fit(x: Tensor, y: Tensor, classes: int, seed: int, progress: Progress | None = None) -> SmallNet:
+    """A SmallNet trained with Adam (lr 1e-3, batch 128) for EPOCHS passes over the data, and at
+    least MIN_STEPS steps (a few hundred images are passed over many more times), from `seed`;
+    `progress` hears of each fifth of the way."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallNet(tuple(x.shape[1:]), classes)
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    g = torch.Generator().manual_seed(seed)
+    steps = max(EPOCHS * math.ceil(len(x) / BATCH), MIN_STEPS)
+    batches = iter(())
+    net.train()
+    for step in range(steps):
+        idx = next(batches, None)
+        if idx is None:  # a new pass, in a new order
+            batches = iter(torch.randperm(len(x), generator=g).split(BATCH))
+            idx = next(batches)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+        if progress is not None and (step + 1) % math.ceil(steps / 5) == 0:
+            progress((step + 1) * 5 // steps, 5)
+    return net.eval()
+
+
+def _state_sha(net: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in net.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def auto(dataset: DataSource, seed: int = 0, progress: Progress | None = None) -> Classifier:
+    """The classifier `--classifier auto` means: trained on 90 % of the real data, read back from
+    the cache when the same data (by fingerprint) was classified before with the same seed."""
+    from safetensors.torch import load_file, save_file
+
+    from ganctl.data.images import cache_dir
+    from ganctl.fileio import atomic_path
+
+    x, y = labelled(dataset, seed)
+    train, held = split(x, y)
+    classes = dataset.classes.count
+    key = f"{FORMAT}|{dataset.fingerprint()}|{seed}|{EPOCHS}|{MIN_STEPS}|{tuple(x.shape[1:])}|{classes}"
+    path = cache_dir() / f"classifier-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+    net = SmallNet(tuple(x.shape[1:]), classes)
+    try:
+        net.load_state_dict(load_file(str(path)))
+    except (OSError, RuntimeError, ValueError, KeyError):  # none yet, or damaged: trained again
+        net = fit(*train, classes, seed, progress)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                state = {k: v.contiguous() for k, v in net.state_dict().items()}
+                save_file(state, str(tmp), metadata={"format": FORMAT, "key": json.dumps(key)})
+        except OSError:
+            pass  # the cache is an optimisation
+    return Classifier(net.eval(), _state_sha(net), classes, held, "auto")
+
+
+def from_file(path: Path, dataset: DataSource, seed: int = 0) -> Classifier:
+    """A user's TorchScript classifier: images in [-1, 1] (N, C, H, W), or points, to logits over
+    the data's classes; its `features` method, when it has one, is its feature space."""
+    where = f"--classifier {path}"
+    try:
+        data = Path(path).read_bytes()
+        net = torch.jit.load(str(path), map_location="cpu")
+    except FileNotFoundError:
+        raise DataError(f"{where}: no such file") from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DataError(f"{where}: not a TorchScript module ({str(exc).strip().splitlines()[0][:120]})") from None
+    x, y = labelled(dataset, seed)
+    _, held = split(x, y)
+    with torch.no_grad():
+        out = net(held[0][:2])
+    if out.dim() != 2 or out.shape[1] != dataset.classes.count:
+        raise DataError(
+            f"{where}: gives outputs of shape {tuple(out.shape)}, not logits over the data's"
+            f" {dataset.classes.count} classes"
+        )
+    return Classifier(net.eval(), hashlib.sha256(data).hexdigest(), dataset.classes.count, held, str(path))
+
+
+# --- the scores --------------------------------------------------------------------------------
+def histogram_scores(probs: Tensor, prior: Tensor) -> dict[str, float]:
+    """Classes covered, the confident share, and KL(generated histogram || `prior`), the real
+    class frequencies (the histogram counts every sample by its most likely class)."""
+    top, cls = probs.max(dim=1)
+    k = probs.shape[1]
+    confident = top >= CONFIDENT
+    counts = torch.bincount(cls[confident], minlength=k).double()
+    covered = int((counts >= max(1.0, COVERED_SHARE * float(confident.sum()) / k)).sum())
+    hist = torch.bincount(cls, minlength=k).double() / len(cls)
+    nonzero = hist > 0
+    kl = float((hist[nonzero] * (hist[nonzero] / prior.double()[nonzero]).log()).sum())
+    return {"classes_covered": covered, "confident_share": float(confident.double().mean()), "class_kl": kl}
+
+
+def score(
+    clf: Classifier, fake: Tensor, labels: Tensor | None, metrics: tuple[str, ...], seed: int = 0
+) -> dict[str, Any]:
+    """Every classifier score of generated `fake` (and, for a conditional generator, the labels
+    they were drawn for), each beside the held-out real data's own value."""
+    from ganctl.measure import fidelity
+
+    real, real_y = clf.held_out
+    prior = torch.bincount(real_y, minlength=clf.classes).double().clamp_min(0.5) / len(real_y)
+    p_fake, f_fake = clf.predict(fake)
+    p_real, f_real = clf.predict(real)
+    ours, ceiling = histogram_scores(p_fake, prior), histogram_scores(p_real, prior)
+    ceiling["accuracy"] = float((p_real.argmax(1) == real_y).double().mean())
+    if labels is not None:
+        ours["gan_test"] = float((p_fake.argmax(1) == labels.cpu()).double().mean())
+        trained = fit(fake.cpu(), labels.cpu(), clf.classes, seed)
+        with torch.no_grad():
+            ours["gan_train"] = float((trained(real).argmax(1) == real_y).double().mean())
+        ceiling["gan_test"] = ceiling["gan_train"] = ceiling["accuracy"]
+    space = {f"{name}[{clf.label}]": value for name, value in fidelity.compute(f_real, f_fake, metrics, seed).items()}
+    named = {f"{k}[{clf.label}]": v for k, v in ours.items()}
+    return {
+        "metrics": {**named, **space},
+        "ceiling": {f"{k}[{clf.label}]": v for k, v in ceiling.items()},
+        "classifier": {"label": clf.label, "sha256": clf.sha256, "source": clf.source, "held_out": len(real)},
+        "not_measured": [] if labels is not None else ["gan_test and gan_train need a conditional generator"],
+    }
+
+
+def check(name: str) -> str:
+    """--classifier auto or a file."""
+    if name != "auto" and not Path(name).suffix:
+        raise ConfigError(f"--classifier {name!r}: auto, or a TorchScript file (.pt)")
+    return name
