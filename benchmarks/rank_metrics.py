@@ -1,0 +1,127 @@
+"""Do ganctl's scores rank generators as an outside judge would? Generators of many qualities on
+real digits, each scored by the SVM judge of benchmarks/real_digits.py (confident share) and by
+ganctl's own numbers; the Spearman rank correlation of each number with the judge.
+
+The generators: each contender of real_digits.py (the PyTorch-GAN script as written, and ganctl
+settings) trained on scikit-learn's digits at 16 px for `--seconds` of CPU, its samples taken at
+`--at` fractions of that time, so early, middling and late generators of several methods are
+ranked together. The numbers: FID in the weight-free random-conv space (ganctl's fallback), and
+the scores of `ganctl eval --classifier auto` (a classifier trained on 90 % of the real digits):
+confident share, classes covered, class-histogram KL and FID in its feature space.
+
+    pip install 'ganctl[bench]'
+    python benchmarks/rank_metrics.py --seconds 60 --json benchmarks/results-cpu-digits-rank.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_digits import Judge, digits, ganctl_run, textbook, write_folder  # noqa: E402
+
+SETTINGS = {  # ganctl contenders: the README's CPU image setting, spectral norm, and clipping
+    "gp": "--arch mlp --lipschitz gp",
+    "sn": "--arch mlp --lipschitz sn",
+    "clip": "--arch mlp --lipschitz clip",
+}
+# Which way each number is better (+1 higher), to turn it into a rank that agrees with the judge's.
+DIRECTION = {"fid_random_conv": -1, "confident": +1, "classes": +1, "class_kl": -1, "fid_classifier": -1}
+
+
+def snapshots(step, sample, seconds: float, at: list[float], n: int) -> list[torch.Tensor]:
+    """n samples at each fraction `at` of `seconds` of this process's CPU time spent training."""
+    out, trained = [], 0.0
+    for fraction in at:
+        while trained < fraction * seconds:
+            started = time.process_time()
+            step()
+            trained += time.process_time() - started
+        out.append(sample(n, torch.Generator().manual_seed(12345)))
+    return out
+
+
+def scores(images: torch.Tensor, judge: Judge, clf) -> dict[str, float]:
+    """The judge's confident share, and ganctl's numbers, of n images in [-1, 1] (n, C, 16, 16)."""
+    from ganctl.measure import classifier, fidelity
+
+    grey = images.float().mean(dim=1, keepdim=True).clamp(-1, 1)
+    probs, feats = clf.predict(grey)
+    real_probs, real_feats = clf.predict(clf.held_out[0])
+    prior = torch.bincount(clf.held_out[1], minlength=clf.classes).double() / len(clf.held_out[1])
+    hist = classifier.histogram_scores(probs, prior)
+    return {
+        "judge": judge.score(grey)["confident"],
+        "fid_random_conv": judge.fid(grey),
+        "confident": hist["confident_share"],
+        "classes": hist["classes_covered"],
+        "class_kl": hist["class_kl"],
+        "fid_classifier": fidelity.fid(real_feats, feats),
+    }
+
+
+def spearman(rows: list[dict], key: str) -> float:
+    from scipy.stats import spearmanr
+
+    judge = [r["judge"] for r in rows]
+    return float(spearmanr(judge, [DIRECTION[key] * r[key] for r in rows]).statistic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="CPU seconds of training per contender")
+    parser.add_argument("--at", default="0.02,0.1,0.3,1.0", help="fractions of --seconds to take samples at")
+    parser.add_argument("--n", type=int, default=2000, help="samples per generator")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--folder", type=Path, default=Path("runs/digits-rank"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # process time then counts one core's work
+    images, labels = digits()
+    folder = write_folder(args.folder, images, labels)
+    judge = Judge(images, labels, args.seed)
+
+    from ganctl.config import TrainConfig
+    from ganctl.data import load_dataset
+    from ganctl.measure import classifier
+
+    clf = classifier.auto(load_dataset(TrainConfig(data=str(folder))), seed=0)
+    at = [float(a) for a in args.at.split(",")]
+    contenders = {"textbook": textbook(torch.from_numpy(images[:, None] * 2 - 1).float(), args.seed)}
+    contenders.update({name: ganctl_run(folder, options, args.seed)[:2] for name, options in SETTINGS.items()})
+    rows = []
+    for name, (step, sample) in contenders.items():
+        for fraction, samples in zip(at, snapshots(step, sample, args.seconds, at, args.n)):
+            rows.append({"generator": f"{name} at {fraction:g}", **scores(samples, judge, clf)})
+            print(json.dumps(rows[-1]), flush=True)
+    rows.append({"generator": "held-out real digits", **scores(clf.held_out[0], judge, clf)})
+    correlation = {key: spearman(rows[:-1], key) for key in DIRECTION}
+    result = {
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
+        "seconds": args.seconds,
+        "at": at,
+        "n": args.n,
+        "judge_accuracy": judge.accuracy,
+        "classifier_accuracy": float((clf.predict(clf.held_out[0])[0].argmax(1) == clf.held_out[1]).double().mean()),
+        "generators": rows,
+        "spearman_with_judge": correlation,
+    }
+    print("| number | Spearman rank correlation with the judge's confident share |")
+    print("|---|---|")
+    for key, rho in correlation.items():
+        print(f"| {key} | {rho:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
