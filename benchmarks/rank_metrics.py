@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -70,10 +71,28 @@ def scores(images: torch.Tensor, judge: Judge, clf) -> dict[str, float]:
 
 
 def spearman(rows: list[dict], key: str) -> float:
+    """Spearman's rho of the judge's confident share and the number (NaN where either is constant)."""
+    import warnings
+
     from scipy.stats import spearmanr
 
     judge = [r["judge"] for r in rows]
-    return float(spearmanr(judge, [DIRECTION[key] * r[key] for r in rows]).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant input: rho is NaN, and said so
+        return float(spearmanr(judge, [DIRECTION[key] * r[key] for r in rows]).statistic)
+
+
+def bootstrap(rows: list[dict], key: str, draws: int = 2000, seed: int = 0) -> list[float] | None:
+    """The 95 % interval of `spearman` over generators resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(draws):
+        picked = [rows[i] for i in rng.integers(0, len(rows), len(rows))]
+        if len({r["judge"] for r in picked}) >= 3:  # a rank correlation needs some spread
+            rho = spearman(picked, key)
+            if np.isfinite(rho):
+                found.append(rho)
+    return [float(v) for v in np.percentile(found, [2.5, 97.5])] if found else None  # too few generators
 
 
 def main() -> None:
@@ -82,6 +101,7 @@ def main() -> None:
     parser.add_argument("--at", default="0.02,0.1,0.3,1.0", help="fractions of --seconds to take samples at")
     parser.add_argument("--n", type=int, default=2000, help="samples per generator")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--contenders", default=",".join(["textbook", *SETTINGS]), help="comma-separated")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--folder", type=Path, default=Path("runs/digits-rank"))
     args = parser.parse_args()
@@ -96,8 +116,11 @@ def main() -> None:
 
     clf = classifier.auto(load_dataset(TrainConfig(data=str(folder))), seed=0)
     at = [float(a) for a in args.at.split(",")]
-    contenders = {"textbook": textbook(torch.from_numpy(images[:, None] * 2 - 1).float(), args.seed)}
-    contenders.update({name: ganctl_run(folder, options, args.seed)[:2] for name, options in SETTINGS.items()})
+    names = args.contenders.split(",")
+    contenders = {}
+    if "textbook" in names:
+        contenders["textbook"] = textbook(torch.from_numpy(images[:, None] * 2 - 1).float(), args.seed)
+    contenders.update({n: ganctl_run(folder, SETTINGS[n], args.seed)[:2] for n in names if n in SETTINGS})
     rows = []
     for name, (step, sample) in contenders.items():
         for fraction, samples in zip(at, snapshots(step, sample, args.seconds, at, args.n)):
@@ -114,6 +137,7 @@ def main() -> None:
         "classifier_accuracy": float((clf.predict(clf.held_out[0])[0].argmax(1) == clf.held_out[1]).double().mean()),
         "generators": rows,
         "spearman_with_judge": correlation,
+        "spearman_bootstrap_95": {key: bootstrap(rows[:-1], key) for key in DIRECTION},
     }
     print("| number | Spearman rank correlation with the judge's confident share |")
     print("|---|---|")

@@ -2,11 +2,13 @@
 the FLOP counter must show, which does not depend on the machine)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "step_bench.py"
@@ -167,3 +169,51 @@ def test_real_digits_races_both_contenders_and_puts_ganctl_s_fid_beside_the_judg
     mlp = next(r for r in summary["results"] if r["name"] == "mlp")
     assert mlp["config"]["n_critic"] == 2  # the recipe of flattened images
     assert len(list((tmp_path / "d").iterdir())) == 10  # a folder per digit
+
+
+def _rank_metrics():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rank_metrics", ROOT / "benchmarks" / "rank_metrics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rank_metrics_correlates_each_number_with_the_judge_in_the_direction_that_agrees():
+    # The script's own logic (its generators, judge and classifier are tested where they live;
+    # the measurement is benchmarks/results-cpu-digits-rank.json).
+    rank = _rank_metrics()
+    judge = [0.0, 0.1, 0.3, 0.5, 0.2]
+    rows = [
+        {
+            "judge": j,
+            "fid_random_conv": 1 - j,
+            "confident": j,
+            "classes": round(10 * j),
+            "class_kl": -j,
+            "fid_classifier": 0,
+        }
+        for j in judge
+    ]
+    assert rank.spearman(rows, "fid_random_conv") == pytest.approx(1.0)  # lower FID, better: agrees
+    assert rank.spearman(rows, "class_kl") == pytest.approx(1.0)
+    assert rank.spearman(rows, "confident") == pytest.approx(1.0)
+    rows[0]["confident"], rows[3]["confident"] = rows[3]["confident"], rows[0]["confident"]
+    assert rank.spearman(rows, "confident") < 1.0
+    assert math.isnan(rank.spearman(rows, "fid_classifier"))  # a constant number ranks nothing
+    low, high = rank.bootstrap(rows, "fid_random_conv", draws=200)
+    assert low <= high <= 1.0 and high == pytest.approx(1.0)
+
+
+def test_rank_metrics_samples_at_fractions_of_its_cpu_time():
+    rank = _rank_metrics()
+    steps = []
+
+    def step():
+        steps.append(1)
+        sum(range(20_000))  # some CPU
+
+    samples = rank.snapshots(step, lambda n, g: torch.full((n, 1, 2, 2), float(len(steps))), 0.05, [0.2, 1.0], 3)
+    assert [s.shape for s in samples] == [(3, 1, 2, 2)] * 2
+    assert 0 < samples[0][0, 0, 0, 0] < samples[1][0, 0, 0, 0]  # more steps by the later fraction
