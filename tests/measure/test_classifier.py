@@ -21,7 +21,7 @@ def test_histogram_scores_against_their_closed_forms():
     prior = torch.full((4,), 0.25)
     s = classifier.histogram_scores(probs, prior)
     assert s["confident_share"] == pytest.approx(0.8)
-    # covered: at least a fifth of the expected confident share, 8 / 4 / 5 = 0.4 -> at least 1 sample
+    # covered: at least a fifth of the even share of all samples, 10 / 4 / 5 = 0.5 -> at least 1 confident
     assert s["classes_covered"] == 2
     want = 0.6 * math.log(0.6 / 0.25) + 0.2 * math.log(0.2 / 0.25) * 2  # classes 0, 1 and 2
     assert s["class_kl"] == pytest.approx(want)

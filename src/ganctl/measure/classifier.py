@@ -3,8 +3,9 @@ user's TorchScript one) judges generated samples.
 
 - classes covered, the confident share and the KL divergence of the generated class histogram
   from the real one: a sample is *confident* when its most likely class has probability >= 0.9,
-  and a class is covered when it gets at least a fifth of its expected share of the confident
-  samples (the rule of benchmarks/real_digits.py's SVM judge and of PacGAN's mode count);
+  and a class is covered when at least a fifth of the n / K samples it would get from a
+  generator spreading them evenly are confidently of it (benchmarks/real_digits.py's SVM judge,
+  in its code; PacGAN's mode count);
 - GAN-test (Shmelkov et al. 2018), for a conditional generator: the accuracy of the classifier
   on samples drawn for each class;
 - GAN-train (Shmelkov et al. 2018), for a conditional generator: the held-out real accuracy of a
@@ -35,7 +36,7 @@ from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
 
 CONFIDENT = 0.9  # benchmarks/real_digits.py's judge
-COVERED_SHARE = 0.2  # of a class's expected share of the confident samples (PacGAN's rule)
+COVERED_SHARE = 0.2  # of a class's even share of all n samples, n / K (PacGAN's rule, the judge's)
 HELD_OUT = 0.1
 MAX_TRAIN = 20_000  # samples an infinite source is drawn for training (and a tenth of it held out)
 EPOCHS = 5
@@ -217,7 +218,7 @@ def histogram_scores(probs: Tensor, prior: Tensor) -> dict[str, float]:
     k = probs.shape[1]
     confident = top >= CONFIDENT
     counts = torch.bincount(cls[confident], minlength=k).double()
-    covered = int((counts >= max(1.0, COVERED_SHARE * float(confident.sum()) / k)).sum())
+    covered = int((counts >= max(1.0, COVERED_SHARE * len(probs) / k)).sum())
     hist = torch.bincount(cls, minlength=k).double() / len(cls)
     nonzero = hist > 0
     kl = float((hist[nonzero] * (hist[nonzero] / prior.double()[nonzero]).log()).sum())
