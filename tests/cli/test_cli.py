@@ -270,3 +270,13 @@ def test_help_says_defaults_one_way_and_wraps_each_paragraph_once():
     usages = [_help_text(c).split("Usage: ")[1].split(" ")[3] for c in ("sample", "gradnorm", "eval", "compare")]
     assert all("CKPT_OR_RUN" in u for u in usages), usages
     assert "gp 5 (--arch mlp on images: 2)" in _option_help("train")["n_critic"]
+
+
+def test_a_config_file_s_out_key_is_where_the_run_goes(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'out = "{tmp_path / "from-file"}"\nsteps = 2\nlambda = 0.5\n')
+    result = runner.invoke(app, ["train", *FAST, "--config", str(toml), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = parse_json(result.stdout)
+    assert summary["run_dir"] == str(tmp_path / "from-file") and summary["config"]["penalty_weight"] == 0.5
+    assert (tmp_path / "from-file" / "checkpoints").is_dir()

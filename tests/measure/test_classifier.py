@@ -82,6 +82,17 @@ def test_a_torchscript_classifier_from_a_file(judge, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a module")
     with pytest.raises(Exception, match="not a TorchScript module"):
         classifier.from_file(tmp_path / "bad.pt", get_dataset("8gaussians"))
+    # Through the command: samples of any generator judged by the file, named by its hash.
+    import numpy as np
+
+    np.save(tmp_path / "p.npy", real[:200].numpy())
+    r = invoke("eval", "--fake", tmp_path / "p.npy", "--data", "8gaussians", "--classifier", path, "--json")
+    assert r.exit_code == 0, r.output
+    report = parse_json(r.stdout)
+    assert report["classifier"]["source"] == str(path) and report["classifier"]["label"] == loaded.label
+    assert report["metrics"][f"classes_covered[{loaded.label}]"] == 8
+    r = invoke("eval", "--fake", tmp_path / "p.npy", "--data", "8gaussians", "--classifier", tmp_path / "bad.pt")
+    assert r.exit_code == 2 and "not a TorchScript module" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_eval_with_a_classifier_and_its_thresholds(tmp_path, monkeypatch):

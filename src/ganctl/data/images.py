@@ -386,7 +386,7 @@ def read_array(path: Path, flag: str = "--data") -> tuple[np.ndarray, np.ndarray
         except ValueError as exc:
             raise DataError(f"{where}: its labels cannot be read ({exc})") from None
         images = [k for k in loaded.files if k not in (*LABEL_ARRAYS, *NAME_ARRAYS)]
-        return _images_array(path, loaded, images), labels, names
+        return _images_array(where, loaded, images), labels, names
 
 
 def _safetensors_array(path: Path, where: str) -> np.ndarray:
@@ -405,7 +405,7 @@ def _safetensors_array(path: Path, where: str) -> np.ndarray:
         raise DataError(f"{where}: not a readable safetensors file ({exc})") from None
 
 
-def _images_array(path: Path, loaded: np.lib.npyio.NpzFile, names: list[str]) -> np.ndarray:
+def _images_array(where: str, loaded: np.lib.npyio.NpzFile, names: list[str]) -> np.ndarray:
     """The images of an .npz: its one array, or the one named images, x, data or arr_0."""
     preferred = [n for n in ("images", "x", "data", "arr_0") if n in names]
     if len(names) == 1:
@@ -413,13 +413,11 @@ def _images_array(path: Path, loaded: np.lib.npyio.NpzFile, names: list[str]) ->
     elif preferred:
         name = preferred[0]
     else:
-        raise DataError(
-            f"--data {path}: holds arrays {', '.join(names)}; name the images one 'images' or keep one array"
-        )
+        raise DataError(f"{where}: holds arrays {', '.join(names)}; name the images one 'images' or keep one array")
     try:
         return loaded[name]
     except ValueError as exc:
-        raise DataError(f"--data {path}: array {name!r} cannot be read ({exc})") from None
+        raise DataError(f"{where}: array {name!r} cannot be read ({exc})") from None
 
 
 def image_layout(arr: np.ndarray, where: str) -> np.ndarray:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ganctl.data import DataSource
-from ganctl.errors import ConfigError, DataError
+from ganctl.errors import DataError
 
 CONFIDENT = 0.9  # benchmarks/real_digits.py's judge
 COVERED_SHARE = 0.2  # of a class's even share of all n samples, n / K (PacGAN's rule, the judge's)
@@ -252,10 +252,3 @@ def score(
         "classifier": {"label": clf.label, "sha256": clf.sha256, "source": clf.source, "held_out": len(real)},
         "not_measured": [] if labels is not None else ["gan_test and gan_train need a conditional generator"],
     }
-
-
-def check(name: str) -> str:
-    """--classifier auto or a file."""
-    if name != "auto" and not Path(name).suffix:
-        raise ConfigError(f"--classifier {name!r}: auto, or a TorchScript file (.pt)")
-    return name

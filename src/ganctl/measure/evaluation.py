@@ -460,11 +460,12 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
         )
     check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device))
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
+    if request.classifier:  # the classifier judges every sample at once: drawn once, held for both
+        chunks = [c.cpu() for c in chunks]
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
     report = score(dataset, chunks, request, labels=labels, critic=nets)
-    if request.classifier:  # the same samples again (the same latents), held whole for the classifier
-        fake = torch.cat(list(generated_chunks(nets, request.n, request.seed, request.raw)))
-        _classifier_scores(report, dataset, fake.cpu(), labels, request)
+    if request.classifier:
+        _classifier_scores(report, dataset, torch.cat(chunks), labels, request)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     return {"source": source, "data": data or nets.cfg.data, "seed": request.seed, **report}
@@ -506,13 +507,14 @@ def evaluate_files(
     if dataset is not None:
         scores.check_resolution(dataset.shape[-2:], generated.shape[-2:], f"--fake {fake}")
     count = min(request.n, len(generated))
+    if request.classifier and dataset is None:
+        raise ConfigError("--classifier needs the real labelled data: --data")
     chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
+    if request.classifier:  # drawn once, held for both
+        chunks = list(chunks)
     report = score(dataset, chunks, request, fake_resampled=generated.resampled)
     if request.classifier:
-        if dataset is None:
-            raise ConfigError("--classifier needs the real labelled data: --data")
-        images = torch.cat(list(generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)))
-        _classifier_scores(report, dataset, images, None, request)
+        _classifier_scores(report, dataset, torch.cat(chunks), None, request)
     return {**source, **report}
 
 

@@ -21,7 +21,7 @@ from ganctl.devices import resolve_device
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
 from ganctl.methods.losses import get_loss
-from ganctl.methods.strategies import build_strategy
+from ganctl.methods.strategies import Lipschitz, build_strategy
 from ganctl.models import activations
 from ganctl.nets.networks import Networks, build
 from ganctl.training import distributed, fused_mlp, preflight
@@ -78,9 +78,8 @@ class Trainer:
         self.world = world if world is not None else distributed.current()
         if self.world.active and device.type == "cuda" and device.index is None:
             device = torch.device("cuda", self.world.local_rank)  # one GPU per rank
-        self.nets = _networks(config, device, load_data)
+        self.nets, self.strategy = _networks(config, device, load_data)
         self.memory_format = memory_format(self.cfg, device)  # the real batches' layout, as the networks'
-        self.strategy = build_strategy(self.cfg)
         self.loss = get_loss(self.cfg.loss)
         modules = [m for m in (self.generator, self.critic, self.ema) if m is not None]
         distributed.broadcast_modules(modules, self.world)
@@ -301,7 +300,7 @@ class Trainer:
         return {**self.stats.pop(self.nets), **self.guard.stats()}
 
 
-def _networks(cfg: ResolvedConfig, device: torch.device, load_data: bool) -> Networks:
+def _networks(cfg: ResolvedConfig, device: torch.device, load_data: bool) -> tuple[Networks, Lipschitz]:
     """The run's networks on `device`. A fresh run reads its data now (errors before any work)
     and records the image size, channels and classes it found, so the checkpoint rebuilds
     without the data; a resumed one reads the data when first sampled."""
@@ -312,13 +311,14 @@ def _networks(cfg: ResolvedConfig, device: torch.device, load_data: bool) -> Net
     if dataset is not None and cfg.conditional:  # the data says how many classes, and their names
         cfg = cfg.replace(num_classes=dataset.classes.count)
     preflight.check(cfg, device)  # sizes that cannot fit are refused before anything is allocated
-    generator, critic, ema = build(cfg, build_strategy(cfg))
+    strategy = build_strategy(cfg)
+    generator, critic, ema = build(cfg, strategy)
     layout = memory_format(cfg, device)
     generator, critic, ema = (
         m.to(device, memory_format=layout) if m is not None else None for m in (generator, critic, ema)
     )
     names = dataset.classes.names if dataset is not None and cfg.conditional else None
-    return Networks(cfg, device, generator, critic, ema, dataset=dataset, class_names=names)
+    return Networks(cfg, device, generator, critic, ema, dataset=dataset, class_names=names), strategy
 
 
 def memory_format(cfg: TrainConfig, device: torch.device) -> torch.memory_format:
