@@ -59,7 +59,8 @@ def eval_command(
         str,
         typer.Option(
             "--features",
-            help="auto (Inception-v3 when a weights file is given, else random-conv) | random-conv | inception.",
+            help="auto (Inception-v3 when a weights file is given, else random-conv) | random-conv | inception"
+            " | dinov2 (FD-DINOv2, Stein et al. 2023; from --dinov2).",
         ),
     ] = "auto",
     inception: Annotated[
@@ -81,6 +82,18 @@ def eval_command(
             help=escape(
                 "VGG-16 weights in torchvision's layout (vgg16-397923af.pth, torch-fidelity's prc): precision/recall"
                 " and density/coverage in VGG-16 space, labelled [vgg16]. [default: $GANCTL_VGG]"
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    dinov2: Annotated[
+        str | None,
+        typer.Option(
+            "--dinov2",
+            help=escape(
+                "DINOv2 weights in Meta's layout (dinov2_vits14_pretrain.pth, or b, l, g) for --features dinov2:"
+                " FID, KID and precision/recall on its class token, labelled [dinov2-vit-s-14]."
+                " [default: $GANCTL_DINOV2]"
             ),
             show_default=False,
         ),
@@ -153,6 +166,7 @@ def eval_command(
     On shapes: the judge's valid share and modes. On images, at each side's own resolution,
     every number names its feature space: fid\\[inception] and is\\[inception] for the
     Inception-v3 of published numbers (from --inception), precision\\[vgg16] with --vgg,
+    fid\\[dinov2-vit-s-14] with --features dinov2 (FD-DINOv2),
     fid\\[random-conv] for the weight-free fallback, which is not comparable to published
     numbers; "standard" says whether a result may be set beside a paper's.
 
@@ -179,7 +193,7 @@ def eval_command(
         raise ConfigError("--save-stats FILE.npz takes --data REAL alone: it writes the real images' statistics")
     check_limits(limits, EVAL_THRESHOLDS)
     asked = _Asked(source, fake, data, metrics, n, seed or 0, features, inception, vgg, ref_stats, image_size, raw)
-    asked = dataclasses.replace(asked, classifier=classifier)
+    asked = dataclasses.replace(asked, classifier=classifier, dinov2=dinov2)
     report = _measure(asked, save_stats, device)
     result = gate(report.get("metrics", {}), limits, EVAL_THRESHOLDS)
     report["thresholds"] = result.to_dict()
@@ -211,6 +225,7 @@ class _Asked:
     image_size: int | None
     raw: bool
     classifier: str | None = None
+    dinov2: str | None = None
 
 
 def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
@@ -225,7 +240,7 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
     target = resolve_device(device or MEASURE_DEVICE)
     nets = load(a.source, device=target) if a.source is not None else None
     images = (a.data is None and nets is None) or data_kind(a.data or nets.cfg.data) == "images"
-    spaces = choose_spaces(a.features, a.inception, a.vgg, target) if images else None
+    spaces = choose_spaces(a.features, a.inception, a.vgg, target, a.dinov2) if images else None
     if a.metrics == "all":  # IS only where the main space has a classifier
         chosen = tuple(m for m in FIDELITY_METRICS if m != "is" or (spaces is not None and spaces.main.has_logits))
     else:

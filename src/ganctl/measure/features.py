@@ -44,7 +44,7 @@ VGG_HASH_PREFIX = "397923af"  # vgg16-397923af.pth: torchvision's ImageNet VGG-1
 RANDOM_CONV_SEED = 20_200_407  # fixed: the feature space is part of the metric's definition
 RANDOM_CONV_SIZE = 64  # images are resized to this side first, so any resolution shares the space
 RANDOM_CONV_WIDTHS = (16, 32, 64, 128)  # 53 MFLOP an image at 64 px
-BATCH = {"inception": 32, "vgg16": 16, "random-conv": 256}
+BATCH = {"inception": 32, "vgg16": 16, "dinov2": 32, "random-conv": 256}
 EXTRAS = "pip install 'ganctl[inception]'"
 
 Extract = Callable[[Tensor], tuple[Tensor, Tensor | None]]  # images in [-1, 1] -> (features, logits or None)
@@ -54,7 +54,7 @@ Extract = Callable[[Tensor], tuple[Tensor, Tensor | None]]  # images in [-1, 1] 
 class FeatureSpace:
     """A feature network and its identity."""
 
-    name: str  # "inception" | "vgg16" | "random-conv"
+    name: str  # "inception" | "vgg16" | "dinov2" | "random-conv"
     label: str  # in metric names: fid[label]
     standard: bool  # the published weights
     sha256: str  # of the weights

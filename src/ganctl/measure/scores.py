@@ -67,11 +67,16 @@ class Spaces:
 
 
 def choose_spaces(
-    features: str, inception_file: str | None, vgg_file: str | None, device: torch.device | str
+    features: str,
+    inception_file: str | None,
+    vgg_file: str | None,
+    device: torch.device | str,
+    dinov2_file: str | None = None,
 ) -> Spaces:
-    """--features auto | random-conv | inception (auto: Inception-v3 when its weights are given,
-    by --inception or $GANCTL_INCEPTION, else random-conv), and VGG-16 for precision/recall
-    when its weights are given (--vgg or $GANCTL_VGG)."""
+    """--features auto | random-conv | inception | dinov2 (auto: Inception-v3 when its weights
+    are given, by --inception or $GANCTL_INCEPTION, else random-conv; dinov2: from --dinov2 or
+    $GANCTL_DINOV2), and VGG-16 for precision/recall when its weights are given (--vgg or
+    $GANCTL_VGG)."""
     path = inception_path(inception_file)
     if features == "auto":
         main = inception(path, device) if path is not None else random_conv(device)
@@ -81,8 +86,15 @@ def choose_spaces(
         if path is None:
             raise ConfigError("--features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
         main = inception(path, device)
+    elif features == "dinov2":
+        from ganctl.measure.dinov2 import dinov2, dinov2_path
+
+        found = dinov2_path(dinov2_file)
+        if found is None:
+            raise ConfigError("--features dinov2 needs the weights file: --dinov2 PATH or $GANCTL_DINOV2")
+        main = dinov2(found, device)
     else:
-        raise ConfigError(f"--features {features!r} is not one of: auto, random-conv, inception")
+        raise ConfigError(f"--features {features!r} is not one of: auto, random-conv, inception, dinov2")
     vgg = weights_path(vgg_file, VGG_ENV)
     return Spaces(main, vgg16(vgg, device) if vgg is not None else None)
 
@@ -291,10 +303,15 @@ def provenance(
     for space in spaces.used(metrics):
         if space.name == "random-conv":
             why.append("random-conv is a random network's space, comparable between runs only")
+        elif not space.standard and space.name == "dinov2":
+            why.append(f"{space.label}: not the shapes of a DINOv2 network Meta published")
         elif not space.standard:
             why.append(f"{space.label}: the weights are not the published file (sha256 {space.sha256[:16]}...)")
-    if any(m in fidelity.NEIGHBOUR_METRICS for m in metrics) and spaces.of("pr").name != "vgg16":
-        why.append("precision/recall and density/coverage were published in VGG-16 space (give --vgg)")
+    if any(m in fidelity.NEIGHBOUR_METRICS for m in metrics) and spaces.of("pr").name not in ("vgg16", "dinov2"):
+        why.append(
+            "precision/recall and density/coverage were published in VGG-16 space (give --vgg) and, by Stein et al."
+            " 2023, in DINOv2's (--features dinov2)"
+        )
     real_resolution, real_resampled = None, False
     if reference is not None:
         real_resolution, real_resampled = reference.resolution, bool(reference.resampled)
