@@ -72,7 +72,8 @@ class TrainConfig:
     data: str = setting(
         "25gaussians",
         f"{' | '.join((*POINT_DATA, 'shapes'))}, a folder of images, FILE.npy/.npz, or CIFAR-10 as"
-        " distributed (cifar-10-batches-py or -bin, folder or .tar.gz).",
+        " distributed (cifar-10-batches-py or -bin, folder or .tar.gz); stacked:PATH stacks three images of a"
+        " labelled grey set as channels (K^3 modes, for counting them: Stacked MNIST).",
     )
     image_size: int | None = setting(
         None,

@@ -53,7 +53,7 @@ def eval_command(
             " (every one the feature spaces allow), or none.",
         ),
     ] = "all",
-    n: N = EVAL_N,
+    n: N = None,
     seed: Seed = 0,
     features: Annotated[
         str,
@@ -156,15 +156,18 @@ def eval_command(
     min_confident: Annotated[float | None, _limit("--min-confident")] = None,
     min_gan_test: Annotated[float | None, _limit("--min-gan-test")] = None,
     min_gan_train: Annotated[float | None, _limit("--min-gan-train")] = None,
+    min_modes_covered: Annotated[float | None, _limit("--min-modes-covered")] = None,
+    max_modes_kl: Annotated[float | None, _limit("--max-modes-kl")] = None,
     device: Device = None,
     json_output: Json = False,
 ) -> None:
     """Score a generator: its data's own metrics and, on images, FID, KID, IS, precision/recall, density/coverage.
 
-    --n generated samples (default 10000), scored against as many real ones (all of a smaller
-    set). On 2-D data: modes, high-quality share and W1 with a perfect generator's W1 beside it.
-    On shapes: the judge's valid share and modes. On images, at each side's own resolution,
-    every number names its feature space: fid\\[inception] and is\\[inception] for the
+    --n generated samples (default 10000; 26000, PacGAN's, on stacked data), scored against as
+    many real ones (all of a smaller set). On 2-D data: modes, high-quality share and W1 with a
+    perfect generator's W1 beside it. On shapes: the judge's valid share and modes. On stacked
+    data, with --classifier: the modes covered and their KL to uniform. On images, at each
+    side's own resolution, every number names its feature space: fid\\[inception] and is\\[inception] for the
     Inception-v3 of published numbers (from --inception), precision\\[vgg16] with --vgg,
     fid\\[dinov2-vit-s-14] with --features dinov2 (FD-DINOv2),
     fid\\[random-conv] for the weight-free fallback, which is not comparable to published
@@ -180,7 +183,7 @@ def eval_command(
     started = time.perf_counter()
     given = locals()
     limits = {t.flag: given[t.flag[2:].replace("-", "_")] for t in EVAL_THRESHOLDS}
-    if n is None or n < 2:
+    if n is not None and n < 2:
         raise ConfigError(f"--n must be at least 2, got {n}")
     if image_size is not None and image_size < 1:
         raise ConfigError(f"--image-size must be a positive number of pixels, got {image_size}")
@@ -248,7 +251,8 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
         if spaces is not None:
             check_metrics(spaces, chosen)
     ref = reference.load(a.ref_stats, spaces.main) if a.ref_stats is not None and spaces is not None else None
-    request = Request(chosen if images else (), spaces if chosen else None, a.n, a.seed, a.raw, ref, a.classifier)
+    count = a.n or default_n(a.data or (nets.cfg.data if nets is not None else None))
+    request = Request(chosen if images else (), spaces if chosen else None, count, a.seed, a.raw, ref, a.classifier)
     if a.classifier is not None:
         request = dataclasses.replace(request, progress=classifier_progress())
     if save_stats is not None:
@@ -256,6 +260,14 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
     if nets is not None:
         return evaluate_checkpoint(nets, request, a.data)
     return evaluate_files(a.fake, a.data, request, a.image_size)
+
+
+def default_n(data: str | None) -> int:
+    """EVAL_N, or PacGAN's 26,000 samples where modes of stacked data are counted."""
+    from ganctl.data.stacked import is_stacked
+    from ganctl.measure.classifier import STACKED_N
+
+    return STACKED_N if data is not None and is_stacked(data) else EVAL_N
 
 
 def _side(hw: list[int] | None) -> str:
@@ -294,6 +306,9 @@ def _table(report: dict[str, Any]) -> None:
     if "classifier" in report:
         c = report["classifier"]
         ceiling = ", ".join(f"{k} {_fmt(v)}" for k, v in report["ceiling"].items())
-        say(f"{c['label']} ({c['source']}): the held-out real data's own, {c['held_out']} samples: {ceiling}")
+        held = f"{c['held_out']} samples"
+        if "stacks" in c:
+            held = f"{c['stacks']} stacks of its {c['held_out']} held-out grey images"
+        say(f"{c['label']} ({c['source']}): the held-out real data's own, {held}: {ceiling}")
         for what in report["not_measured"]:
             say(f"not measured: {what}")

@@ -6,11 +6,14 @@ judge, skipped files, classes) as attributes that are None when absent.
     2-D toy sets      8gaussians, 25gaussians, swissroll, ring, checkerboard   (points)
     procedural        shapes                                                    (images)
     files             a folder of images, FILE.npy, FILE.npz                    (images)
+    stacked:PATH      three images of a labelled grey set as channels, K^3 modes (images)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
 
 from ganctl.config import SHAPES_IMAGE_SIZE, TrainConfig, data_kind
 from ganctl.data.source import Classes, DataSource, Judge, Mixture
@@ -82,8 +85,20 @@ def _load(cfg: TrainConfig) -> DataSource:
             raise DataError("--data shapes is an RGB set (its modes are colours); use --channels 3")
         return ShapesSet(size)
 
-    from ganctl.data import cifar, images
+    from ganctl.data import cifar, images, stacked
 
+    if stacked.is_stacked(name):
+        _no_split(cfg, name)
+        if cfg.channels not in (None, stacked.CHANNELS):
+            raise DataError(f"--data {name}: stacks have one channel per stacked image; use --channels 3")
+        found = stacked.load_stacked(name, cfg.image_size, cfg.hflip)
+        empty = int((torch.bincount(found.targets, minlength=found.classes.count) == 0).sum())
+        if cfg.conditional and empty:
+            raise DataError(
+                f"--conditional: {empty:,} of the {found.classes.count:,} modes of --data {name} have no stack"
+                f" among its {len(found):,}; train it unconditionally"
+            )
+        return found
     path = Path(name).expanduser()
     if cifar.layout_of(path) is not None:
         return cifar.load_cifar10(path, cfg.split, cfg.image_size, cfg.channels, cfg.hflip)

@@ -252,3 +252,71 @@ def score(
         "classifier": {"label": clf.label, "sha256": clf.sha256, "source": clf.source, "held_out": len(real)},
         "not_measured": [] if labels is not None else ["gan_test and gan_train need a conditional generator"],
     }
+
+
+# --- stacked data: a mode per channel triple (VEEGAN, PacGAN) -------------------------------------
+STACKED_N = 26_000  # PacGAN's config.py: num_test_sample
+
+
+def mode_scores(modes: Tensor, total: int) -> dict[str, float]:
+    """PacGAN's numbers (its model.py, `log_metrics`): the modes that at least one sample falls in,
+    and KL(generated mode histogram || uniform over all `total` modes), in nats."""
+    p = torch.bincount(modes, minlength=total).double()
+    p = p / p.sum()
+    hit = p > 0
+    return {"modes_covered": int(hit.sum()), "modes_kl": float((p[hit] * (p[hit] * total).log()).sum())}
+
+
+def stack_modes(clf: Classifier, stacks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each stack's mode (k0 K^2 + k1 K + k2, each channel's most likely class, as PacGAN's
+    argmax), whether all three channels are confident, and the channels' features side by side."""
+    k = clf.classes
+    modes = torch.zeros(len(stacks), dtype=torch.long)
+    confident = torch.ones(len(stacks), dtype=torch.bool)
+    feats = []
+    for c in range(stacks.shape[1]):
+        probs, f = clf.predict(stacks[:, c : c + 1])
+        top, cls = probs.max(dim=1)
+        modes = modes * k + cls
+        confident &= top >= CONFIDENT
+        feats.append(f)
+    return modes, confident, torch.cat(feats, dim=1)
+
+
+def held_out_stacks(clf: Classifier, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """n stacks of the classifier's held-out grey images (three drawn independently, as the data's
+    own stacks are drawn) and their true modes: the ceiling is measured on images it never saw."""
+    x, y = clf.held_out
+    idx = torch.randint(len(x), (n, 3), generator=torch.Generator().manual_seed(seed))
+    k = clf.classes
+    return x[idx, 0], (y[idx[:, 0]] * k + y[idx[:, 1]]) * k + y[idx[:, 2]]
+
+
+def stacked_score(clf: Classifier, fake: Tensor, metrics: tuple[str, ...], seed: int = 0) -> dict[str, Any]:
+    """The modes covered and KL to uniform of generated stacks, as PacGAN counts them, the share
+    whose three channels are all confident, and FID/KID/precision-recall on the three channels'
+    features side by side; each beside the held-out real stacks' own values."""
+    from ganctl.measure import fidelity
+
+    total = clf.classes**3
+    real, real_modes = held_out_stacks(clf, len(fake), seed)
+    fake_modes, fake_confident, f_fake = stack_modes(clf, fake.cpu())
+    guessed, real_confident, f_real = stack_modes(clf, real)
+    ours = {**mode_scores(fake_modes, total), "confident_share": float(fake_confident.double().mean())}
+    ceiling = {**mode_scores(guessed, total), "confident_share": float(real_confident.double().mean())}
+    ceiling["accuracy"] = float((guessed == real_modes).double().mean())
+    space = {f"{name}[{clf.label}]": value for name, value in fidelity.compute(f_real, f_fake, metrics, seed).items()}
+    return {
+        "metrics": {**{f"{k}[{clf.label}]": v for k, v in ours.items()}, **space},
+        "ceiling": {f"{k}[{clf.label}]": v for k, v in ceiling.items()},
+        "classifier": {
+            "label": clf.label,
+            "sha256": clf.sha256,
+            "source": clf.source,
+            "held_out": len(clf.held_out[0]),
+            "stacks": len(real),
+            "per_channel_classes": clf.classes,
+            "modes": total,
+        },
+        "not_measured": ["classes covered, class KL, GAN-test and GAN-train: the modes are counted per channel"],
+    }

@@ -526,15 +526,22 @@ def _classifier_scores(
 ) -> None:
     """The classifier's scores of `fake` into `report`: its metrics beside the others, the held-out
     real data's own values under "ceiling", and what it is."""
+    from ganctl.data.stacked import StackedSet
     from ganctl.measure import classifier
 
+    stacked = isinstance(dataset, StackedSet)
+    labelled = dataset.base if stacked else dataset  # stacks: each channel is one of the grey set's images
     if request.classifier == "auto":
-        judge = classifier.auto(dataset, CLASSIFIER_SEED, request.progress)
+        judge = classifier.auto(labelled, CLASSIFIER_SEED, request.progress)
     else:
-        judge = classifier.from_file(Path(request.classifier), dataset, CLASSIFIER_SEED)
+        judge = classifier.from_file(Path(request.classifier), labelled, CLASSIFIER_SEED)
     wanted = tuple(m for m in (request.metrics or ("fid", "kid", "pr")) if m != "is")
-    scores.check_sizes(wanted, len(judge.held_out[0]), len(fake), "--metrics", dataset.name)
-    found = classifier.score(judge, fake, labels, wanted, CLASSIFIER_SEED)
+    if stacked:
+        scores.check_sizes(wanted, len(fake), len(fake), "--metrics", dataset.name)
+        found = classifier.stacked_score(judge, fake, wanted, CLASSIFIER_SEED)
+    else:
+        scores.check_sizes(wanted, len(judge.held_out[0]), len(fake), "--metrics", dataset.name)
+        found = classifier.score(judge, fake, labels, wanted, CLASSIFIER_SEED)
     report.setdefault("metrics", {}).update(found["metrics"])
     report.update(classifier=found["classifier"], ceiling=found["ceiling"], not_measured=found["not_measured"])
 

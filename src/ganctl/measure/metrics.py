@@ -40,6 +40,9 @@ METRICS = (
     Metric("confident_share", "confident", "max", share=True, image=True),
     Metric("class_kl", "KL(class histogram)", "min", image=True),
     Metric("gan_test", "GAN-test", "max", share=True, image=True),
+    # Stacked data (VEEGAN, PacGAN): each channel classified, a mode per triple.
+    Metric("modes_covered", "modes covered", "max", image=True),
+    Metric("modes_kl", "KL(modes || uniform)", "min", image=True),
     Metric("gan_train", "GAN-train", "max", share=True, image=True),
     Metric("fid", "FID", "min", image=True),
     Metric("kid", "KID", "min", image=True),
@@ -122,6 +125,8 @@ EVAL_THRESHOLDS = (
     Threshold("--min-confident", "confident_share", False, "--classifier: fail below this confident share."),
     Threshold("--min-gan-test", "gan_test", False, "--classifier, conditional: fail below this GAN-test accuracy."),
     Threshold("--min-gan-train", "gan_train", False, "--classifier, conditional: fail below this GAN-train accuracy."),
+    Threshold("--min-modes-covered", "modes_covered", False, "--classifier, stacked: fail when fewer are covered."),
+    Threshold("--max-modes-kl", "modes_kl", True, "--classifier, stacked data: fail when KL to uniform is above this."),
 )
 GRADNORM_THRESHOLDS = (
     Threshold(

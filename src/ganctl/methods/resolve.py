@@ -48,6 +48,10 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
 def data_path(data: str) -> str:
     """--data as a run stores it: a file or folder by its absolute path, so that the run folder
     works from any folder; a built-in set by its name."""
+    from ganctl.data.stacked import PREFIX, base_path, is_stacked
+
+    if is_stacked(data):
+        return PREFIX + data_path(base_path(data))
     path = Path(data).expanduser()
     if data_kind(data) == "points" or data == "shapes" or not path.exists():
         return data
