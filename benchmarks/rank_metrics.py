@@ -7,7 +7,9 @@ settings) trained on scikit-learn's digits at 16 px for `--seconds` of CPU, its 
 `--at` fractions of that time, so early, middling and late generators of several methods are
 ranked together. The numbers: FID in the weight-free random-conv space (ganctl's fallback), and
 the scores of `ganctl eval --classifier auto` (a classifier trained on 90 % of the real digits):
-confident share, classes covered, class-histogram KL and FID in its feature space.
+confident share, classes covered, class-histogram KL and FID in its feature space. Every
+generator's samples are written to an .npy and scored through `ganctl eval --fake`, as a user
+with another program's samples would score them.
 
     pip install 'ganctl[bench]'
     python benchmarks/rank_metrics.py --seconds 60 --json benchmarks/results-cpu-digits-rank.json
@@ -18,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,22 +55,29 @@ def snapshots(step, sample, seconds: float, at: list[float], n: int) -> list[tor
     return out
 
 
-def scores(images: torch.Tensor, judge: Judge, clf) -> dict[str, float]:
-    """The judge's confident share, and ganctl's numbers, of n images in [-1, 1] (n, C, 16, 16)."""
-    from ganctl.measure import classifier, fidelity
-
+def scores(images: torch.Tensor, judge: Judge, folder: Path) -> dict[str, float]:
+    """The judge's confident share, and ganctl's numbers, of n images in [-1, 1] (n, C, 16, 16):
+    the samples are written to an .npy and scored as a user would, by `ganctl eval --fake FILE
+    --data FOLDER --classifier auto --json` (its classifier trained once, then read from the cache)."""
     grey = images.float().mean(dim=1, keepdim=True).clamp(-1, 1)
-    probs, feats = clf.predict(grey)
-    real_probs, real_feats = clf.predict(clf.held_out[0])
-    prior = torch.bincount(clf.held_out[1], minlength=clf.classes).double() / len(clf.held_out[1])
-    hist = classifier.histogram_scores(probs, prior)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "samples.npy"
+        np.save(path, grey.numpy())
+        command = [sys.executable, "-m", "ganctl", "eval", "--fake", str(path), "--data", str(folder)]
+        command += ["--classifier", "auto", "--metrics", "fid", "--n", str(len(grey)), "--json"]
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)}: exit {done.returncode}\n{done.stderr}")
+    report = json.loads(done.stdout)
+    label = report["classifier"]["label"]
     return {
         "judge": judge.score(grey)["confident"],
-        "fid_random_conv": judge.fid(grey),
-        "confident": hist["confident_share"],
-        "classes": hist["classes_covered"],
-        "class_kl": hist["class_kl"],
-        "fid_classifier": fidelity.fid(real_feats, feats),
+        "fid_random_conv": report["metrics"]["fid[random-conv]"],
+        "confident": report["metrics"][f"confident_share[{label}]"],
+        "classes": report["metrics"][f"classes_covered[{label}]"],
+        "class_kl": report["metrics"][f"class_kl[{label}]"],
+        "fid_classifier": report["metrics"][f"fid[{label}]"],
+        "classifier": label,
     }
 
 
@@ -124,9 +135,9 @@ def main() -> None:
     rows = []
     for name, (step, sample) in contenders.items():
         for fraction, samples in zip(at, snapshots(step, sample, args.seconds, at, args.n)):
-            rows.append({"generator": f"{name} at {fraction:g}", **scores(samples, judge, clf)})
+            rows.append({"generator": f"{name} at {fraction:g}", **scores(samples, judge, folder)})
             print(json.dumps(rows[-1]), flush=True)
-    rows.append({"generator": "held-out real digits", **scores(clf.held_out[0], judge, clf)})
+    rows.append({"generator": "held-out real digits", **scores(clf.held_out[0], judge, folder)})
     correlation = {key: spearman(rows[:-1], key) for key in DIRECTION}
     result = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},

@@ -280,3 +280,30 @@ def test_a_config_file_s_out_key_is_where_the_run_goes(tmp_path):
     summary = parse_json(result.stdout)
     assert summary["run_dir"] == str(tmp_path / "from-file") and summary["config"]["penalty_weight"] == 0.5
     assert (tmp_path / "from-file" / "checkpoints").is_dir()
+
+
+def test_the_classifier_shows_a_bar_on_a_terminal_and_five_lines_when_piped(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from ganctl.cli import output
+
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "stderr", Console(file=screen, width=80, force_terminal=True, color_system=None))
+    shown = output.ClassifierProgress()
+    for step in range(1, 41):
+        shown(step, 80)
+    shown.progress.refresh()
+    bar = [x for x in screen.getvalue().replace("\r", "\n").splitlines() if "classifier" in x][-1]
+    assert "40/80" in bar and "eta" in bar
+    for step in range(41, 81):
+        shown(step, 80)
+    assert "trained the classifier of the real data: 80 steps" in screen.getvalue()
+    piped = io.StringIO()
+    monkeypatch.setattr(output, "stderr", Console(file=piped, width=80, color_system=None))
+    shown = output.ClassifierProgress()
+    for step in range(1, 501):
+        shown(step, 500)
+    lines = piped.getvalue().splitlines()
+    assert lines == [f"training the classifier of the real data: step {k * 100}/500" for k in range(1, 6)]

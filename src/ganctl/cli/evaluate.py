@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, escape
-from ganctl.cli.output import classifier_progress, finish, handle_errors, interactive, plain, print_json, say, table
+from ganctl.cli.output import ClassifierProgress, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
 from ganctl.measure.defaults import EVAL_N
 from ganctl.measure.metrics import EVAL_THRESHOLDS, threshold
@@ -254,7 +254,7 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
     count = a.n or default_n(a.data or (nets.cfg.data if nets is not None else None))
     request = Request(chosen if images else (), spaces if chosen else None, count, a.seed, a.raw, ref, a.classifier)
     if a.classifier is not None:
-        request = dataclasses.replace(request, progress=classifier_progress())
+        request = dataclasses.replace(request, progress=ClassifierProgress())
     if save_stats is not None:
         return save_reference(a.data, save_stats, request, a.image_size)
     if nets is not None:

@@ -330,14 +330,34 @@ class JobsProgress:
             print(text, file=sys.stderr, flush=True)
 
 
-def classifier_progress() -> Callable[[int, int], None]:
-    """What `--classifier auto` shows while it trains: a line per epoch (on a terminal and piped
-    alike: a few lines, each worth reading)."""
+class ClassifierProgress:
+    """What `--classifier auto` shows while it trains: a bar on a terminal, and when piped a line
+    at each fifth of its steps."""
 
-    def shown(done: int, parts: int) -> None:
-        say(f"training the classifier of the real data: {done}/{parts}")
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.shown = 0
 
-    return shown
+    def __call__(self, done: int, total: int) -> None:
+        if stderr.is_terminal:
+            if self.progress is None:
+                self.progress = Progress(
+                    TextColumn("[bold]classifier", table_column=_fixed()),
+                    *_counters(),
+                    TextColumn("eta", table_column=_fixed()),
+                    TimeRemainingColumn(table_column=_fixed()),
+                    console=stderr,
+                    transient=True,
+                )
+                self.progress.start()
+                self.task = self.progress.add_task("classifier", total=total)
+            self.progress.update(self.task, completed=done)
+            if done >= total:
+                self.progress.stop()
+                say(f"trained the classifier of the real data: {total} steps")
+        elif done * 5 // total > self.shown:
+            self.shown = done * 5 // total
+            say(f"training the classifier of the real data: step {done}/{total}")
 
 
 def print_summary(summary: Summary) -> None:
