@@ -24,8 +24,10 @@ from ganctl.errors import ConfigError
 
 # The built-in 2-D sets (`ganctl.data.toy` defines them); every other --data is images.
 POINT_DATA = ("8gaussians", "25gaussians", "swissroll", "ring", "checkerboard")
-LOSSES = ("wasserstein", "hinge", "ns", "lsgan")  # `ganctl.methods.losses` defines them
-ARCHS = ("mlp", "dcgan", "resnet")  # `ganctl.models` builds them
+LOSSES = ("wasserstein", "hinge", "ns", "lsgan", "rpgan")  # `ganctl.methods.losses` defines them
+ARCHS = ("mlp", "dcgan", "resnet")
+DECAY_SHAPES = ("none", "linear", "cosine")  # `ganctl.training.schedule`
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # `ganctl.methods.augment`  # `ganctl.models` builds them
 FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.measure.fidelity` computes them
 
 # What the data decides when a setting is left out.
@@ -52,6 +54,8 @@ def data_kind(name: str) -> str:
 MODEL, METHOD, COND = "Model", "Lipschitz method", "Class conditioning"
 OPTIM = "Optimisation (default: the method's recipe; see docs/results.md)"
 SCHEDULE = "Schedule (in generator steps; 0 disables)"
+AUGMENT = "Augmentation (images)"
+DECAY = "Decay over --decay-steps (none | linear | cosine; default: the method's recipe)"
 
 
 def setting(default: Any, help: str, *, flags: tuple[str, ...] | None = None, panel: str | None = None) -> Any:
@@ -163,10 +167,58 @@ class TrainConfig:
         panel=OPTIM,
     )
     amp: str = setting("none", "Mixed precision: none | bf16 | fp16 (fp16 with a gradient scaler).", panel=OPTIM)
-    lr_decay: str | None = setting(None, "none | linear (to 0 at --decay-steps, as WGAN-GP's CIFAR code).", panel=OPTIM)
-    decay_steps: int | None = setting(
-        None, "The horizon of --lr-decay, fixed when the run starts (a longer --steps on resume keeps it).", panel=OPTIM
+    lr_decay: str | None = setting(
+        None, "The learning rates from their value to --lr-final times it: none | linear | cosine.", panel=DECAY
     )
+    lr_final: float | None = setting(
+        None, "The learning rates' final multiple (WGAN-GP's and SN-GAN's linear decay: 0; R3GAN: 0.25).", panel=DECAY
+    )
+    gamma_decay: str | None = setting(
+        None, "The penalty weight from --lambda/--gamma to --gamma-final: none | linear | cosine.", panel=DECAY
+    )
+    gamma_final: float | None = setting(None, "The penalty weight at --decay-steps.", panel=DECAY)
+    beta2_decay: str | None = setting(
+        None, "Adam's beta2 from --beta2 to --beta2-final: none | linear | cosine.", panel=DECAY
+    )
+    beta2_final: float | None = setting(None, "Adam's beta2 at --decay-steps.", panel=DECAY)
+    ema_kimg: float | None = setting(
+        None,
+        "The generator EMA's half-life in thousands of images, in place of --ema-decay (StyleGAN2's ema_kimg):"
+        " decay 0.5 ** (batch / (1000 ema_kimg)).",
+        panel=DECAY,
+    )
+    ema_decay_shape: str | None = setting(
+        None,
+        "With --ema-kimg: the half-life rises from 0 to it: none (constant) | linear | cosine (R3GAN).",
+        flags=("--ema-schedule",),
+        panel=DECAY,
+    )
+    decay_steps: int | None = setting(
+        None,
+        "The horizon of every decay, fixed when the run starts (a longer --steps on resume keeps it); r3gan: its 2e7"
+        " images over --batch-size.",
+        panel=DECAY,
+    )
+
+    # --- augmentation (images) -----------------------------------------------------------
+    augment: str = setting(
+        "none",
+        "DiffAugment's policies on every image the critic sees, real and generated, differentiably: color,"
+        " translation, cutout (comma-separated), or none.",
+        panel=AUGMENT,
+    )
+    augment_p: float | None = setting(
+        None,
+        "The probability of each operation on each sample (with --ada-target: the probability it starts at).",
+        panel=AUGMENT,
+    )
+    ada_target: float | None = setting(
+        None,
+        "Adapt the probability as ADA does, towards this value of the loss's overfitting heuristic (ADA's: 0.6;"
+        " docs/results.md says which heuristic each loss takes).",
+        panel=AUGMENT,
+    )
+    ada_kimg: float = setting(500.0, "ADA's speed: thousands of images for p to move by 1.", panel=AUGMENT)
 
     # --- reproducibility and placement -------------------------------------------------
     seed: int = setting(0, "Random seed; the same seed on the CPU gives the same numbers.")
@@ -284,7 +336,10 @@ _CHOICES = {
     "gen_norm": ("none", "layer", "batch"),
     "penalty_at": ("interp", "real", "fake", "real+fake"),
     "optimizer": ("adam", "rmsprop"),
-    "lr_decay": ("none", "linear"),
+    "lr_decay": DECAY_SHAPES,
+    "gamma_decay": DECAY_SHAPES,
+    "beta2_decay": DECAY_SHAPES,
+    "ema_decay_shape": DECAY_SHAPES,
     "amp": ("none", "bf16", "fp16"),
     "on_nonfinite": ("stop", "skip", "rollback"),
     "loss": LOSSES,
@@ -460,6 +515,15 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and not 0.0 <= value < 1.0:
             raise ConfigError(f"--{name} must be in [0, 1), got {value}")
+    if cfg.beta2_final is not None and not 0.0 <= cfg.beta2_final < 1.0:
+        raise ConfigError(f"--beta2-final must be in [0, 1), got {cfg.beta2_final}")
+    for name in ("augment_p", "ada_target"):
+        value = getattr(cfg, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{flag_of(name)} must be in [0, 1], got {value}")
+    _check_positive(cfg, ("lr_final", "gamma_final"), strict=False)
+    _check_positive(cfg, ("ema_kimg", "ada_kimg"))
+    _validate_augment(cfg)
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"--ema-decay must be in [0, 1) (0 disables the EMA), got {cfg.ema_decay}")
     if "is" in metric_list(cfg.eval_metrics, "--eval-metrics") and cfg.eval_features != "inception":
@@ -467,6 +531,27 @@ def validate(cfg: TrainConfig) -> None:
             "--eval-metrics is: the Inception Score needs Inception-v3's classifier; add --eval-features inception"
             " (with --inception PATH)"
         )
+
+
+def augment_policy(text: str | None, flag: str = "--augment") -> tuple[str, ...]:
+    """'color,translation' -> ('color', 'translation'); 'none' or '' -> ()."""
+    if text is None:
+        return ()
+    names = tuple(part.strip() for part in text.split(",") if part.strip() and part.strip() != "none")
+    unknown = [n for n in names if n not in AUGMENT_POLICIES]
+    if unknown or len(set(names)) != len(names):
+        what = f"{unknown[0]!r} is not one of" if unknown else "names a policy twice; each is one of"
+        raise ConfigError(f"{flag} {text!r}: {what}: {', '.join(AUGMENT_POLICIES)} (comma-separated), or none")
+    return names
+
+
+def _validate_augment(cfg: TrainConfig) -> None:
+    policy = augment_policy(cfg.augment)
+    if policy and data_kind(cfg.data) == "points":
+        raise ConfigError(f"--augment {cfg.augment}: augmentation is for images; --data {cfg.data} is 2-D points")
+    if not policy and (cfg.augment_p is not None or cfg.ada_target is not None):
+        given = "--augment-p" if cfg.augment_p is not None else "--ada-target"
+        raise ConfigError(f"{given} needs --augment POLICY (color, translation, cutout)")
 
 
 def metric_list(text: str, flag: str = "--metrics") -> tuple[str, ...]:

@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import torch
-from conftest import small
+from conftest import Linear, small
 from torch import nn
 from torch.testing import assert_close
 
@@ -183,3 +183,35 @@ def test_fakes_are_drawn_with_the_real_batch_s_labels(monkeypatch):
     trainer._generator_fast = lambda z, y: calls.append(y) or generator(z, y)
     trainer.critic_step()
     assert torch.equal(calls[0], seen["y"])  # the fakes of the step share the real labels
+
+
+@pytest.mark.parametrize("policy", ["translation", "cutout", "color", "translation,cutout"])
+def test_penalties_take_the_gradient_through_the_augmentation(policy):
+    """A linear critic D(x) = <1, x>: through translation the input gradient is 1 on the pixels
+    that stay in the frame (a rectangle of (16 - |dy|) x (16 - |dx|)), through cutout 1 outside
+    the square, through colour 1 everywhere (brightness adds, saturation and contrast keep the
+    sum); with respect to the un-augmented image, never 1 everywhere when anything moves."""
+    cfg = dict(data="shapes", image_size=16, arch="dcgan", width=8, z_dim=16, batch_size=16, lipschitz="r1")
+    trainer = Trainer(resolve(small(**cfg, augment=policy)))
+    linear = Linear(torch.ones(3, 16, 16))
+    trainer.nets.critic = trainer._critic_fast = linear
+    real = trainer.dataset.sample(16, trainer.rng, "cpu")
+    fake = torch.zeros_like(real)
+    leaves = penalties.penalty_points("real", real, fake)
+    _, _, _, _, (grads,) = trainer._critic_backward(real, fake, leaves)
+    grads = grads.detach()
+    one, zero = (grads - 1).abs() < 1e-5, grads.abs() < 1e-5  # colour's means round in the last bit
+    ones = one[:, 0]
+    assert torch.equal(one, ones[:, None].expand_as(grads)) and (one | zero).all()
+    counts = ones.flatten(1).sum(1)
+    if policy == "color":
+        assert (counts == 256).all()
+        return
+    if policy == "translation":
+        rows, cols = ones.any(2).sum(1), ones.any(1).sum(1)
+        assert torch.equal(counts, rows * cols) and rows.min() >= 14 and cols.min() >= 14
+    if policy == "cutout":
+        assert (counts >= 256 - 64).all()
+    assert (counts < 256).any()
+    norms = penalties.grad_norm(grads)
+    assert torch.allclose(norms, counts.float().mul(3).sqrt(), atol=1e-4)

@@ -27,10 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from ganctl import memory, streams
+from ganctl.config import augment_policy
 from ganctl.data import sample_shape
 from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
 from ganctl.methods import penalties
+from ganctl.methods.augment import as_trained
 from ganctl.methods.losses import gap_stats
 from ganctl.nets.networks import Networks, eval_mode
 
@@ -491,6 +493,7 @@ class Report:
     checkpoint: str | None = None  # what the command measured, and its gate
     data: str | None = None
     thresholds: dict[str, Any] | None = None
+    augment: dict[str, Any] | None = None  # a run that augments: measured through its policy at probability p
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON; a field that does not apply (None) is left out."""
@@ -548,8 +551,11 @@ def analyse(
     if noise_std:
         sets["real+noise"] = x + noise_std * torch.randn(x.shape, generator=g, device=device)
     norms_by_set, values_by_set, stats = {}, {}, {}
+    # A run that augments is measured as it trains: through its augmentation, at its current
+    # probability, with respect to the un-augmented points (the penalties' convention).
+    seen = as_trained(nets.critic, augment_policy(nets.cfg.augment), nets.augment_p, g)
     for name, points in sets.items():
-        values_by_set[name], norms_by_set[name] = gradient_norms(nets.critic, points, y=y)
+        values_by_set[name], norms_by_set[name] = gradient_norms(seen, points, y=y)
         stats[name] = summarise(norms_by_set[name], tol)
     gap = gap_stats(float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean()), nets.cfg.loss)
     pair_bound = empirical_lower_bound(nets.critic, x, fake, y)
@@ -572,6 +578,8 @@ def analyse(
     if bounds:
         report.upper_bound = _upper_bound_report(nets.critic, tuple(x.shape[1:]), device, nets.cfg.conditional)
         report.w1_lower_bound = certified_w1_report(nets, x, fake, report.upper_bound)
+    if seen is not nets.critic:
+        report.augment = {"policy": nets.cfg.augment, "p": nets.augment_p}
     report.seconds = round(time.perf_counter() - started, 3)
     return Analysis(report, norms_by_set)
 

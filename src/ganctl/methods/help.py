@@ -20,6 +20,18 @@ from ganctl.methods.resolve import ACGAN_SCALES
 
 
 # --- what --help shows -----------------------------------------------------------------
+def _scheduled(name: str) -> str:
+    """'; r3gan 0.005 (64 px: 0.2)' for a decay setting some recipe fills."""
+    parts = []
+    for m in METHODS.values():
+        values = {size: dict(r.schedules).get(name) for size, r in {0: m.recipe, **m.by_size}.items()}
+        if values[0] is None:
+            continue
+        other = [f"{size} px: {_text(v)}" for size, v in values.items() if size and v != values[0]]
+        parts.append(f"{m.name} {_text(values[0])}" + (f" ({', '.join(other)})" if other else ""))
+    return f"; {', '.join(parts)}" if parts else ""
+
+
 def describe_default(name: str) -> str:
     """The default of a setting in words, read from what `resolve` applies: a plain value, or
     per method and kind of data where the recipe decides ("gp 10 (2-D data: 0.1), ...")."""
@@ -53,6 +65,17 @@ def describe_default(name: str) -> str:
             if m.penalty_at
         ),
     }
+    special.update(
+        augment_p="1 (DiffAugment's); with --ada-target, 0",
+        ada_target="none: a fixed probability",
+        lr_final="0 under a decay" + _scheduled("lr_final"),
+        gamma_final="none" + _scheduled("gamma_final"),
+        beta2_final="none" + _scheduled("beta2_final"),
+        ema_kimg="none: --ema-decay" + _scheduled("ema_kimg"),
+        gamma_decay="none" + _scheduled("gamma_decay"),
+        beta2_decay="none" + _scheduled("beta2_decay"),
+        ema_decay_shape="none" + _scheduled("ema_decay_shape"),
+    )
     if name in special:
         return special[name]
     if name == "batch_size":

@@ -77,6 +77,10 @@ class Recipe:
     lr_decay: str = "none"  # none | linear (to 0 at the last step)
     clip: float | None = None  # clip's c where it differs from the method's own default
     batch_size: int = 64  # the papers' image batch (2-D recipes: 256, as the WGAN-GP toy code)
+    # Decays (`ganctl.training.schedule`) as (field, value) pairs, filled where not given, and
+    # their horizon in images (decay_steps = decay_images / batch) where the source counts so.
+    schedules: tuple[tuple[str, Any], ...] = ()
+    decay_images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,13 @@ class Method:
     # The critic's conditioning in its own conditional recipe (SN-GAN's projection; otherwise
     # WGAN-GP's AC-GAN); `ganctl.methods.resolve.default_cond` reads it.
     cond: str = "acgan"
+    by_size: dict[int, Recipe] = field(default_factory=dict)  # on images of this side, where the source differs
 
-    def recipe_for(self, data: str, arch: str | None = None) -> Recipe:
+    def recipe_for(self, data: str, arch: str | None = None, size: int | None = None) -> Recipe:
         if data_kind(data) == "points":
             return self.points if self.points is not None else self.recipe
+        if size is not None and self.by_size:
+            return self.by_size[min(self.by_size, key=lambda s: (abs(s - size), s))]
         return self.by_arch.get(arch or "", self.recipe)
 
 
@@ -148,6 +155,40 @@ _WGAN_GP_MLP = replace(
     source="WGAN-GP's image recipe (gan_cifar.py: Adam 1e-4, betas (0.5, 0.9), lambda 10, batch 64; gan_mnist.py's"
     " batch is 50) with n_critic 2, measured best on real 16 px digits at equal CPU time (benchmarks/real_digits.py)",
 )
+
+# R3GAN (Huang et al. 2024), brownvc/R3GAN train.py's presets and training_loop.py: Adam with
+# betas (0, beta2), one D and one G phase per iteration, gamma/2 (R1 + R2), and every value
+# cosine-decayed (`cosine_decay_with_warmup`, no warm-up) over decay_nimg = 2e7 images; the EMA's
+# half-life rises from 0, and ADA's pipeline probability from 0 (not reproduced: `--augment`).
+_R3GAN_COMMON = (("lr_final", 0.25), ("beta2_decay", "cosine"), ("beta2_final", 0.99))
+_R3GAN_CIFAR = Recipe(
+    "rpgan",
+    "adam",
+    2e-4,
+    2e-4,
+    0.0,
+    0.9,
+    1,
+    "R3GAN (brownvc/R3GAN train.py preset CIFAR10, R3GAN/Trainer.py, training/training_loop.py): relativistic"
+    " pairing loss, gamma/2 (R1 + R2) with gamma 0.05 -> 0.005, Adam betas (0, 0.9 -> 0.99), lr 2e-4 -> 5e-5, EMA"
+    " half-life 0 -> 5000 kimg, all cosine over 2e7 images, batch 512, one D step per G step (its augmentation:"
+    " ADA's pipeline at p 0 -> 0.55, not reproduced)",
+    penalty_weight=0.05,
+    lr_decay="cosine",
+    batch_size=512,
+    schedules=(*_R3GAN_COMMON, ("gamma_decay", "cosine"), ("gamma_final", 0.005), ("ema_kimg", 5000.0),
+               ("ema_decay_shape", "cosine")),
+    decay_images=20_000_000,
+)  # fmt: skip
+_R3GAN_FFHQ64 = replace(
+    _R3GAN_CIFAR,
+    source="R3GAN (brownvc/R3GAN train.py preset FFHQ-64): as CIFAR10's but gamma 2 -> 0.2, EMA half-life 0 -> 500"
+    " kimg, batch 256 (ADA's pipeline at p 0 -> 0.3, not reproduced)",
+    penalty_weight=2.0,
+    batch_size=256,
+    schedules=(*_R3GAN_COMMON, ("gamma_decay", "cosine"), ("gamma_final", 0.2), ("ema_kimg", 500.0),
+               ("ema_decay_shape", "cosine")),
+)  # fmt: skip
 
 # The 2-D recipes are the winners of `ganctl compare --tune 6` on 8gaussians and 25gaussians
 # (equal budget: 6 trials per method, tuning seeds 1000+), the trial with the lowest mean W1 /
@@ -271,6 +312,16 @@ _METHODS = (
         penalty_at=("fake",),
         compared=False,
     ),  # R1's mirror, rarely used alone
+    Method(
+        "r3gan",
+        "R3GAN: gamma/2 (E_real + E_fake)[||grad D(x)||^2] with the relativistic pairing loss",
+        _R3GAN_CIFAR,
+        {**_COMMON, **_PENALTY, "n_critic": _choice(1, 2)},
+        owns=("penalty_weight", "penalty_at"),
+        penalty_at=("real+fake",),
+        by_size={32: _R3GAN_CIFAR, 64: _R3GAN_FFHQ64},
+        compared=False,
+    ),
     Method(
         "sn",
         "SN-GAN: every critic weight divided by its top singular value",

@@ -39,10 +39,32 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
         cfg = _fill(cfg, arch=arch, width=width, depth=IMAGE_DEPTH, z_dim=IMAGE_Z_DIM, gen_norm=IMAGE_GEN_NORM)
     cfg = _resolve_method(cfg, get_method(cfg.lipschitz))
     cfg = _resolve_conditioning(cfg)
-    if cfg.lr_decay != "none" and cfg.decay_steps is None:
+    cfg = _resolve_decays(cfg)
+    return ResolvedConfig(**cfg.to_dict())
+
+
+def _resolve_decays(cfg: TrainConfig) -> TrainConfig:
+    """Every decay explicit, and checked against what it moves."""
+    cfg = _fill(cfg, lr_decay="none", gamma_decay="none", beta2_decay="none", ema_decay_shape="none")
+    if cfg.lr_final is None:
+        cfg = cfg.replace(lr_final=0.0 if cfg.lr_decay != "none" else None)
+    if cfg.gamma_decay != "none":
+        if cfg.penalty_weight is None:
+            raise ConfigError(f"--gamma-decay {cfg.gamma_decay}: --lipschitz {cfg.lipschitz} has no penalty weight")
+        if cfg.gamma_final is None:
+            raise ConfigError(f"--gamma-decay {cfg.gamma_decay} needs --gamma-final (the weight at --decay-steps)")
+    if cfg.beta2_decay != "none":
+        if cfg.optimizer != "adam":
+            raise ConfigError(f"--beta2-decay {cfg.beta2_decay}: beta2 is Adam's; --optimizer is {cfg.optimizer}")
+        if cfg.beta2_final is None:
+            raise ConfigError(f"--beta2-decay {cfg.beta2_decay} needs --beta2-final")
+    if cfg.ema_decay_shape != "none" and cfg.ema_kimg is None:
+        raise ConfigError(f"--ema-schedule {cfg.ema_decay_shape} schedules the half-life of --ema-kimg: give it")
+    decays = (cfg.lr_decay, cfg.gamma_decay, cfg.beta2_decay, cfg.ema_decay_shape)
+    if any(d != "none" for d in decays) and cfg.decay_steps is None:
         # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
         cfg = cfg.replace(decay_steps=cfg.steps)
-    return ResolvedConfig(**cfg.to_dict())
+    return cfg
 
 
 def data_path(data: str) -> str:
@@ -77,8 +99,12 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
                 f" (allowed: {', '.join(method.penalty_at)})"
             )
         cfg = cfg.replace(penalty_at=at)
-    recipe = method.recipe_for(cfg.data, cfg.arch)
+    recipe = method.recipe_for(cfg.data, cfg.arch, cfg.image_size)
     changes: dict[str, Any] = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(cfg, k) is None}
+    changes.update({k: v for k, v in recipe.schedules if getattr(cfg, k) is None})
+    if recipe.decay_images and cfg.decay_steps is None:  # the source's horizon, in images
+        batch = cfg.batch_size or recipe.batch_size
+        changes["decay_steps"] = -(-recipe.decay_images // batch)
     if (cfg.optimizer or recipe.optimizer) == "rmsprop":
         if cfg.beta1 is not None or cfg.beta2 is not None:
             raise ConfigError("--beta1 and --beta2 apply to --optimizer adam only")

@@ -61,6 +61,8 @@ class Lipschitz:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        # The penalty's weight now (lambda or gamma): the trainer moves it under --gamma-decay.
+        self.weight: float | None = cfg.penalty_weight
 
     @property
     def penalty_at(self) -> str | None:
@@ -127,7 +129,7 @@ class _Penalised(Lipschitz):
 
     def penalty(self, grads: list[Tensor]) -> Tensor:
         per_set = [self.penalty_of(g) for g in grads]
-        return self.weight_factor * self.cfg.penalty_weight * torch.stack(per_set).sum()
+        return self.weight_factor * self.weight * torch.stack(per_set).sum()
 
     def penalty_of(self, grads: Tensor) -> Tensor:
         """The unweighted penalty from the input gradients at one point set."""
@@ -135,7 +137,7 @@ class _Penalised(Lipschitz):
 
     def penalty_grads(self, grads: list[Tensor]) -> list[Tensor]:
         """d penalty / d g for each set's input gradients g, in closed form."""
-        weight = self.weight_factor * self.cfg.penalty_weight
+        weight = self.weight_factor * self.weight
         return [weight * self.penalty_grad_of(g) for g in grads]
 
     def penalty_grad_of(self, grads: Tensor) -> Tensor:
@@ -175,6 +177,14 @@ class R1(ZeroCentredPenalty):
 @register("r2")
 class R2(ZeroCentredPenalty):
     """R2: gamma/2 * E_fake[||grad D(x)||^2] (Mescheder et al. 2018, eq. 10)."""
+
+    weight_factor = 0.5
+
+
+@register("r3gan")
+class R1R2(ZeroCentredPenalty):
+    """R3GAN's regulariser: gamma/2 (E_real[||grad D||^2] + E_fake[||grad D||^2]) (Huang et al.
+    2024; R3GAN/Trainer.py), paired with the relativistic loss in its recipe."""
 
     weight_factor = 0.5
 

@@ -56,6 +56,7 @@ class TrainState:
     scalers: dict[str, Any] | None = None  # fp16: both gradient scalers' states and the skipped count
     world_size: int = 1  # processes of the run that wrote it
     rank_rngs: dict[int, Tensor] = field(default_factory=dict)  # under torchrun: rank r's stream, r > 0
+    ada: dict[str, float] | None = None  # --ada-target: the adaptive probability and its running heuristic
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -105,6 +106,8 @@ def save(state: TrainState, path: Path, rank_states: list[Tensor] | None = None)
         metadata["amp_scalers"] = json.dumps(state.scalers)
     if state.class_names is not None:  # a conditional run's classes, in label order
         metadata["class_names"] = json.dumps(state.class_names)
+    if state.ada is not None:
+        metadata["ada"] = json.dumps(state.ada)
     from safetensors.torch import save_file
 
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -213,6 +216,7 @@ def read_state(path: Path) -> TrainState:
             "rng": tensors["rng.train"],
             "world_size": int(metadata.get("world_size", "1")),
             "scalers": json.loads(metadata["amp_scalers"]) if "amp_scalers" in metadata else None,
+            "ada": json.loads(metadata["ada"]) if "ada" in metadata else None,
         }
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: missing or malformed counters ({exc})") from None
@@ -362,6 +366,8 @@ class Checkpoint(Networks):
         super().__init__(config, device, generator, critic, ema, step=state.step, class_names=names)
         self.path = path
         self.critic_steps = state.critic_steps
+        if state.ada is not None:
+            self.augment_p = float(state.ada["p"])
         self.rng_device = state.rng_device
 
     @property

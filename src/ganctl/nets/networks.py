@@ -76,6 +76,10 @@ class Networks:
         self._data_placed = False
         # A conditional run's classes, in label order (from its data, or its checkpoint).
         self.class_names = class_names or (tuple(map(str, range(cfg.num_classes))) if cfg.conditional else None)
+        # --augment: the probability each operation is applied at this step (fixed, or ADA's).
+        self.augment_p = (cfg.augment_p if cfg.augment_p is not None else 1.0) if cfg.augment != "none" else 0.0
+        if cfg.ada_target is not None:
+            self.augment_p = cfg.augment_p or 0.0
 
     @property
     def dataset(self) -> DataSource:

@@ -20,11 +20,12 @@ from ganctl.data import load_dataset
 from ganctl.devices import resolve_device
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
+from ganctl.methods.augment import Ada, Augmenter
 from ganctl.methods.losses import get_loss
 from ganctl.methods.strategies import Lipschitz, build_strategy
 from ganctl.models import activations
 from ganctl.nets.networks import Networks, build
-from ganctl.training import distributed, fused_mlp, preflight
+from ganctl.training import distributed, fused_mlp, preflight, schedule
 from ganctl.training.guard import Guard
 from ganctl.training.schedule import LrSchedule
 from ganctl.training.stats import Stats
@@ -81,6 +82,7 @@ class Trainer:
         self.nets, self.strategy = _networks(config, device, load_data)
         self.memory_format = memory_format(self.cfg, device)  # the real batches' layout, as the networks'
         self.loss = get_loss(self.cfg.loss)
+        self.augment = Augmenter(self.cfg)
         modules = [m for m in (self.generator, self.critic, self.ema) if m is not None]
         distributed.broadcast_modules(modules, self.world)
         self.notes: list[str] = []  # said once at the start of a run
@@ -100,6 +102,17 @@ class Trainer:
     ema = property(lambda self: self.nets.ema)
     dataset = property(lambda self: self.nets.dataset)
     step = property(lambda self: self.nets.step, lambda self, value: setattr(self.nets, "step", value))
+
+    @property
+    def ada(self) -> Ada | None:
+        """ADA's controller, where --ada-target adapts the augmentation's probability."""
+        return self.augment.ada
+
+    def _augmented(self, x: Tensor) -> Tensor:
+        """x as the critic sees it, augmented with the trainer's stream where --augment is set.
+        Every input gradient (the penalties', gradnorm's) is taken through this, with respect to
+        the un-augmented x (stylegan2-ada's convention; docs/results.md)."""
+        return self.augment(x, self.rng)
 
     def _build_step(self, fused: bool | None) -> None:
         """Optimizers, gradient scalers, compiled forwards and the penalised step's path."""
@@ -121,12 +134,13 @@ class Trainer:
         # (its out= kernels are untried on MPS).
         self._fused_layers, self._workspace = None, {}
         penalised = self.strategy.penalty_at is not None
-        if penalised and fused is not False and self.guard.amp_dtype is None and self.device.type in ("cpu", "cuda"):
+        plain = self.guard.amp_dtype is None and self.augment.augment is None and self.device.type in ("cpu", "cuda")
+        if penalised and fused is not False and plain:
             self._fused_layers = fused_mlp.layers_of(self.critic)
         if fused and self._fused_layers is None:
             raise ConfigError(
                 "fused=True: the hand-written step needs a penalised plain ReLU/LeakyReLU MLP critic"
-                " on CPU or CUDA without --amp"
+                " on CPU or CUDA without --amp or --augment"
             )
         if cfg.compile and penalised:
             how = (
@@ -147,6 +161,8 @@ class Trainer:
     def train_step(self) -> None:
         """n_critic critic steps, then one generator step and the EMA update."""
         self.schedule.apply(self.step)
+        if self.strategy.weight is not None:
+            self.strategy.weight = schedule.gamma(self.cfg, self.step)
         with self.guard.precision():
             for _ in range(self.cfg.n_critic):
                 with self.strategy.step_context():
@@ -192,9 +208,20 @@ class Trainer:
             self.stats.track("penalty_grad_norm", torch.cat([penalties.grad_norm(g) for g in grads]).mean())
         self.strategy.after_critic_step(self.critic)
         self.critic_steps += 1
+        self._adapt(d_real, d_fake)
         self.stats.track("loss_d", loss)
         self.stats.track("critic_gap", d_real.mean() - d_fake.mean())
         self.stats.last_batch = (real.detach(), fake.detach(), y)
+
+    def _adapt(self, d_real: Tensor, d_fake: Tensor) -> None:
+        """ADA: the loss's overfitting signs move the probability; evaluations read it from nets."""
+        if self.ada is not None:
+            self.ada.observe(self.loss.overfit_sign(d_real.detach(), d_fake.detach()))
+            self.nets.augment_p = self.ada.p
+            if self.ada.last is not None:
+                self.stats.track("ada_heuristic", torch.tensor(self.ada.last))
+        if self.augment.augment is not None:
+            self.stats.track("augment_p", torch.tensor(self.augment.p))
 
     def _critic_backward(
         self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor], y: Tensor | None = None
@@ -203,7 +230,7 @@ class Trainer:
         Returns D(real), D(fake), the loss, the penalty (None without one) and its input gradients.
         With --cond acgan the critic also learns to classify the real batch (WGAN-GP's
         conditional code: cross-entropy on real images only, weighted by --acgan-scale)."""
-        out, pen_out, logits = self._critic_passes(real, fake, leaves, y)
+        out, pen_out, logits = _critic_passes(self, real, fake, leaves, y)
         d_real, d_fake = out["real"], out["fake"]
         loss = self.loss.critic(d_real, d_fake)
         total, penalty, grads = loss, None, []
@@ -223,52 +250,25 @@ class Trainer:
         self.guard.scaler_d.scale(total).backward()
         return d_real, d_fake, loss, penalty, grads
 
-    def _critic_passes(
-        self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor], y: Tensor | None = None
-    ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor]]:
-        """D on real and fake points, in two forwards when there is a penalty: one over the
-        penalised leaves (eager; at interpolates with constant-slope activations, see
-        `models.activations`) and one over the other sets (compiled with --compile). Returns
-        D per set name, the penalised pass's output, whose input gradients the penalty takes,
-        and an AC-GAN critic's class logits per set. `real` and `fake` carry no graph (data,
-        and a generator output taken under no_grad); every set shares the labels y."""
-        b = self.cfg.batch_size
-        plain = [(name, x) for name, x in (("real", real), ("fake", fake)) if name not in leaves]
-        out: dict[str, Tensor] = {}
-        logits: dict[str, Tensor] = {}
-        pen_out = None
-        with self.guard.autocast():
-            if plain:
-                values, classes = critique(
-                    self._critic_fast, torch.cat([x for _, x in plain]), y, len(plain), self.cfg.cond
-                )
-                out.update((name, values[i * b : (i + 1) * b]) for i, (name, _) in enumerate(plain))
-                if classes is not None:
-                    logits.update((name, classes[i * b : (i + 1) * b]) for i, (name, _) in enumerate(plain))
-            if leaves:
-                # Constant slopes pay off where the penalised outputs are not in the loss (x_hat):
-                # elsewhere the loss's own backward walks that forward graph anyway.
-                slope = activations.constant_slope() if "interp" in leaves else contextlib.nullcontext()
-                with slope:
-                    pen_out, classes = critique(
-                        self.critic, torch.cat(list(leaves.values())), y, len(leaves), self.cfg.cond
-                    )
-                out.update((name, pen_out[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
-                if classes is not None:
-                    logits.update((name, classes[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
-        return out, pen_out, logits
-
     def generator_step(self) -> None:
         """One generator update against the current critic."""
         cfg, b = self.cfg, self.cfg.batch_size
         for p in self._critic_params:  # no critic weight gradients in this backward
             p.requires_grad_(False)
         try:
-            y = self.dataset.labels(b, self.rng, self.device) if cfg.conditional else None
+            real, y = None, None
+            if self.loss.pairs:  # relativistic: each fake is judged against a real of its batch
+                real, y = self.dataset.sample_labelled(b, self.rng, self.device) if cfg.conditional else (None, None)
+                real = self.dataset.sample(b, self.rng, self.device) if real is None else real
+            elif cfg.conditional:
+                y = self.dataset.labels(b, self.rng, self.device)
             with self.guard.autocast():
                 fake = self.nets.generate(self._generator_fast, self.nets.noise(b, self.rng), y)
-                out, classes = critique(self._critic_fast, fake, y, cond=cfg.cond)
-            loss = self.loss.generator(out)
+                out, classes = critique(self._critic_fast, self._augmented(fake), y, cond=cfg.cond)
+                d_real = (
+                    None if real is None else critique(self._critic_fast, self._augmented(real), y, cond=cfg.cond)[0]
+                )
+            loss = self.loss.generator(out, d_real)
             if classes is not None:  # AC-GAN: the generator makes images the critic classifies as y
                 loss = loss + cfg.acgan_scale_g * torch.nn.functional.cross_entropy(classes, y)
             self.opt_g.zero_grad(set_to_none=True)
@@ -284,20 +284,49 @@ class Trainer:
         if stepped:
             self.stats.track("loss_g", loss)
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        if self.ema is None:
-            return
-        t = self.step
-        decay = min(self.cfg.ema_decay, (1.0 + t) / (10.0 + t))  # warm-up: early weights fade
-        for e, p in zip(self.ema.parameters(), self.generator.parameters()):
-            e.lerp_(p, 1.0 - decay)
-        for e, b in zip(self.ema.buffers(), self.generator.buffers()):
-            e.copy_(b)
+        if self.ema is not None:
+            schedule.update_ema(self.ema, self.generator, schedule.ema_beta(self.cfg, self.step, self.cfg.batch_size))
 
     def pop_stats(self) -> dict[str, float]:
         """The training scalars since the last call (`Stats.pop`) and the guard's counters."""
         return {**self.stats.pop(self.nets), **self.guard.stats()}
+
+
+def _critic_passes(
+    self: Trainer, real: Tensor, fake: Tensor, leaves: dict[str, Tensor], y: Tensor | None = None
+) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor]]:
+    """D on real and fake points, in two forwards when there is a penalty: one over the
+    penalised leaves (eager; at interpolates with constant-slope activations, see
+    `models.activations`) and one over the other sets (compiled with --compile). Returns
+    D per set name, the penalised pass's output, whose input gradients the penalty takes,
+    and an AC-GAN critic's class logits per set. `real` and `fake` carry no graph (data,
+    and a generator output taken under no_grad); every set shares the labels y."""
+    b = self.cfg.batch_size
+    plain = [(name, x) for name, x in (("real", real), ("fake", fake)) if name not in leaves]
+    out: dict[str, Tensor] = {}
+    logits: dict[str, Tensor] = {}
+    pen_out = None
+    with self.guard.autocast():
+        if plain:
+            values, classes = critique(
+                self._critic_fast, self._augmented(torch.cat([x for _, x in plain])), y, len(plain), self.cfg.cond
+            )
+            out.update((name, values[i * b : (i + 1) * b]) for i, (name, _) in enumerate(plain))
+            if classes is not None:
+                logits.update((name, classes[i * b : (i + 1) * b]) for i, (name, _) in enumerate(plain))
+        if leaves:
+            # Constant slopes pay off where the penalised outputs are not in the loss (x_hat):
+            # elsewhere the loss's own backward walks that forward graph anyway.
+            slope = activations.constant_slope() if "interp" in leaves else contextlib.nullcontext()
+            with slope:
+                pen_out, classes = critique(
+                    self.critic, self._augmented(torch.cat(list(leaves.values()))), y, len(leaves), self.cfg.cond
+                )
+            out.update((name, pen_out[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
+            if classes is not None:
+                logits.update((name, classes[i * b : (i + 1) * b]) for i, name in enumerate(leaves))
+    return out, pen_out, logits
 
 
 def _networks(cfg: ResolvedConfig, device: torch.device, load_data: bool) -> tuple[Networks, Lipschitz]:

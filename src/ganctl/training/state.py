@@ -40,6 +40,7 @@ def capture(trainer: Trainer) -> TrainState:
         rng_device=nets.device.type,
         class_names=list(nets.class_names) if nets.class_names is not None else None,
         scalers=trainer.guard.state(),
+        ada=trainer.ada.state() if trainer.ada is not None else None,
     )
 
 
@@ -55,6 +56,12 @@ def restore(trainer: Trainer, state: TrainState) -> None:
     _load_optimizer("optim_d", trainer.opt_d, state.optim_d)
     nets.step, trainer.critic_steps = int(state.step), int(state.critic_steps)
     trainer.guard.load(state.scalers)
+    if trainer.ada is not None:
+        if state.ada is None:
+            raise CheckpointError(
+                "the run adapts its augmentation (--ada-target) but the checkpoint holds no 'ada' state"
+            )
+        trainer.ada.load(state.ada)
     rank, rng_state = trainer.world.rank, state.rng
     exact = state.rng_device == nets.device.type
     if rank > 0:  # a torchrun rank: its own stream when the checkpoint has it

@@ -1,0 +1,187 @@
+"""Differentiable augmentation of every image the critic sees, real and generated alike, with a
+fixed or an adaptive probability.
+
+The operations are DiffAugment's (Zhao et al. 2020; mit-han-lab/data-efficient-gans,
+DiffAugment_pytorch.py), on images in [-1, 1], each drawn per sample:
+
+    color        brightness x + (u - 0.5); saturation (x - mean_c) 2u + mean_c;
+                 contrast (x - mean_chw) (u + 0.5) + mean_chw                     (u ~ U[0, 1))
+    translation  a shift of up to round(H / 8) pixels either way on each axis, zeros let in
+    cutout       a square of side round(H / 2) set to 0, centred anywhere (clipped at the border)
+
+DiffAugment applies every operation to every sample (`p` 1, the default here). With `p` < 1
+each operation is applied to each sample with probability p, independently, as ADA's pipeline
+applies its own (Karras et al. 2020, stylegan2-ada-pytorch training/augment.py); `Ada` steers p
+as ADA's training loop does. The draws come from the trainer's own random stream, so a resumed
+run sees the same augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ganctl.config import AUGMENT_POLICIES, TrainConfig, augment_policy
+
+TRANSLATION_RATIO = 0.125  # DiffAugment's rand_translation default
+CUTOUT_RATIO = 0.5  # DiffAugment's rand_cutout default
+# ADA's controller (stylegan2-ada-pytorch training_loop.py): adjust p every 4 minibatches by
+# sign(r_t - target) * batch * 4 / (ada_kimg * 1000), floored at 0; train.py's target is 0.6.
+ADA_INTERVAL = 4
+ADA_TARGET = 0.6
+ADA_KIMG = 500.0
+
+Op = Callable[[Tensor, torch.Generator], Tensor]
+
+
+def _uniform(x: Tensor, generator: torch.Generator) -> Tensor:
+    return torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def brightness(x: Tensor, generator: torch.Generator) -> Tensor:
+    return x + (_uniform(x, generator) - 0.5)
+
+
+def saturation(x: Tensor, generator: torch.Generator) -> Tensor:
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (_uniform(x, generator) * 2) + mean
+
+
+def contrast(x: Tensor, generator: torch.Generator) -> Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_uniform(x, generator) + 0.5) + mean
+
+
+def _shifts(n: int, limit: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    return torch.randint(-limit, limit + 1, (n, 1, 1), generator=generator, device=device)
+
+
+def translation(x: Tensor, generator: torch.Generator) -> Tensor:
+    """out[i, j] = x[i + dy, j + dx] where that lies inside the image, else 0."""
+    n, _, h, w = x.shape
+    dy = _shifts(n, int(h * TRANSLATION_RATIO + 0.5), generator, x.device)
+    dx = _shifts(n, int(w * TRANSLATION_RATIO + 0.5), generator, x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1) + dy + 1  # into the zero-padded image
+    cols = torch.arange(w, device=x.device).view(1, 1, w) + dx + 1
+    rows, cols = rows.clamp(0, h + 1), cols.clamp(0, w + 1)  # anything outside: the zero border
+    padded = F.pad(x, (1, 1, 1, 1))
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def cutout(x: Tensor, generator: torch.Generator) -> Tensor:
+    """A (round(H/2), round(W/2)) square of zeros centred at a uniform offset, as DiffAugment
+    draws it (the offset ranges over H + 1 - size % 2 rows), clipped at the border."""
+    n, _, h, w = x.shape
+    size_h, size_w = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
+    oy = torch.randint(0, h + (1 - size_h % 2), (n, 1, 1), generator=generator, device=x.device)
+    ox = torch.randint(0, w + (1 - size_w % 2), (n, 1, 1), generator=generator, device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    top, left = oy - size_h // 2, ox - size_w // 2
+    inside = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+POLICIES: dict[str, tuple[Op, ...]] = {
+    "color": (brightness, saturation, contrast),
+    "translation": (translation,),
+    "cutout": (cutout,),
+}
+assert tuple(POLICIES) == AUGMENT_POLICIES
+
+
+class Augment:
+    """The policies' operations in the order given, each applied to each sample with
+    probability `p` (the caller's current value: fixed, scheduled or ADA's)."""
+
+    def __init__(self, policy: tuple[str, ...]):
+        self.policy = policy
+        self.ops = [op for name in policy for op in POLICIES[name]]
+
+    def __call__(self, x: Tensor, generator: torch.Generator, p: float = 1.0) -> Tensor:
+        """x augmented; p >= 1 applies every operation to every sample (DiffAugment's way)."""
+        if p <= 0.0:
+            return x
+        for op in self.ops:
+            out = op(x, generator)
+            if p < 1.0:  # ADA's way: this operation on a random share p of the samples
+                keep = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=x.device) >= p
+                out = torch.where(keep, x, out)
+            x = out
+        return x
+
+
+class Ada:
+    """ADA's controller: the mean of the loss's overfitting signs (`Loss.overfit_sign`) over
+    `ADA_INTERVAL` critic steps moves p by sign(r - target) * batch * interval / (kimg * 1000),
+    floored at 0 and, as in stylegan2-ada, not capped above (p past 1 applies every operation
+    to every sample, and takes as long to come back down as it took to go up)."""
+
+    def __init__(self, target: float, kimg: float, batch: int, p: float = 0.0):
+        self.target, self.kimg, self.batch = target, kimg, batch
+        self.p, self.total, self.count, self.steps = p, 0.0, 0, 0
+        self.last: float | None = None  # the heuristic's latest value
+
+    def observe(self, signs: Tensor) -> None:
+        """One critic step's signs; every ADA_INTERVAL steps, adjust p."""
+        self.total += float(signs.float().sum())
+        self.count += signs.numel()
+        self.steps += 1
+        if self.steps % ADA_INTERVAL == 0 and self.count:
+            self.last = self.total / self.count
+            step = self.batch * ADA_INTERVAL / (self.kimg * 1000.0)
+            sign = (self.last > self.target) - (self.last < self.target)  # np.sign: 0 on the target
+            self.p = max(0.0, self.p + sign * step)
+            self.total, self.count = 0.0, 0
+
+    def state(self) -> dict[str, float]:
+        return {"p": self.p, "total": self.total, "count": self.count, "steps": self.steps}
+
+    def load(self, state: dict[str, float]) -> None:
+        self.p, self.total = float(state["p"]), float(state["total"])
+        self.count, self.steps = int(state["count"]), int(state["steps"])
+
+
+class Augmented(nn.Module):
+    """D o T, the critic as training sees it: what `ganctl gradnorm` measures on a run that
+    augments, so that its input gradients are the ones the penalties constrain (with respect to
+    the un-augmented x, through the augmentation)."""
+
+    def __init__(self, critic: nn.Module, augment: Augment, p: float, generator: torch.Generator):
+        super().__init__()
+        self.critic, self.augment, self.p, self.generator = critic, augment, p, generator
+
+    def forward(self, x: Tensor, *labels: Tensor) -> Tensor:
+        return self.critic(self.augment(x, self.generator, self.p), *labels)
+
+
+def as_trained(critic: nn.Module, policy: tuple[str, ...], p: float, generator: torch.Generator) -> nn.Module:
+    """The critic itself without augmentation, else `Augmented`."""
+    return critic if not policy or p <= 0.0 else Augmented(critic, Augment(policy), p, generator)
+
+
+class Augmenter:
+    """A run's augmentation (`--augment`, `--augment-p`, `--ada-target`): its operations, and its
+    probability, fixed or ADA's (`ada`, whose state a checkpoint keeps)."""
+
+    def __init__(self, cfg: TrainConfig):
+        policy = augment_policy(cfg.augment)
+        self.augment = Augment(policy) if policy else None
+        self.fixed = cfg.augment_p if cfg.augment_p is not None else 1.0
+        self.ada = None
+        if self.augment is not None and cfg.ada_target is not None:
+            self.ada = Ada(cfg.ada_target, cfg.ada_kimg, cfg.batch_size, cfg.augment_p or 0.0)
+
+    @property
+    def p(self) -> float:
+        """The current probability of each operation (0 without --augment)."""
+        if self.augment is None:
+            return 0.0
+        return self.ada.p if self.ada is not None else self.fixed
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        return x if self.augment is None else self.augment(x, generator, self.p)

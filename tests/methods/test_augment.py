@@ -1,0 +1,166 @@
+"""--augment: DiffAugment's operations as its code defines them, ADA's controller, and the one
+convention every input gradient follows under augmentation (through the augmentation, with
+respect to the un-augmented image), checked on a linear critic."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import Linear, small
+
+import ganctl
+from ganctl.errors import ConfigError
+from ganctl.methods import penalties
+from ganctl.methods.augment import (
+    ADA_INTERVAL,
+    Ada,
+    Augment,
+    as_trained,
+    brightness,
+    contrast,
+    cutout,
+    saturation,
+    translation,
+)
+from ganctl.methods.resolve import resolve
+from ganctl.nets import checkpoint
+from ganctl.training.engine import Trainer
+from ganctl.training.state import capture
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """out[i, j] = x[i + dy, j + dx], zero outside: written here by slicing."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[..., max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)] = x[
+        ..., max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)
+    ]
+    return out
+
+
+def test_translation_shifts_by_up_to_an_eighth_of_the_side_letting_zeros_in():
+    x = torch.arange(1.0, 257.0).view(1, 1, 16, 16).repeat(300, 2, 1, 1)
+    out = translation(x, torch.Generator().manual_seed(0))
+    seen = set()
+    for a, b in zip(x, out):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if torch.equal(shifted(a, dy, dx), b)]
+        assert len(found) == 1, "not a shift of at most round(16 / 8) = 2 pixels"
+        seen.add(found[0])
+    assert len(seen) == 25  # every shift in [-2, 2]^2 is drawn
+
+
+def test_cutout_zeros_a_square_of_half_the_side_clipped_at_the_border():
+    x = torch.ones(2000, 3, 16, 16)
+    zero = cutout(x, torch.Generator().manual_seed(0)) == 0
+    assert torch.equal(zero[:, :1].expand_as(zero), zero)  # the same square on every channel
+    rows, cols = zero[:, 0].any(dim=2), zero[:, 0].any(dim=1)
+    assert torch.equal(zero[:, 0], rows[:, :, None] & cols[:, None, :])  # a rectangle
+    heights, widths = rows.sum(1), cols.sum(1)
+    assert heights.max() == widths.max() == 8 and heights.min() >= 4  # 8 x 8, cut by the border to 4 at least
+    tops = rows.float().argmax(1)  # the centre ranges over 16 + 1 rows: a square at the top edge is cut
+    assert (heights[tops == 0] < 8).any() and (heights == 8).float().mean() > 0.4
+
+
+def test_colour_operations_are_diffaugments():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 3, 8, 8, generator=g) * 2 - 1
+    shift = brightness(x, g) - x
+    assert torch.allclose(shift, shift[:, :1, :1, :1].expand_as(shift), atol=1e-6)
+    assert shift.min() >= -0.5 and shift.max() < 0.5 and shift.std() > 0.25  # u - 0.5, u ~ U[0, 1)
+    grey = x[:, :1].expand(-1, 3, -1, -1)
+    assert torch.allclose(saturation(grey, g), grey, atol=1e-6)  # no colour to scale
+    sat = saturation(x, g)
+    assert torch.allclose(sat.mean(1), x.mean(1), atol=1e-5)  # the grey level is kept
+    factor = (sat - x.mean(1, keepdim=True)) / (x - x.mean(1, keepdim=True))
+    factor = factor[:, 0, 0, 0]
+    assert factor.min() >= 0 and factor.max() < 2  # 2u
+    con = contrast(x, g)
+    assert torch.allclose(con.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-5)
+    spread = con.std((1, 2, 3)) / x.std((1, 2, 3))
+    assert spread.min() >= 0.5 - 1e-5 and spread.max() < 1.5  # u + 0.5
+
+
+def test_each_operation_touches_a_share_p_of_the_samples():
+    x = torch.ones(4000, 1, 8, 8)
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(Augment(("cutout",))(x, g, 0.0), x)
+    touched = (Augment(("cutout",))(x, g, 0.3) != x).flatten(1).any(1).float().mean()
+    assert abs(float(touched) - 0.3) < 0.03
+    assert (Augment(("cutout",))(x, g, 1.0) != x).flatten(1).any(1).all()
+
+
+def test_ada_moves_p_as_stylegan2_ada_does():
+    """Every 4 critic steps p moves by sign(r - target) * batch * 4 / (kimg * 1000), floored at 0."""
+    ada = Ada(target=0.6, kimg=500, batch=64)
+    step = 64 * ADA_INTERVAL / 500_000
+    for _ in range(ADA_INTERVAL):
+        ada.observe(torch.ones(64))  # r = 1 > 0.6
+    assert ada.p == pytest.approx(step) and ada.last == 1.0
+    for _ in range(ADA_INTERVAL - 1):
+        ada.observe(-torch.ones(64))
+    assert ada.p == pytest.approx(step)  # not yet: four steps make an adjustment
+    ada.observe(-torch.ones(64))
+    assert ada.p == 0.0
+    for _ in range(ADA_INTERVAL):
+        ada.observe(-torch.ones(64))
+    assert ada.p == 0.0  # floored
+    even = Ada(target=0.0, kimg=500, batch=64, p=0.5)
+    for _ in range(ADA_INTERVAL):
+        even.observe(torch.tensor([1.0, -1.0]))
+    assert even.p == 0.5  # on the target: np.sign is 0
+    copy = Ada(0.6, 500, 64)
+    copy.load(ada.state())
+    assert copy.state() == ada.state()
+
+
+def image_trainer(**changes) -> Trainer:
+    base = dict(data="shapes", image_size=16, arch="dcgan", width=8, z_dim=16, batch_size=16, lipschitz="r1")
+    return Trainer(resolve(small(**{**base, **changes})))
+
+
+def test_gradnorm_measures_as_training_penalises():
+    critic = Linear(torch.ones(3, 16, 16))
+    x = torch.rand(64, 3, 16, 16) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    plain = penalties.grad_norm(penalties.input_grads(as_trained(critic, (), 1.0, g), x)[1])
+    assert torch.allclose(plain, torch.full((64,), math.sqrt(768.0)))
+    seen = penalties.grad_norm(penalties.input_grads(as_trained(critic, ("translation",), 1.0, g), x)[1])
+    assert (seen <= math.sqrt(768.0) + 1e-4).all() and (seen < math.sqrt(768.0) - 1).any()
+    assert as_trained(critic, ("translation",), 0.0, g) is critic
+
+
+def test_augmented_adaptive_relativistic_run_resumes_bitwise(tmp_path):
+    """R3GAN's recipe (relativistic pairs, R1 + R2, cosine decays of lr, gamma, beta2 and the
+    EMA's half-life) with every augmentation under ADA: resumed at step 3 it ends where an
+    uninterrupted run does, p included."""
+    cfg = dict(lipschitz="r3gan", augment="color,translation,cutout", augment_p=0.5, ada_target=0.6, ada_kimg=0.05)
+    cfg.update(steps=6, decay_steps=6)
+    straight = image_trainer(**cfg)
+    for _ in range(6):
+        straight.train_step()
+    first = image_trainer(**cfg)
+    for _ in range(3):
+        first.train_step()
+    path = checkpoint.save(capture(first), tmp_path / "c.safetensors")
+    resumed = ganctl.resume(path)
+    for _ in range(3):
+        resumed.train_step()
+    assert straight.ada.p != 0.5 and resumed.ada.state() == straight.ada.state()  # p moved at step 4
+    for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    stats = straight.pop_stats()
+    assert stats["augment_p"] > 0 and "ada_heuristic" in stats
+    assert ganctl.load(path).augment_p == first.ada.p
+
+
+def test_bad_augmentation_settings_are_refused():
+    with pytest.raises(ConfigError, match="'flip' is not one of: color, translation, cutout"):
+        resolve(small(data="shapes", augment="color,flip"))
+    with pytest.raises(ConfigError, match="augmentation is for images"):
+        resolve(small(augment="color"))
+    with pytest.raises(ConfigError, match="--ada-target needs --augment"):
+        resolve(small(data="shapes", ada_target=0.6))
+    with pytest.raises(ConfigError, match="--augment-p must be in"):
+        resolve(small(data="shapes", augment="cutout", augment_p=1.5))
