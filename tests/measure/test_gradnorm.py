@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import Linear, small
+from conftest import Linear, invoke, parse_json, small
 from torch import nn
 
 from ganctl.data import get_dataset
@@ -293,3 +293,17 @@ def test_verdicts_and_labels_follow_the_loss():
     report = gradnorm.analyse(ns.nets, n=256).report
     assert report.critic_gap == report.to_dict()["critic_gap"] and report.wasserstein is None
     assert "wasserstein" not in report.to_dict()  # no W1 estimate is claimed under the ns loss
+
+
+def test_gradnorm_of_a_run_that_augments_measures_through_its_augmentation(tmp_path):
+    run = tmp_path / "aug"
+    args = ["--data", "shapes", "--image-size", 16, "--arch", "dcgan", "--width", 8, "--z-dim", 16]
+    args += ["--batch-size", 8, "--steps", 2, "--augment", "translation,cutout", "--eval-samples", 64]
+    assert invoke("train", *args, "--sample-every", 0, "--out", run).exit_code == 0
+    ckpt = run / "checkpoints" / "step-0000002.safetensors"
+    result = invoke("gradnorm", ckpt, "--n", 64, "--json")
+    assert result.exit_code == 0, result.output
+    report = parse_json(result.stdout)
+    assert report["augment"] == {"policy": "translation,cutout", "p": 1.0}
+    plain = invoke("gradnorm", ckpt, "--n", 64)
+    assert "measured through the run's augmentation (translation,cutout, p 1)" in plain.stderr

@@ -163,6 +163,11 @@ def _report(report: Report, interp_norms: Any) -> None:
         f" mean {al['mean']:.3f}, median {al['q50']:.3f} (the optimal critic scores about 0.9 on this many"
         " pairs, and 0.15 to 0.66 on independent ones: docs/gradnorm.md)"
     )
+    if report.augment is not None:
+        say(
+            f"measured through the run's augmentation ({report.augment['policy']}, p {report.augment['p']:.3g}), with"
+            " respect to the un-augmented points, as its penalties are; the upper bound is the critic's alone"
+        )
     say(f"verdict: {report.verdict.status}: {report.verdict.detail}")
 
 

@@ -1,0 +1,186 @@
+"""Small data on a CPU: does augmentation help, and does R3GAN's recipe beat gp's? Real digits
+(scikit-learn's, 16 px) at 10 %, 25 % and 100 % of the 1797 images, several seeds, every
+contender trained for the same CPU seconds, judged from outside ganctl by real_digits.py's SVM
+(confident share, classes covered, KL of its class histogram from the real one) and by `ganctl
+eval --classifier auto`'s scores (a classifier of all the real digits: classes covered, class KL
+and FID in its feature space), on samples of the final EMA generator.
+
+    pip install 'ganctl[bench]'
+    python benchmarks/small_data.py --seconds 60 --seeds 3 --workers 2 \
+        --json benchmarks/results-cpu-small-data.json
+
+The subsets are drawn once (seed 0) from the shuffled digits; the judge is trained on 80 % of
+all 1797 (its own split, whatever subset a generator saw). ADA's probability is recorded along
+each adaptive run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_digits import Judge, digits, write_folder  # noqa: E402
+
+AUGMENT = "--augment color,translation,cutout"  # DiffAugment's full policy, its low-shot setting
+CONTENDERS = {
+    "gp": "--arch mlp --lipschitz gp",  # the README's CPU image setting
+    "gp+diffaugment": f"--arch mlp --lipschitz gp {AUGMENT}",
+    "gp+ada": f"--arch mlp --lipschitz gp {AUGMENT} --ada-target 0.6",
+    "r3gan": "--arch mlp --lipschitz r3gan --batch-size 64",
+    "r3gan+ada": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT} --ada-target 0.6",
+}
+FRACTIONS = (0.1, 0.25, 1.0)
+N = 2000  # samples judged per generator
+_WORKER: dict = {}
+
+
+def subsets(root: Path, fractions: tuple[float, ...]) -> dict[float, Path]:
+    images, labels = digits()
+    order = np.random.default_rng(0).permutation(len(images))
+    found = {}
+    for fraction in fractions:
+        keep = order[: int(round(fraction * len(images)))]
+        folder = root / f"digits16-{int(fraction * 100)}pct"
+        if not folder.exists():
+            write_folder(folder, images[keep], labels[keep])
+        found[fraction] = folder
+    write_folder(root / "digits16-all", images, labels) if not (root / "digits16-all").exists() else None
+    return found
+
+
+def _init(root: str) -> None:
+    torch.set_num_threads(1)  # process time then counts one core's work
+    from ganctl.config import TrainConfig
+    from ganctl.data import load_dataset
+    from ganctl.measure import classifier
+
+    images, labels = digits()
+    _WORKER["judge"] = Judge(images, labels, 0)
+    _WORKER["prior"] = np.bincount(labels, minlength=10) / len(labels)
+    _WORKER["classifier"] = classifier.auto(load_dataset(TrainConfig(data=str(Path(root) / "digits16-all"))), seed=0)
+
+
+def _trainer(folder: str, options: str, seed: int):
+    import typer.main
+
+    from ganctl.cli import app
+    from ganctl.config import field_names, from_dict
+    from ganctl.methods.resolve import resolve
+    from ganctl.training.engine import Trainer
+
+    parsed = typer.main.get_command(app).commands["train"].make_context("train", shlex.split(options)).params
+    values = {k: v for k, v in parsed.items() if k in field_names() and v is not None}
+    cfg = resolve(from_dict({**values, "data": folder, "seed": seed, "device": "cpu"}, where="small_data"))
+    return Trainer(cfg)
+
+
+def _scores(images: torch.Tensor) -> dict[str, float]:
+    from ganctl.measure import classifier
+
+    judge, clf = _WORKER["judge"], _WORKER["classifier"]
+    grey = images.float().mean(dim=1, keepdim=True).clamp(-1, 1)
+    found = judge.score(grey)
+    pixels = ((grey[:, 0] + 1) / 2).clamp(0, 1).numpy().reshape(len(grey), -1)
+    hist = np.bincount(judge.svm.predict(pixels), minlength=10) / len(grey)
+    hit = hist > 0
+    found["kl"] = float((hist[hit] * np.log(hist[hit] / _WORKER["prior"][hit])).sum())
+    scored = classifier.score(clf, grey, None, ("fid",))["metrics"]
+    pick = {k.split("[")[0]: v for k, v in scored.items()}
+    found.update(clf_classes=pick["classes_covered"], clf_kl=pick["class_kl"], clf_fid=pick["fid"])
+    return found
+
+
+def run(job: tuple[float, str, int, str, str, float]) -> dict:
+    fraction, name, seed, folder, options, seconds = job
+    trainer = _trainer(folder, options, seed)
+    trained, steps, p_curve, next_mark = 0.0, 0, [], 0.0
+    while trained < seconds:
+        started = time.process_time()
+        trainer.train_step()
+        trained += time.process_time() - started
+        steps += 1
+        if trainer.ada is not None and trained >= next_mark:
+            p_curve.append([round(trained, 1), round(trainer.ada.p, 4), trainer.ada.last])
+            next_mark += seconds / 12
+    samples = trainer.nets.sample(N, torch.Generator().manual_seed(12345))
+    result = {"fraction": fraction, "images": trainer.dataset.length, "contender": name, "seed": seed}
+    result.update(steps=steps, seconds=round(trained, 1))
+    if folder != "shapes":  # the digits' judges; shapes is only there for ADA's p
+        result.update(_scores(samples))
+    if trainer.ada is not None:
+        result.update(ada_p=trainer.ada.p, ada_curve=p_curve)
+    print(json.dumps({k: v for k, v in result.items() if k != "ada_curve"}), flush=True)
+    return result
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    keys = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid")
+    table = []
+    for fraction in sorted({r["fraction"] for r in rows}):
+        for name in CONTENDERS:
+            mine = [r for r in rows if r["fraction"] == fraction and r["contender"] == name and "confident" in r]
+            if mine:
+                stats = {k: [float(np.mean([r[k] for r in mine])), float(np.std([r[k] for r in mine], ddof=1))]
+                         if len(mine) > 1 else [float(mine[0][k]), 0.0] for k in keys}  # fmt: skip
+                table.append({"fraction": fraction, "contender": name, "seeds": len(mine), **stats})
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="CPU seconds of training per run")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
+    parser.add_argument("--root", type=Path, default=Path("runs/small-data"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--endless", action="store_true", help="also the adaptive contenders on shapes, a set drawn fresh (ADA's p)"
+    )
+    args = parser.parse_args()
+    fractions = tuple(float(f) for f in args.fractions.split(","))
+    folders = subsets(args.root, fractions)
+    jobs = [
+        (fraction, name, seed, str(folders[fraction]), CONTENDERS[name], args.seconds)
+        for seed in range(args.seeds)
+        for fraction in fractions
+        for name in args.contenders.split(",")
+    ]
+    if args.endless:  # a set that cannot be memorised: where ADA's p should stay near 0
+        adaptive = [n for n in args.contenders.split(",") if "ada" in n]
+        jobs += [(0.0, name, 0, "shapes", CONTENDERS[name] + " --image-size 16", args.seconds) for name in adaptive]
+    started = time.time()
+    with multiprocessing.get_context("spawn").Pool(args.workers, _init, (str(args.root),)) as pool:
+        rows = pool.map(run, jobs, chunksize=1)
+    result = {
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "cpus": os.cpu_count()},
+        "seconds": args.seconds,
+        "n": N,
+        "contenders": {k: CONTENDERS[k] for k in args.contenders.split(",")},
+        "wall_seconds": round(time.time() - started, 1),
+        "table": summary(rows),
+        "runs": rows,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    for row in result["table"]:
+        cells = " | ".join(f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in ("confident", "classes", "kl", "clf_kl"))
+        print(f"| {row['fraction']:.0%} | {row['contender']} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
