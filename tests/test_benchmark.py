@@ -217,3 +217,27 @@ def test_rank_metrics_samples_at_fractions_of_its_cpu_time():
     samples = rank.snapshots(step, lambda n, g: torch.full((n, 1, 2, 2), float(len(steps))), 0.05, [0.2, 1.0], 3)
     assert [s.shape for s in samples] == [(3, 1, 2, 2)] * 2
     assert 0 < samples[0][0, 0, 0, 0] < samples[1][0, 0, 0, 0]  # more steps by the later fraction
+
+
+def _load(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_small_data_summarises_each_size_and_contender_over_seeds_and_draws_nested_subsets(tmp_path):
+    small = _load("small_data")
+    keys = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid")
+    rows = [{"fraction": 0.1, "contender": "gp", "seed": s, **{k: float(s) for k in keys}} for s in range(3)]
+    rows.append({"fraction": 0.0, "contender": "gp+ada", "seed": 0, "ada_p": 0.0})  # shapes: no judge
+    (row,) = small.summary(rows)
+    assert (row["fraction"], row["contender"], row["seeds"]) == (0.1, "gp", 3)
+    assert row["confident"] == [1.0, 1.0]  # mean and sample sd of 0, 1, 2
+    folders = small.subsets(tmp_path, (0.1, 0.25))
+    counts = {f: sum(1 for _ in folders[f].rglob("*.png")) for f in folders}
+    assert counts == {0.1: 180, 0.25: 449}
+    names = {f: {p.name for p in folders[f].rglob("*.png")} for f in folders}
+    assert names[0.1] <= names[0.25]  # the smaller set is part of the larger one

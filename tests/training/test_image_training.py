@@ -106,3 +106,21 @@ def test_linear_lr_decay_reaches_zero_and_survives_a_longer_resume(tmp_path):
     resumed = ganctl.resume(path, overrides={"steps": 8})
     assert resumed.cfg.decay_steps == 4 and lr_factor(resumed.cfg, resumed.step) == 0.0
     assert json.loads(checkpoint.read(path)[1]["config"])["decay_steps"] == 4
+
+
+AUGMENTED = [(m, "dcgan", m in ("sn", "gp")) for m in METHODS] + [("bjorck", "mlp", False), ("gp", "mlp", False)]
+
+
+@pytest.mark.parametrize("method, arch, conditional", AUGMENTED)
+def test_every_method_trains_with_every_augmentation_and_ada(method, arch, conditional):
+    """--augment works whatever the method, loss, architecture and conditioning (projection and
+    AC-GAN critics see augmented images too): two steps, every operation, ADA's controller on,
+    the losses finite and the probability reported."""
+    cfg = tiny_images(lipschitz=method, arch=arch, conditional=conditional, steps=2)
+    cfg = cfg.replace(augment="color,translation,cutout", ada_target=0.6)
+    trainer = Trainer(resolve(cfg))
+    for _ in range(2):
+        trainer.train_step()
+    stats = trainer.pop_stats()
+    assert all(math.isfinite(stats[k]) for k in ("loss_d", "loss_g")) and stats["augment_p"] >= 0.0
+    assert not trainer.uses_fused_step  # the hand-written MLP step has no augmentation
