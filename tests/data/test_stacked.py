@@ -91,9 +91,11 @@ def test_eval_counts_modes_as_pacgan(tmp_path, monkeypatch):
     assert ceiling[f"accuracy[{label}]"] == 1.0 and report["classifier"]["stacks"] == 540
     assert m[f"modes_covered[{label}]"] == ceiling[f"modes_covered[{label}]"] == 27
     assert m[f"modes_kl[{label}]"] < 0.05
+    common[common.index("fid")] = "none"  # --metrics none: no FID anywhere, the classifier's space too
     r = invoke("eval", "--fake", tmp_path / "one.npy", *common, "--min-modes-covered", 20)
     assert r.exit_code == 1, r.output
     m = parse_json(r.stdout)["metrics"]
+    assert not any(k.startswith("fid") for k in m)
     assert m[f"modes_covered[{label}]"] == 1 and m[f"modes_kl[{label}]"] == pytest.approx(math.log(27))
     assert f"modes_covered[{label}] 1 < --min-modes-covered 20" in r.stderr
 

@@ -48,3 +48,21 @@ def test_the_release_file_reads_with_plain_safetensors_and_json():
         assert meta["format"] == "ganctl.checkpoint" and meta["format_version"] == "1"
         assert json.loads(meta["config"])["penalty_weight"] == 0.1
         assert int(fh.get_tensor("state.step")) == 3
+
+
+def test_a_release_run_folder_is_taken_up_by_compare_with_the_same_flags(tmp_path):
+    """Settings added since (decays, augmentation) stay unset unless asked, so a run written by
+    0.1.0 is the same run to a compare of the flags that made it, not 'a run with other
+    settings'."""
+    import shutil
+
+    from ganctl.config import TrainConfig
+    from ganctl.fleet.jobs import Job, status
+    from ganctl.methods.resolve import resolve
+
+    run = tmp_path / "gp-seed3"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(RELEASE, run / "checkpoints" / "step-0000003.safetensors")
+    flags = TrainConfig(data="8gaussians", lipschitz="gp", width=8, depth=1, seed=3, steps=3)
+    cfg = resolve(flags).replace(**{k: getattr(ganctl.load(RELEASE).cfg, k) for k in ("batch_size", "log_every")})
+    assert status(Job("gp", 3, run, cfg)) == "done"

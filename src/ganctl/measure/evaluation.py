@@ -535,7 +535,10 @@ def _classifier_scores(
         judge = classifier.auto(labelled, CLASSIFIER_SEED, request.progress)
     else:
         judge = classifier.from_file(Path(request.classifier), labelled, CLASSIFIER_SEED)
-    wanted = tuple(m for m in (request.metrics or ("fid", "kid", "pr")) if m != "is")
+    # On images --metrics decides (none: none in the classifier's space either); 2-D data has
+    # no image metrics of its own, so the classifier's space takes FID, KID and precision/recall.
+    asked = request.metrics if dataset.kind == "images" else ("fid", "kid", "pr")
+    wanted = tuple(m for m in asked if m != "is")
     if stacked:
         scores.check_sizes(wanted, len(fake), len(fake), "--metrics", dataset.name)
         found = classifier.stacked_score(judge, fake, wanted, CLASSIFIER_SEED)

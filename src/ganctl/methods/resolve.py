@@ -45,23 +45,22 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
 
 def _resolve_decays(cfg: TrainConfig) -> TrainConfig:
     """Every decay explicit, and checked against what it moves."""
-    cfg = _fill(cfg, lr_decay="none", gamma_decay="none", beta2_decay="none", ema_decay_shape="none")
-    if cfg.lr_final is None:
-        cfg = cfg.replace(lr_final=0.0 if cfg.lr_decay != "none" else None)
-    if cfg.gamma_decay != "none":
+    # A decay not set stays None (none): a run written before these settings existed has the same
+    # config, so it resumes and compares as it is.
+    if cfg.gamma_decay not in (None, "none"):
         if cfg.penalty_weight is None:
             raise ConfigError(f"--gamma-decay {cfg.gamma_decay}: --lipschitz {cfg.lipschitz} has no penalty weight")
         if cfg.gamma_final is None:
             raise ConfigError(f"--gamma-decay {cfg.gamma_decay} needs --gamma-final (the weight at --decay-steps)")
-    if cfg.beta2_decay != "none":
+    if cfg.beta2_decay not in (None, "none"):
         if cfg.optimizer != "adam":
             raise ConfigError(f"--beta2-decay {cfg.beta2_decay}: beta2 is Adam's; --optimizer is {cfg.optimizer}")
         if cfg.beta2_final is None:
             raise ConfigError(f"--beta2-decay {cfg.beta2_decay} needs --beta2-final")
-    if cfg.ema_decay_shape != "none" and cfg.ema_kimg is None:
+    if cfg.ema_decay_shape not in (None, "none") and cfg.ema_kimg is None:
         raise ConfigError(f"--ema-schedule {cfg.ema_decay_shape} schedules the half-life of --ema-kimg: give it")
     decays = (cfg.lr_decay, cfg.gamma_decay, cfg.beta2_decay, cfg.ema_decay_shape)
-    if any(d != "none" for d in decays) and cfg.decay_steps is None:
+    if any(d not in (None, "none") for d in decays) and cfg.decay_steps is None:
         # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
         cfg = cfg.replace(decay_steps=cfg.steps)
     return cfg
