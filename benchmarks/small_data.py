@@ -139,6 +139,20 @@ def summary(rows: list[dict]) -> list[dict]:
     return table
 
 
+def draw_p(rows: list[dict], path: Path) -> None:
+    """ADA's probability against CPU seconds, for each adaptive run of seed 0."""
+    from ganctl.measure.render import line_chart, save_image
+
+    series = {}
+    for r in rows:
+        if r.get("ada_curve") and r["seed"] == 0:
+            where = "shapes" if r["fraction"] == 0.0 else str(r["images"])
+            points = np.array([[t, p] for t, p, _ in r["ada_curve"]] + [[r["seconds"], r["ada_p"]]])
+            series[f"{r['contender'].split('+')[0]} {where}"] = (points[:, 0], points[:, 1])
+    title = "ADA's p against CPU seconds (seed 0; digits by count, shapes endless)"
+    save_image(path, line_chart(series, title, "p", size=(900, 320)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="CPU seconds of training per run")
@@ -148,10 +162,15 @@ def main() -> None:
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
     parser.add_argument("--root", type=Path, default=Path("runs/small-data"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, help="draw ADA's p along the adaptive runs here")
+    parser.add_argument("--redraw", type=Path, help="only draw --png from this results JSON")
     parser.add_argument(
         "--endless", action="store_true", help="also the adaptive contenders on shapes, a set drawn fresh (ADA's p)"
     )
     args = parser.parse_args()
+    if args.redraw:
+        draw_p(json.loads(args.redraw.read_text())["runs"], args.png)
+        return
     fractions = tuple(float(f) for f in args.fractions.split(","))
     folders = subsets(args.root, fractions)
     jobs = [
@@ -177,6 +196,8 @@ def main() -> None:
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.png:
+        draw_p(rows, args.png)
     for row in result["table"]:
         cells = " | ".join(f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in ("confident", "classes", "kl", "clf_kl"))
         print(f"| {row['fraction']:.0%} | {row['contender']} | {cells} |")
