@@ -4,6 +4,7 @@ through the command with its CI thresholds."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli_args, invoke, parse_json
@@ -137,3 +138,19 @@ def test_image_samples_from_files_against_a_class_folder(tmp_path, monkeypatch):
     held = report["classifier"]["held_out"]
     assert held == 8 and m["classes_covered"] == 1 and m["confident_share"] > 0.9
     assert m["class_kl"] == pytest.approx(math.log(2), abs=0.5)  # all on one class of two (the prior is 8 samples)
+
+
+def test_an_npz_s_labels_are_read_for_the_classifier(tmp_path, monkeypatch):
+    """Arrays keep their labels for conditional runs only; the classifier reads them anyway."""
+    monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "cache"))
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 2
+    x = torch.where(y[:, None, None, None] == 0, 40, 210) + torch.randint(-30, 30, (120, 8, 8, 1), generator=g)
+    np.savez(tmp_path / "real.npz", x=x.clamp(0, 255).to(torch.uint8).numpy(), y=y.numpy())
+    np.save(tmp_path / "fake.npy", (x[y == 1][:40].permute(0, 3, 1, 2).float() / 127.5 - 1).numpy())
+    r = invoke(
+        "eval", "--fake", tmp_path / "fake.npy", "--data", tmp_path / "real.npz", "--classifier", "auto", "--json"
+    )
+    assert r.exit_code == 0, r.output
+    m = {k.split("[")[0]: v for k, v in parse_json(r.stdout)["metrics"].items()}
+    assert m["classes_covered"] == 1 and m["class_kl"] > 0.5  # one class of two, read from the .npz's y
