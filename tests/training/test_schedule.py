@@ -67,3 +67,9 @@ def test_decays_name_what_they_miss():
         resolve(small(lipschitz="r1", beta2_decay="cosine", beta2_final=0.99))
     with pytest.raises(ConfigError, match="--ema-schedule cosine schedules the half-life of --ema-kimg"):
         resolve(small(ema_decay_shape="cosine"))
+    with pytest.raises(ConfigError, match="--gamma-final is where --gamma-decay ends: give --gamma-decay linear"):
+        resolve(small(lipschitz="gp", gamma_final=1.0))
+    with pytest.raises(ConfigError, match="--lr-final is where --lr-decay ends"):
+        resolve(small(lipschitz="gp", lr_final=0.5))
+    plain = resolve(small(data="shapes", image_size=32, lipschitz="r3gan", gamma_decay="none"))
+    assert plain.gamma_final is None and plain.beta2_final == 0.99  # the recipe's other decays stay

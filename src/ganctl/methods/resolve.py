@@ -43,6 +43,9 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
     return ResolvedConfig(**cfg.to_dict())
 
 
+FINALS = (("lr_decay", "lr_final"), ("gamma_decay", "gamma_final"), ("beta2_decay", "beta2_final"))
+
+
 def _resolve_decays(cfg: TrainConfig) -> TrainConfig:
     """Every decay explicit, and checked against what it moves."""
     # A decay not set stays None (none): a run written before these settings existed has the same
@@ -59,6 +62,11 @@ def _resolve_decays(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"--beta2-decay {cfg.beta2_decay} needs --beta2-final")
     if cfg.ema_decay_shape not in (None, "none") and cfg.ema_kimg is None:
         raise ConfigError(f"--ema-schedule {cfg.ema_decay_shape} schedules the half-life of --ema-kimg: give it")
+    for decay, final in FINALS:
+        if getattr(cfg, final) is not None and getattr(cfg, decay) in (None, "none"):
+            raise ConfigError(
+                f"{flag_of(final)} is where {flag_of(decay)} ends: give {flag_of(decay)} linear or cosine"
+            )
     decays = (cfg.lr_decay, cfg.gamma_decay, cfg.beta2_decay, cfg.ema_decay_shape)
     if any(d not in (None, "none") for d in decays) and cfg.decay_steps is None:
         # Fixed once, so resuming with a longer --steps does not change the schedule behind it.
@@ -101,6 +109,9 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
     recipe = method.recipe_for(cfg.data, cfg.arch, cfg.image_size)
     changes: dict[str, Any] = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(cfg, k) is None}
     changes.update({k: v for k, v in recipe.schedules if getattr(cfg, k) is None})
+    for decay, final in FINALS:  # a recipe's final value goes with its decay, not with --x-decay none
+        if final in changes and changes.get(decay, getattr(cfg, decay)) in (None, "none"):
+            del changes[final]
     if recipe.decay_images and cfg.decay_steps is None:  # the source's horizon, in images
         batch = cfg.batch_size or recipe.batch_size
         changes["decay_steps"] = -(-recipe.decay_images // batch)
