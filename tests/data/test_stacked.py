@@ -104,3 +104,16 @@ def test_stacked_data_counts_pacgans_26000_samples_by_default():
     from ganctl.cli.evaluate import default_n
 
     assert default_n("stacked:digits") == 26_000 and default_n("digits") == default_n(None) == 10_000
+
+
+def test_a_conditional_run_is_refused_modes_without_a_stack(tmp_path):
+    """51 classes make 132,651 modes, more than the 128,000 stacks: some mode has no image to
+    condition on, and one line says so."""
+    from ganctl.errors import DataError
+
+    k = 51
+    np.savez(tmp_path / "many.npz", x=np.arange(k, dtype=np.uint8).repeat(16).reshape(k, 4, 4, 1), y=np.arange(k))
+    data = f"stacked:{tmp_path / 'many.npz'}"
+    assert load_dataset(TrainConfig(data=data)).classes.count == k**3  # unconditional: fine
+    with pytest.raises(DataError, match="modes of --data .* have no stack among its 128,000; train it unconditionally"):
+        load_dataset(TrainConfig(data=data, conditional=True))

@@ -56,6 +56,8 @@ def test_a_trainer_follows_every_schedule():
     assert schedule.ema_beta(cfg, 0, 8) == 0.0  # a half-life of 0: the EMA is the generator
     plain = resolve(small())
     assert schedule.ema_beta(plain, 5, 64) == min(0.999, 6 / 15)  # ganctl's own warm-up, unchanged
+    constant = resolve(small(ema_kimg=10.0))  # a fixed half-life of 10,000 images, StyleGAN2's ema_kimg
+    assert schedule.ema_beta(constant, 0, 64) == schedule.ema_beta(constant, 500, 64) == 0.5 ** (64 / 10_000)
 
 
 def test_decays_name_what_they_miss():
