@@ -17,6 +17,7 @@ from ganctl.methods.augment import (
     ADA_INTERVAL,
     Ada,
     Augment,
+    Augmenter,
     as_trained,
     brightness,
     contrast,
@@ -93,7 +94,7 @@ def test_each_operation_touches_a_share_p_of_the_samples():
 
 def test_ada_moves_p_as_stylegan2_ada_does():
     """Every 4 critic steps p moves by sign(r - target) * batch * 4 / (kimg * 1000), floored at 0."""
-    ada = Ada(target=0.6, kimg=500, batch=64)
+    ada = Ada(target=0.6, kimg=500)
     step = 64 * ADA_INTERVAL / 500_000
     for _ in range(ADA_INTERVAL):
         ada.observe(torch.ones(64))  # r = 1 > 0.6
@@ -106,11 +107,11 @@ def test_ada_moves_p_as_stylegan2_ada_does():
     for _ in range(ADA_INTERVAL):
         ada.observe(-torch.ones(64))
     assert ada.p == 0.0  # floored
-    even = Ada(target=0.0, kimg=500, batch=64, p=0.5)
+    even = Ada(target=0.0, kimg=500, p=0.5)
     for _ in range(ADA_INTERVAL):
         even.observe(torch.tensor([1.0, -1.0]))
     assert even.p == 0.5  # on the target: np.sign is 0
-    copy = Ada(0.6, 500, 64)
+    copy = Ada(0.6, 500)
     copy.load(ada.state())
     assert copy.state() == ada.state()
 
@@ -124,11 +125,12 @@ def test_gradnorm_measures_as_training_penalises():
     critic = Linear(torch.ones(3, 16, 16))
     x = torch.rand(64, 3, 16, 16) * 2 - 1
     g = torch.Generator().manual_seed(0)
-    plain = penalties.grad_norm(penalties.input_grads(as_trained(critic, (), 1.0, g), x)[1])
+    plain = penalties.grad_norm(penalties.input_grads(as_trained(critic, Augmenter(small()), g), x)[1])
     assert torch.allclose(plain, torch.full((64,), math.sqrt(768.0)))
-    seen = penalties.grad_norm(penalties.input_grads(as_trained(critic, ("translation",), 1.0, g), x)[1])
+    shifts = Augmenter(small(data="shapes", augment="translation"))
+    seen = penalties.grad_norm(penalties.input_grads(as_trained(critic, shifts, g), x)[1])
     assert (seen <= math.sqrt(768.0) + 1e-4).all() and (seen < math.sqrt(768.0) - 1).any()
-    assert as_trained(critic, ("translation",), 0.0, g) is critic
+    assert as_trained(critic, Augmenter(small(data="shapes", augment="translation", augment_p=0.0)), g) is critic
 
 
 def test_augmented_adaptive_relativistic_run_resumes_bitwise(tmp_path):
@@ -152,7 +154,7 @@ def test_augmented_adaptive_relativistic_run_resumes_bitwise(tmp_path):
         assert torch.equal(a, b)
     stats = straight.pop_stats()
     assert stats["augment_p"] > 0 and "ada_heuristic" in stats
-    assert ganctl.load(path).augment_p == first.ada.p
+    assert ganctl.load(path).augment.p == first.ada.p
 
 
 def test_bad_augmentation_settings_are_refused():
@@ -164,3 +166,18 @@ def test_bad_augmentation_settings_are_refused():
         resolve(small(data="shapes", ada_target=0.6))
     with pytest.raises(ConfigError, match="--augment-p must be in"):
         resolve(small(data="shapes", augment="cutout", augment_p=1.5))
+
+
+def test_ada_adjusts_on_the_signs_of_every_process():
+    """Under torchrun each rank sees its own batch; the sums of all of them move one p (ADA's
+    step counts every real image behind the signs: here two ranks of 64)."""
+    one, two = Ada(target=0.6, kimg=500), Ada(target=0.6, kimg=500)
+
+    def other_rank_all_negative(sums: list[float]) -> list[float]:
+        return [sums[0] - 64.0 * ADA_INTERVAL, sums[1] + 64.0 * ADA_INTERVAL]
+
+    for _ in range(ADA_INTERVAL):
+        one.observe(torch.ones(64))
+        two.observe(torch.ones(64), other_rank_all_negative)
+    assert one.p == pytest.approx(64 * ADA_INTERVAL / 500_000) and one.last == 1.0
+    assert two.last == 0.0 and two.p == 0.0  # r = 0 < 0.6 once the other rank counts

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from ganctl import memory, streams
-from ganctl.config import augment_policy
 from ganctl.data import sample_shape
 from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
@@ -553,7 +552,7 @@ def analyse(
     norms_by_set, values_by_set, stats = {}, {}, {}
     # A run that augments is measured as it trains: through its augmentation, at its current
     # probability, with respect to the un-augmented points (the penalties' convention).
-    seen = as_trained(nets.critic, augment_policy(nets.cfg.augment), nets.augment_p, g)
+    seen = as_trained(nets.critic, nets.augment, g)
     for name, points in sets.items():
         values_by_set[name], norms_by_set[name] = gradient_norms(seen, points, y=y)
         stats[name] = summarise(norms_by_set[name], tol)
@@ -579,7 +578,7 @@ def analyse(
         report.upper_bound = _upper_bound_report(nets.critic, tuple(x.shape[1:]), device, nets.cfg.conditional)
         report.w1_lower_bound = certified_w1_report(nets, x, fake, report.upper_bound)
     if seen is not nets.critic:
-        report.augment = {"policy": nets.cfg.augment, "p": nets.augment_p}
+        report.augment = {"policy": nets.cfg.augment, "p": nets.augment.p}
     report.seconds = round(time.perf_counter() - started, 3)
     return Analysis(report, norms_by_set)
 

@@ -115,25 +115,31 @@ class Augment:
         return x
 
 
+Reduce = Callable[[list[float]], list[float]]  # sums over the processes of a run (identity on one)
+
+
 class Ada:
     """ADA's controller: the mean of the loss's overfitting signs (`Loss.overfit_sign`) over
-    `ADA_INTERVAL` critic steps moves p by sign(r - target) * batch * interval / (kimg * 1000),
-    floored at 0 and, as in stylegan2-ada, not capped above (p past 1 applies every operation
-    to every sample, and takes as long to come back down as it took to go up)."""
+    `ADA_INTERVAL` critic steps, over every process of the run, moves p by sign(r - target) *
+    images / (kimg * 1000), the images being the real samples those signs came from (ADA's
+    batch * interval), floored at 0 and, as in stylegan2-ada, not capped above (p past 1 applies
+    every operation to every sample, and takes as long to come back down as it took to go up)."""
 
-    def __init__(self, target: float, kimg: float, batch: int, p: float = 0.0):
-        self.target, self.kimg, self.batch = target, kimg, batch
+    def __init__(self, target: float, kimg: float, p: float = 0.0):
+        self.target, self.kimg = target, kimg
         self.p, self.total, self.count, self.steps = p, 0.0, 0, 0
         self.last: float | None = None  # the heuristic's latest value
 
-    def observe(self, signs: Tensor) -> None:
-        """One critic step's signs; every ADA_INTERVAL steps, adjust p."""
+    def observe(self, signs: Tensor, reduce: Reduce | None = None) -> None:
+        """One critic step's signs; every ADA_INTERVAL steps, the sums of every process (`reduce`)
+        adjust p, so that all of them keep one p."""
         self.total += float(signs.float().sum())
         self.count += signs.numel()
         self.steps += 1
         if self.steps % ADA_INTERVAL == 0 and self.count:
-            self.last = self.total / self.count
-            step = self.batch * ADA_INTERVAL / (self.kimg * 1000.0)
+            total, count = reduce([self.total, float(self.count)]) if reduce else (self.total, float(self.count))
+            self.last = total / count
+            step = count / (self.kimg * 1000.0)
             sign = (self.last > self.target) - (self.last < self.target)  # np.sign: 0 on the target
             self.p = max(0.0, self.p + sign * step)
             self.total, self.count = 0.0, 0
@@ -146,24 +152,6 @@ class Ada:
         self.count, self.steps = int(state["count"]), int(state["steps"])
 
 
-class Augmented(nn.Module):
-    """D o T, the critic as training sees it: what `ganctl gradnorm` measures on a run that
-    augments, so that its input gradients are the ones the penalties constrain (with respect to
-    the un-augmented x, through the augmentation)."""
-
-    def __init__(self, critic: nn.Module, augment: Augment, p: float, generator: torch.Generator):
-        super().__init__()
-        self.critic, self.augment, self.p, self.generator = critic, augment, p, generator
-
-    def forward(self, x: Tensor, *labels: Tensor) -> Tensor:
-        return self.critic(self.augment(x, self.generator, self.p), *labels)
-
-
-def as_trained(critic: nn.Module, policy: tuple[str, ...], p: float, generator: torch.Generator) -> nn.Module:
-    """The critic itself without augmentation, else `Augmented`."""
-    return critic if not policy or p <= 0.0 else Augmented(critic, Augment(policy), p, generator)
-
-
 class Augmenter:
     """A run's augmentation (`--augment`, `--augment-p`, `--ada-target`): its operations, and its
     probability, fixed or ADA's (`ada`, whose state a checkpoint keeps)."""
@@ -174,7 +162,7 @@ class Augmenter:
         self.fixed = cfg.augment_p if cfg.augment_p is not None else 1.0
         self.ada = None
         if self.augment is not None and cfg.ada_target is not None:
-            self.ada = Ada(cfg.ada_target, cfg.ada_kimg, cfg.batch_size, cfg.augment_p or 0.0)
+            self.ada = Ada(cfg.ada_target, cfg.ada_kimg, cfg.augment_p or 0.0)
 
     @property
     def p(self) -> float:
@@ -185,3 +173,21 @@ class Augmenter:
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         return x if self.augment is None else self.augment(x, generator, self.p)
+
+
+class Augmented(nn.Module):
+    """D o T, the critic as training sees it: what `ganctl gradnorm` measures on a run that
+    augments, so that its input gradients are the ones the penalties constrain (with respect to
+    the un-augmented x, through the augmentation, at the run's current probability)."""
+
+    def __init__(self, critic: nn.Module, augmenter: Augmenter, generator: torch.Generator):
+        super().__init__()
+        self.critic, self.augmenter, self.generator = critic, augmenter, generator
+
+    def forward(self, x: Tensor, *labels: Tensor) -> Tensor:
+        return self.critic(self.augmenter(x, self.generator), *labels)
+
+
+def as_trained(critic: nn.Module, augmenter: Augmenter, generator: torch.Generator) -> nn.Module:
+    """The critic itself where the run does not augment (or at p 0), else `Augmented`."""
+    return critic if augmenter.p <= 0.0 else Augmented(critic, augmenter, generator)

@@ -366,8 +366,8 @@ class Checkpoint(Networks):
         super().__init__(config, device, generator, critic, ema, step=state.step, class_names=names)
         self.path = path
         self.critic_steps = state.critic_steps
-        if state.ada is not None:
-            self.augment_p = float(state.ada["p"])
+        if state.ada is not None and self.augment.ada is not None:
+            self.augment.ada.load(state.ada)
         self.rng_device = state.rng_device
 
     @property

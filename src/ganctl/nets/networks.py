@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ganctl import streams
 from ganctl.config import ResolvedConfig
 from ganctl.data import DataSource, load_dataset, sample_shape
+from ganctl.methods.augment import Augmenter
 from ganctl.methods.strategies import Lipschitz
 from ganctl.models import build_models
 
@@ -76,10 +77,8 @@ class Networks:
         self._data_placed = False
         # A conditional run's classes, in label order (from its data, or its checkpoint).
         self.class_names = class_names or (tuple(map(str, range(cfg.num_classes))) if cfg.conditional else None)
-        # --augment: the probability each operation is applied at this step (fixed, or ADA's).
-        self.augment_p = (cfg.augment_p if cfg.augment_p is not None else 1.0) if cfg.augment != "none" else 0.0
-        if cfg.ada_target is not None:
-            self.augment_p = cfg.augment_p or 0.0
+        # --augment: what the critic sees, and its probability now (fixed, or ADA's).
+        self.augment = Augmenter(cfg)
 
     @property
     def dataset(self) -> DataSource:

@@ -20,7 +20,7 @@ from ganctl.data import load_dataset
 from ganctl.devices import resolve_device
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
-from ganctl.methods.augment import Ada, Augmenter
+from ganctl.methods.augment import Ada
 from ganctl.methods.losses import get_loss
 from ganctl.methods.strategies import Lipschitz, build_strategy
 from ganctl.models import activations
@@ -82,7 +82,6 @@ class Trainer:
         self.nets, self.strategy = _networks(config, device, load_data)
         self.memory_format = memory_format(self.cfg, device)  # the real batches' layout, as the networks'
         self.loss = get_loss(self.cfg.loss)
-        self.augment = Augmenter(self.cfg)
         modules = [m for m in (self.generator, self.critic, self.ema) if m is not None]
         distributed.broadcast_modules(modules, self.world)
         self.notes: list[str] = []  # said once at the start of a run
@@ -102,6 +101,7 @@ class Trainer:
     ema = property(lambda self: self.nets.ema)
     dataset = property(lambda self: self.nets.dataset)
     step = property(lambda self: self.nets.step, lambda self, value: setattr(self.nets, "step", value))
+    augment = property(lambda self: self.nets.augment)  # what the critic sees (`methods.augment.Augmenter`)
 
     @property
     def ada(self) -> Ada | None:
@@ -214,10 +214,10 @@ class Trainer:
         self.stats.last_batch = (real.detach(), fake.detach(), y)
 
     def _adapt(self, d_real: Tensor, d_fake: Tensor) -> None:
-        """ADA: the loss's overfitting signs move the probability; evaluations read it from nets."""
+        """ADA: the loss's overfitting signs of every process move the one probability."""
         if self.ada is not None:
-            self.ada.observe(self.loss.overfit_sign(d_real.detach(), d_fake.detach()))
-            self.nets.augment_p = self.ada.p
+            signs = self.loss.overfit_sign(d_real.detach(), d_fake.detach())
+            self.ada.observe(signs, lambda sums: distributed.sum_over_ranks(sums, self.world))
             if self.ada.last is not None:
                 self.stats.track("ada_heuristic", torch.tensor(self.ada.last))
         if self.augment.augment is not None:
@@ -286,7 +286,9 @@ class Trainer:
 
     def _update_ema(self) -> None:
         if self.ema is not None:
-            schedule.update_ema(self.ema, self.generator, schedule.ema_beta(self.cfg, self.step, self.cfg.batch_size))
+            schedule.update_ema(
+                self.ema, self.generator, schedule.ema_beta(self.cfg, self.step, self.cfg.batch_size * self.world.size)
+            )
 
     def pop_stats(self) -> dict[str, float]:
         """The training scalars since the last call (`Stats.pop`) and the guard's counters."""
