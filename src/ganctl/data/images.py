@@ -465,10 +465,24 @@ def load_array(
     else:
         raise DataError(f"{where}: images must be uint8 or float, got {arr.dtype}")
     images, resampled = to_images(x, size, channels, where)
-    targets, classes = _array_labels(path, labels, names, len(images)) if conditional else (None, None)
+    targets, classes = _labels_if_usable(path, labels, names, len(images), conditional)
     return ImageSet(
         str(path), images, hflip, native_size=tuple(x.shape[-2:]), resampled=resampled, targets=targets, classes=classes
     )
+
+
+def _labels_if_usable(
+    path: Path, labels: np.ndarray | None, names: list[str] | None, n: int, conditional: bool
+) -> tuple[Tensor | None, Classes | None]:
+    """An array's labels, as a folder's classes are: always where they are usable (a classifier
+    of the data needs them), and for a conditional run required to be; labels that number the
+    classes badly refuse a conditional run and are dropped otherwise."""
+    try:
+        return _array_labels(path, labels, names, n)
+    except DataError:
+        if conditional:
+            raise
+        return None, None
 
 
 def _array_labels(

@@ -530,7 +530,7 @@ def _classifier_scores(
     from ganctl.measure import classifier
 
     stacked = isinstance(dataset, StackedSet)
-    labelled = dataset.base if stacked else _with_labels(dataset)  # stacks: each channel is a grey image
+    labelled = dataset.base if stacked else dataset  # stacks: each channel is one of the grey set's images
     if request.classifier == "auto":
         judge = classifier.auto(labelled, CLASSIFIER_SEED, request.progress)
     else:
@@ -547,19 +547,6 @@ def _classifier_scores(
         found = classifier.score(judge, fake, labels, wanted, CLASSIFIER_SEED)
     report.setdefault("metrics", {}).update(found["metrics"])
     report.update(classifier=found["classifier"], ceiling=found["ceiling"], not_measured=found["not_measured"])
-
-
-def _with_labels(dataset: DataSource) -> DataSource:
-    """An array's labels are read for a conditional run only; a classifier needs them always, so
-    an .npz read without them is read again with them (at the size it is served at)."""
-    from ganctl.data import ARRAY_SUFFIXES
-    from ganctl.data import images as image_files
-
-    path = Path(dataset.name)
-    if dataset.classes is not None or dataset.kind != "images" or path.suffix.lower() not in ARRAY_SUFFIXES:
-        return dataset
-    c, size, _ = dataset.shape
-    return image_files.load_array(path, size, c, conditional=True)
 
 
 def save_reference(data: str, path: Path, request: Request, image_size: int | None = None) -> dict[str, Any]:
