@@ -35,10 +35,6 @@ class StackedSet(ImageSet):
 
     base: ImageSet | None = None
 
-    @property
-    def per_channel(self) -> int:
-        return self.base.classes.count
-
 
 def is_stacked(data: str) -> bool:
     return data.startswith(PREFIX)

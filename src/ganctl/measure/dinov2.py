@@ -131,7 +131,7 @@ def build(state: dict[str, Tensor], where: str) -> tuple[nn.Module, str, bool]:
     except (RuntimeError, ValueError) as exc:
         raise DataError(f"{where}: not DINOv2 weights in Meta's layout ({_first_line(exc)})") from None
     name = next((n for n, arch in PUBLISHED.items() if arch == (dim, depth, ffn)), None)
-    published = name is not None and patch == 14 and grid == PUBLISHED_GRID and dim % HEAD_DIM == 0
+    published = name is not None and patch == 14 and grid == PUBLISHED_GRID
     return net.requires_grad_(False).eval(), (name if published else "dinov2-unverified"), published
 
 
