@@ -241,7 +241,6 @@ def gather_states(state: Tensor, world: World, device: torch.device) -> list[Ten
 
 
 @_collective
-@_collective
 def sum_over_ranks(values: list[float], world: World) -> list[float]:
     """Each value summed over the ranks (float64; the values themselves on one process)."""
     if not world.active:
@@ -255,6 +254,7 @@ def sum_over_ranks(values: list[float], world: World) -> list[float]:
     return total.tolist()
 
 
+@_collective
 def all_ok(ok: bool, world: World) -> bool:
     """Whether every rank reports success (a collective), so that one rank's failure to set up
     stops all of them instead of leaving the others waiting in an all-reduce."""

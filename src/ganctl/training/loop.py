@@ -172,7 +172,8 @@ def _process_group(spec: str, timeout: float) -> Iterator[None]:
         raise
     except BaseException:
         if started:
-            distributed.shutdown()
+            with contextlib.suppress(distributed.PeerLost):  # the error in hand is the one to report
+                distributed.shutdown()
         raise
     if started:
         distributed.shutdown()
