@@ -70,7 +70,8 @@ def _init(root: str) -> None:
     images, labels = digits()
     _WORKER["judge"] = Judge(images, labels, 0)
     _WORKER["prior"] = np.bincount(labels, minlength=10) / len(labels)
-    _WORKER["classifier"] = classifier.auto(load_dataset(TrainConfig(data=str(Path(root) / "digits16-all"))), seed=0)
+    _WORKER["all"] = load_dataset(TrainConfig(data=str(Path(root) / "digits16-all")))
+    _WORKER["classifier"] = classifier.auto(_WORKER["all"], seed=0)
 
 
 def _trainer(folder: str, options: str, seed: int):
@@ -103,6 +104,31 @@ def _scores(images: torch.Tensor) -> dict[str, float]:
     return found
 
 
+def memorised(trainer) -> dict[str, float]:
+    """stylegan2-ada's overfitting picture (its Figure 1) as numbers: the critic's mean output on
+    the images it trained on, on the digits it never saw and on the generator's samples (all
+    un-augmented), and the share of the real-fake gap that separates seen from unseen real
+    digits: about 0 while the critic judges digits, towards 1 as it memorises its set."""
+    seen = trainer.dataset.images
+    everything = _WORKER["all"].images
+    if everything.shape[1:] != seen.shape[1:]:
+        return {}
+    known = {bytes(image.numpy().tobytes()) for image in seen}
+    unseen = [image for image in everything if bytes(image.numpy().tobytes()) not in known]
+    if not unseen:  # the whole set: nothing held out
+        return {}
+    nets, n = trainer.nets, min(len(seen), len(unseen), 500)
+
+    def mean_d(images: torch.Tensor) -> float:
+        return nets.critic_values(images[:n].float().div(127.5).sub(1.0)).mean().item()  # the loader's scale
+
+    d_seen, d_unseen = mean_d(seen), mean_d(torch.stack(unseen))
+    d_fake = nets.critic_values(nets.sample(n, torch.Generator().manual_seed(54321), raw=True)).mean().item()
+    gap = d_seen - d_fake
+    overfit = (d_seen - d_unseen) / gap if gap else 0.0
+    return {"d_seen": d_seen, "d_unseen": d_unseen, "d_fake": d_fake, "overfit": overfit}
+
+
 def run(job: tuple[float, str, int, str, str, float]) -> dict:
     fraction, name, seed, folder, options, seconds = job
     trainer = _trainer(folder, options, seed)
@@ -120,6 +146,7 @@ def run(job: tuple[float, str, int, str, str, float]) -> dict:
     result.update(steps=steps, seconds=round(trained, 1))
     if folder != "shapes":  # the digits' judges; shapes is only there for ADA's p
         result.update(_scores(samples))
+        result.update(memorised(trainer))
     if trainer.ada is not None:
         result.update(ada_p=trainer.ada.p, ada_curve=p_curve)
     print(json.dumps({k: v for k, v in result.items() if k != "ada_curve"}), flush=True)
@@ -127,12 +154,13 @@ def run(job: tuple[float, str, int, str, str, float]) -> dict:
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    keys = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid")
+    wanted = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid", "overfit")
     table = []
     for fraction in sorted({r["fraction"] for r in rows}):
         for name in CONTENDERS:
             mine = [r for r in rows if r["fraction"] == fraction and r["contender"] == name and "confident" in r]
             if mine:
+                keys = [k for k in wanted if all(k in r for r in mine)]  # overfit: only where digits were held out
                 stats = {k: [float(np.mean([r[k] for r in mine])), float(np.std([r[k] for r in mine], ddof=1))]
                          if len(mine) > 1 else [float(mine[0][k]), 0.0] for k in keys}  # fmt: skip
                 table.append({"fraction": fraction, "contender": name, "seeds": len(mine), **stats})
@@ -199,7 +227,8 @@ def main() -> None:
     if args.png:
         draw_p(rows, args.png)
     for row in result["table"]:
-        cells = " | ".join(f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in ("confident", "classes", "kl", "clf_kl"))
+        shown = [k for k in ("confident", "classes", "kl", "clf_kl", "overfit") if k in row]
+        cells = " | ".join(f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in shown)
         print(f"| {row['fraction']:.0%} | {row['contender']} | {cells} |")
 
 

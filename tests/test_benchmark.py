@@ -241,3 +241,25 @@ def test_small_data_summarises_each_size_and_contender_over_seeds_and_draws_nest
     assert counts == {0.1: 180, 0.25: 449}
     names = {f: {p.name for p in folders[f].rglob("*.png")} for f in folders}
     assert names[0.1] <= names[0.25]  # the smaller set is part of the larger one
+
+
+def test_small_data_measures_memorisation_on_the_digits_the_critic_never_saw():
+    from types import SimpleNamespace
+
+    small = _load("small_data")
+    everything = torch.arange(5 * 4, dtype=torch.uint8).reshape(5, 1, 2, 2) * 10
+    seen = everything[[3, 0, 1]]
+    as_float = seen.float().div(127.5).sub(1.0)
+
+    def critic_values(x):  # +1 on a seen digit, 0 on an unseen one, -1 on a sample
+        hit = (x[:, None] == as_float[None]).flatten(2).all(-1).any(-1)
+        fake = x[:, 0, 0, 0] > 1.5
+        return torch.where(fake, -1.0, hit.float())
+
+    nets = SimpleNamespace(critic_values=critic_values, sample=lambda n, g, raw: torch.full((n, 1, 2, 2), 2.0))
+    small._WORKER["all"] = SimpleNamespace(images=everything)
+    found = small.memorised(SimpleNamespace(dataset=SimpleNamespace(images=seen), nets=nets))
+    assert (found["d_seen"], found["d_unseen"], found["d_fake"]) == (1.0, 0.0, -1.0)
+    assert found["overfit"] == 0.5  # unseen digits sit halfway between the seen ones and the samples
+    small._WORKER["all"] = SimpleNamespace(images=seen)
+    assert small.memorised(SimpleNamespace(dataset=SimpleNamespace(images=seen), nets=nets)) == {}  # none held out
