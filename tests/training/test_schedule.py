@@ -39,6 +39,13 @@ def test_the_r3gan_recipe_is_its_presets():
     assert (ffhq.penalty_weight, ffhq.gamma_final, ffhq.ema_kimg, ffhq.batch_size) == (2.0, 0.2, 500.0, 256)
 
 
+def test_r3gan_s_horizon_counts_the_batch_of_every_process(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")  # as torchrun sets it in each of 4 processes
+    four = resolve(small(data="shapes", image_size=32, lipschitz="r3gan", batch_size=64))
+    assert four.decay_steps == 2e7 / (64 * 4)  # 78,125 steps of 256 images
+    assert resolve(small(data="shapes", image_size=32, lipschitz="r3gan", decay_steps=1000)).decay_steps == 1000
+
+
 def test_a_trainer_follows_every_schedule():
     cfg = resolve(small(data="shapes", image_size=16, arch="dcgan", width=8, z_dim=16, lipschitz="r3gan", batch_size=8))
     cfg = cfg.replace(decay_steps=4)

@@ -4,6 +4,7 @@ depends on a default that may change later."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,9 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
         if final in changes and changes.get(decay, getattr(cfg, decay)) in (None, "none"):
             del changes[final]
     if recipe.decay_images and cfg.decay_steps is None:  # the source's horizon, in images
-        batch = cfg.batch_size or recipe.batch_size
+        # --batch-size is per process: under torchrun (every rank resolves) a step takes the
+        # batch of every process, and the horizon is that many fewer steps.
+        batch = (cfg.batch_size or recipe.batch_size) * int(os.environ.get("WORLD_SIZE", "1"))
         changes["decay_steps"] = -(-recipe.decay_images // batch)
     if (cfg.optimizer or recipe.optimizer) == "rmsprop":
         if cfg.beta1 is not None or cfg.beta2 is not None:
