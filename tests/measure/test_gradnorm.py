@@ -304,6 +304,11 @@ def test_gradnorm_of_a_run_that_augments_measures_through_its_augmentation(tmp_p
     result = invoke("gradnorm", ckpt, "--n", 64, "--json")
     assert result.exit_code == 0, result.output
     report = parse_json(result.stdout)
-    assert report["augment"] == {"policy": "translation,cutout", "p": 1.0}
+    assert report["augment"] == {
+        "policy": "translation,cutout",
+        "p": 1.0,
+        "lipschitz_factor": 1.0,  # shifts and cutouts copy or zero pixels
+        "upper_bound": report["upper_bound"]["value"],
+    }
     plain = invoke("gradnorm", ckpt, "--n", 64)
     assert "measured through the run's augmentation (translation,cutout, p 1)" in plain.stderr

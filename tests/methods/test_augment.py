@@ -92,6 +92,27 @@ def test_each_operation_touches_a_share_p_of_the_samples():
     assert (Augment(("cutout",))(x, g, 1.0) != x).flatten(1).any(1).all()
 
 
+def test_the_augmentation_s_lipschitz_factor_bounds_d_of_t_and_is_reached():
+    """A linear critic <w, x>: through colour its gradient is 2u1 (u2 + 0.5) w when w has zero
+    mean over the channels at every pixel and over the image, so the bound 3 ||w|| is
+    approached and never passed; any other w stays under it too."""
+    assert Augment(("color",)).lipschitz_factor(3) == 3.0 and Augment(("color",)).lipschitz_factor(1) == 1.5
+    assert Augment(("translation", "cutout")).lipschitz_factor(3) == 1.0
+    g = torch.Generator().manual_seed(0)
+    pattern = torch.randn(8, 8, generator=g)
+    pattern -= pattern.mean()
+    orthogonal = torch.stack([pattern, -pattern, torch.zeros(8, 8)])
+    for w, reached in ((orthogonal, True), (torch.randn(3, 8, 8, generator=g), False)):
+        for policy in (("color",), ("color", "translation", "cutout")):
+            x = torch.rand(4096, 3, 8, 8, generator=g) * 2 - 1
+            critic, augment = Linear(w), Augment(policy)
+            seen = penalties.grad_norm(penalties.input_grads(lambda v: critic(augment(v, g)), x)[1])  # noqa: B023
+            ratio = seen / w.norm()
+            assert float(ratio.max()) <= Augment(policy).lipschitz_factor(3) + 1e-5
+            if reached and policy == ("color",):
+                assert float(ratio.max()) > 2.9
+
+
 def test_ada_moves_p_as_stylegan2_ada_does():
     """Every 4 critic steps p moves by sign(r - target) * batch * 4 / (kimg * 1000), floored at 0."""
     ada = Ada(target=0.6, kimg=500)

@@ -164,9 +164,15 @@ def _report(report: Report, interp_norms: Any) -> None:
         " pairs, and 0.15 to 0.66 on independent ones: docs/gradnorm.md)"
     )
     if report.augment is not None:
+        aug = report.augment
+        through = (
+            f" (x {aug['lipschitz_factor']:g} for the augmentation: {aug['upper_bound']:.4g})"
+            if "upper_bound" in aug
+            else ""
+        )
         say(
-            f"measured through the run's augmentation ({report.augment['policy']}, p {report.augment['p']:.3g}), with"
-            " respect to the un-augmented points, as its penalties are; the upper bound is the critic's alone"
+            f"measured through the run's augmentation ({aug['policy']}, p {aug['p']:.3g}), with respect to the"
+            f" un-augmented points, as its penalties are; the upper bound above is the critic's alone{through}"
         )
     say(f"verdict: {report.verdict.status}: {report.verdict.detail}")
 

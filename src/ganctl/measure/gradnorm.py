@@ -577,8 +577,11 @@ def analyse(
     if bounds:
         report.upper_bound = _upper_bound_report(nets.critic, tuple(x.shape[1:]), device, nets.cfg.conditional)
         report.w1_lower_bound = certified_w1_report(nets, x, fake, report.upper_bound)
-    if seen is not nets.critic:
-        report.augment = {"policy": nets.cfg.augment, "p": nets.augment.p}
+    if seen is not nets.critic:  # the bound of what was measured, D o T: the critic's times T's
+        factor = nets.augment.augment.lipschitz_factor(int(x.shape[1]))
+        report.augment = {"policy": nets.cfg.augment, "p": nets.augment.p, "lipschitz_factor": factor}
+        if report.upper_bound is not None:
+            report.augment["upper_bound"] = report.upper_bound["value"] * factor
     report.seconds = round(time.perf_counter() - started, 3)
     return Analysis(report, norms_by_set)
 
