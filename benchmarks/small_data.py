@@ -104,11 +104,19 @@ def _scores(images: torch.Tensor) -> dict[str, float]:
     return found
 
 
-def memorised(trainer) -> dict[str, float]:
-    """stylegan2-ada's overfitting picture (its Figure 1) as numbers: the critic's mean output on
-    the images it trained on, on the digits it never saw and on the generator's samples (all
-    un-augmented), and the share of the real-fake gap that separates seen from unseen real
-    digits: about 0 while the critic judges digits, towards 1 as it memorises its set."""
+def memorised(trainer, samples: torch.Tensor) -> dict[str, float]:
+    """Whether the critic memorised its images, and whether the generator copies them.
+
+    The critic, as stylegan2-ada's Figure 1 shows it: its mean output on the images it trained
+    on, on the digits it never saw and on the generator's samples, each as training shows them
+    (through the run's augmentation at its p), and `overfit`, the share of the real-fake gap
+    that separates seen from unseen real digits: about 0 while the critic judges digits, 1 when
+    it rates an unseen digit as it rates a sample. The generator: `nearer_seen`, the share of its
+    samples whose nearest seen image (in pixels) is nearer than their nearest of as many unseen
+    ones: 0.5 when seen and unseen digits are alike to it, towards 1 as it copies its set."""
+    from ganctl.methods.augment import as_trained
+    from ganctl.nets.networks import eval_mode
+
     seen = trainer.dataset.images
     everything = _WORKER["all"].images
     if everything.shape[1:] != seen.shape[1:]:
@@ -118,15 +126,29 @@ def memorised(trainer) -> dict[str, float]:
     if not unseen:  # the whole set: nothing held out
         return {}
     nets, n = trainer.nets, min(len(seen), len(unseen), 500)
+    g = torch.Generator().manual_seed(54321)
+    critic = as_trained(nets.critic, nets.augment, g)
 
-    def mean_d(images: torch.Tensor) -> float:
-        return nets.critic_values(images[:n].float().div(127.5).sub(1.0)).mean().item()  # the loader's scale
+    def pixels(images: torch.Tensor) -> torch.Tensor:
+        return images[:n].float().div(127.5).sub(1.0)  # the loader's scale
 
-    d_seen, d_unseen = mean_d(seen), mean_d(torch.stack(unseen))
-    d_fake = nets.critic_values(nets.sample(n, torch.Generator().manual_seed(54321), raw=True)).mean().item()
+    def mean_d(x: torch.Tensor) -> float:
+        with eval_mode(nets.critic), torch.no_grad():
+            return critic(x).mean().item()
+
+    unseen = torch.stack(unseen)[torch.randperm(len(unseen), generator=g)]
+    d_seen, d_unseen = mean_d(pixels(seen)), mean_d(pixels(unseen))
+    d_fake = mean_d(nets.sample(n, g, raw=True))
     gap = d_seen - d_fake
-    overfit = (d_seen - d_unseen) / gap if gap else 0.0
-    return {"d_seen": d_seen, "d_unseen": d_unseen, "d_fake": d_fake, "overfit": overfit}
+    flat = samples.float().mean(dim=1).flatten(1)  # grey, as the judges see them
+    nearest = [torch.cdist(flat, pixels(images).mean(dim=1).flatten(1)).min(dim=1).values for images in (seen, unseen)]
+    return {
+        "d_seen": d_seen,
+        "d_unseen": d_unseen,
+        "d_fake": d_fake,
+        "overfit": (d_seen - d_unseen) / gap if gap else 0.0,
+        "nearer_seen": float((nearest[0] < nearest[1]).float().mean()),
+    }
 
 
 def run(job: tuple[float, str, int, str, str, float]) -> dict:
@@ -146,7 +168,7 @@ def run(job: tuple[float, str, int, str, str, float]) -> dict:
     result.update(steps=steps, seconds=round(trained, 1))
     if folder != "shapes":  # the digits' judges; shapes is only there for ADA's p
         result.update(_scores(samples))
-        result.update(memorised(trainer))
+        result.update(memorised(trainer, samples))
     if trainer.ada is not None:
         result.update(ada_p=trainer.ada.p, ada_curve=p_curve)
     print(json.dumps({k: v for k, v in result.items() if k != "ada_curve"}), flush=True)
@@ -154,7 +176,7 @@ def run(job: tuple[float, str, int, str, str, float]) -> dict:
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    wanted = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid", "overfit")
+    wanted = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid", "overfit", "nearer_seen")
     table = []
     for fraction in sorted({r["fraction"] for r in rows}):
         for name in CONTENDERS:
@@ -227,7 +249,7 @@ def main() -> None:
     if args.png:
         draw_p(rows, args.png)
     for row in result["table"]:
-        shown = [k for k in ("confident", "classes", "kl", "clf_kl", "overfit") if k in row]
+        shown = [k for k in ("confident", "classes", "kl", "clf_kl", "overfit", "nearer_seen") if k in row]
         cells = " | ".join(f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in shown)
         print(f"| {row['fraction']:.0%} | {row['contender']} | {cells} |")
 

@@ -246,20 +246,29 @@ def test_small_data_summarises_each_size_and_contender_over_seeds_and_draws_nest
 def test_small_data_measures_memorisation_on_the_digits_the_critic_never_saw():
     from types import SimpleNamespace
 
+    from torch import nn
+
     small = _load("small_data")
     everything = torch.arange(5 * 4, dtype=torch.uint8).reshape(5, 1, 2, 2) * 10
     seen = everything[[3, 0, 1]]
     as_float = seen.float().div(127.5).sub(1.0)
 
-    def critic_values(x):  # +1 on a seen digit, 0 on an unseen one, -1 on a sample
-        hit = (x[:, None] == as_float[None]).flatten(2).all(-1).any(-1)
-        fake = x[:, 0, 0, 0] > 1.5
-        return torch.where(fake, -1.0, hit.float())
+    class Knows(nn.Module):  # +1 on a seen digit, 0 on an unseen one, -1 on a sample
+        def forward(self, x):
+            hit = (x[:, None] == as_float[None]).flatten(2).all(-1).any(-1)
+            return torch.where(x[:, 0, 0, 0] > 1.5, -1.0, hit.float())
 
-    nets = SimpleNamespace(critic_values=critic_values, sample=lambda n, g, raw: torch.full((n, 1, 2, 2), 2.0))
+    nets = SimpleNamespace(
+        critic=Knows(), augment=SimpleNamespace(p=0.0), sample=lambda n, g, raw: torch.full((n, 1, 2, 2), 2.0)
+    )
     small._WORKER["all"] = SimpleNamespace(images=everything)
-    found = small.memorised(SimpleNamespace(dataset=SimpleNamespace(images=seen), nets=nets))
+    trainer = SimpleNamespace(dataset=SimpleNamespace(images=seen), nets=nets)
+    copies = as_float[[0, 1, 0, 1]]  # a generator that draws its first two seen digits again
+    found = small.memorised(trainer, copies)
     assert (found["d_seen"], found["d_unseen"], found["d_fake"]) == (1.0, 0.0, -1.0)
     assert found["overfit"] == 0.5  # unseen digits sit halfway between the seen ones and the samples
+    assert found["nearer_seen"] == 1.0
+    unseen_copies = everything[[2, 4]].float().div(127.5).sub(1.0)
+    assert small.memorised(trainer, unseen_copies)["nearer_seen"] == 0.0
     small._WORKER["all"] = SimpleNamespace(images=seen)
-    assert small.memorised(SimpleNamespace(dataset=SimpleNamespace(images=seen), nets=nets)) == {}  # none held out
+    assert small.memorised(trainer, copies) == {}  # none held out
