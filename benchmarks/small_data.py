@@ -41,7 +41,9 @@ CONTENDERS = {
     "gp+ada": f"--arch mlp --lipschitz gp {AUGMENT} --ada-target 0.6",
     "r3gan": "--arch mlp --lipschitz r3gan --batch-size 64",
     "r3gan+ada": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT} --ada-target 0.6",
+    "r3gan+diffaugment": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT}",
 }
+DEFAULT_CONTENDERS = ("gp", "gp+diffaugment", "gp+ada", "r3gan", "r3gan+ada")  # the 60-second table's
 FRACTIONS = (0.1, 0.25, 1.0)
 N = 2000  # samples judged per generator
 _WORKER: dict = {}
@@ -231,7 +233,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="CPU seconds of training per run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"of {', '.join(CONTENDERS)}")
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
     parser.add_argument("--root", type=Path, default=Path("runs/small-data"))
     parser.add_argument("--json", type=Path)
