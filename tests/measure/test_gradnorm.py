@@ -312,3 +312,11 @@ def test_gradnorm_of_a_run_that_augments_measures_through_its_augmentation(tmp_p
     }
     plain = invoke("gradnorm", ckpt, "--n", 64)
     assert "measured through the run's augmentation (translation,cutout, p 1)" in plain.stderr
+
+
+def test_an_augmenting_critic_without_a_finite_bound_reports_its_factor_alone():
+    cfg = dict(data="shapes", image_size=16, arch="dcgan", width=8, z_dim=16, batch_size=8, lipschitz="gp")
+    trainer = Trainer(resolve(small(**cfg, critic_norm="layer", augment="color")))
+    report = gradnorm.analyse(trainer.nets, n=32).report
+    assert report.upper_bound["value"] is None  # layer norm: no global constant
+    assert report.augment == {"policy": "color", "p": 1.0, "lipschitz_factor": 3.0}  # RGB: saturation 2, contrast 1.5

@@ -580,7 +580,7 @@ def analyse(
     if seen is not nets.critic:  # the bound of what was measured, D o T: the critic's times T's
         factor = nets.augment.augment.lipschitz_factor(int(x.shape[1]))
         report.augment = {"policy": nets.cfg.augment, "p": nets.augment.p, "lipschitz_factor": factor}
-        if report.upper_bound is not None:
+        if report.upper_bound is not None and report.upper_bound["value"] is not None:  # None: no finite bound
             report.augment["upper_bound"] = report.upper_bound["value"] * factor
     report.seconds = round(time.perf_counter() - started, 3)
     return Analysis(report, norms_by_set)
