@@ -42,6 +42,7 @@ CONTENDERS = {
     "r3gan": "--arch mlp --lipschitz r3gan --batch-size 64",
     "r3gan+ada": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT} --ada-target 0.6",
     "r3gan+diffaugment": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT}",
+    "gp+ada-0.3": f"--arch mlp --lipschitz gp {AUGMENT} --ada-target 0.3",  # a lower target than ADA's
 }
 DEFAULT_CONTENDERS = ("gp", "gp+diffaugment", "gp+ada", "r3gan", "r3gan+ada")  # the 60-second table's
 FRACTIONS = (0.1, 0.25, 1.0)
