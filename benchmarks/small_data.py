@@ -124,12 +124,11 @@ def memorised(trainer, samples: torch.Tensor) -> dict[str, float]:
     everything = _WORKER["all"].images
     if everything.shape[1:] != seen.shape[1:]:
         return {}
-    known = {bytes(image.numpy().tobytes()) for image in seen}
-    unseen = [image for image in everything if bytes(image.numpy().tobytes()) not in known]
-    if not unseen:  # the whole set: nothing held out
+    g = torch.Generator().manual_seed(54321)
+    unseen = unseen_digits(seen, everything, g)
+    if unseen is None:  # the whole set: nothing held out
         return {}
     nets, n = trainer.nets, min(len(seen), len(unseen), 500)
-    g = torch.Generator().manual_seed(54321)
     critic = as_trained(nets.critic, nets.augment, g)
 
     def pixels(images: torch.Tensor) -> torch.Tensor:
@@ -139,7 +138,6 @@ def memorised(trainer, samples: torch.Tensor) -> dict[str, float]:
         with eval_mode(nets.critic), torch.no_grad():
             return critic(x).mean().item()
 
-    unseen = torch.stack(unseen)[torch.randperm(len(unseen), generator=g)]
     d_seen, d_unseen = mean_d(pixels(seen)), mean_d(pixels(unseen))
     d_fake = mean_d(nets.sample(n, g, raw=True))
     gap = d_seen - d_fake
@@ -150,6 +148,14 @@ def memorised(trainer, samples: torch.Tensor) -> dict[str, float]:
         "overfit": (d_seen - d_unseen) / gap if gap else 0.0,
         "nearer_seen": nearer_seen(samples, pixels(seen), pixels(unseen)),
     }
+
+
+def unseen_digits(seen: torch.Tensor, everything: torch.Tensor, g: torch.Generator) -> torch.Tensor | None:
+    """The images of `everything` not in `seen` (uint8, compared byte for byte), shuffled by
+    `g`; None when every one was seen."""
+    known = {bytes(image.numpy().tobytes()) for image in seen}
+    unseen = [image for image in everything if bytes(image.numpy().tobytes()) not in known]
+    return torch.stack(unseen)[torch.randperm(len(unseen), generator=g)] if unseen else None
 
 
 def nearer_seen(samples: torch.Tensor, seen: torch.Tensor, unseen: torch.Tensor) -> float:
@@ -168,12 +174,9 @@ def real_nearer_seen(seen_folder: Path, all_folder: Path) -> float:
     from ganctl.data import load_dataset
 
     seen = load_dataset(TrainConfig(data=str(seen_folder))).images
-    known = {bytes(image.numpy().tobytes()) for image in seen}
-    unseen = torch.stack(
-        [i for i in load_dataset(TrainConfig(data=str(all_folder))).images if bytes(i.numpy().tobytes()) not in known]
-    )
+    everything = load_dataset(TrainConfig(data=str(all_folder))).images
+    unseen = unseen_digits(seen, everything, torch.Generator().manual_seed(54321)).float().div(127.5) - 1
     n = min(len(seen), len(unseen), 500)
-    unseen = unseen[torch.randperm(len(unseen), generator=torch.Generator().manual_seed(54321))].float().div(127.5) - 1
     return nearer_seen(unseen[n : n + N], seen[:n].float().div(127.5) - 1, unseen[:n])
 
 
