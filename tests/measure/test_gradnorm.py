@@ -312,6 +312,7 @@ def test_gradnorm_of_a_run_that_augments_measures_through_its_augmentation(tmp_p
     }
     plain = invoke("gradnorm", ckpt, "--n", 64)
     assert "measured through the run's augmentation (translation,cutout, p 1)" in plain.stderr
+    assert f"(x 1 for the augmentation: {report['augment']['upper_bound']:.4g})" in plain.stderr
 
 
 def test_an_augmenting_critic_without_a_finite_bound_reports_its_factor_alone():

@@ -59,3 +59,19 @@ def test_every_collective_of_the_module_is_in_the_table():
         and any(call in inspect.getsource(inspect.unwrap(fn)) for call in calls)
     }
     assert callers == set(COLLECTIVES)
+
+
+def test_a_failed_run_s_tear_down_reports_the_error_in_hand_not_the_lost_peer(monkeypatch):
+    from ganctl.training import loop
+
+    def barrier_to_a_dead_peer():
+        raise distributed.PeerLost(0, "Connection closed by peer", False)
+
+    monkeypatch.setattr(distributed, "requested", lambda: True)
+    monkeypatch.setattr(distributed, "current", lambda: distributed.World())
+    monkeypatch.setattr(distributed, "init", lambda device, timeout: distributed.World(0, 2))
+    monkeypatch.setattr(distributed, "shutdown", barrier_to_a_dead_peer)
+    with pytest.raises(KeyboardInterrupt), loop._process_group("cpu", 5.0):
+        raise KeyboardInterrupt  # a second Ctrl-C while the other rank is gone
+    with pytest.raises(distributed.PeerLost), loop._process_group("cpu", 5.0):
+        pass  # a run that ended well still fails loudly if its peer cannot leave with it
