@@ -137,7 +137,7 @@ def test_points_from_any_generator_are_scored(tmp_path):
         (
             lambda p: write_pngs(p / "few", torch.rand(3, 3, 8, 8)),
             ["--fake", "{p}/few", "--data", "{p}/few", "--metrics", "pr"],
-            "give at least 4",
+            "so at least 4 real images",
         ),
         (lambda p: None, ["--fake", "{p}/x.npy"], "--fake needs --data"),
         (lambda p: None, ["--data", "shapes"], "give a run folder or checkpoint"),

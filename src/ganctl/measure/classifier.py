@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,18 +89,59 @@ class Classifier:
     def label(self) -> str:
         return f"classifier-{self.sha256[:8]}"
 
+    @property
+    def where(self) -> str:
+        return "--classifier auto" if self.source == "auto" else f"--classifier {self.source}"
+
     @torch.no_grad()
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(probabilities, penultimate features) in batches, on the CPU."""
+        """(probabilities, penultimate features) in batches, on the CPU. A classifier that fails
+        on the data's shape, gives other than (n, classes) logits, features of no dimension, or
+        a NaN or infinity is refused in one line naming it."""
         probs, feats = [], []
         self.net.eval()
+        has_features = hasattr(self.net, "features")
         for batch in x.split(512):
-            has_features = hasattr(self.net, "features")
-            f = self.net.features(batch) if has_features else None
-            logits = self.net.head(f) if isinstance(self.net, SmallNet) else self.net(batch)
+            try:
+                f = self.net.features(batch) if has_features else None
+                logits = self.net.head(f) if isinstance(self.net, SmallNet) else self.net(batch)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # TorchScript's errors are RuntimeErrors
+                raise DataError(
+                    f"{self.where}: fails on the data's samples (a batch of shape {tuple(batch.shape)}, values in"
+                    f" [-1, 1]): {cause(exc)}"
+                ) from None
+            self._check(batch, logits, f)
             probs.append(logits.float().softmax(dim=1).cpu())
             feats.append((f if f is not None else logits).float().flatten(1).cpu())
         return torch.cat(probs), torch.cat(feats)
+
+    def _check(self, batch: Tensor, logits: Tensor, features: Tensor | None) -> None:
+        n = len(batch)
+        if logits.dim() != 2 or tuple(logits.shape) != (n, self.classes):
+            raise DataError(
+                f"{self.where}: gives outputs of shape {tuple(logits.shape)} for {n} samples, not logits over the"
+                f" data's {self.classes} classes ({n}, {self.classes})"
+            )
+        if features is not None and (features.dim() < 2 or len(features) != n or features[0].numel() == 0):
+            raise DataError(
+                f"{self.where}: its features() gives shape {tuple(features.shape)} for {n} samples; FID, KID and"
+                " precision/recall need at least one feature per sample"
+            )
+        for what, t in (("logits", logits), ("features", features)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                raise DataError(
+                    f"{self.where}: gives NaN or infinite {what} on the data's samples; no score can be read from"
+                    " them (are its weights finite?)"
+                )
+
+
+def cause(exc: BaseException) -> str:
+    """The line of an exception that says what went wrong: a TorchScript error's last
+    'XError: ...' line (its first is 'The following operation failed ...'), else its first."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    named = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
+    text = named[-1] if named else (lines[0] if lines else type(exc).__name__)
+    return text[:200]
 
 
 # --- the real data, split ----------------------------------------------------------------------
@@ -108,6 +150,11 @@ def labelled(dataset: DataSource, seed: int) -> tuple[Tensor, Tensor]:
     fresh), in a fixed shuffled order."""
     if dataset.classes is None:
         raise DataError(f"--classifier: --data {dataset.name} has no class labels to train a classifier on")
+    if dataset.classes.count < 2:
+        raise DataError(
+            f"--classifier: --data {dataset.name} has one class ({dataset.classes.names[0]}); a classifier judges"
+            " which class a sample is, so it needs at least two (one sub-folder per class, or an .npz's labels)"
+        )
     g = torch.Generator().manual_seed(seed)
     if dataset.length is None:
         return dataset.sample_labelled(MAX_TRAIN, g, "cpu")
@@ -162,6 +209,7 @@ def _state_sha(net: nn.Module) -> str:
 def auto(dataset: DataSource, seed: int = 0, progress: Progress | None = None) -> Classifier:
     """The classifier `--classifier auto` means: trained on 90 % of the real data, read back from
     the cache when the same data (by fingerprint) was classified before with the same seed."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     from ganctl.data.images import cache_dir
@@ -175,7 +223,7 @@ def auto(dataset: DataSource, seed: int = 0, progress: Progress | None = None) -
     net = SmallNet(tuple(x.shape[1:]), classes)
     try:
         net.load_state_dict(load_file(str(path)))
-    except (OSError, RuntimeError, ValueError, KeyError):  # none yet, or damaged: trained again
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError):  # none yet, or damaged: trained again
         net = fit(*train, classes, seed, progress)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,25 +237,23 @@ def auto(dataset: DataSource, seed: int = 0, progress: Progress | None = None) -
 
 def from_file(path: Path, dataset: DataSource, seed: int = 0) -> Classifier:
     """A user's TorchScript classifier: images in [-1, 1] (N, C, H, W), or points, to logits over
-    the data's classes; its `features` method, when it has one, is its feature space."""
+    the data's classes; its `features` method, when it has one, is its feature space. It is
+    tried on the held-out real samples before anything else is measured."""
     where = f"--classifier {path}"
     try:
         data = Path(path).read_bytes()
-        net = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice: nothing a ganctl user can act on
+            warnings.simplefilter("ignore", FutureWarning)
+            net = torch.jit.load(str(path), map_location="cpu")
     except FileNotFoundError:
         raise DataError(f"{where}: no such file") from None
     except (OSError, RuntimeError, ValueError) as exc:
-        raise DataError(f"{where}: not a TorchScript module ({str(exc).strip().splitlines()[0][:120]})") from None
+        raise DataError(f"{where}: not a TorchScript module ({cause(exc)[:120]})") from None
     x, y = labelled(dataset, seed)
     _, held = split(x, y)
-    with torch.no_grad():
-        out = net(held[0][:2])
-    if out.dim() != 2 or out.shape[1] != dataset.classes.count:
-        raise DataError(
-            f"{where}: gives outputs of shape {tuple(out.shape)}, not logits over the data's"
-            f" {dataset.classes.count} classes"
-        )
-    return Classifier(net.eval(), hashlib.sha256(data).hexdigest(), dataset.classes.count, held, str(path))
+    found = Classifier(net.eval(), hashlib.sha256(data).hexdigest(), dataset.classes.count, held, str(path))
+    found.predict(held[0])  # refused here, in one line, if it cannot judge the real data
+    return found
 
 
 # --- the scores --------------------------------------------------------------------------------

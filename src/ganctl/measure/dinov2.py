@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ganctl.errors import ConfigError, DataError
-from ganctl.measure.features import FeatureSpace, _first_line, _pixels, read_state_dict, weights_path
+from ganctl.measure.features import FeatureSpace, _pixels, mismatch, read_state_dict, weights_path
 
 DINOV2_ENV = "GANCTL_DINOV2"
 EXTRAS = "pip install 'ganctl[dinov2]'"
@@ -129,22 +129,22 @@ def build(state: dict[str, Tensor], where: str) -> tuple[nn.Module, str, bool]:
     try:
         net.load_state_dict(_timm_state(state, INPUT_SIZE // patch), strict=True)
     except (RuntimeError, ValueError) as exc:
-        raise DataError(f"{where}: not DINOv2 weights in Meta's layout ({_first_line(exc)})") from None
+        raise DataError(f"{where}: not DINOv2 weights in Meta's layout ({mismatch(exc)})") from None
     name = next((n for n, arch in PUBLISHED.items() if arch == (dim, depth, ffn)), None)
     published = name is not None and patch == 14 and grid == PUBLISHED_GRID
     return net.requires_grad_(False).eval(), (name if published else "dinov2-unverified"), published
 
 
-def dinov2(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
+def dinov2(path: Path, device: torch.device | str = "cpu", where: str | None = None) -> FeatureSpace:
     """DINOv2's class token, preprocessed by torch-fidelity's `FeatureExtractorDinoV2.forward`,
     with the weights of `path` (the `dinov2` extra)."""
-    where = f"--dinov2 {path}"
+    where = where or f"--dinov2 {path}"
     try:
         from torch_fidelity.feature_extractor_base import FeatureExtractorBase
         from torch_fidelity.feature_extractor_dinov2 import FeatureExtractorDinoV2
     except ImportError:
         raise ConfigError(f"{where}: the DINOv2 feature space needs timm and torch-fidelity; {EXTRAS}") from None
-    state, sha = read_state_dict(path, "--dinov2")
+    state, sha = read_state_dict(path, where)
     model, label, published = build(state, where)
 
     class Extractor(FeatureExtractorDinoV2):
@@ -161,4 +161,4 @@ def dinov2(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
     def extract(images: Tensor) -> tuple[Tensor, Tensor | None]:
         return net(_pixels(images))[0], None
 
-    return FeatureSpace("dinov2", label, published, sha, dims, extract, torch.device(device), str(path))
+    return FeatureSpace("dinov2", label, published, sha, dims, extract, torch.device(device), str(path), where=where)

@@ -11,6 +11,7 @@ checkpoints uses the same inputs. `score` is the same measurement for any genera
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -27,13 +28,13 @@ from torch import Tensor
 from ganctl import memory, streams
 from ganctl.config import TrainConfig, metric_list
 from ganctl.data import DataSource
-from ganctl.data.images import cache_dir
+from ganctl.data.images import ImageSet, cache_dir
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import write_text_atomic
 from ganctl.measure import reference as references
 from ganctl.measure import scores
 from ganctl.measure.defaults import EVAL_N
-from ganctl.measure.features import inception, inception_path, random_conv, vgg16
+from ganctl.measure.features import INCEPTION_ENV, inception, inception_path, random_conv, vgg16, weights_where
 from ganctl.measure.gradnorm import DEFAULT_TOL, certified_w1_report, gradient_norms, summarise
 from ganctl.measure.quality import FLOOR_DRAWS, W1_POINTS, mixture_quality, w1_floor, wasserstein1
 from ganctl.measure.reference import Reference
@@ -288,7 +289,7 @@ def run_spaces(cfg: TrainConfig, device: torch.device) -> Spaces:
         path = inception_path(cfg.inception)
         if path is None:
             raise ConfigError("--eval-features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
-        main = inception(path, device)
+        main = inception(path, device, weights_where(cfg.inception, INCEPTION_ENV, "--inception"))
     spaces = Spaces(main, vgg16(Path(cfg.vgg).expanduser(), device) if cfg.vgg else None)
     scores.check_metrics(spaces, metric_list(cfg.eval_metrics, "--eval-metrics"), "--eval-metrics")
     return spaces
@@ -468,7 +469,14 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
         _classifier_scores(report, dataset, torch.cat(chunks), labels, request)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
-    return {"source": source, "data": data or nets.cfg.data, "seed": request.seed, **report}
+    warnings = skipped_warnings(dataset, "--data")
+    return {
+        "source": source,
+        "data": data or nets.cfg.data,
+        "seed": request.seed,
+        **report,
+        **({"warnings": warnings} if warnings else {}),
+    }
 
 
 def evaluate_files(
@@ -494,19 +502,24 @@ def evaluate_files(
         if request.classifier:
             _classifier_scores(report, dataset, points, None, request)
         return {**source, **report}
-    c = dataset.shape[0] if dataset is not None else channels
     if fake.is_dir():
-        generated = image_files.load_folder(fake, image_size, c, use_cache=False, flag="--fake")
+        generated = image_files.load_folder(fake, image_size, channels, use_cache=False, flag="--fake")
     elif fake.suffix.lower() in ARRAY_SUFFIXES:
-        generated = image_files.load_array(fake, image_size, c, flag="--fake")
+        generated = image_files.load_array(fake, image_size, channels, flag="--fake")
     else:
         raise DataError(
             f"--fake {fake}: not a folder of images or an .npy/.npz/.safetensors array (a .png grid is a picture of"
             " samples: write the samples themselves with ganctl sample --out DIR, FILE.npy or FILE.safetensors)"
         )
+    notes = []
     if dataset is not None:
         scores.check_resolution(dataset.shape[-2:], generated.shape[-2:], f"--fake {fake}")
+        generated, note = match_channels(generated, dataset.shape[0], f"--fake {fake}", f"--data {data}")
+        notes += [note] if note else []
     count = min(request.n, len(generated))
+    if dataset is not None and request.spaces is not None:  # before any feature is computed
+        n_real = min(request.n, dataset.length) if dataset.length is not None else request.n
+        scores.check_sizes(request.metrics, n_real, count, "--metrics", str(data))
     if request.classifier and dataset is None:
         raise ConfigError("--classifier needs the real labelled data: --data")
     chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
@@ -515,7 +528,33 @@ def evaluate_files(
     report = score(dataset, chunks, request, fake_resampled=generated.resampled)
     if request.classifier:
         _classifier_scores(report, dataset, torch.cat(chunks), None, request)
-    return {**source, **report}
+    warnings = skipped_warnings(dataset, "--data") + skipped_warnings(generated, "--fake")
+    return {**source, **report, **({"notes": notes} if notes else {}), **({"warnings": warnings} if warnings else {})}
+
+
+def skipped_warnings(dataset: DataSource | None, flag: str) -> list[str]:
+    """A warning per image file that could not be read (the rest were scored), as `train` warns."""
+    return [f"{flag}: skipped an unreadable image: {s}" for s in getattr(dataset, "skipped", ()) or ()]
+
+
+def match_channels(images: ImageSet, channels: int, where: str, against: str) -> tuple[ImageSet, str | None]:
+    """`images` with the real images' number of channels, and a note saying what was done; or
+    one line refusing images in colour scored against grey ones (the colour would be dropped
+    unseen). Grey images kept as RGB (three equal channels) lose nothing by being read grey."""
+    have = images.shape[0]
+    if have == channels:
+        return images, None
+    pixels = images.images
+    if have == 1:  # grey against colour: each grey image is its own RGB, and FID sees its lack of colour
+        note = f"{where}: grey images, scored against the RGB images of {against} as RGB (three equal channels)"
+        return dataclasses.replace(images, images=pixels.expand(-1, 3, -1, -1).contiguous()), note
+    if bool((pixels[:, :1] == pixels[:, 1:]).all()):
+        note = f"{where}: RGB files whose three channels are equal (grey images), read as grey as {against} is"
+        return dataclasses.replace(images, images=pixels[:, :1].contiguous()), note
+    raise DataError(
+        f"{where}: its images are in colour (RGB) but those of {against} are grey; scoring them would drop the colour"
+        " unseen. Score them against colour data, or turn them grey first"
+    )
 
 
 CLASSIFIER_SEED = 0  # the judge is the same whatever --seed draws the samples

@@ -27,6 +27,8 @@ import hashlib
 import io
 import math
 import os
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,7 @@ class FeatureSpace:
     device: torch.device
     source: str = ""  # the weights file
     has_logits: bool = False  # a classifier's logits come with the features (Inception: IS)
+    where: str = ""  # where the weights were named: "--inception PATH" or "$GANCTL_INCEPTION=PATH"
 
     def describe(self) -> dict[str, object]:
         return {
@@ -84,6 +87,11 @@ class FeatureSpace:
         feats, logits = [], []
         for batch in images.split(BATCH[self.name]):
             f, g = self.extract(batch.to(self.device, non_blocking=True))
+            if not (bool(torch.isfinite(f).all()) and (g is None or bool(torch.isfinite(g).all()))):
+                raise DataError(
+                    f"{self.where or self.label}: the {self.label} network gives NaN or infinite features; no score"
+                    " can be read from them"
+                )
             feats.append(f.float().cpu())
             if g is not None:
                 logits.append(g.float().cpu())
@@ -167,15 +175,21 @@ def weights_path(path: str | Path | None, env: str = INCEPTION_ENV) -> Path | No
     return Path(chosen).expanduser() if chosen else None
 
 
+def weights_where(path: str | Path | None, env: str, flag: str) -> str:
+    """How a message names the weights file: as the flag that gave it, or as the environment
+    variable that did (`$GANCTL_DINOV2=/models/w.pth`), so the user knows which to change."""
+    return f"{flag} {path}" if path else f"${env}={os.environ.get(env, '')}"
+
+
 def inception_path(path: str | Path | None) -> Path | None:
     """--inception, else $GANCTL_INCEPTION, else None (the fallback)."""
     return weights_path(path, INCEPTION_ENV)
 
 
-def read_state_dict(path: Path, flag: str = "--inception") -> tuple[dict[str, Tensor], str]:
+def read_state_dict(path: Path, where: str) -> tuple[dict[str, Tensor], str]:
     """A state dict from a torch file, with PyTorch's restricted loader (tensors and plain
-    containers only: nothing else is unpickled), and the file's SHA-256."""
-    where = f"{flag} {path}"
+    containers only: nothing else is unpickled), and the file's SHA-256. `where` names the file
+    in messages ("--inception PATH"). Weights holding a NaN or infinity are refused at once."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -185,17 +199,54 @@ def read_state_dict(path: Path, flag: str = "--inception") -> tuple[dict[str, Te
     sha = hashlib.sha256(data).hexdigest()
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not a pickle at all, or a damaged one
+            raise DataError(
+                f"{where}: not a readable PyTorch weights file (the file is damaged or of another kind)"
+            ) from None
+        raise DataError(  # torch's restricted loader met a class: its advice (weights_only=False) is not ours to take
+            f"{where}: holds Python objects besides tensors (a pickled model or class), which ganctl never unpickles;"
+            " give a file of the state dict alone (torch.save(model.state_dict(), FILE))"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - a truncated zip, a foreign pickle, ... all mean one thing here
         why = f"{type(exc).__name__}: {_first_line(exc)}"
         raise DataError(f"{where}: not a readable PyTorch weights file ({why})") from None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise DataError(f"{where}: holds no state dict of tensors")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise DataError(f"{where}: tensor {bad!r} holds NaN or infinite values; the network cannot be used")
     return state, sha
 
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint,"
+    r" the shape in current model is torch\.Size\((\[[^\]]*\])\)"
+)
+
+
+def mismatch(exc: BaseException) -> str:
+    """What torch's load_state_dict error says, on one line: how many keys are missing and
+    unexpected (the first of each) and the first tensor of another shape. Its own message
+    puts all of that after a colon and a line break, which a one-line report would cut."""
+    text = str(exc)
+    parts = []
+    for kind in ("Missing", "Unexpected"):
+        found = re.search(kind + r' key\(s\) in state_dict: ((?:"[^"]*"(?:, )?)+)', text)
+        if found:
+            keys = re.findall(r'"([^"]*)"', found.group(1))
+            parts.append(f"{len(keys)} {kind.lower()} key{'s' * (len(keys) != 1)} (first: {keys[0]})")
+    sizes = _SIZE_MISMATCH.findall(text)
+    if sizes:
+        name, file_shape, model_shape = sizes[0]
+        more = f" and {len(sizes) - 1} more" if len(sizes) > 1 else ""
+        parts.append(f"{name} is {file_shape} in the file but {model_shape} in the network{more}")
+    return "; ".join(parts) if parts else " ".join(str(exc).split())[:300]
 
 
 def _resaved(state: dict[str, Tensor]) -> io.BytesIO:
@@ -207,24 +258,21 @@ def _resaved(state: dict[str, Tensor]) -> io.BytesIO:
     return buffer
 
 
-def inception(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
+def inception(path: Path, device: torch.device | str = "cpu", where: str | None = None) -> FeatureSpace:
     """torch-fidelity's Inception-v3 with the weights of `path` (the `inception` extra): pool
-    features and unbiased logits from one pass."""
+    features and unbiased logits from one pass. `where` names the file in messages."""
+    where = where or f"--inception {path}"
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:
-        raise ConfigError(
-            f"--inception {path}: the Inception-v3 feature space needs torch-fidelity; {EXTRAS}"
-        ) from None
-    state, sha = read_state_dict(path, "--inception")
+        raise ConfigError(f"{where}: the Inception-v3 feature space needs torch-fidelity; {EXTRAS}") from None
+    state, sha = read_state_dict(path, where)
     try:
         net = FeatureExtractorInceptionV3(
             "ganctl-inception-v3", ["2048", "logits_unbiased"], feature_extractor_weights_path=_resaved(state)
         )
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise DataError(
-            f"--inception {path}: not Inception-v3 weights in torch-fidelity's layout ({_first_line(exc)})"
-        ) from None
+        raise DataError(f"{where}: not Inception-v3 weights in torch-fidelity's layout ({mismatch(exc)})") from None
     net = net.to(device)
 
     def extract(images: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -233,21 +281,24 @@ def inception(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
 
     standard = sha.startswith(INCEPTION_HASH_PREFIX)
     label = "inception" if standard else "inception-unverified"
-    return FeatureSpace("inception", label, standard, sha, 2048, extract, torch.device(device), str(path), True)
+    return FeatureSpace(
+        "inception", label, standard, sha, 2048, extract, torch.device(device), str(path), True, where=where
+    )
 
 
-def vgg16(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
+def vgg16(path: Path, device: torch.device | str = "cpu", where: str | None = None) -> FeatureSpace:
     """torch-fidelity's VGG-16 of precision/recall (fc2 after its ReLU, 4096-d) with the weights
     of `path`: torchvision's layout (the `inception` extra brings torch-fidelity and torchvision)."""
+    where = where or f"--vgg {path}"
     try:
         from torch_fidelity.feature_extractor_vgg16 import FeatureExtractorVGG16
     except ImportError:
-        raise ConfigError(f"--vgg {path}: the VGG-16 feature space needs torch-fidelity; {EXTRAS}") from None
-    state, sha = read_state_dict(path, "--vgg")
+        raise ConfigError(f"{where}: the VGG-16 feature space needs torch-fidelity; {EXTRAS}") from None
+    state, sha = read_state_dict(path, where)
     try:
         net = FeatureExtractorVGG16("ganctl-vgg16", ["fc2_relu"], feature_extractor_weights_path=_resaved(state))
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise DataError(f"--vgg {path}: not VGG-16 weights in torchvision's layout ({_first_line(exc)})") from None
+        raise DataError(f"{where}: not VGG-16 weights in torchvision's layout ({mismatch(exc)})") from None
     net = net.to(device)
 
     def extract(images: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -255,7 +306,7 @@ def vgg16(path: Path, device: torch.device | str = "cpu") -> FeatureSpace:
 
     standard = sha.startswith(VGG_HASH_PREFIX)
     label = "vgg16" if standard else "vgg16-unverified"
-    return FeatureSpace("vgg16", label, standard, sha, 4096, extract, torch.device(device), str(path))
+    return FeatureSpace("vgg16", label, standard, sha, 4096, extract, torch.device(device), str(path), where=where)
 
 
 # --- networks with none of their weights, for tests and timings --------------------------------
@@ -306,4 +357,5 @@ def random_vgg16_state(seed: int = 0) -> dict[str, Tensor]:
 def feature_space(inception_weights: str | Path | None = None, device: torch.device | str = "cpu") -> FeatureSpace:
     """Inception-v3 when a weights file is given (flag or environment), else random-conv."""
     path = inception_path(inception_weights)
-    return inception(path, device) if path is not None else random_conv(device)
+    where = weights_where(inception_weights, INCEPTION_ENV, "--inception")
+    return inception(path, device, where) if path is not None else random_conv(device)

@@ -174,10 +174,22 @@ METRICS = FIDELITY_METRICS  # what --metrics accepts
 NEIGHBOUR_METRICS = ("pr", "dc")  # measured between features, in the precision/recall space
 
 
+def check_features(x: Tensor, which: str) -> None:
+    """Refuse features no score can be read from: none per sample (every distance 0: FID 0,
+    precision 1), or a NaN or infinity (the eigendecomposition fails to converge)."""
+    if x.dim() != 2 or x.shape[1] == 0:
+        raise DataError(f"the {which} samples' features have shape {tuple(x.shape)}: no feature to compare them by")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"the {which} samples' features hold NaN or infinite values: no score can be read from them")
+
+
 def compute(real: Tensor | Moments, fake: Tensor, metrics: tuple[str, ...], seed: int = 0) -> dict[str, float]:
     """The asked metrics of one feature space as flat numbers: fid, kid (and kid_std),
     precision, recall, density, coverage (IS, from logits alone, is `inception_score`). With
     the real set's moments instead of its features, FID alone can be computed."""
+    for name, x in (("real", real), ("generated", fake)):
+        if isinstance(x, Tensor):
+            check_features(x, name)
     out: dict[str, float] = {}
     if "fid" in metrics:
         out["fid"] = fid(real, fake)

@@ -31,6 +31,7 @@ from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import atomic_path
 from ganctl.measure import fidelity
 from ganctl.measure.features import (
+    INCEPTION_ENV,
     VGG_ENV,
     FeatureSpace,
     inception,
@@ -38,6 +39,7 @@ from ganctl.measure.features import (
     random_conv,
     vgg16,
     weights_path,
+    weights_where,
 )
 from ganctl.measure.reference import Reference
 
@@ -78,25 +80,27 @@ def choose_spaces(
     $GANCTL_DINOV2), and VGG-16 for precision/recall when its weights are given (--vgg or
     $GANCTL_VGG)."""
     path = inception_path(inception_file)
+    inception_where = weights_where(inception_file, INCEPTION_ENV, "--inception")
     if features == "auto":
-        main = inception(path, device) if path is not None else random_conv(device)
+        main = inception(path, device, inception_where) if path is not None else random_conv(device)
     elif features == "random-conv":
         main = random_conv(device)
     elif features == "inception":
         if path is None:
             raise ConfigError("--features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
-        main = inception(path, device)
+        main = inception(path, device, inception_where)
     elif features == "dinov2":
-        from ganctl.measure.dinov2 import dinov2, dinov2_path
+        from ganctl.measure.dinov2 import DINOV2_ENV, dinov2, dinov2_path
 
         found = dinov2_path(dinov2_file)
         if found is None:
             raise ConfigError("--features dinov2 needs the weights file: --dinov2 PATH or $GANCTL_DINOV2")
-        main = dinov2(found, device)
+        main = dinov2(found, device, weights_where(dinov2_file, DINOV2_ENV, "--dinov2"))
     else:
         raise ConfigError(f"--features {features!r} is not one of: auto, random-conv, inception, dinov2")
     vgg = weights_path(vgg_file, VGG_ENV)
-    return Spaces(main, vgg16(vgg, device) if vgg is not None else None)
+    pr = vgg16(vgg, device, weights_where(vgg_file, VGG_ENV, "--vgg")) if vgg is not None else None
+    return Spaces(main, pr)
 
 
 def check_sizes(metrics: tuple[str, ...], n_real: int | None, n_fake: int, flag: str, data: str) -> None:
