@@ -534,10 +534,17 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def augment_policy(text: str | None, flag: str = "--augment") -> tuple[str, ...]:
-    """'color,translation' -> ('color', 'translation'); 'none' or '' -> ()."""
+    """'color,translation' -> ('color', 'translation'); 'none' -> (). An empty string, or an
+    empty name between commas, is refused: it is a typo, not a policy."""
     if text is None:
         return ()
-    names = tuple(part.strip() for part in text.split(",") if part.strip() and part.strip() != "none")
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise ConfigError(
+            f"{flag} {text!r}: {'is empty' if not text.strip() else 'has an empty name between commas'}; give"
+            f" comma-separated policies of: {', '.join(AUGMENT_POLICIES)}, or none"
+        )
+    names = tuple(part for part in parts if part != "none")
     unknown = [n for n in names if n not in AUGMENT_POLICIES]
     if unknown or len(set(names)) != len(names):
         what = f"{unknown[0]!r} is not one of" if unknown else "names a policy twice; each is one of"

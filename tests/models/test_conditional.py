@@ -94,9 +94,13 @@ FOUR = np.zeros((4, 8, 8), np.uint8)
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        (dict(images=FOUR, y=np.array([0, 1, 2, 3]), classes=np.array(["a", "b"])), "label 2 is outside [0, 2)"),
+        (
+            dict(images=FOUR, y=np.array([0, 1, 2, 3]), classes=np.array(["a", "b"])),
+            "label 2 names no class; its 2 class names are numbered 0 to 1",
+        ),
         (dict(images=FOUR, y=np.array([0, 1])), "2 labels for 4 images"),
-        (dict(images=FOUR, y=np.array([0, -1, 0, 0])), "label -1 is outside"),
+        (dict(images=FOUR, y=np.array([0, -1, 0, 0])), "label -1 is negative"),
+        (dict(images=FOUR, y=np.array([-6, -1, -2, -3])), "label -6 is negative; labels number the classes 0 to K-1"),
         (dict(images=FOUR), "read from its 'y' or 'labels' array"),
     ],
 )

@@ -48,6 +48,31 @@ def sample_shape(cfg: TrainConfig) -> tuple[int, ...]:
     return (cfg.channels, cfg.image_size, cfg.image_size)
 
 
+def image_side(cfg: TrainConfig) -> int | None:
+    """The side of the images a config will train on, read without decoding them (file headers
+    only): `--image-size`, else the data's own. The resolver needs it before the data is read,
+    where a recipe depends on the size (R3GAN's presets). None for 2-D data, and where headers
+    cannot tell (loading the data then says why)."""
+    if cfg.image_size is not None or data_kind(cfg.data) == "points":
+        return cfg.image_size
+    if cfg.data == "shapes":
+        return SHAPES_IMAGE_SIZE
+    from ganctl.data import cifar, images, stacked
+
+    name = stacked.base_path(cfg.data) if stacked.is_stacked(cfg.data) else cfg.data
+    path = Path(name).expanduser()
+    try:
+        if cifar.layout_of(path) is not None:
+            return cifar.SIDE
+        if path.suffix.lower() in ARRAY_SUFFIXES and path.is_file():
+            return images.array_side(path)
+        if path.is_dir():
+            return images.folder_side(path)
+    except (DataError, OSError, ValueError, KeyError, IndexError, RuntimeError, AttributeError):
+        return None  # unreadable: the loader reports it, with its one line
+    return None
+
+
 def load_dataset(cfg: TrainConfig) -> DataSource:
     """The data source a config names. Images are decoded (or read from the cache) here, at
     their own size unless `image_size` asks for another. A conditional config needs labels:

@@ -420,22 +420,71 @@ def _images_array(where: str, loaded: np.lib.npyio.NpzFile, names: list[str]) ->
         raise DataError(f"{where}: array {name!r} cannot be read ({exc})") from None
 
 
+def _hwc(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """(N, H, W, C) of an array of images in any layout `image_layout` accepts, else None."""
+    if len(shape) == 5 and shape[2] in (1, 3):
+        shape = (shape[0] * shape[1], *shape[2:])
+    if len(shape) == 3:
+        shape = (*shape, 1)
+    if len(shape) == 4 and shape[1] in (1, 3) and shape[-1] not in (1, 3):
+        shape = (shape[0], shape[2], shape[3], shape[1])
+    return shape if len(shape) == 4 and shape[-1] in (1, 3) else None
+
+
 def image_layout(arr: np.ndarray, where: str) -> np.ndarray:
     """Images as (N, H, W, C): from (N, H, W), (N, H, W, C), or (N, C, H, W) as `ganctl sample`
     writes them (C 1 or 3; strips of interpolations, (N, K, C, H, W), as N K images)."""
-    if arr.ndim == 5 and arr.shape[2] in (1, 3):
-        arr = arr.reshape(-1, *arr.shape[2:])
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    if arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(0, 2, 3, 1)  # channels first, as ganctl sample writes them
-    if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+    hwc = _hwc(arr.shape)
+    if hwc is None:
         raise DataError(
             f"{where}: expected images of shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3, got {arr.shape}"
         )
+    if arr.ndim == 5:
+        arr = arr.reshape(-1, *arr.shape[2:])
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.shape != hwc:
+        arr = arr.transpose(0, 2, 3, 1)  # channels first, as ganctl sample writes them
     if arr.shape[0] == 0:
         raise DataError(f"{where}: holds no images (shape {arr.shape})")
     return arr
+
+
+def array_side(path: Path) -> int | None:
+    """The side of an array file's square images, from its header alone (no pixel is read), or
+    None where the header does not say (the loader then reads the file and says why)."""
+    import zipfile
+
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as fh:
+            keys = list(fh.keys())
+            key = SAMPLES_KEY if SAMPLES_KEY in keys else keys[0] if len(keys) == 1 else None
+            shape = tuple(fh.get_slice(key).get_shape()) if key is not None else None
+    elif suffix == ".npz":
+        with zipfile.ZipFile(path) as archive:
+            names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+            arrays = [n for n in names if n not in (*LABEL_ARRAYS, *NAME_ARRAYS)]
+            preferred = [n for n in ("images", "x", "data", "arr_0") if n in arrays]
+            name = arrays[0] if len(arrays) == 1 else preferred[0] if preferred else None
+            if name is None:
+                return None
+            with archive.open(f"{name}.npy") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape = read(fh)[0]
+    else:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    hwc = _hwc(tuple(shape)) if shape is not None else None
+    return hwc[1] if hwc is not None and hwc[1] == hwc[2] else None
+
+
+def folder_side(root: Path) -> int | None:
+    """The side every image of a folder shares, from the files' headers (None when there is
+    none readable); images of two sizes are refused as `load_folder` refuses them."""
+    return native_side(root, {p: wh for p, (wh, _) in _headers(_list_images(root)).items()}) or None
 
 
 def load_array(
@@ -495,10 +544,16 @@ def _array_labels(
         raise DataError(f"--data {path}: its labels must be one integer per image, got {labels.shape} {labels.dtype}")
     if len(labels) != n:
         raise DataError(f"--data {path}: {len(labels)} labels for {n} images")
+    if len(labels) and int(labels.min()) < 0:
+        raise DataError(
+            f"--data {path}: label {int(labels.min())} is negative; labels number the classes 0 to K-1, one per image"
+        )
     count = len(names) if names is not None else int(labels.max()) + 1
-    bad = labels[(labels < 0) | (labels >= count)]
+    bad = labels[labels >= count]
     if len(bad):
-        raise DataError(f"--data {path}: label {int(bad[0])} is outside [0, {count})")
+        raise DataError(
+            f"--data {path}: label {int(bad[0])} names no class; its {count} class names are numbered 0 to {count - 1}"
+        )
     empty = np.setdiff1d(np.arange(count), labels)
     if len(empty):  # a conditional model cannot be asked for a class with no real image
         raise DataError(

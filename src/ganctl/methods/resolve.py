@@ -83,8 +83,8 @@ def data_path(data: str) -> str:
     if is_stacked(data):
         return PREFIX + data_path(base_path(data))
     path = Path(data).expanduser()
-    if data_kind(data) == "points" or data == "shapes" or not path.exists():
-        return data
+    if not data.strip() or data_kind(data) == "points" or data == "shapes" or not path.exists():
+        return data  # an empty name is no path: Path("") would be the folder ganctl was started in
     return str(path.resolve())
 
 
@@ -107,7 +107,7 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
                 f" (allowed: {', '.join(method.penalty_at)})"
             )
         cfg = cfg.replace(penalty_at=at)
-    recipe = method.recipe_for(cfg.data, cfg.arch, cfg.image_size)
+    recipe = method.recipe_for(cfg.data, cfg.arch, _side(cfg, method))
     changes: dict[str, Any] = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(cfg, k) is None}
     changes.update({k: v for k, v in recipe.schedules if getattr(cfg, k) is None})
     for decay, final in FINALS:  # a recipe's final value goes with its decay, not with --x-decay none
@@ -130,6 +130,16 @@ def _resolve_method(cfg: TrainConfig, method: Method) -> TrainConfig:
     own = {k: v if getattr(recipe, k, None) is None else getattr(recipe, k) for k, v in method.fixed.items()}
     changes.update({k: v for k, v in own.items() if getattr(cfg, k) is None})
     return cfg.replace(**changes)
+
+
+def _side(cfg: TrainConfig, method: Method) -> int | None:
+    """The images' side where the method's recipe depends on it: --image-size, else the data's
+    own from its file headers (a folder of 64 px images takes R3GAN's 64 px preset)."""
+    if not method.by_size:
+        return cfg.image_size
+    from ganctl.data import image_side
+
+    return image_side(cfg)
 
 
 ACGAN_SCALES = (1.0, 0.1)  # WGAN-GP's gan_cifar_resnet.py: ACGAN_SCALE (critic), ACGAN_SCALE_G (generator)
