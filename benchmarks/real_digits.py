@@ -24,6 +24,7 @@ every `--every` seconds on 2000 samples, are not counted):
   `--ema-decay 0`), in eval mode.
 
     pip install 'ganctl[bench]'
+    python benchmarks/real_digits.py --folder digits --write-only     # the digits alone, for ganctl train
     python benchmarks/real_digits.py --seconds 330 --json digits.json --png digits.png
     python benchmarks/real_digits.py --seconds 60 --ganctl 'mlp=--arch mlp --lipschitz gp' --only ganctl
 
@@ -298,6 +299,9 @@ def main() -> None:
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help="what --seconds counts")
     parser.add_argument("--draws", type=int, default=5, help="independent sample draws of the final generator")
     parser.add_argument("--folder", type=Path, default=Path("runs/digits16"), help="where the digits are written")
+    parser.add_argument(
+        "--write-only", action="store_true", help="write the digits to --folder (one sub-folder per digit) and stop"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args()
@@ -306,6 +310,9 @@ def main() -> None:
     images, labels = digits()
     if not args.folder.exists():
         write_folder(args.folder, images, labels)
+    if args.write_only:  # the README's ./digits: `python benchmarks/real_digits.py --folder digits --write-only`
+        print(f"wrote {len(images)} digits of {SIDE} x {SIDE} px to {args.folder}/<digit>/")
+        return
     judge = Judge(images, labels)
     print(f"judge: held-out accuracy {judge.accuracy:.3f}, held-out real digits {judge.real}", flush=True)
     data = torch.from_numpy(images[:, None] * 2 - 1)

@@ -1,11 +1,15 @@
-"""Turning --device into a torch.device, with a clear message when it is not available."""
+"""Turning --device into a torch.device, with a clear message when it is not available, and
+--threads into the process's CPU thread count."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import torch
 
+from ganctl.config import MAX_THREADS
 from ganctl.errors import ConfigError
 
 
@@ -32,3 +36,19 @@ def resolve_device(spec: str) -> torch.device:
             raise ConfigError("--device mps: MPS is not available on this machine")
         return torch.device("mps")
     raise ConfigError(f"--device {spec!r} is not one of: auto, cpu, cuda, cuda:N, mps")
+
+
+@contextlib.contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """The CPU thread count for what runs inside (--threads; 0 or None: torch's own, which
+    measured faster than one thread even for the 2-D MLP on 2 cores, docs/benchmarks.md),
+    restored afterwards. Runs and measurements side by side want one thread each."""
+    if count is not None and not 0 <= count <= MAX_THREADS:
+        raise ConfigError(f"--threads {count}: give 0 (torch's own choice) to {MAX_THREADS}")
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

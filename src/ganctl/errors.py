@@ -24,9 +24,10 @@ class WriteError(OSError):
 
     exit_code = 74
 
-    def __init__(self, path: object, errno: int | None, reason: str):
+    def __init__(self, path: object, errno: int | None, reason: str, flag: str | None = None):
         super().__init__(errno, reason, str(path))
         self.path, self.reason = str(path), reason
+        self.flag = flag  # the option that named the path, when it was refused before any work
         self.last_good: str | None = None  # set by the training loop
         self.resumable = False  # whether a training run was under way
 
@@ -34,7 +35,10 @@ class WriteError(OSError):
         import errno as errnos
 
         code = errnos.errorcode.get(self.errno or 0)
-        text = f"cannot write {self.path}: {self.reason}" + (f" ({code})" if code else "")
+        why = self.reason + (f" ({code})" if code else "")
+        if self.flag is not None:
+            return f"{self.flag} {self.path}: cannot write there: {why}"
+        text = f"cannot write {self.path}: {why}"
         if self.resumable and self.last_good:
             text += f"; last good checkpoint {self.last_good}; continue with: ganctl train --resume {self.last_good}"
         elif self.resumable:
@@ -43,11 +47,13 @@ class WriteError(OSError):
 
 
 class Interrupted(Exception):
-    """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal."""
+    """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal.
+    `details` says so for a machine: the step and the checkpoint to resume from."""
 
-    def __init__(self, message: str, signum: int):
+    def __init__(self, message: str, signum: int, details: dict | None = None):
         super().__init__(message)
         self.exit_code = 128 + signum
+        self.details = {"stopped": "signal", "signal": signum, **(details or {})}
 
 
 class NonFinite(Exception):
@@ -59,7 +65,12 @@ class NonFinite(Exception):
 
 
 class TrainingFailed(Exception):
-    """Training could not go on (for example a NaN with --on-nonfinite stop): exit 1."""
+    """Training could not go on (for example a NaN with --on-nonfinite stop): exit 1.
+    `details` says what stopped it, for a machine (`--json`)."""
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}
 
 
 class RankFailed(Exception):

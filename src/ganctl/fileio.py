@@ -15,19 +15,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ganctl.errors import WriteError
+from ganctl.errors import ConfigError, WriteError
 
 _OS_ERROR = re.compile(r"os error (\d+)")  # how safetensors' (Rust) errors carry errno
 
 
-def write_error(path: Path, exc: BaseException) -> WriteError | None:
+def write_error(path: Path, exc: BaseException, temporary: Path | None = None) -> WriteError | None:
     """The `WriteError` an exception from writing `path` stands for: an OSError, or another
     library's error that carries an OS error number (safetensors says "os error 28"); None for
-    anything else."""
+    anything else. An error on `temporary` (the file written in its place) names `path`: the
+    user never typed the temporary's name."""
     if isinstance(exc, WriteError):
         return exc
     if isinstance(exc, OSError):
-        return WriteError(exc.filename or path, exc.errno, exc.strerror or str(exc))
+        named = exc.filename if exc.filename and str(exc.filename) != str(temporary) else path
+        return WriteError(named, exc.errno, exc.strerror or str(exc))
     found = _OS_ERROR.search(str(exc))
     if found:
         code = int(found.group(1))
@@ -42,8 +44,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
+    except OSError as exc:  # the folder refuses a new file: name the file asked for, not the temporary
+        raise WriteError(path, exc.errno, exc.strerror or str(exc)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -54,7 +56,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        failed = write_error(path, exc)
+        failed = write_error(path, exc, tmp_path)
         if failed is not None:  # one clear error naming the file, whatever library wrote it
             raise failed from exc
         raise
@@ -64,6 +66,25 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def check_writable(path: Path, flag: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output that could not be written: a file is made and removed
+    in the folder that will hold `path` (`path` itself when `folder`, made if missing). A folder
+    that refuses it is one `WriteError` (exit 74) naming `flag` and the path as typed; a parent
+    folder that does not exist is bad usage."""
+    path = Path(path)
+    where = path if folder else path.parent
+    try:
+        if folder:
+            where.mkdir(parents=True, exist_ok=True)
+        elif not where.is_dir():
+            raise ConfigError(f"{flag} {path}: is in a folder that does not exist ({where})")
+        fd, probe = tempfile.mkstemp(prefix=".ganctl-write-test.", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise WriteError(path, exc.errno, exc.strerror or str(exc), flag) from None
 
 
 def _mode_for(path: Path) -> int:

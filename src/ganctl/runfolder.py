@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ganctl.errors import CheckpointError, ConfigError
-from ganctl.fileio import dumps, write_error, write_text_atomic
+from ganctl.errors import CheckpointError, ConfigError, WriteError
+from ganctl.fileio import check_writable, dumps, write_error, write_text_atomic
 
 CHECKPOINT_SUFFIX = ".safetensors"
 _CHECKPOINT_NAME = re.compile(r"step-(\d+)\.safetensors$")
@@ -117,13 +117,7 @@ class RunFolder:
                 f"--out {out}: already holds a run's checkpoints; resume it with --resume {out},"
                 " choose another --out, or pass --overwrite to start over"
             )
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".ganctl-write-test"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+        check_writable(out, "--out", folder=True)
         if overwrite and not resuming:
             for path in self.checkpoints():
                 path.unlink()
@@ -220,12 +214,14 @@ class RunLock:
         import fcntl
         import os
 
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ConfigError(f"{self.flag} {self.folder}: exists and is not a folder")
         try:
             self._made = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise ConfigError(f"{self.flag} {self.folder}: cannot write there ({exc.strerror or exc})") from None
+            raise WriteError(self.folder, exc.errno, exc.strerror or str(exc), self.flag) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

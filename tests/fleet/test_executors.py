@@ -105,7 +105,9 @@ def test_a_failing_job_is_one_line_with_its_own_exit_code(tmp_path):
     parallel = compare(out, "--jobs", "2", check=False)
     assert parallel.returncode == 2  # the job's own code: a ConfigError, as a sequential comparison exits
     (line,) = [line for line in parallel.stderr.splitlines() if line.startswith("error:")]
-    assert line.startswith(f"error: gp seed 1 ({out / 'gp-seed1'}): --out {out / 'gp-seed1'}: cannot write there")
+    assert line.startswith(
+        f"error: gp seed 1 ({out / 'gp-seed1'}): --out {out / 'gp-seed1'}: exists and is not a folder"
+    )
     assert "Traceback" not in parallel.stderr
     assert (out / "gp-seed1").read_text() == "not a folder"  # nothing the user saved is touched
 

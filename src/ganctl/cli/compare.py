@@ -240,6 +240,8 @@ def _show(result: dict[str, Any], out: Path | None, json_output: bool) -> None:
     _table(result)
     if "note" in result:
         say(f"note: {result['note']}")
+    for method, note in result.get("verdict_notes", {}).items():
+        say(f"note on {method}'s verdict: {note}")
     if "tuning" in result:
         _chosen(result["tuning"])
     if out is not None:

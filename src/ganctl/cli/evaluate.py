@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, escape
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads, escape
 from ganctl.cli.output import ClassifierProgress, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
 from ganctl.measure.defaults import EVAL_N
@@ -159,6 +159,7 @@ def eval_command(
     min_modes_covered: Annotated[float | None, _limit("--min-modes-covered")] = None,
     max_modes_kl: Annotated[float | None, _limit("--max-modes-kl")] = None,
     device: Device = None,
+    threads: Threads = None,
     json_output: Json = False,
 ) -> None:
     """Score a generator: its data's own metrics and, on images, FID, KID, IS, precision/recall, density/coverage.
@@ -177,7 +178,9 @@ def eval_command(
     """
     import time
 
+    from ganctl.devices import threads as cpu_threads
     from ganctl.errors import ConfigError
+    from ganctl.fileio import check_writable
     from ganctl.measure.metrics import check_limits, gate
 
     started = time.perf_counter()
@@ -195,9 +198,16 @@ def eval_command(
     if save_stats is not None and (inputs or data is None or ref_stats is not None):
         raise ConfigError("--save-stats FILE.npz takes --data REAL alone: it writes the real images' statistics")
     check_limits(limits, EVAL_THRESHOLDS)
+    if save_stats is not None:
+        check_writable(save_stats, "--save-stats")  # before the features are computed
     asked = _Asked(source, fake, data, metrics, n, seed or 0, features, inception, vgg, ref_stats, image_size, raw)
     asked = dataclasses.replace(asked, classifier=classifier, dinov2=dinov2)
-    report = _measure(asked, save_stats, device)
+    with cpu_threads(threads):
+        report = _measure(asked, save_stats, device)
+    for line in report.get("warnings", []):
+        say(f"warning: {line}")
+    for line in report.get("notes", []):
+        say(f"note: {line}")
     result = gate(report.get("metrics", {}), limits, EVAL_THRESHOLDS)
     report["thresholds"] = result.to_dict()
     report["seconds"] = round(time.perf_counter() - started, 3)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads
 from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
@@ -72,6 +72,7 @@ def gradnorm(
     max_norm: Annotated[float | None, _limit("--max-norm")] = None,
     min_norm: Annotated[float | None, _limit("--min-norm")] = None,
     device: Device = None,
+    threads: Threads = None,
     json_output: Json = False,
 ) -> None:
     """Measure the critic's input-gradient norm on real, generated and interpolated points.
@@ -82,7 +83,9 @@ def gradnorm(
     last checkpoint.
     """
     from ganctl.devices import resolve_device
+    from ganctl.devices import threads as cpu_threads
     from ganctl.errors import ConfigError
+    from ganctl.fileio import check_writable
     from ganctl.measure.gradnorm import Measure
     from ganctl.measure.metrics import GRADNORM_THRESHOLDS, check_limits
 
@@ -95,15 +98,18 @@ def gradnorm(
     if png is not None and (png.is_dir() or not png.parent.is_dir()):
         what = "is a folder" if png.is_dir() else f"is in a folder that does not exist ({png.parent})"
         raise ConfigError(f"--png {png}: {what}; give the picture's file name, for example {png.name or 'x'}.png")
+    if png is not None:
+        check_writable(png, "--png")  # before the measuring, which can take minutes
     limits = {"--max-violation": max_violation, "--max-norm": max_norm, "--min-norm": min_norm}
     check_limits(limits, GRADNORM_THRESHOLDS)
     device_name = str(resolve_device(device or MEASURE_DEVICE))
     one = len(paths) == 1 and not paths[0].is_dir()
     measure = Measure(n or (DEFAULT_N if one else TRAJECTORY_N), seed or 0, tol, raw, data, noise)
-    if one:
-        _one(paths[0], measure, device_name, limits, png, json_output)
-    else:
-        _trajectories(paths, measure, device_name, limits, png, json_output)
+    with cpu_threads(threads):
+        if one:
+            _one(paths[0], measure, device_name, limits, png, json_output)
+        else:
+            _trajectories(paths, measure, device_name, limits, png, json_output)
 
 
 def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
@@ -175,6 +181,8 @@ def _report(report: Report, interp_norms: Any) -> None:
             f" un-augmented points, as its penalties are; the upper bound above is the critic's alone{through}"
         )
     say(f"verdict: {report.verdict.status}: {report.verdict.detail}")
+    if report.verdict.note:
+        say(f"note: {report.verdict.note}")
 
 
 TRAJECTORY_COLUMNS = ("step", "interp mean", "q05", "q50", "q95", "above", "vanishing", "align", "lower", "verdict")
@@ -228,6 +236,10 @@ def _trajectories(paths: list[Path], m: Any, device: str, limits: dict, png: Pat
     else:
         header = ["run", *(label.replace(" ", "_") for label in TRAJECTORY_COLUMNS)]
         plain([header, *([name, *_row(r)] for name, rows in runs.items() for r in rows)])
+    if not json_output:
+        for name, rows in runs.items():  # what a run's own settings say of its last verdict
+            if rows[-1].verdict.note:
+                say(f"note on {name}: {rows[-1].verdict.note}")
     finish(result)
 
 

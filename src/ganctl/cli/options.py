@@ -26,6 +26,14 @@ Seed = Annotated[int | None, typer.Option("--seed", help=SEED_HELP, show_default
 Device = Annotated[
     str | None, typer.Option("--device", help=f"{DEVICES}. [default: {MEASURE_DEVICE}]", show_default=False)
 ]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for the measuring (0: torch's own; one each for several side by side). [default: 0]",
+        show_default=False,
+    ),
+]
 N = Annotated[int | None, typer.Option("--n", help="Number of samples (see the description).", show_default=False)]
 Raw = Annotated[bool, typer.Option("--raw", help="The raw generator instead of its EMA.")]
 Json = Annotated[

@@ -1,6 +1,6 @@
 """Everything the CLI shows: the only module that imports rich. Results go to stdout,
-progress and messages to stderr. Colour and bars only on a terminal; NO_COLOR is respected
-(rich reads it)."""
+progress and messages to stderr. Colour and bars only on a terminal; NO_COLOR turns every
+style off (colour, bold and the rest)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_WRITE_FAILED = WriteError.exit_code  # 74, sysexits' EX_IOERR: a file could not be written
 
-stderr = Console(stderr=True, highlight=False)
+# NO_COLOR (no-color.org): rich drops colours by itself but keeps bold and italics; without a
+# colour system it writes no escape codes at all, which is what a user who sets it asks for.
+stderr = Console(stderr=True, highlight=False, color_system=None if os.environ.get("NO_COLOR") else "auto")
 
 
 def fail(message: str, code: int = EXIT_USAGE, details: dict[str, Any] | None = None) -> typer.Exit:
@@ -103,6 +105,19 @@ def print_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
+def stopped(exc: TrainingFailed | Interrupted | WriteError) -> dict[str, Any]:
+    """The JSON object `train --json` prints when a run stops before its last step: what stopped
+    it, the exit code, the one line on stderr and where to go on from (a CI script reads this
+    instead of an empty stdout)."""
+    if isinstance(exc, WriteError):
+        code, details = EXIT_WRITE_FAILED, {"stopped": "write_failed", "path": exc.path, "last_good": exc.last_good}
+    elif isinstance(exc, Interrupted):
+        code, details = exc.exit_code, exc.details
+    else:
+        code, details = EXIT_CHECK_FAILED, {"stopped": "failed", **exc.details}
+    return {"completed": False, **details, "exit_code": code, "error": str(exc)}
+
+
 def say(text: str) -> None:
     """One line on stderr, as it is (no markup, no highlighting, no wrapping)."""
     stderr.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -168,11 +183,15 @@ _LIVE = (
     ("eval/gradnorm_mean", "|grad x_hat|"),
     ("eval/violation_share", "viol"),
     ("amp_skipped", "amp_skip"),
+    ("augment_p", "p"),  # ADA's augmentation probability, where the run augments
 )
 
 
 # Image metrics, whatever feature space they were measured in: eval/fid[random-conv] -> fid[random-conv].
 _LIVE_IMAGE = ("eval/fid[", "eval/kid[", "eval/is[", "eval/precision[", "eval/recall[")
+
+
+_FINAL_IMAGE = tuple(prefix[len("eval/") :] for prefix in _LIVE_IMAGE)  # fid[, precision[, ... in a summary
 
 
 def metrics_line(record: dict[str, Any]) -> str:
@@ -212,24 +231,27 @@ class TrainProgress:
         self.last: dict[str, Any] = {}
 
     def __enter__(self) -> TrainProgress:
-        if self.live:
-            self.progress = Progress(
-                TextColumn("[bold]train", table_column=_fixed()),
-                *_counters(),
-                TextColumn("eta", table_column=_fixed()),
-                TimeRemainingColumn(table_column=_fixed()),
-                _metrics_column(),
-                console=stderr,
-                transient=False,
-                expand=True,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=None, metrics="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+    def _start(self, step: int) -> None:
+        """The bar, once the run has started: settings or data refused before then leave only
+        their one line, not an empty bar above it."""
+        self.progress = Progress(
+            TextColumn("[bold]train", table_column=_fixed()),
+            *_counters(),
+            TextColumn("eta", table_column=_fixed()),
+            TimeRemainingColumn(table_column=_fixed()),
+            _metrics_column(),
+            console=stderr,
+            transient=False,
+            expand=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=self.total, completed=step, metrics="")
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Started):
@@ -241,8 +263,8 @@ class TrainProgress:
                     "note: the checkpoint's random stream came from another device type; the run continues but is "
                     "not bitwise identical to an uninterrupted one"
                 )
-            if self.progress is not None:
-                self.progress.update(self.task, total=self.total, completed=event.step)
+            if self.live and self.progress is None:
+                self._start(event.step)
         elif isinstance(event, Stepped) and self.progress is not None:
             self.progress.update(self.task, completed=event.step)
         elif isinstance(event, Logged):
@@ -376,5 +398,9 @@ def print_summary(summary: Summary) -> None:
         parts.append(
             f"W1 {final['w1']:.4f} (a perfect generator's: {final['w1_floor']:.4f} ± {final['w1_floor_sd']:.4f})"
         )
+    # The image metrics of the final evaluation, each named with its feature space.
+    parts += [f"{key} {_fmt(value)}" for key, value in final.items() if key.startswith(_FINAL_IMAGE)]
+    if "augment_p" in final and final.get("augment_p") is not None:
+        parts.append(f"augmentation p {final['augment_p']:.3g}")
     for line in (", ".join(parts), f"checkpoint {summary.checkpoint}", f"picture    {summary.picture}"):
         stderr.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Overwrite, Raw, Seed, escape
+from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Overwrite, Raw, Seed, Threads, escape
 from ganctl.cli.output import handle_errors, print_json, say
 
 
@@ -49,6 +49,7 @@ def sample(
         ),
     ] = None,
     device: Device = None,
+    threads: Threads = None,
     overwrite: Overwrite = False,
     json_output: Json = False,
 ) -> None:
@@ -57,6 +58,7 @@ def sample(
     --n samples (default 64), or with --interpolate K, --n strips of K samples each.
     """
     from ganctl.data import sample_shape
+    from ganctl.devices import threads as cpu_threads
     from ganctl.measure import sampling
     from ganctl.nets.checkpoint import load
 
@@ -72,14 +74,15 @@ def sample(
         "generator": "raw" if raw or nets.ema is None else "ema",
         "class": nets.class_names[index] if index is not None else None,
     }
-    if kind in sampling.STREAMED and not interpolate:  # chunk by chunk: memory bounded whatever --n
-        draw = {"seed": seed or 0, "raw": raw, "klass": index}
-        written = sampling.stream_samples(nets, n, out, kind, draw, overwrite=overwrite)
-        shape = [n, *sample_shape(nets.cfg)]
-    else:
-        samples = sampling.generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate, klass=index)
-        written = sampling.write_samples(samples, out, kind, nets, meta, overwrite=overwrite)
-        shape = list(samples.shape)
+    with cpu_threads(threads):
+        if kind in sampling.STREAMED and not interpolate:  # chunk by chunk: memory bounded whatever --n
+            draw = {"seed": seed or 0, "raw": raw, "klass": index}
+            written = sampling.stream_samples(nets, n, out, kind, draw, overwrite=overwrite)
+            shape = [n, *sample_shape(nets.cfg)]
+        else:
+            samples = sampling.generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate, klass=index)
+            written = sampling.write_samples(samples, out, kind, nets, meta, overwrite=overwrite)
+            shape = list(samples.shape)
     summary = {**meta, "format": kind, "shape": shape, "out": str(out), "files": len(written)}
     if json_output:
         print_json(summary)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ganctl.cli.options import ConfigFile, Json, Overwrite, escape, settings_of, with_settings
-from ganctl.cli.output import TrainProgress, fail, handle_errors, print_json, print_summary
+from ganctl.cli.output import TrainProgress, fail, handle_errors, print_json, print_summary, stopped
 
 
 def _train(
@@ -56,6 +56,7 @@ def _train(
 ) -> None:
     """Train a generator against a critic kept Lipschitz by --lipschitz."""
     from ganctl.config import from_dict
+    from ganctl.errors import Interrupted, TrainingFailed, WriteError
     from ganctl.runfolder import run_dir_of
 
     values, extra = settings_of(settings, config_file)
@@ -73,8 +74,13 @@ def _train(
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 reports
         run_train(**kwargs, overwrite=overwrite)
         return
-    with TrainProgress() as progress:
-        summary = run_train(**kwargs, overwrite=overwrite, on_event=progress)
+    try:
+        with TrainProgress() as progress:
+            summary = run_train(**kwargs, overwrite=overwrite, on_event=progress)
+    except (TrainingFailed, Interrupted, WriteError) as exc:
+        if json_output:  # a CI script reads why it stopped, not an empty stdout
+            print_json(stopped(exc))
+        raise
     if json_output:
         print_json(summary.to_dict())
     print_summary(summary)

@@ -37,12 +37,15 @@ def side_by_side(
     """The evaluated runs aggregated per method, the best marked; written to `out` when given.
     Its "seconds" count from `started`: the training and evaluation of the runs it reports."""
     rows = [e.row for e in evaluated]
+    notes = {r["method"]: r.pop("verdict_note") for r in rows if "verdict_note" in r}  # a method's, not a number
     methods = report.aggregate(rows)
     data = sorted({str(r["data"]) for r in rows})
     result = {"runs": rows, "methods": methods, "best": report.best(methods), "settings": settings}
     if len(data) > 1:  # a number on one data set is not better than one on another
         result["best"] = {}
         result["note"] = f"the runs are on different data ({', '.join(data)}): no best is marked"
+    if notes:
+        result["verdict_notes"] = notes
     result["seconds"] = round(time.perf_counter() - started, 3)
     if out is not None:
         report.write_outputs(result, evaluated, Path(out))

@@ -69,6 +69,7 @@ def measure_run(path: Path, device: str = "cpu", pictures: bool = False) -> Eval
             **({"wasserstein": report.wasserstein} if report.wasserstein is not None else {}),
             "alignment_mean": report.alignment["mean"],
             "verdict": report.verdict.status,
+            **({"verdict_note": report.verdict.note} if report.verdict.note else {}),
         }
     )
     row.update(_cost(run_dir, nets.step))

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from ganctl import memory, streams
 from ganctl.data import sample_shape
-from ganctl.errors import ConfigError
-from ganctl.fileio import write_atomic
+from ganctl.errors import ConfigError, WriteError
+from ganctl.fileio import check_writable, write_atomic, write_error
 from ganctl.nets.networks import Networks, eval_mode
 
 FORMATS = ("png", "dir", "npy", "safetensors")
@@ -149,8 +149,8 @@ def stream_samples(
                 written.append(out / f"sample-{len(written):05d}.png")
                 save_image(written[-1], image_grid(image[None], columns=1, pad=0))
         return written
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    except OSError as exc:  # a disk that filled up while writing: exit 74, naming the file
+        raise write_error(out, exc) from None
 
 
 MAX_LISTED = 100_000  # a folder of more samples is not checked file by file for clashes
@@ -165,7 +165,8 @@ def _check_targets(out: Path, fmt: str, n: int, targets: list[Path], overwrite: 
     try:
         (out if fmt == "dir" else out.parent).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+        raise WriteError(out, exc.errno, exc.strerror or str(exc), "--out") from None
+    check_writable(out, "--out", folder=fmt == "dir")  # before a sample is drawn
 
 
 def _npy_from_chunks(path: Path, chunks: Iterator[Tensor], shape: tuple[int, ...]) -> None:
@@ -229,8 +230,8 @@ def write_samples(
             flat = array.reshape(-1, *array.shape[(2 if strips else 1) :])
             columns = array.shape[1] if strips else _columns(nets, len(flat), meta)
             save_image(out, image_grid(_by_class(nets, flat, meta) if not strips else flat, columns=columns))
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    except OSError as exc:  # a disk that filled up while writing: exit 74, naming the file
+        raise write_error(out, exc) from None
     return targets
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ganctl import interrupts
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, TrainConfig
+from ganctl.devices import threads
 from ganctl.errors import (
     CheckpointError,
     ConfigError,
@@ -115,7 +116,7 @@ def train(
         if resume is not None and spec == "auto":
             spec = settings.device
         timeout = overrides.get("dist_timeout", settings.dist_timeout)
-        with _threads(overrides.get("threads", settings.threads)), _process_group(spec, timeout):
+        with threads(overrides.get("threads", settings.threads)), _process_group(spec, timeout):
             try:
                 return _train(config, out, resume, overrides, overwrite, on_event)
             except distributed.PeerLost as exc:  # before the loop: while the replicas were set up
@@ -138,22 +139,6 @@ def restart_checkpoint(out: Path) -> Path | None:
     except OSError:
         return None
     return out if wrote == distributed.run_id() and RunFolder(out).checkpoints() else None
-
-
-@contextlib.contextmanager
-def _threads(threads: int) -> Iterator[None]:
-    """The run's CPU thread count (--threads; 0: torch's own, which measured faster than one
-    thread even for the 2-D MLP on 2 cores, docs/benchmarks.md), restored afterwards: the run
-    owns the process while it lasts. Runs side by side want one thread each."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -203,6 +188,8 @@ def _train(
     except distributed.PeerLost as exc:
         raise run.rank_failed(exc) from None
     except WriteError as exc:  # a full disk: say which checkpoint is whole and how to go on from it
+        if exc.flag is not None:  # refused before any work (an unwritable --out): nothing to resume
+            raise
         exc.resumable = True
         try:
             exc.last_good = str(checkpoint.peek_newest(run.folder.path)[0])
@@ -349,9 +336,18 @@ class _Run:
                 if cfg.on_nonfinite == "rollback":
                     why = "; no checkpoint to roll back to" if last_good is None else ""
                     why = why or f"; rolled back {self.rollbacks} times already"
+                details = {
+                    "stopped": "nonfinite",
+                    "step": exc.step,
+                    "quantity": exc.quantity,
+                    "on_nonfinite": cfg.on_nonfinite,
+                    "rollbacks": self.rollbacks,
+                    "last_good": str(last_good) if last_good is not None else None,
+                }
                 raise TrainingFailed(
                     f"{exc}{why}; last good checkpoint: {last_good or 'none'}"
-                    " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)"
+                    " (--on-nonfinite skip drops such updates, rollback reloads the last checkpoint)",
+                    details,
                 ) from None
             self.rollbacks += 1
             roll_back(self.trainer, checkpoint.read_state(last_good), self.rollbacks)
@@ -370,6 +366,7 @@ class _Run:
             f"interrupted by {stop.name or 'a signal on another rank'} at step {step}; checkpoint {path};"
             f" continue with: ganctl train --resume {path}",
             stop.signum or 15,
+            {"step": step, "checkpoint": str(path) if path is not None else None},
         )
 
     def report(self, step: int) -> None:
