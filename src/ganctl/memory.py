@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ganctl.errors import ConfigError
@@ -64,3 +65,29 @@ def require_disk(need: float, what: str, folder: Path) -> None:
     free = shutil.disk_usage(probe).free
     if need > free:
         raise ConfigError(f"{what} need {text(need)} of disk; {probe} has {text(free)} free")
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, where the C library is glibc; None elsewhere (macOS, musl)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM: list[Callable[[int], int] | None] = []
+
+
+def release() -> None:
+    """Give the C heap's free memory back to the system. Pairwise distances over tens of
+    thousands of samples allocate and free blocks of tens of megabytes (cdist's padded copy of
+    the other set each time); glibc then raises its mmap threshold and serves them from the
+    heap, which fragments, and the resident size of `eval` on 26,000 stacks grew to 1.7 to 3.3 GB
+    for 0.9 GB of live data. Trimming after each block keeps it to what is in use."""
+    if not _TRIM:
+        _TRIM.append(_malloc_trim())
+    if _TRIM[0] is not None:
+        _TRIM[0](0)

@@ -282,28 +282,49 @@ def test_a_config_file_s_out_key_is_where_the_run_goes(tmp_path):
     assert (tmp_path / "from-file" / "checkpoints").is_dir()
 
 
-def test_the_classifier_shows_a_bar_on_a_terminal_and_five_lines_when_piped(monkeypatch):
+def test_a_phase_over_a_second_shows_a_bar_on_a_terminal_and_lines_when_piped(monkeypatch):
     import io
 
     from rich.console import Console
 
     from ganctl.cli import output
 
-    screen = io.StringIO()
-    monkeypatch.setattr(output, "stderr", Console(file=screen, width=80, force_terminal=True, color_system=None))
-    shown = output.ClassifierProgress()
-    for step in range(1, 41):
-        shown(step, 80)
-    shown.progress.refresh()
-    bar = [x for x in screen.getvalue().replace("\r", "\n").splitlines() if "classifier" in x][-1]
-    assert "40/80" in bar and "eta" in bar
-    for step in range(41, 81):
-        shown(step, 80)
-    assert "trained the classifier of the real data: 80 steps" in screen.getvalue()
+    now = [0.0]
+    events = [(0.0, 0), (0.5, 100), (1.2, 200), (3.0, 300), (6.5, 400), (7.0, 500)]  # (seconds, done of 500)
     piped = io.StringIO()
     monkeypatch.setattr(output, "stderr", Console(file=piped, width=80, color_system=None))
-    shown = output.ClassifierProgress()
-    for step in range(1, 501):
-        shown(step, 500)
-    lines = piped.getvalue().splitlines()
-    assert lines == [f"training the classifier of the real data: step {k * 100}/500" for k in range(1, 6)]
+    shown = output.Phases(clock=lambda: now[0], live=False)
+    for t, done in events:
+        now[0] = t
+        shown("real images through random-conv", done, 500)
+    for t, done in [(10.0, 0), (10.9, 5)]:  # over within a second: nothing shown
+        now[0] = t
+        shown("FID", done, 5)
+    assert piped.getvalue().splitlines() == [
+        "real images through random-conv: 200/500 (1 s)",
+        "real images through random-conv: 400/500 (6 s)",
+        "real images through random-conv: 500/500 (7 s)",
+    ]
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "stderr", Console(file=screen, width=100, force_terminal=True, color_system=None))
+    with output.Phases(clock=lambda: now[0], live=True) as shown:
+        for t, done in events[:4]:
+            now[0] = t
+            shown("training the classifier", done, 500)
+        shown.progress.refresh()
+        bar = [x for x in screen.getvalue().replace("\r", "\n").splitlines() if "training the classifier" in x][-1]
+        assert "300/500" in bar and "eta" in bar
+        now[0] = 7.0
+        shown("training the classifier", 500, 500)
+        assert not shown.tasks  # a finished phase leaves no bar behind
+        now[0] = 10.0
+        shown("FID", 0, 1)  # over within a second: never drawn
+        now[0] = 10.5
+        shown.progress.refresh()
+        shown("FID", 1, 1)
+        now[0] = 20.0
+        shown("an exact optimal pairing", 0, 1)  # one step, no report until it ends: drawn after a second
+        now[0] = 21.5
+        shown.progress.refresh()
+    drawn = screen.getvalue().replace("\r", "\n")
+    assert "FID" not in drawn and "an exact optimal pairing" in drawn

@@ -263,10 +263,13 @@ def on_a_terminal(*args: str, env: dict | None = None, cwd: Path | None = None) 
     import sys
 
     pid, fd = pty.fork()
-    if pid == 0:  # the child: the terminal is its stdin, stdout and stderr
-        if cwd is not None:
-            os.chdir(cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "ganctl", *args], {**os.environ, **(env or {})})
+    if pid == 0:  # the child: the terminal is its stdin, stdout and stderr; it never returns to pytest
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            os.execve(sys.executable, [sys.executable, "-m", "ganctl", *args], {**os.environ, **(env or {})})
+        finally:
+            os._exit(127)
     shown = b""
     while True:
         try:
@@ -383,3 +386,55 @@ def test_a_weak_penalty_s_verdict_says_what_its_lambda_buys(tiny_run, tmp_path):
     assert verdicts["strong"]["status"] == verdicts["weak"]["status"] and verdicts["strong"]["note"] is None
     shown = invoke("gradnorm", weak, "--n", 256)
     assert "note: this critic was trained with lambda 0.1" in shown.stderr
+
+
+# --- silent waits and memory (items 11 and 17) -----------------------------------------------
+def test_every_phase_of_eval_and_gradnorm_is_reported_from_start_to_end(tmp_path, tiny_run, monkeypatch):
+    from ganctl import progress
+    from ganctl.measure import classifier, evaluation, scores
+
+    data = grey_digits(tmp_path / "digits.npz", n=90)
+    heard: dict[str, list[tuple[int, int]]] = {}
+    chunks: list[int] = []
+    real_add = classifier.Verdicts.add
+
+    def add(self, x):
+        chunks.append(len(x))
+        real_add(self, x)
+
+    monkeypatch.setattr(classifier.Verdicts, "add", add)
+    request = evaluation.Request(("fid", "kid", "pr", "dc"), scores.choose_spaces("auto", None, None, "cpu"), 1200)
+    request = evaluation.dataclasses.replace(request, classifier="auto")
+    with progress.listening(lambda what, done, total: heard.setdefault(what, []).append((done, total))):
+        evaluation.evaluate_files(data, str(data), request)
+        r = invoke("gradnorm", tiny_run, "--n", 64)  # the command listens itself: nothing reaches this listener
+    assert r.exit_code == 0
+    for phase in (
+        "generated samples",
+        "real images through random-conv",
+        "training the classifier",
+        "FID",
+        "KID's subsets",
+        "real samples' nearest neighbours",
+        "generated samples' nearest neighbours",
+        "distances between real and generated samples",
+    ):
+        assert phase in heard, sorted(heard)
+    for what, reports in heard.items():  # each run of a phase (FID runs once a feature space) starts and ends
+        assert reports[0][0] == 0 and reports[-1][0] == reports[-1][1], what
+        steps = zip(reports, reports[1:])
+        assert all(b[0] >= a[0] or (b[0] == 0 and a[0] == a[1]) for a, b in steps), what
+    assert chunks and max(chunks) <= scores.CHUNK  # the classifier reads the samples a chunk at a time
+
+
+def test_gradnorm_reports_its_sets_and_a_trajectory_its_checkpoints(tiny_run):
+    from ganctl import progress
+    from ganctl.measure.gradnorm import Measure, trajectory
+
+    heard = []
+    with progress.listening(lambda what, done, total: heard.append((what, done, total))):
+        trajectory(tiny_run, Measure(n=64))
+    phases = {what for what, _, _ in heard}
+    assert any(p.startswith("gradient norms at 64 points") for p in phases)
+    assert any(p.startswith("checkpoints of") for p in phases)
+    assert any(p.startswith("an exact optimal pairing") for p in phases)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads, escape
-from ganctl.cli.output import ClassifierProgress, finish, handle_errors, interactive, plain, print_json, say, table
+from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
 from ganctl.measure.defaults import EVAL_N
 from ganctl.measure.metrics import EVAL_THRESHOLDS, threshold
@@ -98,6 +98,14 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
+    dinov2_resize: Annotated[
+        str,
+        typer.Option(
+            "--dinov2-resize",
+            help="Whose preprocessing for --features dinov2: torch-fidelity (0.4's TF1 bilinear resize to 224) or"
+            " dgm-eval (Stein et al. 2023's code: PIL bicubic; its leaderboard uses ViT-L/14). They differ.",
+        ),
+    ] = "torch-fidelity",
     ref_stats: Annotated[
         Path | None,
         typer.Option(
@@ -178,6 +186,7 @@ def eval_command(
     """
     import time
 
+    from ganctl import progress
     from ganctl.devices import threads as cpu_threads
     from ganctl.errors import ConfigError
     from ganctl.fileio import check_writable
@@ -198,11 +207,15 @@ def eval_command(
     if save_stats is not None and (inputs or data is None or ref_stats is not None):
         raise ConfigError("--save-stats FILE.npz takes --data REAL alone: it writes the real images' statistics")
     check_limits(limits, EVAL_THRESHOLDS)
+    if dinov2_resize != "torch-fidelity" and features != "dinov2":
+        raise ConfigError(
+            f"--dinov2-resize {dinov2_resize} chooses the DINOv2 space's preprocessing: add --features dinov2"
+        )
     if save_stats is not None:
         check_writable(save_stats, "--save-stats")  # before the features are computed
     asked = _Asked(source, fake, data, metrics, n, seed or 0, features, inception, vgg, ref_stats, image_size, raw)
-    asked = dataclasses.replace(asked, classifier=classifier, dinov2=dinov2)
-    with cpu_threads(threads):
+    asked = dataclasses.replace(asked, classifier=classifier, dinov2=dinov2, dinov2_resize=dinov2_resize)
+    with cpu_threads(threads), Phases() as shown, progress.listening(shown):
         report = _measure(asked, save_stats, device)
     for line in report.get("warnings", []):
         say(f"warning: {line}")
@@ -239,6 +252,7 @@ class _Asked:
     raw: bool
     classifier: str | None = None
     dinov2: str | None = None
+    dinov2_resize: str = "torch-fidelity"
 
 
 def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
@@ -253,7 +267,7 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
     target = resolve_device(device or MEASURE_DEVICE)
     nets = load(a.source, device=target) if a.source is not None else None
     images = (a.data is None and nets is None) or data_kind(a.data or nets.cfg.data) == "images"
-    spaces = choose_spaces(a.features, a.inception, a.vgg, target, a.dinov2) if images else None
+    spaces = choose_spaces(a.features, a.inception, a.vgg, target, a.dinov2, a.dinov2_resize) if images else None
     if a.metrics == "all":  # IS only where the main space has a classifier
         chosen = tuple(m for m in FIDELITY_METRICS if m != "is" or (spaces is not None and spaces.main.has_logits))
     else:
@@ -263,8 +277,6 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
     ref = reference.load(a.ref_stats, spaces.main) if a.ref_stats is not None and spaces is not None else None
     count = a.n or default_n(a.data or (nets.cfg.data if nets is not None else None))
     request = Request(chosen if images else (), spaces if chosen else None, count, a.seed, a.raw, ref, a.classifier)
-    if a.classifier is not None:
-        request = dataclasses.replace(request, progress=ClassifierProgress())
     if save_stats is not None:
         return save_reference(a.data, save_stats, request, a.image_size)
     if nets is not None:
@@ -310,7 +322,8 @@ def _table(report: dict[str, Any]) -> None:
         res = report["resolution"]
         sides = f"real {_side(res['real'])}, generated {_side(res['fake'])}"
         if report["standard"]:
-            say(f"standard: published weights and spaces, both sides at their own resolution ({sides})")
+            checked = "; ".join(f"{label}: {what}" for label, what in report["checked"].items())
+            say(f"standard, both sides at their own resolution ({sides}); checked: {checked}")
         else:
             say(f"not standard ({sides}): " + "; ".join(report["not_standard_because"]))
     if "classifier" in report:

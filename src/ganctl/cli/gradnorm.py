@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads
-from ganctl.cli.output import finish, handle_errors, interactive, plain, print_json, say, table
+from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
 from ganctl.measure.defaults import TRAJECTORY_N
@@ -82,6 +82,7 @@ def gradnorm(
     when one is broken, 2 on bad input. For a trajectory the thresholds apply to each run's
     last checkpoint.
     """
+    from ganctl import progress
     from ganctl.devices import resolve_device
     from ganctl.devices import threads as cpu_threads
     from ganctl.errors import ConfigError
@@ -105,7 +106,7 @@ def gradnorm(
     device_name = str(resolve_device(device or MEASURE_DEVICE))
     one = len(paths) == 1 and not paths[0].is_dir()
     measure = Measure(n or (DEFAULT_N if one else TRAJECTORY_N), seed or 0, tol, raw, data, noise)
-    with cpu_threads(threads):
+    with cpu_threads(threads), Phases() as shown, progress.listening(shown):
         if one:
             _one(paths[0], measure, device_name, limits, png, json_output)
         else:

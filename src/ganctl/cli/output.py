@@ -5,8 +5,10 @@ style off (colour, bold and the rest)."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -352,34 +354,72 @@ class JobsProgress:
             print(text, file=sys.stderr, flush=True)
 
 
-class ClassifierProgress:
-    """What `--classifier auto` shows while it trains: a bar on a terminal, and when piped a line
-    at each fifth of its steps."""
+class Phases:
+    """What a measuring command shows while it works, from the library's progress reports
+    (`ganctl.progress`): on a terminal a bar for each phase still running after a second; when
+    piped, a line for such a phase every few seconds and one when it ends. A phase over within a
+    second shows nothing."""
 
-    def __init__(self) -> None:
+    DELAY = 1.0  # seconds a phase runs before it is shown
+    EVERY = 5.0  # seconds between the lines of one phase when piped
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, live: bool | None = None) -> None:
+        self.clock = clock
+        self.live = stderr.is_terminal if live is None else live
         self.progress: Progress | None = None
-        self.shown = 0
+        self.started: dict[str, float] = {}
+        self.shown: dict[str, float] = {}  # when each phase's last line was printed (piped)
+        self.tasks: dict[str, Any] = {}
 
-    def __call__(self, done: int, total: int) -> None:
-        if stderr.is_terminal:
+    def __enter__(self) -> Phases:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        now = self.clock()
+        if done == 0 or what not in self.started:
+            self.started[what] = now
+            self.shown.pop(what, None)
+        ran, finished = now - self.started[what], done >= total
+        if self.live:
+            self._bar(what, done, total, ran, finished)
+        elif (ran >= self.DELAY and now - self.shown.get(what, -math.inf) >= self.EVERY) or (
+            finished and what in self.shown
+        ):
+            self.shown[what] = now
+            say(f"{what}: {done:,}/{total:,} ({ran:.0f} s)")
+        if finished:
+            self.started.pop(what, None)
+
+    def _bar(self, what: str, done: int, total: int, ran: float, finished: bool) -> None:
+        if what not in self.tasks and not finished:
             if self.progress is None:
-                self.progress = Progress(
-                    TextColumn("[bold]classifier", table_column=_fixed()),
+                self.progress = _Delayed(
+                    TextColumn("{task.description}", table_column=_fixed()),
                     *_counters(),
                     TextColumn("eta", table_column=_fixed()),
                     TimeRemainingColumn(table_column=_fixed()),
                     console=stderr,
                     transient=True,
+                    get_time=self.clock,
                 )
                 self.progress.start()
-                self.task = self.progress.add_task("classifier", total=total)
-            self.progress.update(self.task, completed=done)
-            if done >= total:
-                self.progress.stop()
-                say(f"trained the classifier of the real data: {total} steps")
-        elif done * 5 // total > self.shown:
-            self.shown = done * 5 // total
-            say(f"training the classifier of the real data: step {done}/{total}")
+            self.tasks[what] = self.progress.add_task(what, total=total)
+        if what in self.tasks:
+            self.progress.update(self.tasks[what], completed=done, total=total)
+            if finished:
+                self.progress.remove_task(self.tasks.pop(what))
+
+
+class _Delayed(Progress):
+    """A progress display that draws a task only once it has run for `Phases.DELAY` seconds (its
+    own refresh thread reveals it then, even when no report comes in between)."""
+
+    def get_renderables(self) -> Any:
+        yield self.make_tasks_table([t for t in self.tasks if (t.elapsed or 0.0) >= Phases.DELAY])
 
 
 def print_summary(summary: Summary) -> None:

@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ganctl import progress
 from ganctl.data import DataSource
 from ganctl.errors import DataError
 
@@ -45,7 +45,6 @@ MIN_STEPS = 500
 BATCH = 128
 LR = 1e-3
 FORMAT = "ganctl.classifier/1"
-Progress = Callable[[int, int], None]  # (steps done, steps)
 
 
 class SmallNet(nn.Module):
@@ -144,6 +143,41 @@ def cause(exc: BaseException) -> str:
     return text[:200]
 
 
+class Verdicts:
+    """A classifier's reading of samples, gathered chunk by chunk so that the samples need not
+    be held: class probabilities and features, or, for stacks, each one's mode, whether its
+    three channels were all confident, and their features side by side. The samples themselves
+    are kept only with `keep` (GAN-train learns from them)."""
+
+    def __init__(self, clf: Classifier, stacked: bool = False, keep: bool = False):
+        self.clf, self.stacked, self.keep = clf, stacked, keep
+        self._parts: list[tuple[Tensor, ...]] = []
+        self._samples: list[Tensor] = []
+
+    def add(self, x: Tensor) -> None:
+        x = x.cpu()
+        self._parts.append(stack_modes(self.clf, x) if self.stacked else self.clf.predict(x))
+        if self.keep:
+            self._samples.append(x)
+
+    @classmethod
+    def of(cls, clf: Classifier, x: Tensor, stacked: bool = False, keep: bool = False) -> Verdicts:
+        found = cls(clf, stacked, keep)
+        for part in x.split(PREDICT_CHUNK):
+            found.add(part)
+        return found
+
+    def columns(self) -> tuple[Tensor, ...]:
+        """(probabilities, features), or for stacks (modes, all confident, features)."""
+        return tuple(torch.cat(column) for column in zip(*self._parts))
+
+    def samples(self) -> Tensor:
+        return torch.cat(self._samples)
+
+
+PREDICT_CHUNK = 2000  # samples a chunk when a held set is read in parts
+
+
 # --- the real data, split ----------------------------------------------------------------------
 def labelled(dataset: DataSource, seed: int) -> tuple[Tensor, Tensor]:
     """Every real sample and its label (a finite set), or MAX_TRAIN drawn ones (a source drawn
@@ -173,10 +207,10 @@ def split(x: Tensor, y: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Te
 
 
 # --- training ----------------------------------------------------------------------------------
-def fit(x: Tensor, y: Tensor, classes: int, seed: int, progress: Progress | None = None) -> SmallNet:
+def fit(x: Tensor, y: Tensor, classes: int, seed: int, what: str = "training the classifier") -> SmallNet:
     """A SmallNet trained with Adam (lr 1e-3, batch 128) for EPOCHS passes over the data, and at
     least MIN_STEPS steps (a few hundred images are passed over many more times), from `seed`;
-    `progress` hears of every step."""
+    each step is reported as `what` (`ganctl.progress`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = SmallNet(tuple(x.shape[1:]), classes)
@@ -185,6 +219,7 @@ def fit(x: Tensor, y: Tensor, classes: int, seed: int, progress: Progress | None
     steps = max(EPOCHS * math.ceil(len(x) / BATCH), MIN_STEPS)
     batches = iter(())
     net.train()
+    progress.report(what, 0, steps)
     for step in range(steps):
         idx = next(batches, None)
         if idx is None:  # a new pass, in a new order
@@ -193,8 +228,7 @@ def fit(x: Tensor, y: Tensor, classes: int, seed: int, progress: Progress | None
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x[idx]), y[idx]).backward()
         opt.step()
-        if progress is not None:
-            progress(step + 1, steps)
+        progress.report(what, step + 1, steps)
     return net.eval()
 
 
@@ -206,7 +240,7 @@ def _state_sha(net: nn.Module) -> str:
     return h.hexdigest()
 
 
-def auto(dataset: DataSource, seed: int = 0, progress: Progress | None = None) -> Classifier:
+def auto(dataset: DataSource, seed: int = 0) -> Classifier:
     """The classifier `--classifier auto` means: trained on 90 % of the real data, read back from
     the cache when the same data (by fingerprint) was classified before with the same seed."""
     from safetensors import SafetensorError
@@ -224,7 +258,7 @@ def auto(dataset: DataSource, seed: int = 0, progress: Progress | None = None) -
     try:
         net.load_state_dict(load_file(str(path)))
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError):  # none yet, or damaged: trained again
-        net = fit(*train, classes, seed, progress)
+        net = fit(*train, classes, seed)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
@@ -272,21 +306,23 @@ def histogram_scores(probs: Tensor, prior: Tensor) -> dict[str, float]:
 
 
 def score(
-    clf: Classifier, fake: Tensor, labels: Tensor | None, metrics: tuple[str, ...], seed: int = 0
+    clf: Classifier, fake: Tensor | Verdicts, labels: Tensor | None, metrics: tuple[str, ...], seed: int = 0
 ) -> dict[str, Any]:
-    """Every classifier score of generated `fake` (and, for a conditional generator, the labels
-    they were drawn for), each beside the held-out real data's own value."""
+    """Every classifier score of generated `fake` (the samples, or the classifier's `Verdicts` of
+    them, kept with the samples when `labels` is given) and, for a conditional generator, the
+    labels they were drawn for; each beside the held-out real data's own value."""
     from ganctl.measure import fidelity
 
+    seen = fake if isinstance(fake, Verdicts) else Verdicts.of(clf, fake, keep=labels is not None)
     real, real_y = clf.held_out
     prior = torch.bincount(real_y, minlength=clf.classes).double().clamp_min(0.5) / len(real_y)
-    p_fake, f_fake = clf.predict(fake)
+    p_fake, f_fake = seen.columns()
     p_real, f_real = clf.predict(real)
     ours, ceiling = histogram_scores(p_fake, prior), histogram_scores(p_real, prior)
     ceiling["accuracy"] = float((p_real.argmax(1) == real_y).double().mean())
     if labels is not None:
         ours["gan_test"] = float((p_fake.argmax(1) == labels.cpu()).double().mean())
-        trained = fit(fake.cpu(), labels.cpu(), clf.classes, seed)
+        trained = fit(seen.samples(), labels.cpu(), clf.classes, seed, "training GAN-train's classifier on the samples")
         with torch.no_grad():
             ours["gan_train"] = float((trained(real).argmax(1) == real_y).double().mean())
         ceiling["gan_test"] = ceiling["gan_train"] = ceiling["accuracy"]
@@ -329,25 +365,31 @@ def stack_modes(clf: Classifier, stacks: Tensor) -> tuple[Tensor, Tensor, Tensor
     return modes, confident, torch.cat(feats, dim=1)
 
 
-def held_out_stacks(clf: Classifier, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """n stacks of the classifier's held-out grey images (three drawn independently, as the data's
-    own stacks are drawn) and their true modes: the ceiling is measured on images it never saw."""
+def held_out_stacks(clf: Classifier, n: int, seed: int) -> tuple[Verdicts, Tensor]:
+    """The classifier's verdicts on n stacks of its held-out grey images (three drawn
+    independently, as the data's own stacks are drawn), read a chunk at a time, and their true
+    modes: the ceiling is measured on images it never saw."""
     x, y = clf.held_out
     idx = torch.randint(len(x), (n, 3), generator=torch.Generator().manual_seed(seed))
     k = clf.classes
-    return x[idx, 0], (y[idx[:, 0]] * k + y[idx[:, 1]]) * k + y[idx[:, 2]]
+    seen = Verdicts(clf, stacked=True)
+    for part in idx.split(PREDICT_CHUNK):
+        seen.add(x[part, 0])
+    return seen, (y[idx[:, 0]] * k + y[idx[:, 1]]) * k + y[idx[:, 2]]
 
 
-def stacked_score(clf: Classifier, fake: Tensor, metrics: tuple[str, ...], seed: int = 0) -> dict[str, Any]:
-    """The modes covered and KL to uniform of generated stacks, as PacGAN counts them, the share
-    whose three channels are all confident, and FID/KID/precision-recall on the three channels'
-    features side by side; each beside the held-out real stacks' own values."""
+def stacked_score(clf: Classifier, fake: Tensor | Verdicts, metrics: tuple[str, ...], seed: int = 0) -> dict[str, Any]:
+    """The modes covered and KL to uniform of generated stacks (or the classifier's `Verdicts` of
+    them), as PacGAN counts them, the share whose three channels are all confident, and
+    FID/KID/precision-recall on the three channels' features side by side; each beside the
+    held-out real stacks' own values."""
     from ganctl.measure import fidelity
 
     total = clf.classes**3
-    real, real_modes = held_out_stacks(clf, len(fake), seed)
-    fake_modes, fake_confident, f_fake = stack_modes(clf, fake.cpu())
-    guessed, real_confident, f_real = stack_modes(clf, real)
+    seen = fake if isinstance(fake, Verdicts) else Verdicts.of(clf, fake, stacked=True)
+    fake_modes, fake_confident, f_fake = seen.columns()
+    real, real_modes = held_out_stacks(clf, len(fake_modes), seed)
+    guessed, real_confident, f_real = real.columns()
     ours = {**mode_scores(fake_modes, total), "confident_share": float(fake_confident.double().mean())}
     ceiling = {**mode_scores(guessed, total), "confident_share": float(real_confident.double().mean())}
     ceiling["accuracy"] = float((guessed == real_modes).double().mean())
@@ -360,7 +402,7 @@ def stacked_score(clf: Classifier, fake: Tensor, metrics: tuple[str, ...], seed:
             "sha256": clf.sha256,
             "source": clf.source,
             "held_out": len(clf.held_out[0]),
-            "stacks": len(real),
+            "stacks": len(real_modes),
             "per_channel_classes": clf.classes,
             "modes": total,
         },

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ganctl import memory, streams
+from ganctl import memory, progress, streams
 from ganctl.config import TrainConfig, metric_list
 from ganctl.data import DataSource
 from ganctl.data.images import ImageSet, cache_dir
@@ -325,7 +325,6 @@ class Request:
     raw: bool = False
     reference: Reference | None = None
     classifier: str | None = None  # auto | a TorchScript file: scores from a classifier of the real labelled data
-    progress: Any = None  # (epoch, epochs) while `auto` trains its classifier
 
 
 def score(
@@ -335,6 +334,8 @@ def score(
     fake_resampled: bool = False,
     labels: Tensor | None = None,
     critic: Networks | None = None,
+    verdicts: Any = None,
+    expected: int | None = None,
 ) -> dict[str, Any]:
     """How good `fake` (chunks of samples shaped like the data's) is as a sample of `dataset`:
     the data's own metrics (2-D: modes, high-quality share, W1; shapes: the judge) and, for
@@ -342,9 +343,15 @@ def score(
     statistics), with what they were measured on. `dataset` may be None for images scored
     against a reference file alone (FID and IS). With the generated samples' `labels` (a
     conditional generator's), also class consistency and the intra-class FID; with `critic`
-    (the networks whose critic to read) on 2-D data, its certified W1 lower bound beside W1."""
+    (the networks whose critic to read) on 2-D data, its certified W1 lower bound beside W1.
+    With `verdicts` (a classifier's `Verdicts`), every chunk is read by it too, as it comes: the
+    samples are drawn once and never held whole. `expected` is how many samples `fake` holds,
+    for the progress report (request.n when not given)."""
+    fake = progress.counted(fake, "generated samples", expected or request.n)
     if dataset is not None and dataset.kind == "points":
         points = torch.cat([c.cpu() for c in fake])
+        if verdicts is not None:
+            verdicts.add(points)
         result = _score_points(dataset, points, request.n, request.seed, critic)
         if labels is not None:
             result["metrics"].update(class_consistency(dataset, points, labels.cpu()))
@@ -363,6 +370,8 @@ def score(
             modes.append(judge(chunk))
         if generated is not None and metrics:
             generated.add(chunk, at)
+        if verdicts is not None:
+            verdicts.add(chunk)
     result: dict[str, Any] = {"n_fake": n_fake, "metrics": {}}
     if judge is not None:
         verdicts = torch.cat(modes)
@@ -441,7 +450,6 @@ def check_size(request: Request, shape: tuple[int, ...], n_real: int | None, dev
         memory.require(3 * n * math.prod(shape) * memory.FLOAT, f"--n {n}: {n:,} points", device)
         return
     dims = sum(space.dims for space in request.spaces.used(request.metrics)) if request.spaces else 0
-    dims += math.prod(shape) if request.classifier else 0  # the classifier judges every sample at once
     logits = 1008 if "is" in request.metrics else 0  # Inception's logits, for IS
     real = min(n, n_real) if n_real is not None else n
     need = memory.FLOAT * (n * (dims + logits) + real * dims + CHUNK * math.prod(shape))
@@ -460,13 +468,12 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
             f" {sample_shape(nets.cfg)} (the checkpoint was trained on {nets.cfg.data})"
         )
     check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device))
-    chunks = generated_chunks(nets, request.n, request.seed, request.raw)
-    if request.classifier:  # the classifier judges every sample at once: drawn once, held for both
-        chunks = [c.cpu() for c in chunks]
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
-    report = score(dataset, chunks, request, labels=labels, critic=nets)
-    if request.classifier:
-        _classifier_scores(report, dataset, torch.cat(chunks), labels, request)
+    judged = _judge(dataset, request, keep=labels is not None) if request.classifier else None
+    chunks = generated_chunks(nets, request.n, request.seed, request.raw)
+    report = score(dataset, chunks, request, labels=labels, critic=nets, verdicts=judged)
+    if judged is not None:
+        _classifier_scores(report, dataset, judged, labels, request)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     warnings = skipped_warnings(dataset, "--data")
@@ -498,9 +505,10 @@ def evaluate_files(
     source = {"source": {"fake": str(fake)}, "data": data, "seed": request.seed}
     if dataset is not None and dataset.kind == "points":
         points = _points_file(fake)[: request.n]
-        report = score(dataset, [points], request)
-        if request.classifier:
-            _classifier_scores(report, dataset, points, None, request)
+        judged = _judge(dataset, request) if request.classifier else None
+        report = score(dataset, [points], request, verdicts=judged)
+        if judged is not None:
+            _classifier_scores(report, dataset, judged, None, request)
         return {**source, **report}
     if fake.is_dir():
         generated = image_files.load_folder(fake, image_size, channels, use_cache=False, flag="--fake")
@@ -522,12 +530,11 @@ def evaluate_files(
         scores.check_sizes(request.metrics, n_real, count, "--metrics", str(data))
     if request.classifier and dataset is None:
         raise ConfigError("--classifier needs the real labelled data: --data")
+    judged = _judge(dataset, request) if request.classifier else None
     chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
-    if request.classifier:  # drawn once, held for both
-        chunks = list(chunks)
-    report = score(dataset, chunks, request, fake_resampled=generated.resampled)
-    if request.classifier:
-        _classifier_scores(report, dataset, torch.cat(chunks), None, request)
+    report = score(dataset, chunks, request, generated.resampled, verdicts=judged, expected=count)
+    if judged is not None:
+        _classifier_scores(report, dataset, judged, None, request)
     warnings = skipped_warnings(dataset, "--data") + skipped_warnings(generated, "--fake")
     return {**source, **report, **({"notes": notes} if notes else {}), **({"warnings": warnings} if warnings else {})}
 
@@ -560,30 +567,41 @@ def match_channels(images: ImageSet, channels: int, where: str, against: str) ->
 CLASSIFIER_SEED = 0  # the judge is the same whatever --seed draws the samples
 
 
-def _classifier_scores(
-    report: dict[str, Any], dataset: DataSource, fake: Tensor, labels: Tensor | None, request: Request
-) -> None:
-    """The classifier's scores of `fake` into `report`: its metrics beside the others, the held-out
-    real data's own values under "ceiling", and what it is."""
+def _judge(dataset: DataSource, request: Request, keep: bool = False) -> Any:
+    """The classifier of --classifier (`auto` trained, or cached, on the real labelled data; or
+    the user's file, tried on it), with an empty `Verdicts` for the samples to fill as they are
+    drawn; `keep` keeps the samples too (GAN-train learns from them)."""
     from ganctl.data.stacked import StackedSet
     from ganctl.measure import classifier
 
     stacked = isinstance(dataset, StackedSet)
     labelled = dataset.base if stacked else dataset  # stacks: each channel is one of the grey set's images
     if request.classifier == "auto":
-        judge = classifier.auto(labelled, CLASSIFIER_SEED, request.progress)
+        judge = classifier.auto(labelled, CLASSIFIER_SEED)
     else:
         judge = classifier.from_file(Path(request.classifier), labelled, CLASSIFIER_SEED)
+    return classifier.Verdicts(judge, stacked=stacked, keep=keep)
+
+
+def _classifier_scores(
+    report: dict[str, Any], dataset: DataSource, judged: Any, labels: Tensor | None, request: Request
+) -> None:
+    """The classifier's scores of the samples it has read (`judged`, its `Verdicts`) into
+    `report`: its metrics beside the others, the held-out real data's own values under
+    "ceiling", and what it is."""
+    from ganctl.measure import classifier
+
+    judge, n = judged.clf, report["n_fake"]
     # On images --metrics decides (none: none in the classifier's space either); 2-D data has
     # no image metrics of its own, so the classifier's space takes FID, KID and precision/recall.
     asked = request.metrics if dataset.kind == "images" else ("fid", "kid", "pr")
     wanted = tuple(m for m in asked if m != "is")
-    if stacked:
-        scores.check_sizes(wanted, len(fake), len(fake), "--metrics", dataset.name)
-        found = classifier.stacked_score(judge, fake, wanted, CLASSIFIER_SEED)
+    if judged.stacked:
+        scores.check_sizes(wanted, n, n, "--metrics", dataset.name)
+        found = classifier.stacked_score(judge, judged, wanted, CLASSIFIER_SEED)
     else:
-        scores.check_sizes(wanted, len(judge.held_out[0]), len(fake), "--metrics", dataset.name)
-        found = classifier.score(judge, fake, labels, wanted, CLASSIFIER_SEED)
+        scores.check_sizes(wanted, len(judge.held_out[0]), n, "--metrics", dataset.name)
+        found = classifier.score(judge, judged, labels, wanted, CLASSIFIER_SEED)
     report.setdefault("metrics", {}).update(found["metrics"])
     report.update(classifier=found["classifier"], ceiling=found["ceiling"], not_measured=found["not_measured"])
 

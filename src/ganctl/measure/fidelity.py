@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ganctl import memory, progress
 from ganctl.config import FIDELITY_METRICS
 from ganctl.errors import DataError
 
@@ -45,7 +46,8 @@ PR_K = 3  # Kynkaanniemi et al. 2019
 DC_K = 5  # Naeem et al. 2020
 KID_SUBSETS = 100  # torch-fidelity's defaults
 KID_SUBSET_SIZE = 1000
-DISTANCE_BLOCK = 2048  # rows of a pairwise-distance block
+BLOCK_VALUES = 1 << 22  # distances in one block of a pairwise-distance pass: 16 MB in float32
+NEIGHBOUR_METRICS = ("pr", "dc")  # measured between features, in the precision/recall space
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def kid(
                 x_all[torch.randperm(len(x_all), generator=g)[:size]],
                 y_all[torch.randperm(len(y_all), generator=g)[:size]],
             )
-            for _ in range(subsets)
+            for _ in progress.counted(range(subsets), "KID's subsets", subsets, lambda _: 1)
         ]
     )
     return {
@@ -140,38 +142,82 @@ def kid(
     }
 
 
-def _kth_neighbour_radius(x: Tensor, k: int) -> Tensor:
-    """Distance from each point to its k-th nearest other point of the same set."""
-    if len(x) <= k:
-        raise DataError(f"a set of {len(x)} samples has no {k}-th nearest neighbour; give at least {k + 1}")
-    radii = [torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(DISTANCE_BLOCK)]
-    return torch.cat(radii)  # k + 1: the point itself is at distance 0
+def _rows(columns: int) -> int:
+    """Rows of a block of pairwise distances against `columns` points: BLOCK_VALUES at most, so
+    that the memory a block takes does not grow with the sets (26,000 stacks made 213 MB blocks)."""
+    return max(1, BLOCK_VALUES // max(1, columns))
 
 
-def _inside_counts(points: Tensor, centres: Tensor, radii: Tensor) -> Tensor:
-    """For each point, how many balls B(centre_i, radius_i) hold it."""
-    counts = [(torch.cdist(block, centres) <= radii[None, :]).sum(dim=1) for block in points.split(DISTANCE_BLOCK)]
-    return torch.cat(counts)
+def _kth_neighbour_radii(x: Tensor, ks: tuple[int, ...], what: str) -> dict[int, Tensor]:
+    """For each k of `ks`, the distance from each point to its k-th nearest other point of the
+    same set (both k from one top-k of each block of distances)."""
+    kmax = max(ks)
+    if len(x) <= kmax:
+        raise DataError(f"a set of {len(x)} samples has no {kmax}-th nearest neighbour; give at least {kmax + 1}")
+    radii: dict[int, list[Tensor]] = {k: [] for k in ks}
+    done = 0
+    progress.report(what, 0, len(x))
+    for block in x.split(_rows(len(x))):
+        # Ascending; column 0 is the point itself (distance 0), so column k is its k-th neighbour.
+        nearest = torch.cdist(block, x).topk(kmax + 1, dim=1, largest=False).values
+        for k in ks:
+            radii[k].append(nearest[:, k])
+        del nearest
+        memory.release()
+        done += len(block)
+        progress.report(what, done, len(x))
+    return {k: torch.cat(r) for k, r in radii.items()}
+
+
+def neighbour_metrics(
+    real: Tensor, fake: Tensor, metrics: tuple[str, ...] = NEIGHBOUR_METRICS, pr_k: int = PR_K, dc_k: int = DC_K
+) -> dict[str, float]:
+    """Precision and recall ("pr") and density and coverage ("dc") in the fewest passes over the
+    pairwise distances: each set's k-nearest radii once, then one pass over blocks of real x
+    generated distances for all four numbers."""
+    real, fake = real.float(), fake.float()
+    want_pr, want_dc = "pr" in metrics, "dc" in metrics
+    ks = tuple(k for k, wanted in ((pr_k, want_pr), (dc_k, want_dc)) if wanted)
+    if not ks:
+        return {}
+    real_r = _kth_neighbour_radii(real, ks, "real samples' nearest neighbours")
+    fake_r = _kth_neighbour_radii(fake, (pr_k,), "generated samples' nearest neighbours")[pr_k] if want_pr else None
+    in_real = torch.zeros(len(fake), dtype=torch.bool)  # precision: inside some real ball of radius r_k(real)
+    real_balls = torch.zeros(len(fake), dtype=torch.long)  # density: how many real balls of radius r_dc hold it
+    in_fake, covered = [], []  # per real point: inside a generated ball (recall); its ball holds a sample (coverage)
+    start, what = 0, "distances between real and generated samples"
+    progress.report(what, 0, len(real))
+    for block in real.split(_rows(len(fake))):
+        d = torch.cdist(block, fake)  # (block, generated)
+        rows = slice(start, start + len(block))
+        if want_pr:
+            in_real |= (d <= real_r[pr_k][rows, None]).any(dim=0)
+            in_fake.append((d <= fake_r[None, :]).any(dim=1))
+        if want_dc:
+            real_balls += (d <= real_r[dc_k][rows, None]).sum(dim=0)
+            covered.append(d.min(dim=1).values <= real_r[dc_k][rows])
+        del d
+        memory.release()
+        start += len(block)
+        progress.report(what, start, len(real))
+    out: dict[str, float] = {}
+    if want_pr:
+        out.update(precision=float(in_real.double().mean()), recall=float(torch.cat(in_fake).double().mean()))
+    if want_dc:
+        density = real_balls.double().mean() / dc_k
+        out.update(density=float(density), coverage=float(torch.cat(covered).double().mean()))
+    return out
 
 
 def precision_recall(real: Tensor, fake: Tensor, k: int = PR_K) -> dict[str, float]:
-    real, fake = real.float(), fake.float()
-    precision = (_inside_counts(fake, real, _kth_neighbour_radius(real, k)) > 0).double().mean()
-    recall = (_inside_counts(real, fake, _kth_neighbour_radius(fake, k)) > 0).double().mean()
-    return {"precision": float(precision), "recall": float(recall)}
+    return neighbour_metrics(real, fake, ("pr",), pr_k=k)
 
 
 def density_coverage(real: Tensor, fake: Tensor, k: int = DC_K) -> dict[str, float]:
-    real, fake = real.float(), fake.float()
-    radii = _kth_neighbour_radius(real, k)
-    density = _inside_counts(fake, real, radii).double().mean() / k
-    nearest_fake = torch.cat([torch.cdist(block, fake).min(dim=1).values for block in real.split(DISTANCE_BLOCK)])
-    coverage = (nearest_fake <= radii).double().mean()
-    return {"density": float(density), "coverage": float(coverage)}
+    return neighbour_metrics(real, fake, ("dc",), dc_k=k)
 
 
 METRICS = FIDELITY_METRICS  # what --metrics accepts
-NEIGHBOUR_METRICS = ("pr", "dc")  # measured between features, in the precision/recall space
 
 
 def check_features(x: Tensor, which: str) -> None:
@@ -192,7 +238,9 @@ def compute(real: Tensor | Moments, fake: Tensor, metrics: tuple[str, ...], seed
             check_features(x, name)
     out: dict[str, float] = {}
     if "fid" in metrics:
+        progress.report("FID", 0, 1)
         out["fid"] = fid(real, fake)
+        progress.report("FID", 1, 1)
     if isinstance(real, Moments):
         others = [m for m in metrics if m in ("kid", "pr", "dc")]
         if others:
@@ -201,8 +249,5 @@ def compute(real: Tensor | Moments, fake: Tensor, metrics: tuple[str, ...], seed
     if "kid" in metrics:
         k = kid(real, fake, seed=seed)
         out.update({"kid": k["mean"], "kid_std": k["std"]})
-    if "pr" in metrics:
-        out.update(precision_recall(real, fake))
-    if "dc" in metrics:
-        out.update(density_coverage(real, fake))
+    out.update(neighbour_metrics(real, fake, tuple(m for m in metrics if m in NEIGHBOUR_METRICS)))
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

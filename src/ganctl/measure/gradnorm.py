@@ -26,7 +26,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ganctl import memory, streams
+from ganctl import memory, progress, streams
 from ganctl.data import sample_shape
 from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
@@ -398,6 +398,10 @@ def _verdict(interp: dict[str, float], tol: float, cfg: Any) -> Verdict:
     return Verdict(status, detail, strength_note(status, cfg))  # type: ignore[arg-type]
 
 
+def _one(_: object) -> int:
+    return 1
+
+
 class RealPoints(NamedTuple):
     x: Tensor  # (n, ...) on the networks' device
     y: Tensor | None  # their labels, for a conditional critic
@@ -578,7 +582,7 @@ def analyse(
     # A run that augments is measured as it trains: through its augmentation, at its current
     # probability, with respect to the un-augmented points (the penalties' convention).
     seen = as_trained(nets.critic, nets.augment, g)
-    for name, points in sets.items():
+    for name, points in progress.counted(sets.items(), f"gradient norms at {n:,} points a set", len(sets), _one):
         values_by_set[name], norms_by_set[name] = gradient_norms(seen, points, y=y)
         stats[name] = summarise(norms_by_set[name], tol)
     gap = gap_stats(float(values_by_set["real"].double().mean() - values_by_set["fake"].double().mean()), nets.cfg.loss)
@@ -698,7 +702,7 @@ def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> 
         paths = [find_checkpoint(run)]  # a file, or a clear error for a folder with none
     rows, real = [], None
     m = measure
-    for path in paths:
+    for path in progress.counted(paths, f"checkpoints of {run}", len(paths), _one):
         nets = load(path, device=device)
         if real is None:
             real = real_points(nets, m.n, m.seed, m.data)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ganctl import progress
+
 W1_POINTS = 2048  # points per side of W1: at 512 its noise (sd 0.03 to 0.04) hid real differences
 FLOOR_DRAWS = 5
 
@@ -53,7 +55,10 @@ def linear_assignment(cost: np.ndarray) -> np.ndarray:
 
     if cost.ndim != 2 or cost.shape[0] != cost.shape[1]:
         raise ValueError(f"cost must be square, got {cost.shape}")
+    what = f"an exact optimal pairing of {len(cost):,} points"
+    progress.report(what, 0, 1)
     rows, cols = linear_sum_assignment(cost)
+    progress.report(what, 1, 1)
     out = np.empty(len(rows), dtype=np.int64)
     out[rows] = cols
     return out

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ganctl import progress
 from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import atomic_path
@@ -74,6 +75,7 @@ def choose_spaces(
     vgg_file: str | None,
     device: torch.device | str,
     dinov2_file: str | None = None,
+    dinov2_resize: str = "torch-fidelity",
 ) -> Spaces:
     """--features auto | random-conv | inception | dinov2 (auto: Inception-v3 when its weights
     are given, by --inception or $GANCTL_INCEPTION, else random-conv; dinov2: from --dinov2 or
@@ -95,7 +97,7 @@ def choose_spaces(
         found = dinov2_path(dinov2_file)
         if found is None:
             raise ConfigError("--features dinov2 needs the weights file: --dinov2 PATH or $GANCTL_DINOV2")
-        main = dinov2(found, device, weights_where(dinov2_file, DINOV2_ENV, "--dinov2"))
+        main = dinov2(found, device, weights_where(dinov2_file, DINOV2_ENV, "--dinov2"), dinov2_resize)
     else:
         raise ConfigError(f"--features {features!r} is not one of: auto, random-conv, inception, dinov2")
     vgg = weights_path(vgg_file, VGG_ENV)
@@ -156,17 +158,24 @@ def _cache_dir() -> Path:
     return cache_dir()
 
 
+def _identity(space: FeatureSpace) -> str:
+    """What makes a space's features: its weights and, where the preprocessing varies (DINOv2's
+    two resizes), the label that names it."""
+    return space.sha256 if space.label in (space.name, f"{space.name}-unverified") else f"{space.sha256}|{space.label}"
+
+
 def real_features(space: FeatureSpace, dataset: DataSource, n: int, seed: int) -> RealFeatures:
     """Features of n real images (all of a smaller finite set), read from the cache when the
     same network has seen the same images, else computed and cached."""
     n = min(n, dataset.length) if dataset.length is not None else n
     fingerprint = dataset.fingerprint()
-    key = hashlib.sha256(f"{FEATURES_FORMAT}|{space.sha256}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{FEATURES_FORMAT}|{_identity(space)}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
     path = _cache_dir() / f"features-{key}.safetensors"
     cached = _read_features(path, n)
     if cached is None:
         generator = torch.Generator().manual_seed(seed)
-        cached = torch.cat([space.features(chunk) for chunk in dataset.chunks(n, generator, CHUNK)])
+        chunks = progress.counted(dataset.chunks(n, generator, CHUNK), f"real images through {space.label}", n)
+        cached = torch.cat([space.features(chunk) for chunk in chunks])
         meta = {"space": space.label, "sha256": space.sha256, "fingerprint": fingerprint, "n": n, "seed": seed}
         _write_features(path, cached, meta)
     return RealFeatures(cached, n, fingerprint, seed, str(path) if path.exists() else None)
@@ -259,7 +268,7 @@ def image_metrics(
 def real_class_features(space: FeatureSpace, dataset: DataSource, label: int, n: int, seed: int) -> Tensor:
     """Features of up to n real images of one class, cached like `real_features`."""
     fingerprint = f"{dataset.fingerprint()}|class {label}"
-    key = hashlib.sha256(f"{FEATURES_FORMAT}|{space.sha256}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{FEATURES_FORMAT}|{_identity(space)}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
     path = _cache_dir() / f"features-{key}.safetensors"
     cached = _read_features(path, None)
     if cached is None:
@@ -275,7 +284,8 @@ def intra_class_fid(spaces: Spaces, generated: Generated, dataset: DataSource, n
     """Intra-class FID (Miyato & Koyama 2018): each class's FID against that class's real
     images, in the main space, and their mean over classes."""
     main, per_class = spaces.main, {}
-    for k, name in enumerate(dataset.classes.names):
+    names = dataset.classes.names
+    for k, name in progress.counted(enumerate(names), "intra-class FID, class by class", len(names), lambda _: 1):
         fake = generated.of_class(main, k)
         if len(fake) < 2:
             continue
@@ -331,13 +341,14 @@ def provenance(
             why.append(f"the real images were resampled{was} to {real_resolution[0]} x {real_resolution[1]}")
     if fake_resampled:
         why.append("the generated images were resampled")
+    checked = {space.label: space.checked for space in spaces.used(metrics)}
     resolution = {
         "real": list(real_resolution) if real_resolution else None,
         "fake": list(fake_resolution) if fake_resolution else None,
         "real_resampled": real_resampled,
         "fake_resampled": fake_resampled,
     }
-    return {"resolution": resolution, "standard": not why, "not_standard_because": why}
+    return {"resolution": resolution, "standard": not why, "not_standard_because": why, "checked": checked}
 
 
 def check_resolution(real: tuple[int, int] | None, fake: tuple[int, int] | None, where: str) -> None:
