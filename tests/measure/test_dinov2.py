@@ -70,15 +70,37 @@ def meta_state(dim=128, depth=2, grid=5, patch=14, swiglu=False, seed=0) -> dict
     return state
 
 
-def hub_forward(state: dict[str, torch.Tensor], pixels: torch.Tensor, heads: int) -> torch.Tensor:
+def dgm_eval_input(pixels: torch.Tensor) -> torch.Tensor:
+    """dgm-eval's DINOv2Encoder.transform (models/dinov2.py) on each image, as its data loader
+    hands it over (an RGB PIL image): torchvision's Resize((224, 224), BICUBIC), ToTensor,
+    Normalize with ImageNet's mean and deviation."""
+    tv = pytest.importorskip("torchvision.transforms")
+    from PIL import Image
+
+    pipeline = tv.Compose(
+        [
+            tv.Resize((224, 224), tv.InterpolationMode.BICUBIC),
+            tv.ToTensor(),
+            tv.Normalize(MEAN.flatten(), STD.flatten()),
+        ]
+    )
+    return torch.stack([pipeline(Image.fromarray(p.permute(1, 2, 0).numpy(), "RGB")) for p in pixels])
+
+
+def hub_forward(
+    state: dict[str, torch.Tensor], pixels: torch.Tensor, heads: int, dgm_eval: bool = False
+) -> torch.Tensor:
     """What torch-fidelity's extractor computes with the hub's model, from the hub's code:
     TF1 bilinear to 224, ImageNet normalisation, patch embedding, the position embeddings
     interpolated per input (bicubic, scale factor (w0 + 0.1) / M, no antialias), pre-norm
-    blocks with LayerScale, the final norm's class token."""
+    blocks with LayerScale, the final norm's class token. With `dgm_eval`, dgm-eval's input."""
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-    x = interpolate_bilinear_2d_like_tensorflow1x(pixels.float(), size=(224, 224), align_corners=False)
-    x = (x - 255 * MEAN) / (255 * STD)
+    if dgm_eval:
+        x = dgm_eval_input(pixels)
+    else:
+        x = interpolate_bilinear_2d_like_tensorflow1x(pixels.float(), size=(224, 224), align_corners=False)
+        x = (x - 255 * MEAN) / (255 * STD)
     w = state["patch_embed.proj.weight"]
     x = F.conv2d(x, w, state["patch_embed.proj.bias"], stride=w.shape[-1]).flatten(2).transpose(1, 2)
     x = torch.cat([state["cls_token"].expand(len(x), -1, -1), x], dim=1)
@@ -185,3 +207,52 @@ def test_foreign_weights_are_one_line(tmp_path):
         result = invoke("eval", "--fake", path, "--data", path, "--features", "dinov2", "--dinov2", path)
         assert result.exit_code == 2, result.output
         assert why in result.output and f"--dinov2 {path}" in result.output and "Traceback" not in result.output
+
+
+def test_dgm_eval_s_preprocessing_is_its_own_and_differs_from_torch_fidelity_s(tmp_path):
+    state = meta_state()
+    path = tmp_path / "dinov2.pth"
+    torch.save(state, path)
+    x = images(n=4, side=24)
+    pixels = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    theirs = dinov2(path, resize="dgm-eval")
+    got = theirs.features(x)
+    want = hub_forward(state, pixels, heads=2, dgm_eval=True)
+    assert torch.allclose(got, want, atol=2e-4, rtol=1e-4), (got - want).abs().max()
+    assert theirs.label == "dinov2-unverified/dgm-eval" and "PIL bicubic" in theirs.checked
+    ours = dinov2(path).features(x)
+    assert float((ours - got).norm() / got.norm()) > 0.01  # two conventions, two numbers (rounding alone: 1e-5)
+
+
+def test_published_shapes_say_that_their_values_were_not_checked(tmp_path):
+    """A file of ViT-S/14's shapes is labelled the hub's network, and the report says that only
+    the shapes were checked (Meta publishes no hash), in JSON and in the sentence people read."""
+    from ganctl.measure.scores import Spaces, provenance
+
+    state = meta_state(dim=384, depth=12, grid=37)
+    path = tmp_path / "vits14.pth"
+    torch.save(state, path)
+    space = dinov2(path)
+    assert space.label == "dinov2-vit-s-14" and space.standard
+    assert "weights' values were not verified" in space.checked and space.sha256[:16] in space.checked
+    found = provenance(Spaces(space), ("fid",), None, (32, 32), False)
+    assert found["checked"] == {"dinov2-vit-s-14": space.checked}
+
+
+def test_a_dgm_eval_resize_without_dinov2_features_is_one_line(tmp_path):
+    np.save(tmp_path / "x.npy", images(n=8).numpy())
+    r = invoke("eval", "--fake", tmp_path / "x.npy", "--data", tmp_path / "x.npy", "--dinov2-resize", "dgm-eval")
+    assert r.exit_code == 2 and "add --features dinov2" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_state_dict_mismatch_says_what_is_missing_not_just_a_colon(tmp_path):
+    state = meta_state()
+    del state["blocks.1.norm1.weight"]
+    state["blocks.0.attn.proj.bias"] = torch.zeros(7)
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    r = invoke("eval", "--fake", path, "--data", path, "--features", "dinov2", "--dinov2", path)
+    line = r.stderr.strip()
+    assert r.exit_code == 2 and line.count("\n") == 0, r.output
+    assert "1 missing key (first: blocks.1.norm1.weight)" in line
+    assert "blocks.0.attn.proj.bias is [7] in the file but [128] in the network" in line

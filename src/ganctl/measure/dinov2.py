@@ -3,12 +3,22 @@ FID's formula on the class token of a self-supervised ViT, which ranks generator
 more often than Inception-v3 does.
 
 Published numbers come from the hub model (``torch.hub.load("facebookresearch/dinov2",
-"dinov2_vits14")``) behind torch-fidelity 0.4's ``FeatureExtractorDinoV2`` (dgm-eval's
-preprocessing): images as uint8, resized to 224 x 224 with TensorFlow 1's bilinear resize,
-normalised with ImageNet's mean and deviation, and the normalised class token out. torch.hub
-fetches code and weights from the internet, so here the weights come from a file
-(``--dinov2 PATH``: Meta's ``dinov2_vit?14_pretrain.pth``), the architecture from timm, and the
-preprocessing is torch-fidelity's own ``forward``. What makes the network the hub's at 224 px:
+"dinov2_vit?14")``) behind one of two preprocessings, which differ (relative L2 0.18 between
+the features of noise images at ViT-S/14's weights, 0.04 on the tests' small random network):
+
+- ``torch-fidelity`` (the default): torch-fidelity 0.4's ``FeatureExtractorDinoV2``. Images as
+  uint8, resized to 224 x 224 with TensorFlow 1's bilinear resize, normalised with ImageNet's
+  mean and deviation, and the normalised class token out. Here that ``forward`` itself runs.
+- ``dgm-eval``: the code of Stein et al. 2023 (layer6ai-labs/dgm-eval, ``models/dinov2.py``),
+  behind the FD-DINOv2 leaderboard. Each image as an 8-bit RGB PIL image, resized to 224 x 224
+  by PIL's bicubic (torchvision's ``Resize`` on a PIL image), scaled to [0, 1], normalised with
+  ImageNet's mean and deviation; the same class token, unnormalised by anything further
+  (``get_representations(..., normalized=False)``). Its default network is ViT-L/14
+  (``--dinov2 dinov2_vitl14_pretrain.pth``); ViT-S/14 numbers are not its leaderboard's.
+
+torch.hub fetches code and weights from the internet, so here the weights come from a file
+(``--dinov2 PATH``: Meta's ``dinov2_vit?14_pretrain.pth``) and the architecture from timm. What
+makes the network the hub's at 224 px:
 
 - the position embeddings are trained for 518 px (37 x 37 patches) and the hub resamples them
   for each input: bicubic, by scale factor (16 + 0.1) / 37 (its ``interpolate_offset``), without
@@ -16,9 +26,9 @@ preprocessing is torch-fidelity's own ``forward``. What makes the network the hu
 - LayerScale, LayerNorm eps 1e-6, biased qkv, GELU MLP (SwiGLU, packed ``w12``, for ViT-g);
   timm's blocks compute the same, tested against a forward written from the hub's code.
 
-Meta publishes no hash for these files, so the label names the architecture read from the
-shapes (``dinov2-vit-s-14``) and every result records the file's SHA-256; weights of another
-shape are labelled ``dinov2-unverified``.
+Meta publishes no hash for these files, so what is checked is the architecture read from the
+shapes (labelled ``dinov2-vit-s-14``; weights of another shape ``dinov2-unverified``), and every
+result records the file's SHA-256 and says that its values were not verified.
 """
 
 from __future__ import annotations
@@ -135,10 +145,36 @@ def build(state: dict[str, Tensor], where: str) -> tuple[nn.Module, str, bool]:
     return net.requires_grad_(False).eval(), (name if published else "dinov2-unverified"), published
 
 
-def dinov2(path: Path, device: torch.device | str = "cpu", where: str | None = None) -> FeatureSpace:
-    """DINOv2's class token, preprocessed by torch-fidelity's `FeatureExtractorDinoV2.forward`,
-    with the weights of `path` (the `dinov2` extra)."""
+RESIZES = ("torch-fidelity", "dgm-eval")  # --dinov2-resize: whose preprocessing
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def pil_bicubic(pixels: Tensor) -> Tensor:
+    """dgm-eval's input: each uint8 RGB image (N, 3, H, W) resized to 224 x 224 by PIL's bicubic
+    as an 8-bit image, scaled to [0, 1] and normalised with ImageNet's mean and deviation."""
+    import numpy as np
+    from PIL import Image
+
+    resized = [
+        np.asarray(
+            Image.fromarray(image.permute(1, 2, 0).numpy(), "RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.BICUBIC)
+        )
+        for image in pixels.cpu()
+    ]
+    x = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def dinov2(
+    path: Path, device: torch.device | str = "cpu", where: str | None = None, resize: str = "torch-fidelity"
+) -> FeatureSpace:
+    """DINOv2's class token with the weights of `path` (the `dinov2` extra), preprocessed by
+    torch-fidelity's `FeatureExtractorDinoV2.forward` or, with `resize` "dgm-eval", as dgm-eval
+    does (`pil_bicubic`); the label then says so (`dinov2-vit-l-14/dgm-eval`)."""
     where = where or f"--dinov2 {path}"
+    if resize not in RESIZES:
+        raise ConfigError(f"--dinov2-resize {resize!r} is not one of: {', '.join(RESIZES)}")
     try:
         from torch_fidelity.feature_extractor_base import FeatureExtractorBase
         from torch_fidelity.feature_extractor_dinov2 import FeatureExtractorDinoV2
@@ -159,6 +195,22 @@ def dinov2(path: Path, device: torch.device | str = "cpu", where: str | None = N
     dims = int(state["cls_token"].shape[-1])
 
     def extract(images: Tensor) -> tuple[Tensor, Tensor | None]:
+        if resize == "dgm-eval":
+            return net.model(pil_bicubic(_pixels(images)).to(net.model.cls_token.device)), None
         return net(_pixels(images))[0], None
 
-    return FeatureSpace("dinov2", label, published, sha, dims, extract, torch.device(device), str(path), where=where)
+    if published:
+        checked = (
+            f"the shapes of Meta's published {label} (Meta publishes no checksum: the weights' values were not"
+            f" verified; their sha256 is {sha[:16]}...)"
+        )
+    else:
+        checked = "not the shapes of any DINOv2 network Meta published"
+    if resize == "dgm-eval":
+        label += "/dgm-eval"
+        checked += "; resized as dgm-eval does (PIL bicubic)"
+    else:
+        checked += "; resized as torch-fidelity 0.4 does (TF1 bilinear)"
+    return FeatureSpace(
+        "dinov2", label, published, sha, dims, extract, torch.device(device), str(path), False, where, checked
+    )

@@ -103,6 +103,12 @@ def load(path: Path, space: FeatureSpace) -> Reference:
             f"{where}: computed with other weights ({label}sha256 {sha[:16]}...) than this {space.label} space's"
             f" ({space.sha256[:16]}...); compute them again with --save-stats"
         )
+    made_in = str(arrays["feature_space"]) if "feature_space" in arrays else None
+    if sha is not None and made_in is not None and made_in != space.label:  # same weights, another preprocessing
+        raise DataError(
+            f"{where}: computed in the {made_in} space, not this {space.label} one (the same weights, resized"
+            " differently); compute them again with --save-stats"
+        )
     n = int(arrays["n"]) if "n" in arrays else None
     moments = Moments(torch.from_numpy(mu), torch.from_numpy(sigma), n or 0)
     resolution = tuple(int(v) for v in arrays["resolution"]) if "resolution" in arrays else None
