@@ -223,7 +223,27 @@ def _metrics_column() -> TextColumn:
     return TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1))
 
 
-class TrainProgress:
+class _Display:
+    """What the progress displays share: a rich Progress once one is drawn (on a terminal),
+    stopped on leaving; messages printed above it, or plainly to stderr when piped."""
+
+    progress: Progress | None = None
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def message(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+class TrainProgress(_Display):
     """A rich progress bar with live metrics on a terminal; plain periodic lines otherwise."""
 
     def __init__(self) -> None:
@@ -231,13 +251,6 @@ class TrainProgress:
         self.live = stderr.is_terminal
         self.progress: Progress | None = None
         self.last: dict[str, Any] = {}
-
-    def __enter__(self) -> TrainProgress:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def _start(self, step: int) -> None:
         """The bar, once the run has started: settings or data refused before then leave only
@@ -280,19 +293,13 @@ class TrainProgress:
         elif isinstance(event, Saved) and self.progress is None:
             self.message(f"checkpoint {event.path}")
 
-    def message(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text, markup=False, highlight=False)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
 
 def job_line(event: JobStarted) -> str:
     what = {"done": "finished, skipped", "resume": "resuming", "new": "training"}[event.state]
     return f"[{event.index + 1}/{event.total}] {event.label}: {what} ({event.run_dir})"
 
 
-class JobsProgress:
+class JobsProgress(_Display):
     """Several jobs at once: on a terminal one bar per running job with its live metrics, and a
     line as each one starts and ends; when piped, every line prefixed with its job."""
 
@@ -314,10 +321,6 @@ class JobsProgress:
             )
             self.progress.start()
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def __call__(self, event: Event) -> None:
         index = event.job
@@ -347,14 +350,8 @@ class JobsProgress:
                 self.progress.remove_task(self.tasks.pop(index))
             self.message(f"[{label}] done: {event.summary.steps_trained} steps in {event.summary.wall_s:.1f} s")
 
-    def message(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text, markup=False, highlight=False)
-        else:
-            print(text, file=sys.stderr, flush=True)
 
-
-class Phases:
+class Phases(_Display):
     """What a measuring command shows while it works, from the library's progress reports
     (`ganctl.progress`): on a terminal a bar for each phase still running after a second; when
     piped, a line for such a phase every few seconds and one when it ends. A phase over within a
@@ -370,13 +367,6 @@ class Phases:
         self.started: dict[str, float] = {}
         self.shown: dict[str, float] = {}  # when each phase's last line was printed (piped)
         self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> Phases:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def __call__(self, what: str, done: int, total: int) -> None:
         now = self.clock()
