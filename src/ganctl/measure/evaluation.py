@@ -541,7 +541,7 @@ def evaluate_files(
 
 def skipped_warnings(dataset: DataSource | None, flag: str) -> list[str]:
     """A warning per image file that could not be read (the rest were scored), as `train` warns."""
-    return [f"{flag}: skipped an unreadable image: {s}" for s in getattr(dataset, "skipped", ()) or ()]
+    return [f"{flag}: skipped an unreadable image: {s}" for s in (dataset.skipped if dataset is not None else ())]
 
 
 def match_channels(images: ImageSet, channels: int, where: str, against: str) -> tuple[ImageSet, str | None]:

@@ -27,7 +27,6 @@ import hashlib
 import io
 import math
 import os
-import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,16 +203,14 @@ def read_state_dict(path: Path, where: str) -> tuple[dict[str, Tensor], str]:
     sha = hashlib.sha256(data).hexdigest()
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # not a pickle at all, or a damaged one
-            raise DataError(
-                f"{where}: not a readable PyTorch weights file (the file is damaged or of another kind)"
-            ) from None
-        raise DataError(  # torch's restricted loader met a class: its advice (weights_only=False) is not ours to take
-            f"{where}: holds Python objects besides tensors (a pickled model or class), which ganctl never unpickles;"
-            " give a file of the state dict alone (torch.save(model.state_dict(), FILE))"
-        ) from None
     except Exception as exc:  # noqa: BLE001 - a truncated zip, a foreign pickle, ... all mean one thing here
+        if "Unsupported global" in str(exc):  # the restricted loader met a class: torch's advice is not ours to give
+            raise DataError(
+                f"{where}: holds Python objects besides tensors (a pickled model or class), which ganctl never"
+                " unpickles; give a file of the state dict alone (torch.save(model.state_dict(), FILE))"
+            ) from None
+        if type(exc).__name__ == "UnpicklingError":  # its message is torch's advice about the loader, not the file
+            raise DataError(f"{where}: not a readable PyTorch weights file (damaged, or of another kind)") from None
         why = f"{type(exc).__name__}: {_first_line(exc)}"
         raise DataError(f"{where}: not a readable PyTorch weights file ({why})") from None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):

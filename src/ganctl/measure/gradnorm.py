@@ -474,10 +474,11 @@ def strength_note(status: str, cfg: Any) -> str | None:
     lets the critic's norm rise above 1 for better samples (docs/results.md)."""
     from ganctl.methods.registry import get_method
 
-    if status not in ("violating", "exploding") or cfg.lipschitz != "gp" or cfg.penalty_weight is None:
-        return None
-    paper = get_method("gp").recipe.penalty_weight
-    if cfg.penalty_weight >= paper:
+    method = get_method(cfg.lipschitz)
+    if status not in ("violating", "exploding") or "gp_target" not in method.owns or cfg.penalty_weight is None:
+        return None  # only a penalty towards a unit norm (WGAN-GP's) is weakened into exceeding it
+    paper = method.recipe.penalty_weight
+    if paper is None or cfg.penalty_weight >= paper:
         return None
     return (
         f"this critic was trained with lambda {cfg.penalty_weight:g}, weaker than WGAN-GP's {paper:g} on images:"
