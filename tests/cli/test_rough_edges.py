@@ -120,8 +120,9 @@ def test_a_pickled_model_is_refused_without_torch_s_advice(tmp_path):
 
 
 def test_a_damaged_classifier_cache_is_trained_again(tmp_path):
-    data = grey_digits(tmp_path / "digits.npz")
-    args = ["eval", "--fake", data, "--data", data, "--classifier", "auto", "--metrics", "none", "--json"]
+    points = tmp_path / "points.npy"  # the cache is the same for every data; 2-D trains it in 2 s
+    np.save(points, np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32))
+    args = ["eval", "--fake", points, "--data", "8gaussians", "--classifier", "auto", "--n", 500, "--json"]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     (cached,) = (tmp_path / "cache").glob("classifier-*.safetensors")
@@ -129,6 +130,7 @@ def test_a_damaged_classifier_cache_is_trained_again(tmp_path):
     again = invoke(*args)
     assert again.exit_code == 0, again.output
     assert parse_json(again.stdout)["metrics"] == parse_json(first.stdout)["metrics"]  # the same judge, retrained
+    assert cached.stat().st_size > 300  # and cached whole again
 
 
 def test_a_one_class_folder_trains_no_judge(tmp_path):
