@@ -126,10 +126,13 @@ def test_existing_run_is_not_overwritten_by_accident(tmp_path):
     assert train(tmp_path, "--steps", "2", "--overwrite").exit_code == 0
 
 
-def test_resume_cannot_change_the_method(tmp_path):
+def test_resume_cannot_change_the_method_nor_its_recipe(tmp_path):
     assert train(tmp_path, "--steps", "2").exit_code == 0
-    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--lr-d", "0.1"])
-    assert result.exit_code == 2 and "cannot change --lr-d" in result.stderr
+    before = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    for flag, value in (("--lipschitz", "sn"), ("--lr-d", "0.1")):
+        result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), flag, value])
+        assert result.exit_code == 2 and f"cannot change {flag}" in result.stderr, result.output
+    assert sorted((tmp_path / "run" / "checkpoints").iterdir()) == before  # nothing trained or written
 
 
 def _imports(code: str) -> set[str]:

@@ -110,7 +110,7 @@ def test_verdicts():
     assert gradnorm.verdict(gradnorm.summarise(torch.full((100,), 50.0)), 0.1)[0] == "exploding"
 
 
-def test_analyse_reports_every_set_and_is_fast_enough_to_batch(tmp_path):
+def test_analyse_reports_every_set_with_its_statistics_and_bounds_that_bracket(tmp_path):
     trainer = Trainer(resolve(small(lipschitz="gp")))
     report = gradnorm.analyse(trainer.nets, n=4096, seed=0, noise_std=0.01).report
     assert set(report.sets) == {"real", "fake", "interp", "real+noise"}

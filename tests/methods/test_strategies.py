@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from conftest import Linear, small
@@ -144,7 +146,14 @@ def test_batch_norm_critic_is_refused_under_a_penalty(method):
 
 
 def test_batch_norm_is_allowed_without_a_penalty():
-    Trainer(resolve(small(lipschitz="clip", critic_norm="batch"))).train_step()
+    """Without a penalty there is no per-sample gradient for batch norm to mix: the critic is
+    built with it and trains through it (its running statistics move), the losses finite."""
+    trainer = Trainer(resolve(small(lipschitz="clip", critic_norm="batch")))
+    norms = [m for m in trainer.critic.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(int(m.num_batches_tracked) == 0 for m in norms)
+    trainer.train_step()
+    stats = trainer.pop_stats()
+    assert all(int(m.num_batches_tracked) > 0 for m in norms) and math.isfinite(stats["loss_d"])
 
 
 @pytest.mark.parametrize("target,one_sided", [(1.0, False), (0.5, False), (1.0, True)])

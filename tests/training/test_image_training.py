@@ -119,8 +119,17 @@ def test_every_method_trains_with_every_augmentation_and_ada(method, arch, condi
     cfg = tiny_images(lipschitz=method, arch=arch, conditional=conditional, steps=2)
     cfg = cfg.replace(augment="color,translation,cutout", ada_target=0.6)
     trainer = Trainer(resolve(cfg))
+    adapt, after = trainer._adapt, []  # p as ADA leaves it after each critic step
+
+    def recording(d_real, d_fake):
+        adapt(d_real, d_fake)
+        after.append(trainer.augment.p)
+
+    trainer._adapt = recording
     for _ in range(2):
         trainer.train_step()
     stats = trainer.pop_stats()
-    assert all(math.isfinite(stats[k]) for k in ("loss_d", "loss_g")) and stats["augment_p"] >= 0.0
+    assert all(math.isfinite(stats[k]) for k in ("loss_d", "loss_g"))
+    assert len(after) == 2 * trainer.cfg.n_critic  # every critic step reports
+    assert stats["augment_p"] == pytest.approx(sum(after) / len(after), rel=1e-6, abs=1e-12)
     assert not trainer.uses_fused_step  # the hand-written MLP step has no augmentation
