@@ -117,7 +117,7 @@ def memorised(trainer, samples: torch.Tensor) -> dict[str, float]:
     it rates an unseen digit as it rates a sample. The generator: `nearer_seen`, the share of its
     samples whose nearest seen image (in pixels) is nearer than their nearest of as many unseen
     ones: 0.5 when seen and unseen digits are alike to it, towards 1 as it copies its set."""
-    from ganctl.methods.augment import as_trained
+    from ganctl.nets.augment import as_trained
     from ganctl.nets.networks import eval_mode
 
     seen = trainer.dataset.images

@@ -27,7 +27,13 @@ POINT_DATA = ("8gaussians", "25gaussians", "swissroll", "ring", "checkerboard")
 LOSSES = ("wasserstein", "hinge", "ns", "lsgan", "rpgan")  # `ganctl.methods.losses` defines them
 ARCHS = ("mlp", "dcgan", "resnet")
 DECAY_SHAPES = ("none", "linear", "cosine")  # `ganctl.training.schedule`
-AUGMENT_POLICIES = ("color", "translation", "cutout")  # `ganctl.methods.augment`  # `ganctl.models` builds them
+# DiffAugment's policies, each the operations it applies in order (`ganctl.nets.augment` holds
+# the operations, by these names; mit-han-lab/data-efficient-gans, DiffAugment_pytorch.py).
+AUGMENT_POLICIES: dict[str, tuple[str, ...]] = {
+    "color": ("brightness", "saturation", "contrast"),
+    "translation": ("translation",),
+    "cutout": ("cutout",),
+}
 FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.measure.fidelity` computes them
 
 # What the data decides when a setting is left out.
@@ -203,8 +209,8 @@ class TrainConfig:
     # --- augmentation (images) -----------------------------------------------------------
     augment: str = setting(
         "none",
-        "DiffAugment's policies on every image the critic sees, real and generated, differentiably: color,"
-        " translation, cutout (comma-separated), or none.",
+        "DiffAugment's policies on every image the critic sees, real and generated, differentiably:"
+        f" {', '.join(AUGMENT_POLICIES)} (comma-separated), or none.",
         panel=AUGMENT,
     )
     augment_p: float | None = setting(
@@ -558,7 +564,7 @@ def _validate_augment(cfg: TrainConfig) -> None:
         raise ConfigError(f"--augment {cfg.augment}: augmentation is for images; --data {cfg.data} is 2-D points")
     if not policy and (cfg.augment_p is not None or cfg.ada_target is not None):
         given = "--augment-p" if cfg.augment_p is not None else "--ada-target"
-        raise ConfigError(f"{given} needs --augment POLICY (color, translation, cutout)")
+        raise ConfigError(f"{given} needs --augment POLICY ({', '.join(AUGMENT_POLICIES)})")
 
 
 def metric_list(text: str, flag: str = "--metrics") -> tuple[str, ...]:

@@ -119,13 +119,13 @@ def test_every_method_trains_with_every_augmentation_and_ada(method, arch, condi
     cfg = tiny_images(lipschitz=method, arch=arch, conditional=conditional, steps=2)
     cfg = cfg.replace(augment="color,translation,cutout", ada_target=0.6)
     trainer = Trainer(resolve(cfg))
-    adapt, after = trainer._adapt, []  # p as ADA leaves it after each critic step
+    observe, after = trainer.ada.observe, []  # p as ADA's controller leaves it after each critic step
 
-    def recording(d_real, d_fake):
-        adapt(d_real, d_fake)
+    def recording(*args, **kwargs):
+        observe(*args, **kwargs)
         after.append(trainer.augment.p)
 
-    trainer._adapt = recording
+    trainer.ada.observe = recording
     for _ in range(2):
         trainer.train_step()
     stats = trainer.pop_stats()

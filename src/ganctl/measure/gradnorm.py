@@ -31,8 +31,8 @@ from ganctl.data import sample_shape
 from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.measure.defaults import TOL as DEFAULT_TOL
 from ganctl.methods import penalties
-from ganctl.methods.augment import as_trained
 from ganctl.methods.losses import gap_stats
+from ganctl.nets.augment import as_trained
 from ganctl.nets.networks import Networks, eval_mode
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from ganctl import streams
 from ganctl.config import ResolvedConfig
 from ganctl.data import DataSource, load_dataset, sample_shape
-from ganctl.methods.augment import Augmenter
 from ganctl.methods.strategies import Lipschitz
 from ganctl.models import build_models
+from ganctl.nets.augment import Augmenter
 
 
 def build(cfg: ResolvedConfig, strategy: Lipschitz) -> tuple[nn.Module, nn.Module, nn.Module | None]:

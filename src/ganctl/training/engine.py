@@ -20,10 +20,10 @@ from ganctl.data import load_dataset
 from ganctl.devices import resolve_device
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
-from ganctl.methods.augment import Ada
 from ganctl.methods.losses import get_loss
 from ganctl.methods.strategies import Lipschitz, build_strategy
 from ganctl.models import activations
+from ganctl.nets.augment import Ada
 from ganctl.nets.networks import Networks, build
 from ganctl.training import distributed, fused_mlp, preflight, schedule
 from ganctl.training.guard import Guard
@@ -101,7 +101,7 @@ class Trainer:
     ema = property(lambda self: self.nets.ema)
     dataset = property(lambda self: self.nets.dataset)
     step = property(lambda self: self.nets.step, lambda self, value: setattr(self.nets, "step", value))
-    augment = property(lambda self: self.nets.augment)  # what the critic sees (`methods.augment.Augmenter`)
+    augment = property(lambda self: self.nets.augment)  # what the critic sees (`nets.augment.Augmenter`)
 
     @property
     def ada(self) -> Ada | None:

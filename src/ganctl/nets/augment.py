@@ -29,10 +29,9 @@ from ganctl.config import AUGMENT_POLICIES, TrainConfig, augment_policy
 TRANSLATION_RATIO = 0.125  # DiffAugment's rand_translation default
 CUTOUT_RATIO = 0.5  # DiffAugment's rand_cutout default
 # ADA's controller (stylegan2-ada-pytorch training_loop.py): adjust p every 4 minibatches by
-# sign(r_t - target) * batch * 4 / (ada_kimg * 1000), floored at 0; train.py's target is 0.6.
+# sign(r_t - target) * batch * 4 / (ada_kimg * 1000), floored at 0 (the target and kimg are the
+# settings --ada-target and --ada-kimg).
 ADA_INTERVAL = 4
-ADA_TARGET = 0.6
-ADA_KIMG = 500.0
 
 Op = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -99,12 +98,7 @@ OP_NORMS: dict[str, Callable[[int], float]] = {
     "cutout": lambda channels: 1.0,
 }
 
-POLICIES: dict[str, tuple[Op, ...]] = {
-    "color": (brightness, saturation, contrast),
-    "translation": (translation,),
-    "cutout": (cutout,),
-}
-assert tuple(POLICIES) == AUGMENT_POLICIES
+OPS: dict[str, Op] = {op.__name__: op for op in (brightness, saturation, contrast, translation, cutout)}
 
 
 class Augment:
@@ -113,7 +107,7 @@ class Augment:
 
     def __init__(self, policy: tuple[str, ...]):
         self.policy = policy
-        self.ops = [op for name in policy for op in POLICIES[name]]
+        self.ops = [OPS[op] for name in policy for op in AUGMENT_POLICIES[name]]
 
     def lipschitz_factor(self, channels: int) -> float:
         """A bound, over every draw, on the norm of T's Jacobian: Lip(D o T) <= this x Lip(D).

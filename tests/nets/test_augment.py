@@ -13,7 +13,9 @@ from conftest import Linear, small
 import ganctl
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
-from ganctl.methods.augment import (
+from ganctl.methods.resolve import resolve
+from ganctl.nets import checkpoint
+from ganctl.nets.augment import (
     ADA_INTERVAL,
     Ada,
     Augment,
@@ -25,8 +27,6 @@ from ganctl.methods.augment import (
     saturation,
     translation,
 )
-from ganctl.methods.resolve import resolve
-from ganctl.nets import checkpoint
 from ganctl.training.engine import Trainer
 from ganctl.training.state import capture
 
@@ -202,3 +202,13 @@ def test_ada_adjusts_on_the_signs_of_every_process():
         two.observe(torch.ones(64), other_rank_all_negative)
     assert one.p == pytest.approx(64 * ADA_INTERVAL / 500_000) and one.last == 1.0
     assert two.last == 0.0 and two.p == 0.0  # r = 0 < 0.6 once the other rank counts
+
+
+def test_every_policy_names_operations_that_exist_and_are_bounded():
+    """The policies' composition lives in the settings (torch-free, for --help); the operations
+    and their Jacobian bounds here, by the same names."""
+    from ganctl.config import AUGMENT_POLICIES
+    from ganctl.nets.augment import OP_NORMS, OPS
+
+    named = {op for ops in AUGMENT_POLICIES.values() for op in ops}
+    assert named == set(OPS) == set(OP_NORMS)
