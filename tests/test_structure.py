@@ -15,7 +15,7 @@ SRC = Path(ganctl.__file__).parent
 
 # The wings of docs/design.md, from the ground up. A module may import its own wing or below.
 FLOORS = [
-    {"errors", "streams", "config", "devices", "fileio", "runfolder", "interrupts", "memory", "progress"},
+    {"errors", "streams", "config", "devices", "fileio", "runfolder", "interrupts", "memory", "progress", "cache"},
     {"data", "models"},
     {"methods"},
     {"nets"},

@@ -6,17 +6,15 @@ grayscale and kept at its own size when every image shares one square size and n
 `--image-size` is given (published image metrics are computed at the data's native
 resolution); otherwise its shorter side is resized to the image size (Lanczos) and
 centre-cropped, and the set records that it was resampled. The decoded tensor is cached as
-safetensors under the cache folder (``$GANCTL_CACHE``, else ``$XDG_CACHE_HOME/ganctl``, else
-``~/.cache/ganctl``), keyed by a SHA-256 of every file's relative path and bytes plus the size
-and channel settings, so a second run reads the cache instead of decoding, and any change to
-the files makes a new entry.
+safetensors in the cache folder (`ganctl.cache`), keyed by a SHA-256 of every file's relative
+path and bytes plus the size and channel settings, so a second run reads the cache instead of
+decoding, and any change to the files makes a new entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ganctl import memory
+from ganctl import cache, memory
 from ganctl.data.source import Classes, Judge, Mixture, unlabelled
 from ganctl.errors import DataError
 from ganctl.fileio import atomic_path
@@ -34,13 +32,6 @@ from ganctl.fileio import atomic_path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CACHE_FORMAT = "ganctl.image-cache/3"
 MAX_DEVICE_SHARE = 0.25  # keep the data on a GPU when it takes at most this share of its memory
-
-
-def cache_dir() -> Path:
-    if os.environ.get("GANCTL_CACHE"):
-        return Path(os.environ["GANCTL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ganctl"
 
 
 @dataclass
@@ -283,7 +274,7 @@ def load_folder(
         f"{flag} {root} at {size} x {size}: {len(files)} images of {channels} x {size} x {size}",
     )
     key = _folder_key(root, files, size, channels)
-    cached = cache_dir() / f"images-{key}.safetensors"
+    cached = cache.path("images", key)
     loaded = _read_cache(cached) if use_cache and cached.exists() else None
     if loaded is None:
         images, skipped, kept = _decode_all(root, files, size, channels, flag)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ganctl import progress
+from ganctl import cache, progress
 from ganctl.data import DataSource
 from ganctl.errors import DataError
 
@@ -246,14 +246,13 @@ def auto(dataset: DataSource, seed: int = 0) -> Classifier:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
-    from ganctl.data.images import cache_dir
     from ganctl.fileio import atomic_path
 
     x, y = labelled(dataset, seed)
     train, held = split(x, y)
     classes = dataset.classes.count
     key = f"{FORMAT}|{dataset.fingerprint()}|{seed}|{EPOCHS}|{MIN_STEPS}|{tuple(x.shape[1:])}|{classes}"
-    path = cache_dir() / f"classifier-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+    path = cache.path("classifier", key)
     net = SmallNet(tuple(x.shape[1:]), classes)
     try:
         net.load_state_dict(load_file(str(path)))

@@ -12,7 +12,6 @@ checkpoints uses the same inputs. `score` is the same measurement for any genera
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -25,10 +24,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ganctl import memory, progress, streams
+from ganctl import cache, memory, progress, streams
 from ganctl.config import TrainConfig, metric_list
 from ganctl.data import DataSource
-from ganctl.data.images import ImageSet, cache_dir
+from ganctl.data.images import ImageSet
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import write_text_atomic
 from ganctl.measure import reference as references
@@ -261,7 +260,7 @@ def floor_of(dataset: DataSource, n: int, seed: int) -> tuple[float, float]:
     key = f"{FLOOR_FORMAT}|{dataset.fingerprint()}|{n}|{seed}|{FLOOR_DRAWS}"
     if key in _FLOORS:
         return _FLOORS[key]
-    path = cache_dir() / f"w1floor-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    path = cache.path("w1floor", key)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached["key"] == key:

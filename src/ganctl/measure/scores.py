@@ -16,7 +16,6 @@ weights, the set's fingerprint, the sample count and the seed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ganctl import progress
+from ganctl import cache, progress
 from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import atomic_path
@@ -152,12 +151,6 @@ class RealFeatures:
     cache: str | None  # the cache file, where it could be written
 
 
-def _cache_dir() -> Path:
-    from ganctl.data.images import cache_dir
-
-    return cache_dir()
-
-
 def _identity(space: FeatureSpace) -> str:
     """What makes a space's features: its weights and, where the preprocessing varies (DINOv2's
     two resizes), the label that names it."""
@@ -169,8 +162,7 @@ def real_features(space: FeatureSpace, dataset: DataSource, n: int, seed: int) -
     same network has seen the same images, else computed and cached."""
     n = min(n, dataset.length) if dataset.length is not None else n
     fingerprint = dataset.fingerprint()
-    key = hashlib.sha256(f"{FEATURES_FORMAT}|{_identity(space)}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
-    path = _cache_dir() / f"features-{key}.safetensors"
+    path = cache.path("features", f"{FEATURES_FORMAT}|{_identity(space)}|{fingerprint}|{n}|{seed}")
     cached = _read_features(path, n)
     if cached is None:
         generator = torch.Generator().manual_seed(seed)
@@ -268,8 +260,7 @@ def image_metrics(
 def real_class_features(space: FeatureSpace, dataset: DataSource, label: int, n: int, seed: int) -> Tensor:
     """Features of up to n real images of one class, cached like `real_features`."""
     fingerprint = f"{dataset.fingerprint()}|class {label}"
-    key = hashlib.sha256(f"{FEATURES_FORMAT}|{_identity(space)}|{fingerprint}|{n}|{seed}".encode()).hexdigest()[:32]
-    path = _cache_dir() / f"features-{key}.safetensors"
+    path = cache.path("features", f"{FEATURES_FORMAT}|{_identity(space)}|{fingerprint}|{n}|{seed}")
     cached = _read_features(path, None)
     if cached is None:
         generator = torch.Generator().manual_seed(seed)
