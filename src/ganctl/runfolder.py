@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ganctl.errors import CheckpointError, ConfigError, WriteError
 from ganctl.fileio import check_writable, dumps, write_error, write_text_atomic
@@ -88,6 +89,18 @@ class RunFolder:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
+
+    @property
+    def torchrun_id(self) -> Path:
+        """The torchrun job that writes the folder (its run id): a restart of the same job resumes it."""
+        return self.path / ".torchrun-id"
+
+    def written_by(self) -> str | None:
+        """The torchrun run id that wrote the folder, or None."""
+        try:
+            return self.torchrun_id.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
 
     def checkpoint_path(self, step: int) -> Path:
         return self.path / "checkpoints" / f"step-{step:07d}{CHECKPOINT_SUFFIX}"
@@ -165,6 +178,9 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return RunFolder(run_dir).checkpoints()
 
 
+T = TypeVar("T")
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as given, or the latest checkpoint of a run folder."""
     path = Path(path)
@@ -178,6 +194,26 @@ def find_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run directory")
     return path
+
+
+def newest_readable(path: str | Path, read: Callable[[Path], T]) -> tuple[Path, T, list[str]]:
+    """`read` of a checkpoint file, strictly; of a run folder, `read` of its newest checkpoint
+    that reads (a damaged newest one is skipped, as resuming the folder skips it), with why
+    each newer one was skipped."""
+    path = Path(path)
+    if not path.is_dir():
+        found = find_checkpoint(path)
+        return found, read(found), []
+    candidates = list_checkpoints(path)
+    if not candidates:
+        find_checkpoint(path)  # the folder's own clear error
+    skipped = []
+    for candidate in reversed(candidates):
+        try:
+            return candidate, read(candidate), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    raise CheckpointError(f"{path}: none of its {len(candidates)} checkpoints can be read; newest: {skipped[0]}")
 
 
 def run_dir_of(path: str | Path) -> Path:

@@ -207,7 +207,8 @@ def test_a_restarted_group_resumes_from_the_newest_checkpoint_and_ends_where_an_
 
 
 def test_a_restart_does_not_resume_a_folder_another_job_wrote(tmp_path, monkeypatch):
-    from ganctl.training.loop import RUN_ID_NAME, restart_checkpoint
+    from ganctl.runfolder import RunFolder
+    from ganctl.training.loop import restart_checkpoint
 
     ganctl.train(
         ganctl.TrainConfig(data="8gaussians", steps=4, ckpt_every=2, eval_every=0, sample_every=0), tmp_path / "r"
@@ -215,9 +216,9 @@ def test_a_restart_does_not_resume_a_folder_another_job_wrote(tmp_path, monkeypa
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-b")
     assert restart_checkpoint(tmp_path / "r") is None  # no id: not this job's folder
-    (tmp_path / "r" / RUN_ID_NAME).write_text("job-a\n")
+    RunFolder(tmp_path / "r").torchrun_id.write_text("job-a\n")
     assert restart_checkpoint(tmp_path / "r") is None
-    (tmp_path / "r" / RUN_ID_NAME).write_text("job-b\n")
+    RunFolder(tmp_path / "r").torchrun_id.write_text("job-b\n")
     assert restart_checkpoint(tmp_path / "r") == tmp_path / "r"
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
     assert restart_checkpoint(tmp_path / "r") is None  # a first attempt never resumes by itself

@@ -245,9 +245,9 @@ def _show(result: dict[str, Any], out: Path | None, json_output: bool) -> None:
     if "tuning" in result:
         _chosen(result["tuning"])
     if out is not None:
-        names = ["compare.json", "compare.csv", "panel.png", "curves.png"]
-        names += ["tune.json", "budget.png"] if "tuning" in result else []
-        say("results: " + ", ".join(str(out / name) for name in names))
+        from ganctl.fleet.report import ComparisonFolder
+
+        say("results: " + ", ".join(map(str, ComparisonFolder(out).files(tuned="tuning" in result))))
 
 
 def _shown(progress: Any) -> contextlib.AbstractContextManager:

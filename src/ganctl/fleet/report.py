@@ -144,16 +144,35 @@ def best(methods: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
 CSV_FIRST = ("method", "seed", "run", "step", "critic_steps")
 
 
+@dataclass(frozen=True)
+class ComparisonFolder:
+    """What a comparison writes into its --out, beside one run folder per job: this class
+    alone knows the names (`ganctl.runfolder` knows a run folder's)."""
+
+    path: Path
+
+    json = property(lambda self: self.path / "compare.json")
+    csv = property(lambda self: self.path / "compare.csv")
+    panel = property(lambda self: self.path / "panel.png")  # samples and gradient-norm histograms
+    curves = property(lambda self: self.path / "curves.png")  # training curves
+    tune = property(lambda self: self.path / "tune.json")  # with --tune: trials, scores, choices
+    budget = property(lambda self: self.path / "budget.png")  # with --tune: best score against trials
+
+    def files(self, tuned: bool) -> list[Path]:
+        return [self.json, self.csv, self.panel, self.curves, *((self.tune, self.budget) if tuned else ())]
+
+
 def write_json(result: dict[str, Any], out: Path) -> None:
-    write_text_atomic(out / "compare.json", dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(ComparisonFolder(out).json, dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 def write_outputs(result: dict[str, Any], evaluated: list[Evaluated], out: Path) -> None:
-    """compare.json, compare.csv, panel.png and curves.png in `out`."""
+    """The comparison's table (JSON and CSV), panel and curves in `out` (`ComparisonFolder`)."""
     import csv
     import io
 
     out.mkdir(parents=True, exist_ok=True)
+    folder = ComparisonFolder(out)
     rows = result["runs"]
     write_json(result, out)
     keys = list(CSV_FIRST) + sorted({k for row in rows for k in row} - set(CSV_FIRST))
@@ -162,9 +181,9 @@ def write_outputs(result: dict[str, Any], evaluated: list[Evaluated], out: Path)
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in keys})
-    write_text_atomic(out / "compare.csv", buffer.getvalue())
-    _panel(evaluated, out / "panel.png")
-    _curves(rows, out / "curves.png")
+    write_text_atomic(folder.csv, buffer.getvalue())
+    _panel(evaluated, folder.panel)
+    _curves(rows, folder.curves)
 
 
 def _panel(evaluated: list[Evaluated], path: Path) -> None:

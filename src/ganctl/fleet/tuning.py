@@ -180,9 +180,10 @@ def _tune(tuning: Plan, device: str, runner: Runner) -> dict[str, Any]:
         result["methods"][method]["report"] = stats
     result["seconds"] = round(time.perf_counter() - started, 3)
     compared["tuning"] = result
-    write_text_atomic(tuning.out / "tune.json", dumps(result, indent=2, sort_keys=True) + "\n")
-    report.write_json(compared, tuning.out)  # compare.json again, with the tuning in it
-    _budget_curves(result, tuning.out / "budget.png")
+    folder = report.ComparisonFolder(tuning.out)
+    write_text_atomic(folder.tune, dumps(result, indent=2, sort_keys=True) + "\n")
+    report.write_json(compared, tuning.out)  # the table again, with the tuning in it
+    _budget_curves(result, folder.budget)
     return compared
 
 

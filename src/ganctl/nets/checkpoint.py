@@ -15,10 +15,9 @@ for inference, without optimizers or gradient scalers.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +27,7 @@ from ganctl.config import ResolvedConfig, TrainConfig, data_kind, from_dict
 from ganctl.errors import CheckpointError, ConfigError, GanctlError
 from ganctl.fileio import write_atomic
 from ganctl.nets.networks import Networks, build
-from ganctl.runfolder import find_checkpoint, list_checkpoints
+from ganctl.runfolder import find_checkpoint, newest_readable
 
 FORMAT = "ganctl.checkpoint"
 FORMAT_VERSION = 1
@@ -171,32 +170,9 @@ def peek(path: Path) -> tuple[TrainConfig, int]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-T = TypeVar("T")
-
-
-def newest(path: str | Path, read: Callable[[Path], T]) -> tuple[Path, T, list[str]]:
-    """`read` of a checkpoint file, strictly; of a run folder, `read` of its newest checkpoint
-    that reads (a damaged newest one is skipped, as resuming the folder skips it), with why
-    each newer one was skipped."""
-    path = Path(path)
-    if not path.is_dir():
-        found = find_checkpoint(path)
-        return found, read(found), []
-    candidates = list_checkpoints(path)
-    if not candidates:
-        find_checkpoint(path)  # the folder's own clear error
-    skipped = []
-    for candidate in reversed(candidates):
-        try:
-            return candidate, read(candidate), skipped
-        except CheckpointError as exc:
-            skipped.append(str(exc))
-    raise CheckpointError(f"{path}: none of its {len(candidates)} checkpoints can be read; newest: {skipped[0]}")
-
-
 def peek_newest(path: str | Path) -> tuple[Path, TrainConfig, int]:
     """`peek` of a checkpoint file, or of a run folder's newest readable checkpoint."""
-    found, (config, step), _ = newest(path, peek)
+    found, (config, step), _ = newest_readable(path, peek)
     return found, config, step
 
 

@@ -125,20 +125,14 @@ def train(
                 ) from None
 
 
-RUN_ID_NAME = ".torchrun-id"  # in a run folder: the torchrun job that writes it
-
-
 def restart_checkpoint(out: Path) -> Path | None:
     """Under a torchrun restart (`--max-restarts`), the run folder to resume from: `out`, when
     this same torchrun job (its run id) wrote it and left a checkpoint; None otherwise (a first
     attempt, a folder of some other job, or no checkpoint yet: then the run starts afresh)."""
     if distributed.restart_count() == 0 or distributed.run_id() is None:
         return None
-    try:
-        wrote = (out / RUN_ID_NAME).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return out if wrote == distributed.run_id() and RunFolder(out).checkpoints() else None
+    folder = RunFolder(out)
+    return out if folder.written_by() == distributed.run_id() and folder.checkpoints() else None
 
 
 @contextlib.contextmanager
@@ -241,7 +235,7 @@ class _Run:
             raise ConfigError(f"rank {world.rank}: rank 0 could not set up the run (its message says why)")
         self.first_step = trainer.step
         if self.main and distributed.run_id() is not None:  # this torchrun job's folder: a restart resumes it
-            write_text_atomic(self.folder.path / RUN_ID_NAME, distributed.run_id() + "\n")
+            write_text_atomic(self.folder.torchrun_id, distributed.run_id() + "\n")
         for note in trainer.notes:
             self.emit(Warned(note))
         restarts = distributed.restart_count()

@@ -15,6 +15,7 @@ from ganctl.errors import CheckpointError, ConfigError, GanctlError
 from ganctl.methods.resolve import data_path, resolve
 from ganctl.nets import checkpoint
 from ganctl.nets.checkpoint import TrainState
+from ganctl.runfolder import newest_readable
 from ganctl.training import distributed
 from ganctl.training.engine import Trainer
 
@@ -129,7 +130,7 @@ def resume(
     A run folder whose newest checkpoint cannot be read resumes from the newest one that can,
     and the trainer's `notes` name what was skipped; a checkpoint file given by name is read
     strictly."""
-    path, state, skipped = checkpoint.newest(path, checkpoint.read_state)
+    path, state, skipped = newest_readable(path, checkpoint.read_state)
     config, overrides = state.config, dict(overrides or {})
     if device is not None:
         overrides["device"] = device
