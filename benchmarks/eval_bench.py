@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ganctl.measure import features, fidelity
+from ganctl.quality import features, fidelity
 
 
 def random_weights(folder: Path) -> dict[str, Path]:

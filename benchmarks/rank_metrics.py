@@ -123,7 +123,7 @@ def main() -> None:
 
     from ganctl.config import TrainConfig
     from ganctl.data import load_dataset
-    from ganctl.measure import classifier
+    from ganctl.quality import classifier
 
     clf = classifier.auto(load_dataset(TrainConfig(data=str(folder))), seed=0)
     at = [float(a) for a in args.at.split(",")]

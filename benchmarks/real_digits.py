@@ -98,7 +98,7 @@ class Judge:
         self.real = self.score_pixels(images[held])
         # ganctl's own number beside the judge: FID in its default feature space (random-conv),
         # against every real digit, as `ganctl eval` computes it on an image folder.
-        from ganctl.measure import features, fidelity
+        from ganctl.quality import features, fidelity
 
         self._space, self._fid = features.random_conv(), fidelity.fid
         self._real_features = self._space.features(torch.from_numpy(images[:, None] * 2 - 1).float())
@@ -278,7 +278,7 @@ def race(
 
 
 def draw(results: list[dict], path: Path) -> None:
-    from ganctl.measure.render import line_chart, save_image
+    from ganctl.pictures import line_chart, save_image
 
     series = {}
     for r in results:

@@ -68,7 +68,7 @@ def _init(root: str) -> None:
     torch.set_num_threads(1)  # process time then counts one core's work
     from ganctl.config import TrainConfig
     from ganctl.data import load_dataset
-    from ganctl.measure import classifier
+    from ganctl.quality import classifier
 
     images, labels = digits()
     _WORKER["judge"] = Judge(images, labels, 0)
@@ -92,7 +92,7 @@ def _trainer(folder: str, options: str, seed: int):
 
 
 def _scores(images: torch.Tensor) -> dict[str, float]:
-    from ganctl.measure import classifier
+    from ganctl.quality import classifier
 
     judge, clf = _WORKER["judge"], _WORKER["classifier"]
     grey = images.float().mean(dim=1, keepdim=True).clamp(-1, 1)
@@ -220,7 +220,7 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def draw_p(rows: list[dict], path: Path) -> None:
     """ADA's probability against CPU seconds, for each adaptive run of seed 0."""
-    from ganctl.measure.render import line_chart, save_image
+    from ganctl.pictures import line_chart, save_image
 
     series = {}
     for r in rows:

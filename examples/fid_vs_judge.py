@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ganctl.measure.evaluation import Request, evaluate_checkpoint
-from ganctl.measure.features import feature_space
-from ganctl.measure.scores import Spaces
 from ganctl.nets.checkpoint import load
+from ganctl.quality.evaluate import Request, evaluate_checkpoint
+from ganctl.quality.features import feature_space
+from ganctl.quality.scores import Spaces
 from ganctl.runfolder import list_checkpoints
 
 METRICS = ("fid", "kid", "pr", "dc")

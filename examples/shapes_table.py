@@ -20,7 +20,7 @@ import torch
 import ganctl
 from ganctl.config import from_dict
 from ganctl.data.shapes import ShapesSet
-from ganctl.measure.render import image_grid, save_image
+from ganctl.pictures import image_grid, save_image
 
 
 def parse_sets(items: list[str]) -> dict:

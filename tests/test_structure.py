@@ -16,10 +16,12 @@ SRC = Path(ganctl.__file__).parent
 # The wings of docs/design.md, from the ground up. A module may import its own wing or below.
 FLOORS = [
     {"errors", "streams", "config", "devices", "fileio", "runfolder", "interrupts", "memory", "progress", "cache"},
+    {"pictures"},
     {"data", "models"},
     {"methods"},
     {"nets"},
-    {"measure"},
+    {"lipschitz"},
+    {"quality"},
     {"training"},
     {"fleet"},
     {"cli", "__main__"},

@@ -15,9 +15,9 @@ from pathlib import Path
 # What is kept, as the start of its file name, and the file's format.
 KINDS = {
     "images": ".safetensors",  # a folder's decoded pixels (`ganctl.data.images`)
-    "features": ".safetensors",  # real images in a feature space (`ganctl.measure.scores`)
-    "classifier": ".safetensors",  # `--classifier auto`'s network (`ganctl.measure.classifier`)
-    "w1floor": ".json",  # a 2-D set's W1 floor (`ganctl.measure.evaluation`)
+    "features": ".safetensors",  # real images in a feature space (`ganctl.quality.scores`)
+    "classifier": ".safetensors",  # `--classifier auto`'s network (`ganctl.quality.classifier`)
+    "w1floor": ".json",  # a 2-D set's W1 floor (`ganctl.lipschitz.transport`)
 }
 
 

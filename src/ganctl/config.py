@@ -34,7 +34,7 @@ AUGMENT_POLICIES: dict[str, tuple[str, ...]] = {
     "translation": ("translation",),
     "cutout": ("cutout",),
 }
-FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.measure.fidelity` computes them
+FIDELITY_METRICS = ("fid", "kid", "is", "pr", "dc")  # `ganctl.quality.fidelity` computes them
 
 # What the data decides when a setting is left out.
 # width 128 measured as good as 256, 4x faster; no generator normalisation, as the WGAN-GP toy code

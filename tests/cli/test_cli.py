@@ -210,8 +210,8 @@ def test_train_and_compare_take_every_setting_with_the_same_help():
 @pytest.mark.parametrize(
     "command, target",
     [
-        (["sample", "CKPT", "--out", "OUT.png"], "ganctl.measure.sampling.generate"),
-        (["gradnorm", "CKPT"], "ganctl.measure.gradnorm.analyse"),
+        (["sample", "CKPT", "--out", "OUT.png"], "ganctl.nets.sampling.generate"),
+        (["gradnorm", "CKPT"], "ganctl.lipschitz.analysis.analyse"),
         (["compare", "CKPT"], "ganctl.fleet.report.measure_run"),
     ],
 )

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import ganctl
 from ganctl.cli import app
-from ganctl.measure import gradnorm as analysis
+from ganctl.lipschitz import analysis
 
 runner = CliRunner()
 

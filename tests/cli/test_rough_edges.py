@@ -104,7 +104,7 @@ def test_weights_holding_a_nan_are_refused_when_read_from_the_flag_or_the_enviro
 
 def test_features_that_are_nan_or_empty_are_refused_before_any_score():
     from ganctl.errors import DataError
-    from ganctl.measure import fidelity
+    from ganctl.quality import fidelity
 
     good = torch.randn(20, 4)
     for bad in (torch.full((20, 4), float("nan")), torch.zeros(20, 0)):
@@ -232,8 +232,8 @@ def test_an_unwritable_output_exits_74_naming_the_path_typed_before_any_work(
 ):
     data = grey_digits(tmp_path / "digits.npz")
     words = [str(a).format(ro=read_only, run=tiny_run, data=data) for a in args]
-    import ganctl.measure.gradnorm as gradnorm_lib
-    import ganctl.measure.scores as scores_lib
+    import ganctl.lipschitz.analysis as gradnorm_lib
+    import ganctl.quality.scores as scores_lib
 
     def no_work(*a, **k):
         raise AssertionError("measured before the output was checked")
@@ -318,7 +318,7 @@ def test_json_says_why_training_stopped_on_a_nan(tmp_path, monkeypatch):
 
 
 def test_eval_gradnorm_and_sample_take_threads_and_give_them_back(tiny_run, tmp_path, monkeypatch):
-    import ganctl.measure.evaluation as evaluation
+    import ganctl.quality.evaluate as evaluation
 
     seen, real_evaluate = [], evaluation.evaluate_checkpoint
 
@@ -393,7 +393,8 @@ def test_a_weak_penalty_s_verdict_says_what_its_lambda_buys(tiny_run, tmp_path):
 # --- silent waits and memory (items 11 and 17) -----------------------------------------------
 def test_every_phase_of_eval_and_gradnorm_is_reported_from_start_to_end(tmp_path, tiny_run, monkeypatch):
     from ganctl import progress
-    from ganctl.measure import classifier, evaluation, scores
+    from ganctl.quality import classifier, scores
+    from ganctl.quality import evaluate as evaluation
 
     data = grey_digits(tmp_path / "digits.npz", n=90)
     heard: dict[str, list[tuple[int, int]]] = {}
@@ -431,7 +432,7 @@ def test_every_phase_of_eval_and_gradnorm_is_reported_from_start_to_end(tmp_path
 
 def test_gradnorm_reports_its_sets_and_a_trajectory_its_checkpoints(tiny_run):
     from ganctl import progress
-    from ganctl.measure.gradnorm import Measure, trajectory
+    from ganctl.lipschitz.analysis import Measure, trajectory
 
     heard = []
     with progress.listening(lambda what, done, total: heard.append((what, done, total))):

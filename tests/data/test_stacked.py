@@ -13,8 +13,8 @@ from conftest import invoke, parse_json
 from ganctl.config import TrainConfig
 from ganctl.data import load_dataset
 from ganctl.data.stacked import STACKS
-from ganctl.measure.classifier import mode_scores
 from ganctl.methods.resolve import data_path
+from ganctl.quality.classifier import mode_scores
 
 LEVELS = (20, 120, 230)  # three classes of grey level: 27 modes
 

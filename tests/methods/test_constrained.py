@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 import ganctl
 from ganctl.cli import app
 from ganctl.errors import ConfigError
-from ganctl.measure.gradnorm import analyse, upper_bound, w1_lower_bound
-from ganctl.measure.quality import wasserstein1
+from ganctl.lipschitz.analysis import analyse
+from ganctl.lipschitz.bounds import upper_bound, w1_lower_bound
+from ganctl.lipschitz.transport import wasserstein1
 from ganctl.methods.penalties import input_grads
 from ganctl.methods.resolve import resolve
 from ganctl.models.constrained import (

@@ -279,7 +279,8 @@ def test_compare_accepts_conditional(tmp_path):
 
 
 def test_the_projection_bound_holds_at_every_label():
-    from ganctl.measure.gradnorm import gradient_norms, upper_bound
+    from ganctl.lipschitz.bounds import upper_bound
+    from ganctl.lipschitz.norms import gradient_norms
 
     cfg = resolve(
         TrainConfig(data="shapes", image_size=16, arch="dcgan", width=4, z_dim=8, conditional=True, num_classes=5)

@@ -99,7 +99,7 @@ def test_a_config_claiming_huge_networks_is_refused_before_allocation(valid, tmp
 
 
 def test_nothing_is_ever_unpickled():
-    # The one torch.load (feature networks' weights, ganctl.measure.features) must use PyTorch's
+    # The one torch.load (feature networks' weights, ganctl.quality.features) must use PyTorch's
     # restricted loader, weights_only=True: tensors and plain containers, no code. The one
     # pickle reader (CIFAR-10's python batches, ganctl.data.cifar) is an Unpickler whose
     # find_class allows only what those files hold (tests/test_cifar.py feeds it a hostile one).

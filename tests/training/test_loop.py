@@ -3,10 +3,10 @@
 import pytest
 from conftest import small
 
-from ganctl.measure.evaluation import Evaluator
 from ganctl.methods.registry import available_methods
 from ganctl.methods.resolve import resolve
 from ganctl.training.engine import Trainer
+from ganctl.training.evaluator import Evaluator
 
 METHODS = available_methods()
 

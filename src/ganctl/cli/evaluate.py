@@ -16,8 +16,8 @@ import typer
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads, escape
 from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
-from ganctl.measure.defaults import EVAL_N
-from ganctl.measure.metrics import EVAL_THRESHOLDS, threshold
+from ganctl.quality.defaults import EVAL_N
+from ganctl.quality.thresholds import EVAL_THRESHOLDS, threshold
 
 
 def _limit(flag: str) -> typer.models.OptionInfo:
@@ -190,7 +190,7 @@ def eval_command(
     from ganctl.devices import threads as cpu_threads
     from ganctl.errors import ConfigError
     from ganctl.fileio import check_writable
-    from ganctl.measure.metrics import check_limits, gate
+    from ganctl.quality.thresholds import check_limits, gate
 
     started = time.perf_counter()
     given = locals()
@@ -259,10 +259,10 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
     """Choose the feature spaces and metrics, then make the one library call of this mode."""
     from ganctl.config import data_kind, metric_list
     from ganctl.devices import resolve_device
-    from ganctl.measure import reference
-    from ganctl.measure.evaluation import Request, evaluate_checkpoint, evaluate_files, save_reference
-    from ganctl.measure.scores import check_metrics, choose_spaces
     from ganctl.nets.checkpoint import load
+    from ganctl.quality import reference
+    from ganctl.quality.evaluate import Request, evaluate_checkpoint, evaluate_files, save_reference
+    from ganctl.quality.scores import check_metrics, choose_spaces
 
     target = resolve_device(device or MEASURE_DEVICE)
     nets = load(a.source, device=target) if a.source is not None else None
@@ -287,7 +287,7 @@ def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
 def default_n(data: str | None) -> int:
     """EVAL_N, or PacGAN's 26,000 samples where modes of stacked data are counted."""
     from ganctl.data.stacked import is_stacked
-    from ganctl.measure.classifier import STACKED_N
+    from ganctl.quality.classifier import STACKED_N
 
     return STACKED_N if data is not None and is_stacked(data) else EVAL_N
 

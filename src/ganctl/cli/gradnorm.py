@@ -14,13 +14,13 @@ import typer
 
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads
 from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
-from ganctl.measure.defaults import GRADNORM_N as DEFAULT_N
-from ganctl.measure.defaults import TOL as DEFAULT_TOL
-from ganctl.measure.defaults import TRAJECTORY_N
-from ganctl.measure.metrics import threshold
+from ganctl.lipschitz.defaults import GRADNORM_N as DEFAULT_N
+from ganctl.lipschitz.defaults import TOL as DEFAULT_TOL
+from ganctl.lipschitz.defaults import TRAJECTORY_N
+from ganctl.quality.thresholds import threshold
 
 if TYPE_CHECKING:
-    from ganctl.measure.gradnorm import Report
+    from ganctl.lipschitz.analysis import Report
 
 COLUMNS = ("mean", "std", "min", "q05", "q50", "q95", "max", "above", "below", "vanishing")
 SHARES = ("above", "below", "vanishing")
@@ -87,8 +87,8 @@ def gradnorm(
     from ganctl.devices import threads as cpu_threads
     from ganctl.errors import ConfigError
     from ganctl.fileio import check_writable
-    from ganctl.measure.gradnorm import Measure
-    from ganctl.measure.metrics import GRADNORM_THRESHOLDS, check_limits
+    from ganctl.lipschitz.analysis import Measure
+    from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, check_limits
 
     if n is not None and n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
@@ -114,9 +114,9 @@ def gradnorm(
 
 
 def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
-    from ganctl.measure.gradnorm import analyse, draw_histograms, real_points
-    from ganctl.measure.metrics import GRADNORM_THRESHOLDS, gate
+    from ganctl.lipschitz.analysis import analyse, draw_histograms, real_points
     from ganctl.nets.checkpoint import load
+    from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, gate
 
     nets = load(path, device=device)
     real = real_points(nets, m.n, m.seed, m.data) if m.data is not None else None
@@ -136,7 +136,7 @@ def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_o
 
 def _report(report: Report, interp_norms: Any) -> None:
     """One checkpoint's report for people: the table, a text histogram and the sentences."""
-    from ganctl.measure.gradnorm import histogram_bins
+    from ganctl.lipschitz.norms import histogram_bins
 
     sets = report.sets.items()
     if interactive():
@@ -205,8 +205,8 @@ def _row(report: Report) -> list[str]:
 def _trajectories(paths: list[Path], m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
     import time
 
-    from ganctl.measure.gradnorm import draw_trajectories, gate_values, trajectory
-    from ganctl.measure.metrics import GRADNORM_THRESHOLDS, Gate, gate
+    from ganctl.lipschitz.analysis import draw_trajectories, gate_values, trajectory
+    from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, Gate, gate
 
     started = time.perf_counter()
     names = _names(paths)

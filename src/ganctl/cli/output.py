@@ -21,7 +21,7 @@ from rich.table import Column
 from ganctl.errors import GanctlError, Interrupted, JobFailed, RankFailed, TrainingFailed, WriteError
 from ganctl.fileio import dumps
 from ganctl.fleet.launch import LAUNCHED_BY_GANCTL
-from ganctl.measure.metrics import Gate
+from ganctl.quality.thresholds import Gate
 from ganctl.training.events import Ended, Event, JobStarted, Logged, Saved, Started, Stepped, Summary, Warned
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -59,7 +59,7 @@ def sample(
     """
     from ganctl.data import sample_shape
     from ganctl.devices import threads as cpu_threads
-    from ganctl.measure import sampling
+    from ganctl.nets import sampling
     from ganctl.nets.checkpoint import load
 
     kind = sampling.infer_format(out, fmt)  # bad --out, --format or --n fails before loading anything

@@ -1,7 +1,7 @@
 """What a comparison reports: every run evaluated the same way, the numbers aggregated over
 seeds with the best marked, and the files (compare.json, compare.csv, panel.png, curves.png).
 
-Which way each number is better is `ganctl.measure.metrics`'s table; the runs come from `ganctl.fleet.jobs`
+Which way each number is better is `ganctl.quality.thresholds`'s table; the runs come from `ganctl.fleet.jobs`
 or from the user's own folders.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 from PIL import Image
 
 from ganctl.fileio import dumps, write_text_atomic
-from ganctl.measure import metrics
 from ganctl.nets import checkpoint
+from ganctl.quality import thresholds as metrics
 from ganctl.runfolder import RunFolder, run_dir_of
 from ganctl.training.events import Summary
 
@@ -38,8 +38,8 @@ def measure_run(path: Path, device: str = "cpu", pictures: bool = False) -> Eval
     """Everything compared about one run (or checkpoint): the data's quality metrics as the
     run's own final evaluation computes them, `ganctl gradnorm`'s numbers at its defaults, and
     the training cost from the run's summary (or, without one, from its log)."""
-    from ganctl.measure.evaluation import Evaluator
-    from ganctl.measure.gradnorm import analyse
+    from ganctl.lipschitz.analysis import analyse
+    from ganctl.training.evaluator import Evaluator
 
     nets = checkpoint.load(Path(path), device=device)
     run_dir = run_dir_of(nets.path)
@@ -75,7 +75,7 @@ def measure_run(path: Path, device: str = "cpu", pictures: bool = False) -> Eval
     row.update(_cost(run_dir, nets.step))
     if not pictures:
         return Evaluated(row)
-    from ganctl.measure.render import histograms
+    from ganctl.pictures import histograms
 
     norms = {k: v.cpu().numpy() for k, v in analysis.norms.items()}
     drawn = (
@@ -101,7 +101,7 @@ def _cost(run_dir: Path, step: int) -> dict[str, Any]:
 
 
 def columns(keys: Any) -> list[tuple[str, str, str | None]]:
-    """(key, label, which way is better) for the reported keys, in `ganctl.measure.metrics`'s order;
+    """(key, label, which way is better) for the reported keys, in `ganctl.quality.thresholds`'s order;
     an image metric is labelled with its name and feature space."""
     return [(k, k if m.image else m.label, m.better) for k, m in metrics.ordered(keys)]
 
@@ -188,7 +188,7 @@ def write_outputs(result: dict[str, Any], evaluated: list[Evaluated], out: Path)
 
 def _panel(evaluated: list[Evaluated], path: Path) -> None:
     """A column per method (its first seed): samples above the gradient-norm histograms."""
-    from ganctl.measure.render import save_image, stack
+    from ganctl.pictures import save_image, stack
 
     first: dict[str, Evaluated] = {}
     for e in evaluated:
@@ -210,7 +210,7 @@ def _curves(rows: list[dict[str, Any]], path: Path) -> None:
     line per method (the mean over its seeds at the steps they share)."""
     import numpy as np
 
-    from ganctl.measure.render import line_chart, save_image, stack
+    from ganctl.pictures import line_chart, save_image, stack
 
     by_method: dict[str, list[list[dict[str, Any]]]] = {}
     for row in rows:

@@ -25,8 +25,8 @@ from ganctl.errors import ConfigError
 from ganctl.fileio import dumps, write_text_atomic
 from ganctl.fleet import compare, jobs, report
 from ganctl.fleet.executors import Placement, Runner
-from ganctl.measure.metrics import direction_of
 from ganctl.methods.registry import search_space
+from ganctl.quality.thresholds import direction_of
 from ganctl.runfolder import RunFolder, RunLock
 from ganctl.training.events import EventHandler, Summary, Warned
 
@@ -207,7 +207,7 @@ def _budget_curves(result: dict[str, Any], path: Path) -> None:
     budget curve)."""
     import numpy as np
 
-    from ganctl.measure.render import line_chart, save_image
+    from ganctl.pictures import line_chart, save_image
 
     series = {
         m: (np.arange(1, len(r["best_so_far"]) + 1), np.array(r["best_so_far"])) for m, r in result["methods"].items()

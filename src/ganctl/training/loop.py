@@ -1,5 +1,5 @@
 """The training loop: a `Trainer` stepped to `steps`, with its run folder written along the
-way (`ganctl.runfolder`), evaluated (`ganctl.measure.evaluation`) and checkpointed. Progress goes to
+way (`ganctl.runfolder`), evaluated (`ganctl.training.evaluator`) and checkpointed. Progress goes to
 `on_event(kind, payload)`; nothing here prints.
 """
 
@@ -25,12 +25,12 @@ from ganctl.errors import (
     WriteError,
 )
 from ganctl.fileio import write_text_atomic
-from ganctl.measure.evaluation import Evaluator
 from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.runfolder import MetricsLog, RunFolder, RunLock
 from ganctl.training import distributed
 from ganctl.training.engine import Trainer
+from ganctl.training.evaluator import Evaluator
 from ganctl.training.events import (
     Drew,
     Ended,

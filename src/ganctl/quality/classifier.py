@@ -310,7 +310,7 @@ def score(
     """Every classifier score of generated `fake` (the samples, or the classifier's `Verdicts` of
     them, kept with the samples when `labels` is given) and, for a conditional generator, the
     labels they were drawn for; each beside the held-out real data's own value."""
-    from ganctl.measure import fidelity
+    from ganctl.quality import fidelity
 
     seen = fake if isinstance(fake, Verdicts) else Verdicts.of(clf, fake, keep=labels is not None)
     real, real_y = clf.held_out
@@ -382,7 +382,7 @@ def stacked_score(clf: Classifier, fake: Tensor | Verdicts, metrics: tuple[str, 
     them), as PacGAN counts them, the share whose three channels are all confident, and
     FID/KID/precision-recall on the three channels' features side by side; each beside the
     held-out real stacks' own values."""
-    from ganctl.measure import fidelity
+    from ganctl.quality import fidelity
 
     total = clf.classes**3
     seen = fake if isinstance(fake, Verdicts) else Verdicts.of(clf, fake, stacked=True)

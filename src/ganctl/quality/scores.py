@@ -26,11 +26,12 @@ import torch
 from torch import Tensor
 
 from ganctl import cache, progress
+from ganctl.config import TrainConfig, metric_list
 from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import atomic_path
-from ganctl.measure import fidelity
-from ganctl.measure.features import (
+from ganctl.quality import fidelity
+from ganctl.quality.features import (
     INCEPTION_ENV,
     VGG_ENV,
     FeatureSpace,
@@ -41,7 +42,7 @@ from ganctl.measure.features import (
     weights_path,
     weights_where,
 )
-from ganctl.measure.reference import Reference
+from ganctl.quality.reference import Reference
 
 CHUNK = 500  # images per chunk through the generator and the feature networks
 FEATURES_FORMAT = "ganctl.features/1"
@@ -91,7 +92,7 @@ def choose_spaces(
             raise ConfigError("--features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
         main = inception(path, device, inception_where)
     elif features == "dinov2":
-        from ganctl.measure.dinov2 import DINOV2_ENV, dinov2, dinov2_path
+        from ganctl.quality.dinov2 import DINOV2_ENV, dinov2, dinov2_path
 
         found = dinov2_path(dinov2_file)
         if found is None:
@@ -350,3 +351,26 @@ def check_resolution(real: tuple[int, int] | None, fake: tuple[int, int] | None,
             " metrics compare images of one size (give --image-size to resample both, and the result is then"
             " not standard)"
         )
+
+
+# --- image metrics ---------------------------------------------------------------------------
+def run_spaces(cfg: TrainConfig, device: torch.device) -> Spaces:
+    """A run's feature spaces for its evaluations: random-conv, or Inception-v3 from --inception
+    (or $GANCTL_INCEPTION); and VGG-16 for precision/recall when --vgg is given."""
+    if cfg.eval_features == "random-conv":
+        main = random_conv(device)
+    else:
+        path = inception_path(cfg.inception)
+        if path is None:
+            raise ConfigError("--eval-features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
+        main = inception(path, device, weights_where(cfg.inception, INCEPTION_ENV, "--inception"))
+    spaces = Spaces(main, vgg16(Path(cfg.vgg).expanduser(), device) if cfg.vgg else None)
+    check_metrics(spaces, metric_list(cfg.eval_metrics, "--eval-metrics"), "--eval-metrics")
+    return spaces
+
+
+def spaces_described(spaces: Spaces) -> dict[str, Any]:
+    found = {"feature_space": spaces.main.describe()}
+    if spaces.pr is not None:
+        found["pr_feature_space"] = spaces.pr.describe()
+    return found

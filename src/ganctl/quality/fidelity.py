@@ -2,7 +2,7 @@
 density and coverage.
 
 Pure functions of feature matrices, real (N, d) and generated (M, d), whatever network made
-them (`ganctl.measure.features`), or of a real set's moments (a reference statistics file).
+them (`ganctl.quality.features`), or of a real set's moments (a reference statistics file).
 Conventions follow torch-fidelity, whose numbers published work quotes, and a test checks them
 against its functions:
 

@@ -10,7 +10,8 @@ from conftest import Linear, invoke, parse_json, small
 from torch import nn
 
 from ganctl.data import get_dataset
-from ganctl.measure import gradnorm
+from ganctl.lipschitz import analysis, bounds, transport
+from ganctl.lipschitz.norms import gradient_norms, summarise
 from ganctl.methods.resolve import resolve
 from ganctl.training.engine import Trainer
 
@@ -19,21 +20,21 @@ def test_linear_critic_has_norm_w_everywhere_and_geometric_alignment():
     w = torch.tensor([3.0, 4.0])
     critic = Linear(w)
     x = torch.randn(500, 2)
-    _, norms = gradnorm.gradient_norms(critic, x, batch=64)
+    _, norms = gradient_norms(critic, x, batch=64)
     assert torch.allclose(norms, torch.full((500,), 5.0))
-    stats = gradnorm.summarise(norms, tol=0.1)
+    stats = summarise(norms, tol=0.1)
     assert stats["mean"] == pytest.approx(5.0) and stats["above"] == 1.0 and stats["below"] == 0.0
     # Alignment: cos(w, real - fake). Fake = real - t * w gives cos 1; real - fake orthogonal to w gives 0.
     real = torch.randn(100, 2)
     g = torch.Generator().manual_seed(0)
-    along = gradnorm.alignment(critic, real, real - 0.5 * w, g)
-    across = gradnorm.alignment(critic, real, real - torch.tensor([4.0, -3.0]), g)
+    along = transport.alignment(critic, real, real - 0.5 * w, g)
+    across = transport.alignment(critic, real, real - torch.tensor([4.0, -3.0]), g)
     assert torch.allclose(along, torch.ones(100)) and torch.allclose(across, torch.zeros(100), atol=1e-6)
 
 
 def test_image_shaped_linear_critic_uses_the_norm_over_c_h_w():
     w = torch.randn(3, 8, 8)
-    _, norms = gradnorm.gradient_norms(Linear(w), torch.randn(10, 3, 8, 8))
+    _, norms = gradient_norms(Linear(w), torch.randn(10, 3, 8, 8))
     assert torch.allclose(norms, torch.full((10,), float(w.norm())), rtol=1e-5)
 
 
@@ -41,12 +42,12 @@ def test_scaling_the_last_layer_by_k_scales_norms_and_bounds_by_k():
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1))
     x = torch.randn(200, 2)
-    _, before = gradnorm.gradient_norms(critic, x)
-    ub_before, _ = gradnorm.upper_bound(critic, (2,))
+    _, before = gradient_norms(critic, x)
+    ub_before, _ = bounds.upper_bound(critic, (2,))
     with torch.no_grad():
         critic[2].weight.mul_(3.0)
-    _, after = gradnorm.gradient_norms(critic, x)
-    ub_after, _ = gradnorm.upper_bound(critic, (2,))
+    _, after = gradient_norms(critic, x)
+    ub_after, _ = bounds.upper_bound(critic, (2,))
     assert torch.allclose(after, 3 * before, rtol=1e-5)
     assert ub_after == pytest.approx(3 * ub_before, rel=1e-3)
 
@@ -57,7 +58,7 @@ def test_finite_differences_agree_with_reported_norms_on_a_trained_critic():
         trainer.train_step()
     critic = trainer.critic.double()
     x = torch.randn(20, 2, dtype=torch.float64)
-    _, norms = gradnorm.gradient_norms(critic, x)
+    _, norms = gradient_norms(critic, x)
     h = 1e-6
     with torch.no_grad():
         fd = torch.stack(
@@ -73,7 +74,7 @@ def test_convolution_operator_norm_is_the_dense_jacobians_not_the_kernels():
     shape = (2, 6, 6)
     jac = torch.autograd.functional.jacobian(lambda v: conv(v.reshape(1, *shape)).flatten(), torch.zeros(72))
     dense = float(torch.linalg.matrix_norm(jac, 2))
-    assert gradnorm.operator_norm(conv, shape, iterations=200) == pytest.approx(dense, rel=1e-4)
+    assert bounds.operator_norm(conv, shape, iterations=200) == pytest.approx(dense, rel=1e-4)
     kernel = float(torch.linalg.matrix_norm(conv.weight.detach().reshape(3, -1), 2))
     assert abs(dense - kernel) > 0.01  # the two differ; ganctl reports the first
 
@@ -88,9 +89,9 @@ def test_upper_bound_is_never_below_the_empirical_lower_bound(data, arch, method
         trainer.train_step()
     shape = trainer.dataset.shape
     x, y = torch.randn(64, *shape), torch.randn(64, *shape)
-    _, norms = gradnorm.gradient_norms(trainer.critic, x)
-    lower = max(gradnorm.empirical_lower_bound(trainer.critic, x, y), float(norms.max()))
-    upper, table = gradnorm.upper_bound(trainer.critic, shape)
+    _, norms = gradient_norms(trainer.critic, x)
+    lower = max(transport.empirical_lower_bound(trainer.critic, x, y), float(norms.max()))
+    upper, table = bounds.upper_bound(trainer.critic, shape)
     assert math.isfinite(upper) and upper >= lower > 0
     if arch != "resnet":  # a chain of layers: the bound is the product of the table's constants
         assert upper == pytest.approx(math.prod(e.bound for e in table), rel=1e-12)
@@ -98,21 +99,21 @@ def test_upper_bound_is_never_below_the_empirical_lower_bound(data, arch, method
 
 def test_layer_norm_critic_has_no_finite_bound():
     trainer = Trainer(resolve(small(data="shapes", width=4, z_dim=8, critic_norm="layer", batch_size=8)))
-    upper, table = gradnorm.upper_bound(trainer.critic, (3, 32, 32))
+    upper, table = bounds.upper_bound(trainer.critic, (3, 32, 32))
     assert upper == math.inf and any(e.kind == "GroupNorm" and e.bound == math.inf for e in table)
 
 
 def test_verdicts():
-    ok = gradnorm.summarise(torch.full((100,), 1.0))
-    assert gradnorm.verdict(ok, 0.1)[0] == "within tolerance"
-    assert gradnorm.verdict(gradnorm.summarise(torch.full((100,), 1.5)), 0.1)[0] == "violating"
-    assert gradnorm.verdict(gradnorm.summarise(torch.full((100,), 1e-4)), 0.1)[0] == "vanishing"
-    assert gradnorm.verdict(gradnorm.summarise(torch.full((100,), 50.0)), 0.1)[0] == "exploding"
+    ok = summarise(torch.full((100,), 1.0))
+    assert analysis.verdict(ok, 0.1)[0] == "within tolerance"
+    assert analysis.verdict(summarise(torch.full((100,), 1.5)), 0.1)[0] == "violating"
+    assert analysis.verdict(summarise(torch.full((100,), 1e-4)), 0.1)[0] == "vanishing"
+    assert analysis.verdict(summarise(torch.full((100,), 50.0)), 0.1)[0] == "exploding"
 
 
 def test_analyse_reports_every_set_with_its_statistics_and_bounds_that_bracket(tmp_path):
     trainer = Trainer(resolve(small(lipschitz="gp")))
-    report = gradnorm.analyse(trainer.nets, n=4096, seed=0, noise_std=0.01).report
+    report = analysis.analyse(trainer.nets, n=4096, seed=0, noise_std=0.01).report
     assert set(report.sets) == {"real", "fake", "interp", "real+noise"}
     assert report.sets["interp"]["count"] == 4096
     assert report.upper_bound["value"] >= report.lower_bound.value
@@ -144,10 +145,10 @@ def test_alignment_uses_the_optimal_coupling_so_the_optimal_critic_scores_one():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(300, 2, generator=g)
     fake = (real - 0.3 * w)[torch.randperm(300, generator=g)]
-    perm = gradnorm.optimal_coupling(real, fake)
+    perm = transport.optimal_coupling(real, fake)
     assert torch.allclose(fake[perm], real - 0.3 * w)
-    coupled = gradnorm.alignment(Linear(w), real, fake[perm], g)
-    random = gradnorm.alignment(Linear(w), real, fake, g)
+    coupled = transport.alignment(Linear(w), real, fake[perm], g)
+    random = transport.alignment(Linear(w), real, fake, g)
     assert torch.allclose(coupled, torch.ones(300), atol=1e-6)
     assert random.mean() < 0.5
 
@@ -179,7 +180,7 @@ def test_clipping_vanishes_and_the_penalty_holds_norms_near_one(tmp_path):
         logged = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in logged if "eval/gradnorm_q50" in r]
         assert [r["step"] for r in evals] == [100, 200]
-        report = gradnorm.analyse(ganctl.load(tmp_path / method), n=1024).report
+        report = analysis.analyse(ganctl.load(tmp_path / method), n=1024).report
         results[method] = (evals[-1], report)
     clip_log, clip = results["clip"]
     gp_log, gp = results["gp"]
@@ -200,9 +201,9 @@ def explicit_norm(layer, shape):
 def test_a_dense_layer_s_constant_is_its_exact_spectral_norm():
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 1))
-    total, table = gradnorm.upper_bound(net, (5,))
+    total, table = bounds.upper_bound(net, (5,))
     assert table[0].certainty == "exact" and table[0].bound == pytest.approx(explicit_norm(net[0], (5,)), rel=1e-12)
-    assert gradnorm.certified(table)
+    assert bounds.certified(table)
 
 
 @pytest.mark.parametrize(
@@ -219,44 +220,44 @@ def test_a_convolution_s_bound_is_certified_against_the_explicit_matrix(c_in, c_
     torch.manual_seed(c_in * 100 + k * 10 + s)
     conv = nn.Conv2d(c_in, c_out, k, stride=s, padding=p)
     true = explicit_norm(conv, (c_in, n, n))
-    bound = gradnorm.conv2d_bound(conv.weight, conv.stride, conv.padding, (n, n))
+    bound = bounds.conv2d_bound(conv.weight, conv.stride, conv.padding, (n, n))
     assert true <= bound <= 1.35 * true  # never below; the zero padding costs at most a third here
-    estimate = gradnorm.operator_norm(conv, (c_in, n, n))
+    estimate = bounds.operator_norm(conv, (c_in, n, n))
     assert estimate <= true * (1 + 1e-6)  # power iteration approaches from below: an estimate only
-    assert gradnorm.explicit_norm(conv, (c_in, n, n)) == pytest.approx(true, rel=1e-6)  # small: exact
+    assert bounds.explicit_norm(conv, (c_in, n, n)) == pytest.approx(true, rel=1e-6)  # small: exact
 
 
 def test_a_large_convolution_gets_the_certified_bound_and_a_small_one_its_exact_norm():
     torch.manual_seed(0)
     last = nn.Conv2d(64, 1, 4)  # DCGAN's last layer: one output, measured exactly
-    _, table = gradnorm.upper_bound(nn.Sequential(last), (64, 4, 4))
+    _, table = bounds.upper_bound(nn.Sequential(last), (64, 4, 4))
     assert table[0].certainty == "exact" and table[0].bound == pytest.approx(explicit_norm(last, (64, 4, 4)))
     big = nn.Conv2d(16, 32, 4, 2, 1)  # 16 x 32 x 32 in, 32 x 16 x 16 out: too large to build
-    assert gradnorm.explicit_norm(big, (16, 32, 32)) is None
-    _, table = gradnorm.upper_bound(nn.Sequential(big), (16, 32, 32))
-    assert table[0].certainty == "certified" and table[0].bound >= gradnorm.operator_norm(big, (16, 32, 32))
+    assert bounds.explicit_norm(big, (16, 32, 32)) is None
+    _, table = bounds.upper_bound(nn.Sequential(big), (16, 32, 32))
+    assert table[0].certainty == "certified" and table[0].bound >= bounds.operator_norm(big, (16, 32, 32))
 
 
 def test_the_bound_is_seeded_and_marks_what_it_could_not_certify():
     torch.manual_seed(0)
     # too large to build explicitly: a certified convolution, an estimated up-sampling
     net = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2), nn.Conv2d(16, 1, 48))
-    first, table = gradnorm.upper_bound(net, (3, 48, 48))
-    again, _ = gradnorm.upper_bound(net, (3, 48, 48))
+    first, table = bounds.upper_bound(net, (3, 48, 48))
+    again, _ = bounds.upper_bound(net, (3, 48, 48))
     assert first == again
     assert [e.certainty for e in table] == ["certified", "exact", "estimated", "exact"]
-    assert not gradnorm.certified(table)
+    assert not bounds.certified(table)
 
 
 def test_the_resnet_critic_counts_its_spatial_mean():
     trainer = Trainer(resolve(small(data="shapes", arch="resnet", width=8, z_dim=8, lipschitz="gp", batch_size=8)))
-    total, table = gradnorm.upper_bound(trainer.critic, (3, 32, 32))
+    total, table = bounds.upper_bound(trainer.critic, (3, 32, 32))
     mean = next(e for e in table if e.kind == "SpatialMean")
     assert mean.bound == pytest.approx(1 / 8) and mean.certainty == "exact"  # over 8 x 8
-    assert gradnorm.certified(table) and math.isfinite(total)
+    assert bounds.certified(table) and math.isfinite(total)
 
 
-@pytest.mark.parametrize("shift", sorted(gradnorm.ALIGNMENT_REFERENCE))
+@pytest.mark.parametrize("shift", sorted(transport.ALIGNMENT_REFERENCE))
 def test_alignment_references_of_the_optimal_critic(shift):
     # Pg = Pr shifted by v; the optimal critic -<x, v/|v|>. On the empirical optimal coupling it
     # scores about 0.9, not 1; on independent pairs it does not score near 0.
@@ -269,28 +270,28 @@ def test_alignment_references_of_the_optimal_critic(shift):
         critic = nn.Linear(2, 1, bias=False)
         with torch.no_grad():
             critic.weight.copy_(-v[None] / v.norm())
-        independent.append(float(gradnorm.alignment(critic, real, fake, g).mean()))
-        pairs = fake[gradnorm.optimal_coupling(real, fake)]
-        coupled.append(float(gradnorm.alignment(critic, real, pairs, g).mean()))
-    want_coupled, want_independent = gradnorm.ALIGNMENT_REFERENCE[shift]
+        independent.append(float(transport.alignment(critic, real, fake, g).mean()))
+        pairs = fake[transport.optimal_coupling(real, fake)]
+        coupled.append(float(transport.alignment(critic, real, pairs, g).mean()))
+    want_coupled, want_independent = transport.ALIGNMENT_REFERENCE[shift]
     assert np.mean(coupled) == pytest.approx(want_coupled, abs=0.02) and np.mean(coupled) < 1.0
     assert np.mean(independent) == pytest.approx(want_independent, abs=0.02) and np.mean(independent) > 0.1
     # an exact translated copy is coupled point to point: then it is 1
     exact = ds.sample(64, torch.Generator().manual_seed(9), "cpu")
     copy = exact + v
-    assert float(gradnorm.alignment(critic, exact, copy[gradnorm.optimal_coupling(exact, copy)], g).min()) > 1 - 1e-6
+    assert float(transport.alignment(critic, exact, copy[transport.optimal_coupling(exact, copy)], g).min()) > 1 - 1e-6
 
 
 def test_verdicts_and_labels_follow_the_loss():
-    low = gradnorm.summarise(torch.full((100,), 0.3))
-    assert gradnorm.verdict(low, 0.1, "wasserstein")[0] == "under-using"
-    word, detail = gradnorm.verdict(low, 0.1, "ns")
+    low = summarise(torch.full((100,), 0.3))
+    assert analysis.verdict(low, 0.1, "wasserstein")[0] == "under-using"
+    word, detail = analysis.verdict(low, 0.1, "ns")
     assert word == "inside the bound" and "optimal" not in detail
     ns = Trainer(resolve(small(lipschitz="r1")))  # the non-saturating loss
     ns.train_step()
     stats = ns.pop_stats()
     assert "critic_gap" in stats and "wasserstein" not in stats
-    report = gradnorm.analyse(ns.nets, n=256).report
+    report = analysis.analyse(ns.nets, n=256).report
     assert report.critic_gap == report.to_dict()["critic_gap"] and report.wasserstein is None
     assert "wasserstein" not in report.to_dict()  # no W1 estimate is claimed under the ns loss
 
@@ -318,6 +319,6 @@ def test_gradnorm_of_a_run_that_augments_measures_through_its_augmentation(tmp_p
 def test_an_augmenting_critic_without_a_finite_bound_reports_its_factor_alone():
     cfg = dict(data="shapes", image_size=16, arch="dcgan", width=8, z_dim=16, batch_size=8, lipschitz="gp")
     trainer = Trainer(resolve(small(**cfg, critic_norm="layer", augment="color")))
-    report = gradnorm.analyse(trainer.nets, n=32).report
+    report = analysis.analyse(trainer.nets, n=32).report
     assert report.upper_bound["value"] is None  # layer norm: no global constant
     assert report.augment == {"policy": "color", "p": 1.0, "lipschitz_factor": 3.0}  # RGB: saturation 2, contrast 1.5

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import ganctl
 from ganctl.cli import app
-from ganctl.measure.sampling import slerp
+from ganctl.nets.sampling import slerp
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ganctl.errors import DataError
-from ganctl.measure import features, fidelity
+from ganctl.quality import features, fidelity
 
 
 def gaussians(n, d, shift=0.0, scale=1.0, seed=0):

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ganctl.errors import ConfigError, DataError
-from ganctl.measure.features import FeatureSpace, _pixels, mismatch, read_state_dict, weights_path
+from ganctl.quality.features import FeatureSpace, _pixels, mismatch, read_state_dict, weights_path
 
 DINOV2_ENV = "GANCTL_DINOV2"
 EXTRAS = "pip install 'ganctl[dinov2]'"

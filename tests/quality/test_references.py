@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ganctl.measure import fidelity
-from ganctl.measure.quality import wasserstein1
+from ganctl.lipschitz.transport import wasserstein1
+from ganctl.quality import fidelity
 
 
 def _features(n_real=300, n_fake=300, d=16, seed=0):

@@ -10,7 +10,7 @@ import torch
 from conftest import cli_args, invoke, parse_json
 
 from ganctl.data import get_dataset
-from ganctl.measure import classifier
+from ganctl.quality import classifier
 
 
 def test_histogram_scores_against_their_closed_forms():

@@ -20,8 +20,8 @@ import torch
 
 from ganctl.errors import DataError
 from ganctl.fileio import write_atomic
-from ganctl.measure.features import FeatureSpace
-from ganctl.measure.fidelity import Moments
+from ganctl.quality.features import FeatureSpace
+from ganctl.quality.fidelity import Moments
 
 FORMAT = "ganctl.ref-stats/1"
 

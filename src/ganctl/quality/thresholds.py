@@ -34,7 +34,7 @@ METRICS = (
     Metric("valid_share", "valid", "max", share=True),
     Metric("w1", "W1", "min"),
     Metric("class_consistency", "class consistency", "max", share=True),
-    # A classifier of the user's labelled data judging the samples (`ganctl.measure.classifier`),
+    # A classifier of the user's labelled data judging the samples (`ganctl.quality.classifier`),
     # named with its weights' hash like an image metric with its feature space.
     Metric("classes_covered", "classes covered", "max", image=True),
     Metric("confident_share", "confident", "max", share=True, image=True),

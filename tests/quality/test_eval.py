@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import ganctl
 from ganctl.cli import app
 from ganctl.data.shapes import ShapesSet
-from ganctl.measure import evaluation, features, scores
+from ganctl.quality import evaluate, features, scores
 
 runner = CliRunner()
 
@@ -63,7 +63,7 @@ def test_fid_and_kid_match_an_independent_computation_on_the_same_features(image
     report = json.loads(invoke(image_run, "--n", n, "--metrics", "fid,kid", "--json").stdout)
     nets = ganctl.load(image_run)
     space = features.random_conv()
-    fake = torch.cat(list(evaluation.generated_chunks(nets, n, seed=0))).double()
+    fake = torch.cat(list(evaluate.generated_chunks(nets, n, seed=0))).double()
     real = torch.cat(list(ShapesSet(16).chunks(n, torch.Generator().manual_seed(0), scores.CHUNK)))
     x, y = space.features(real).double().numpy(), space.features(fake.float()).double().numpy()
     # A random ReLU network has a few dead units: constant in both sets, they add nothing to the

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 pytest.importorskip("timm")
 pytest.importorskip("torch_fidelity")
 
-from ganctl.measure.dinov2 import build, dinov2, resample_positions  # noqa: E402
+from ganctl.quality.dinov2 import build, dinov2, resample_positions  # noqa: E402
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -227,7 +227,7 @@ def test_dgm_eval_s_preprocessing_is_its_own_and_differs_from_torch_fidelity_s(t
 def test_published_shapes_say_that_their_values_were_not_checked(tmp_path):
     """A file of ViT-S/14's shapes is labelled the hub's network, and the report says that only
     the shapes were checked (Meta publishes no hash), in JSON and in the sentence people read."""
-    from ganctl.measure.scores import Spaces, provenance
+    from ganctl.quality.scores import Spaces, provenance
 
     state = meta_state(dim=384, depth=12, grid=37)
     path = tmp_path / "vits14.pth"

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ganctl.cli import app
-from ganctl.measure import features, fidelity
+from ganctl.quality import features, fidelity
 
 tf_metrics = pytest.importorskip("torch_fidelity.metrics")
 runner = CliRunner()

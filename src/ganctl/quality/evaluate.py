@@ -1,18 +1,13 @@
-"""How good a generator is, without the training loop: the data's quality metrics (2-D mode
-metrics, the `shapes` judge), image metrics in named feature spaces (FID, KID, IS,
-precision/recall, density/coverage: `ganctl.measure.scores`), `ganctl gradnorm`'s interpolate
-summary, and the run's pictures.
-
-`Evaluator` draws its real points, latents and interpolation coefficients once, from the
-evaluation stream (`ganctl.streams`), so every evaluation of a run, resumed or not, and of its
-checkpoints uses the same inputs. `score` is the same measurement for any generated samples
-(`ganctl eval`), and `save_reference` writes a real set's statistics file.
-"""
+"""How good a generator is, without the training loop: `ganctl eval` as library calls. Samples of
+a checkpoint's generator (`evaluate_checkpoint`) or of any generator's files (`evaluate_files`)
+scored against real data: the data's own metrics (2-D: modes, high-quality share, W1 with a
+perfect generator's floor and, for a certified critic, its W1 lower bound; `shapes`: the judge),
+image metrics in named feature spaces, and a classifier's scores; and a real set's statistics
+file (`save_reference`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,284 +16,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from ganctl import cache, memory, progress, streams
-from ganctl.config import TrainConfig, metric_list
+from ganctl import memory, progress
+from ganctl.config import TrainConfig
 from ganctl.data import DataSource
 from ganctl.data.images import ImageSet
 from ganctl.errors import ConfigError, DataError
-from ganctl.fileio import write_text_atomic
-from ganctl.measure import reference as references
-from ganctl.measure import scores
-from ganctl.measure.defaults import EVAL_N
-from ganctl.measure.features import INCEPTION_ENV, inception, inception_path, random_conv, vgg16, weights_where
-from ganctl.measure.gradnorm import DEFAULT_TOL, certified_w1_report, gradient_norms, summarise
-from ganctl.measure.quality import FLOOR_DRAWS, W1_POINTS, mixture_quality, w1_floor, wasserstein1
-from ganctl.measure.reference import Reference
-from ganctl.measure.render import image_grid, save_image, scatter_over_field
-from ganctl.measure.scores import CHUNK, Generated, Spaces
-from ganctl.methods.penalties import interpolate
+from ganctl.lipschitz.bounds import certified_w1_report
+from ganctl.lipschitz.transport import W1_POINTS, w1_floor, wasserstein1
 from ganctl.nets.checkpoint import Checkpoint
-from ganctl.nets.networks import Networks, eval_mode
-
-FIELD_RESOLUTION = 128
-PLOT_POINTS = 1000
-GRID_IMAGES = 64  # an 8 x 8 grid from fixed latents
-GRID_COLUMNS = 8
-MAX_GRID_ROWS = 20  # a conditional grid's rows: one class each
-EVAL_BATCH = 500
-GRADNORM_POINTS = 512  # interpolates measured at each eval (the gradnorm command's summary)
-
-
-class Evaluator:
-    """Fixed real samples and fixed latents, drawn once from their own seeded stream, so every
-    evaluation and picture of a run (and of a resumed run) uses the same inputs."""
-
-    def __init__(self, nets: Networks):
-        self.nets = nets
-        cfg = nets.cfg
-        rng = nets.eval_generator(streams.EVAL_LATENTS)
-        self.dataset = dataset = nets.dataset
-        self.points = dataset.kind == "points"
-        self.latents = nets.noise(cfg.eval_samples, rng)
-        # A conditional run's samples cycle through the classes: the same number of each.
-        self.labels = nets.class_labels(cfg.eval_samples, rng) if cfg.conditional else None
-        # Real points for the gradient-norm summary, from a stream of their own so that adding
-        # them changed no other evaluation input (with their labels: the fakes it pairs them with
-        # are drawn at the same labels).
-        self.n_gradnorm = min(GRADNORM_POINTS, cfg.eval_samples)
-        gradnorm_rng = nets.eval_generator(streams.EVAL_GRADNORM_REAL)
-        if cfg.conditional:
-            self.real_gradnorm, self.labels_gradnorm = dataset.sample_labelled(
-                self.n_gradnorm, gradnorm_rng, nets.device
-            )
-        else:
-            self.real_gradnorm = dataset.sample(self.n_gradnorm, gradnorm_rng, nets.device)
-            self.labels_gradnorm = None
-        self.last_norms: Tensor | None = None  # the latest gradient-norm summary's norms (for histograms)
-        self.metrics = () if self.points else metric_list(cfg.eval_metrics, "--eval-metrics")
-        n_real = min(cfg.eval_samples, dataset.length) if dataset.length is not None else None
-        scores.check_sizes(self.metrics, n_real, cfg.eval_samples, "--eval-metrics", cfg.data)
-        self._spaces: Spaces | None = None
-        self._real: dict[str, scores.RealFeatures] = {}
-        if not self.points:
-            return
-        self.real = dataset.sample(cfg.eval_samples, rng, nets.device)
-        self.n_w1 = min(W1_POINTS, cfg.eval_samples)
-        self.real_w1 = dataset.sample(self.n_w1, rng, nets.device)
-        self.mixture = dataset.mixture
-        self.extent = plot_extent(self.real)
-        # The W1 a perfect generator would still show at this sample size.
-        self.w1_floor = floor_of(dataset, self.n_w1, cfg.seed)  # (mean, sd)
-
-    @torch.no_grad()
-    def fake(self, n: int | None = None, labels: Tensor | None = None) -> torch.Tensor:
-        """The fixed latents' samples (the first n), at the fixed labels (or `labels`)."""
-        net, latents = self.nets.sampler, self.latents[:n]
-        if labels is None and self.labels is not None:
-            labels = self.labels[: len(latents)]
-        with eval_mode(net):
-            if labels is None:
-                return torch.cat([net(z).float() for z in latents.split(EVAL_BATCH)])
-            parts = zip(latents.split(EVAL_BATCH), labels.split(EVAL_BATCH))
-            return torch.cat([net(z, y).float() for z, y in parts])
-
-    def measure(self) -> dict[str, Any]:
-        fake = self.fake()
-        gradnorm_fake = self.fake(self.n_gradnorm, self.labels_gradnorm)
-        result: dict[str, Any] = self.gradnorm(gradnorm_fake)
-        consistency = class_consistency(self.dataset, fake, self.labels) if self.labels is not None else {}
-        if not self.points:
-            judge = self.dataset.judge
-            quality = judge.quality(fake) if judge is not None else {}
-            return {**quality, **consistency, **self.image_metrics(fake), **result}
-        result.update(consistency)
-        result.update(
-            {
-                "w1": wasserstein1(fake[: self.n_w1], self.real_w1),
-                "w1_floor": self.w1_floor[0],
-                "w1_floor_sd": self.w1_floor[1],
-                "w1_points": self.n_w1,
-            }
-        )
-        if self.mixture is not None:
-            result.update(mixture_quality(fake, self.mixture.centres_tensor(), self.mixture.std))
-        return result
-
-    def image_metrics(self, fake: Tensor) -> dict[str, float]:
-        """The run's image metrics (--eval-metrics) of these samples against real images drawn
-        once from the evaluation stream, in the run's feature spaces (--eval-features, --vgg)."""
-        if not self.metrics:
-            return {}
-        if self._spaces is None:
-            self._spaces = run_spaces(self.nets.cfg, self.nets.device)
-            seed = streams.eval_seed(self.nets.cfg.seed, streams.EVAL_REAL_FEATURES)
-            for space in scores.real_needed(self._spaces, self.metrics, None):
-                self._real[space.label] = scores.real_features(space, self.dataset, len(self.latents), seed)
-        generated = Generated(self._spaces, self.metrics)
-        generated.add(fake)
-        real = {label: r.features for label, r in self._real.items()}
-        return scores.image_metrics(self._spaces, self.metrics, generated, real)
-
-    def measured_on(self) -> dict[str, Any] | None:
-        """What the image metrics were measured on (feature spaces and their weights' hashes,
-        sample counts, the real set's fingerprint, the resolution of both sides and whether the
-        numbers are standard), once they have been; None before or without them."""
-        if self._spaces is None:
-            return None
-        real = next(iter(self._real.values()), None)
-        resolution = tuple(self.dataset.shape[-2:])
-        return {
-            **_spaces_described(self._spaces),
-            "n_fake": len(self.latents),
-            "n_real": real.n if real is not None else None,
-            "real_fingerprint": self.dataset.fingerprint(),
-            **scores.provenance(self._spaces, self.metrics, self.dataset, resolution, False),
-        }
-
-    def gradnorm(self, fake: torch.Tensor) -> dict[str, float]:
-        """`ganctl gradnorm`'s interpolate summary: ||grad D(x_hat)|| on fixed real points and
-        the fixed latents' samples, with interpolation coefficients drawn the same every time."""
-        x_hat = interpolate(
-            self.real_gradnorm,
-            fake.to(self.real_gradnorm.dtype),
-            self.nets.eval_generator(streams.EVAL_GRADNORM_INTERP),
-        )
-        self.last_norms = gradient_norms(self.nets.critic, x_hat, y=self.labels_gradnorm)[1]
-        stats = summarise(self.last_norms, DEFAULT_TOL)
-        return {
-            "gradnorm_mean": stats["mean"],
-            "gradnorm_q50": stats["q50"],
-            "violation_share": stats["above"],
-            "vanishing_share": stats["vanishing"],
-        }
-
-    def draw(self, path: Path | None, title: str) -> Image.Image:
-        """The run's picture (a grid from fixed latents, or 2-D points over the critic's
-        field), saved to `path` unless it is None, and returned."""
-        if not self.points:
-            if self.labels is None:
-                images = self.fake(GRID_IMAGES)
-            else:  # a row per class, the same latents in every row
-                images = self._class_grid(min(self.nets.cfg.num_classes, MAX_GRID_ROWS))
-            grid = image_grid(images.cpu().numpy(), columns=GRID_COLUMNS)
-            if path is not None:
-                save_image(path, grid)
-            return grid
-        return draw_points(path, self.nets, self.real[:PLOT_POINTS], self.fake(PLOT_POINTS), title, self.extent)
-
-    @torch.no_grad()
-    def _class_grid(self, rows: int) -> Tensor:
-        z = self.latents[:GRID_COLUMNS].repeat(rows, 1)
-        labels = torch.arange(rows, device=self.nets.device).repeat_interleave(GRID_COLUMNS)
-        with eval_mode(self.nets.sampler):
-            return self.nets.sampler(z, labels).float()
-
-
-def plot_extent(real: torch.Tensor) -> tuple[float, float, float, float]:
-    """A square view around the central 99.8 % of the real points, with a margin."""
-    lo = torch.quantile(real.float().cpu(), 0.001, dim=0)
-    hi = torch.quantile(real.float().cpu(), 0.999, dim=0)
-    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.35
-    return (float(centre[0]) - half, float(centre[0]) + half, float(centre[1]) - half, float(centre[1]) + half)
-
-
-def draw_points(
-    path: Path | None,
-    nets: Networks,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    title: str,
-    extent: tuple[float, float, float, float] | None = None,
-) -> Image.Image:
-    """Real and generated 2-D points over the critic's value field, as a PNG. A conditional
-    critic's field is its largest value over the classes at each point (each class's critic
-    rises near its own mode)."""
-    xmin, xmax, ymin, ymax = extent = extent or plot_extent(real)
-    xs = torch.linspace(xmin, xmax, FIELD_RESOLUTION, device=nets.device)
-    ys = torch.linspace(ymin, ymax, FIELD_RESOLUTION, device=nets.device)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
-    if nets.cfg.conditional:
-        values = [
-            nets.critic_values(grid, torch.full((len(grid),), k, device=nets.device))
-            for k in range(nets.cfg.num_classes)
-        ]
-        field = torch.stack(values).amax(dim=0).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
-    else:
-        field = nets.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
-    return scatter_over_field(
-        path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
-    )
-
-
-def class_consistency(dataset: DataSource, fake: Tensor, labels: Tensor) -> dict[str, float]:
-    """The share of samples generated for class k that are of class k: on a 2-D mixture, a
-    high-quality sample (within 3 std) whose nearest mode is k; on `shapes`, an image the judge
-    assigns to mode k. Empty where the data has no way to tell."""
-    labels = labels.to(fake.device)
-    if dataset.mixture is not None:
-        centres = dataset.mixture.centres_tensor(fake.device)
-        dist, nearest = torch.cdist(fake.float(), centres).min(dim=1)
-        on_mode = (nearest == labels) & (dist <= 3.0 * dataset.mixture.std)
-        return {"class_consistency": float(on_mode.float().mean())}
-    if dataset.judge is not None:
-        return {"class_consistency": float((dataset.judge(fake).to(labels.device) == labels).float().mean())}
-    return {}
-
-
-_FLOORS: dict[str, tuple[float, float]] = {}
-FLOOR_FORMAT = "ganctl.w1-floor/1"
-
-
-def floor_of(dataset: DataSource, n: int, seed: int) -> tuple[float, float]:
-    """The W1 floor of `dataset` at n points (mean, sd over draws), from a stream of its own. It
-    depends on the data, n and the seed alone (five exact W1 solves: 2.3 s at 2048 points), so
-    it is computed once and kept, in this process and in the cache folder beside the image and
-    feature caches, keyed by the data's fingerprint, n, the seed and the number of draws."""
-    key = f"{FLOOR_FORMAT}|{dataset.fingerprint()}|{n}|{seed}|{FLOOR_DRAWS}"
-    if key in _FLOORS:
-        return _FLOORS[key]
-    path = cache.path("w1floor", key)
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached["key"] == key:
-            _FLOORS[key] = (float(cached["mean"]), float(cached["sd"]))
-            return _FLOORS[key]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # absent or damaged: computed again
-    g = torch.Generator().manual_seed(streams.eval_seed(seed, streams.EVAL_W1_FLOOR))
-    _FLOORS[key] = mean, sd = w1_floor(lambda m: dataset.sample(m, g, "cpu"), n)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps({"key": key, "mean": mean, "sd": sd}))
-    except OSError:
-        pass  # the cache is an optimisation: an unwritable folder costs a recomputation
-    return _FLOORS[key]
-
-
-# --- image metrics ---------------------------------------------------------------------------
-def run_spaces(cfg: TrainConfig, device: torch.device) -> Spaces:
-    """A run's feature spaces for its evaluations: random-conv, or Inception-v3 from --inception
-    (or $GANCTL_INCEPTION); and VGG-16 for precision/recall when --vgg is given."""
-    if cfg.eval_features == "random-conv":
-        main = random_conv(device)
-    else:
-        path = inception_path(cfg.inception)
-        if path is None:
-            raise ConfigError("--eval-features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
-        main = inception(path, device, weights_where(cfg.inception, INCEPTION_ENV, "--inception"))
-    spaces = Spaces(main, vgg16(Path(cfg.vgg).expanduser(), device) if cfg.vgg else None)
-    scores.check_metrics(spaces, metric_list(cfg.eval_metrics, "--eval-metrics"), "--eval-metrics")
-    return spaces
-
-
-def _spaces_described(spaces: Spaces) -> dict[str, Any]:
-    found = {"feature_space": spaces.main.describe()}
-    if spaces.pr is not None:
-        found["pr_feature_space"] = spaces.pr.describe()
-    return found
+from ganctl.nets.networks import Networks
+from ganctl.quality import reference as references
+from ganctl.quality import scores
+from ganctl.quality.defaults import EVAL_N
+from ganctl.quality.modes import class_consistency, mixture_quality
+from ganctl.quality.reference import Reference
+from ganctl.quality.scores import CHUNK, Generated, Spaces, spaces_described
 
 
 def generated_chunks(nets: Networks, n: int, seed: int, raw: bool = False) -> Iterator[Tensor]:
@@ -401,7 +135,7 @@ def _image_scores(
         real[space.label] = found.features
         out.update(n_real=found.n, real_fingerprint=found.fingerprint)
     out["image_metrics"] = scores.image_metrics(spaces, metrics, generated, real, reference, request.seed)
-    out.update(_spaces_described(spaces))
+    out.update(spaces_described(spaces))
     if reference is not None:
         out["reference"] = reference.describe()
     out.update(scores.provenance(spaces, metrics, dataset, generated.resolution, fake_resampled, reference))
@@ -435,9 +169,9 @@ def _score_points(
 
 def _critic_upper_bound(nets: Networks) -> dict[str, Any]:
     from ganctl.data import sample_shape
-    from ganctl.measure.gradnorm import _upper_bound_report
+    from ganctl.lipschitz.bounds import upper_bound_report
 
-    return _upper_bound_report(nets.critic, sample_shape(nets.cfg), nets.device, nets.cfg.conditional)
+    return upper_bound_report(nets.critic, sample_shape(nets.cfg), nets.device, nets.cfg.conditional)
 
 
 # --- ganctl eval ------------------------------------------------------------------------------
@@ -571,7 +305,7 @@ def _judge(dataset: DataSource, request: Request, keep: bool = False) -> Any:
     the user's file, tried on it), with an empty `Verdicts` for the samples to fill as they are
     drawn; `keep` keeps the samples too (GAN-train learns from them)."""
     from ganctl.data.stacked import StackedSet
-    from ganctl.measure import classifier
+    from ganctl.quality import classifier
 
     stacked = isinstance(dataset, StackedSet)
     labelled = dataset.base if stacked else dataset  # stacks: each channel is one of the grey set's images
@@ -588,7 +322,7 @@ def _classifier_scores(
     """The classifier's scores of the samples it has read (`judged`, its `Verdicts`) into
     `report`: its metrics beside the others, the held-out real data's own values under
     "ceiling", and what it is."""
-    from ganctl.measure import classifier
+    from ganctl.quality import classifier
 
     judge, n = judged.clf, report["n_fake"]
     # On images --metrics decides (none: none in the classifier's space either); 2-D data has

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from ganctl import memory, streams
@@ -25,6 +26,7 @@ from ganctl.data import sample_shape
 from ganctl.errors import ConfigError, WriteError
 from ganctl.fileio import check_writable, write_atomic, write_error
 from ganctl.nets.networks import Networks, eval_mode
+from ganctl.pictures import image_grid, save_image, scatter_over_field
 
 FORMATS = ("png", "dir", "npy", "safetensors")
 STREAMED = ("npy", "dir")  # written chunk by chunk as the samples are drawn
@@ -130,7 +132,6 @@ def stream_samples(
     """n samples written chunk by chunk as they are drawn (`draw`: seed, raw, klass), with
     memory bounded by a chunk: an .npy (float32, (n, ...)) or a folder of PNGs. The disk must
     have room for them, which is checked first."""
-    from ganctl.measure.render import image_grid, save_image
 
     shape = sample_shape(nets.cfg)
     if fmt == "dir" and len(shape) == 1:
@@ -199,7 +200,6 @@ def write_samples(
     samples: Tensor, out: Path, fmt: str, nets: Networks, meta: dict[str, Any], overwrite: bool = False
 ) -> list[Path]:
     """Write `samples` (from `generate`) to `out`; return the files written."""
-    from ganctl.measure.render import image_grid, save_image
 
     out = Path(out)
     points = samples.shape[-1:] == (2,) and samples.ndim <= 3
@@ -260,10 +260,47 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _draw_points(out: Path, nets: Networks, fake: Tensor, meta: dict[str, Any]) -> None:
-    from ganctl.measure.evaluation import draw_points
-
     rng = torch.Generator(device=nets.device)
     rng.manual_seed(int(meta.get("seed", 0)) + streams.SAMPLE_REAL)
     real = nets.dataset.sample(min(len(fake), 2000), rng, nets.device)
     title = f"{nets.cfg.data}  {nets.cfg.lipschitz}  step {nets.step}  ({len(fake)} samples)"
     draw_points(out, nets, real, fake.to(nets.device), title)
+
+
+FIELD_RESOLUTION = 128
+
+
+def plot_extent(real: torch.Tensor) -> tuple[float, float, float, float]:
+    """A square view around the central 99.8 % of the real points, with a margin."""
+    lo = torch.quantile(real.float().cpu(), 0.001, dim=0)
+    hi = torch.quantile(real.float().cpu(), 0.999, dim=0)
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.35
+    return (float(centre[0]) - half, float(centre[0]) + half, float(centre[1]) - half, float(centre[1]) + half)
+
+
+def draw_points(
+    path: Path | None,
+    nets: Networks,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    title: str,
+    extent: tuple[float, float, float, float] | None = None,
+) -> Image.Image:
+    """Real and generated 2-D points over the critic's value field, as a PNG. A conditional
+    critic's field is its largest value over the classes at each point (each class's critic
+    rises near its own mode)."""
+    xmin, xmax, ymin, ymax = extent = extent or plot_extent(real)
+    xs = torch.linspace(xmin, xmax, FIELD_RESOLUTION, device=nets.device)
+    ys = torch.linspace(ymin, ymax, FIELD_RESOLUTION, device=nets.device)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+    if nets.cfg.conditional:
+        values = [
+            nets.critic_values(grid, torch.full((len(grid),), k, device=nets.device))
+            for k in range(nets.cfg.num_classes)
+        ]
+        field = torch.stack(values).amax(dim=0).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
+    else:
+        field = nets.critic_values(grid).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION)
+    return scatter_over_field(
+        path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
+    )
