@@ -6,8 +6,7 @@ import torch
 from PIL import Image
 
 from ganctl.config import TrainConfig
-from ganctl.data import images as image_data
-from ganctl.data import load_dataset
+from ganctl.data import folders, load_dataset
 from ganctl.data.shapes import KINDS, PALETTE, ShapesSet
 from ganctl.errors import DataError
 
@@ -145,7 +144,7 @@ def test_second_load_reads_the_cache_and_a_changed_file_invalidates_it(tmp_path,
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(image_data, "_decode", no_decoding)
+    monkeypatch.setattr(folders, "_decode", no_decoding)
     second = load_dataset(TrainConfig(data=str(root), image_size=16))
     assert torch.equal(first.images, second.images) and second.skipped == first.skipped
     Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(root / "new.png")

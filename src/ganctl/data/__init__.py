@@ -57,7 +57,7 @@ def image_side(cfg: TrainConfig) -> int | None:
         return cfg.image_size
     if cfg.data == "shapes":
         return SHAPES_IMAGE_SIZE
-    from ganctl.data import cifar, images, stacked
+    from ganctl.data import arrays, cifar, folders, stacked
 
     name = stacked.base_path(cfg.data) if stacked.is_stacked(cfg.data) else cfg.data
     path = Path(name).expanduser()
@@ -65,9 +65,9 @@ def image_side(cfg: TrainConfig) -> int | None:
         if cifar.layout_of(path) is not None:
             return cifar.SIDE
         if path.suffix.lower() in ARRAY_SUFFIXES and path.is_file():
-            return images.array_side(path)
+            return arrays.array_side(path)
         if path.is_dir():
-            return images.folder_side(path)
+            return folders.folder_side(path)
     except (DataError, OSError, ValueError, KeyError, IndexError, RuntimeError, AttributeError):
         return None  # unreadable: the loader reports it, with its one line
     return None
@@ -110,7 +110,7 @@ def _load(cfg: TrainConfig) -> DataSource:
             raise DataError("--data shapes is an RGB set (its modes are colours); use --channels 3")
         return ShapesSet(size)
 
-    from ganctl.data import cifar, images, stacked
+    from ganctl.data import arrays, cifar, folders, stacked
 
     if stacked.is_stacked(name):
         _no_split(cfg, name)
@@ -129,9 +129,9 @@ def _load(cfg: TrainConfig) -> DataSource:
         return cifar.load_cifar10(path, cfg.split, cfg.image_size, cfg.channels, cfg.hflip)
     _no_split(cfg, name)
     if path.suffix.lower() in ARRAY_SUFFIXES:
-        return images.load_array(path, cfg.image_size, cfg.channels, cfg.hflip, cfg.conditional)
+        return arrays.load_array(path, cfg.image_size, cfg.channels, cfg.hflip, cfg.conditional)
     if path.is_dir():
-        return images.load_folder(path, cfg.image_size, cfg.channels, cfg.hflip, conditional=cfg.conditional)
+        return folders.load_folder(path, cfg.image_size, cfg.channels, cfg.hflip, conditional=cfg.conditional)
     if path.exists():
         raise DataError(
             f"--data {name}: not a folder of images, a {'/'.join(ARRAY_SUFFIXES)} array or CIFAR-10 as distributed"

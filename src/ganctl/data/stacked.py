@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from ganctl import memory
-from ganctl.data.images import ImageSet, load_array, load_folder
+from ganctl.data.arrays import load_array
+from ganctl.data.folders import load_folder
+from ganctl.data.images import ImageSet
 from ganctl.data.source import Classes
 from ganctl.errors import DataError
 

@@ -226,8 +226,7 @@ def evaluate_files(
     or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data` (or only
     against request.reference). Each side is read at its own size unless `image_size` resizes
     both; images of two sizes are refused."""
-    from ganctl.data import ARRAY_SUFFIXES, load_dataset
-    from ganctl.data import images as image_files
+    from ganctl.data import ARRAY_SUFFIXES, arrays, folders, load_dataset
 
     fake = Path(fake)
     if not fake.exists():
@@ -244,9 +243,9 @@ def evaluate_files(
             _classifier_scores(report, dataset, judged, None, request)
         return {**source, **report}
     if fake.is_dir():
-        generated = image_files.load_folder(fake, image_size, channels, use_cache=False, flag="--fake")
+        generated = folders.load_folder(fake, image_size, channels, use_cache=False, flag="--fake")
     elif fake.suffix.lower() in ARRAY_SUFFIXES:
-        generated = image_files.load_array(fake, image_size, channels, flag="--fake")
+        generated = arrays.load_array(fake, image_size, channels, flag="--fake")
     else:
         raise DataError(
             f"--fake {fake}: not a folder of images or an .npy/.npz/.safetensors array (a .png grid is a picture of"
@@ -356,7 +355,7 @@ def save_reference(data: str, path: Path, request: Request, image_size: int | No
 
 def _points_file(path: Path) -> Tensor:
     from ganctl.data import ARRAY_SUFFIXES
-    from ganctl.data.images import read_array
+    from ganctl.data.arrays import read_array
 
     if path.is_dir() or path.suffix.lower() not in ARRAY_SUFFIXES:
         raise DataError(
