@@ -406,8 +406,8 @@ def test_every_phase_of_eval_and_gradnorm_is_reported_from_start_to_end(tmp_path
         real_add(self, x)
 
     monkeypatch.setattr(classifier.Verdicts, "add", add)
-    request = evaluation.Request(("fid", "kid", "pr", "dc"), scores.choose_spaces("auto", None, None, "cpu"), 1200)
-    request = evaluation.dataclasses.replace(request, classifier="auto")
+    spaces = scores.choose_spaces("auto", None, None, "cpu")
+    request = evaluation.Request(("fid", "kid", "pr", "dc"), spaces, 1200, classifier="auto")
     with progress.listening(lambda what, done, total: heard.setdefault(what, []).append((done, total))):
         evaluation.evaluate_files(data, str(data), request)
         r = invoke("gradnorm", tiny_run, "--n", 64)  # the command listens itself: nothing reaches this listener

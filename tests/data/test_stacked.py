@@ -101,7 +101,7 @@ def test_eval_counts_modes_as_pacgan(tmp_path, monkeypatch):
 
 
 def test_stacked_data_counts_pacgans_26000_samples_by_default():
-    from ganctl.cli.evaluate import default_n
+    from ganctl.quality.evaluate import default_n
 
     assert default_n("stacked:digits") == 26_000 and default_n("digits") == default_n(None) == 10_000
 

@@ -10,6 +10,7 @@ from conftest import Linear, invoke, parse_json, small
 from torch import nn
 
 from ganctl.data import get_dataset
+from ganctl.errors import ConfigError
 from ganctl.lipschitz import analysis, bounds, transport
 from ganctl.lipschitz.norms import gradient_norms, summarise
 from ganctl.methods.resolve import resolve
@@ -322,3 +323,22 @@ def test_an_augmenting_critic_without_a_finite_bound_reports_its_factor_alone():
     report = analysis.analyse(trainer.nets, n=32).report
     assert report.upper_bound["value"] is None  # layer norm: no global constant
     assert report.augment == {"policy": "color", "p": 1.0, "lipschitz_factor": 3.0}  # RGB: saturation 2, contrast 1.5
+
+
+def test_ganctl_grad_norms_is_the_command_as_one_library_call(tmp_path):
+    """`ganctl.grad_norms` gives the report `ganctl gradnorm --json` prints; the trajectory, one
+    report per checkpoint in step order."""
+    import ganctl
+
+    ganctl.train(small(lipschitz="gp", steps=6, ckpt_every=2), tmp_path / "run")
+    newest = tmp_path / "run" / "checkpoints" / "step-0000006.safetensors"
+    found = ganctl.grad_norms(newest, n=128, seed=1)
+    r = invoke("gradnorm", newest, "--n", 128, "--seed", 1, "--json")
+    assert r.exit_code == 0, r.output
+    printed = parse_json(r.stdout)
+    assert found.report.sets == printed["sets"] and found.report.verdict.status == printed["verdict"]["status"]
+    assert found.norms["interp"].shape == (128,)
+    steps = [report.step for report in ganctl.grad_norm_trajectory(tmp_path / "run", n=64)]
+    assert steps == [2, 4, 6]
+    with pytest.raises(ConfigError, match="--n must be > 0"):
+        ganctl.grad_norms(newest, n=0)

@@ -122,3 +122,21 @@ def test_existing_output_is_kept_unless_overwrite(image_run, tmp_path):
 def test_missing_checkpoint_exits_2(tmp_path):
     r = sample(tmp_path / "nothing", "--out", tmp_path / "a.png")
     assert r.exit_code == 2 and "nothing" in r.stderr
+
+
+def test_ganctl_sample_is_the_command_as_one_library_call(tmp_path):
+    """`ganctl.sample` draws what `ganctl sample` writes: in memory without `out`, and the same
+    numbers written to a file with it."""
+    import numpy as np
+    from conftest import invoke
+
+    import ganctl
+
+    ganctl.train(small(steps=2), tmp_path / "run")
+    drawn = ganctl.sample(tmp_path / "run", n=300, seed=5)
+    assert drawn.samples.shape == drawn.shape == (300, 2) and drawn.files == []
+    written = ganctl.sample(tmp_path / "run", n=300, seed=5, out=tmp_path / "x.npy")
+    assert written.samples is None and written.files == [tmp_path / "x.npy"]  # streamed, never held
+    assert np.array_equal(np.load(tmp_path / "x.npy"), drawn.samples.numpy())
+    r = invoke("sample", tmp_path / "run", "--n", 300, "--seed", 5, "--out", tmp_path / "y.npy")
+    assert r.exit_code == 0 and np.array_equal(np.load(tmp_path / "y.npy"), drawn.samples.numpy())

@@ -205,3 +205,17 @@ def test_without_tensorboard_the_flag_is_one_clear_line(tmp_path, monkeypatch):
     )
     assert r.exit_code == 2 and "pip install 'ganctl[tensorboard]'" in r.stderr and "Traceback" not in r.output
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_ganctl_evaluate_is_the_command_as_one_library_call(image_run):
+    """`ganctl.evaluate` with the command's options gives the very numbers `ganctl eval --json`
+    prints, as a typed result."""
+    from ganctl.errors import ConfigError
+
+    found = ganctl.evaluate(image_run, n=40, seed=3, metrics="fid,kid,pr")
+    r = invoke(image_run, "--n", 40, "--seed", 3, "--metrics", "fid,kid,pr", "--json")
+    assert r.exit_code == 0, r.output
+    assert found.metrics == json.loads(r.stdout)["metrics"] and "fid[random-conv]" in found.metrics
+    assert found.standard is False and found.to_dict()["n_fake"] == 40
+    with pytest.raises(ConfigError, match="give a run folder or checkpoint"):
+        ganctl.evaluate()

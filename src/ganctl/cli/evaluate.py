@@ -6,8 +6,6 @@ how much), 2 bad input.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +14,6 @@ import typer
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads, escape
 from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
-from ganctl.quality.defaults import EVAL_N
 from ganctl.quality.thresholds import EVAL_THRESHOLDS, threshold
 
 
@@ -188,35 +185,33 @@ def eval_command(
 
     from ganctl import progress
     from ganctl.devices import threads as cpu_threads
-    from ganctl.errors import ConfigError
-    from ganctl.fileio import check_writable
+    from ganctl.quality.evaluate import evaluate
     from ganctl.quality.thresholds import check_limits, gate
 
     started = time.perf_counter()
     given = locals()
     limits = {t.flag: given[t.flag[2:].replace("-", "_")] for t in EVAL_THRESHOLDS}
-    if n is not None and n < 2:
-        raise ConfigError(f"--n must be at least 2, got {n}")
-    if image_size is not None and image_size < 1:
-        raise ConfigError(f"--image-size must be a positive number of pixels, got {image_size}")
-    inputs = [x for x in (source, fake) if x is not None]
-    if len(inputs) > 1 or (not inputs and save_stats is None):
-        raise ConfigError("give a run folder or checkpoint, or --fake PATH with --data REAL (not both)")
-    if fake is not None and data is None and ref_stats is None:
-        raise ConfigError("--fake needs --data (the real data to score against) or --ref-stats")
-    if save_stats is not None and (inputs or data is None or ref_stats is not None):
-        raise ConfigError("--save-stats FILE.npz takes --data REAL alone: it writes the real images' statistics")
     check_limits(limits, EVAL_THRESHOLDS)
-    if dinov2_resize != "torch-fidelity" and features != "dinov2":
-        raise ConfigError(
-            f"--dinov2-resize {dinov2_resize} chooses the DINOv2 space's preprocessing: add --features dinov2"
-        )
-    if save_stats is not None:
-        check_writable(save_stats, "--save-stats")  # before the features are computed
-    asked = _Asked(source, fake, data, metrics, n, seed or 0, features, inception, vgg, ref_stats, image_size, raw)
-    asked = dataclasses.replace(asked, classifier=classifier, dinov2=dinov2, dinov2_resize=dinov2_resize)
     with cpu_threads(threads), Phases() as shown, progress.listening(shown):
-        report = _measure(asked, save_stats, device)
+        report = evaluate(
+            source,
+            fake=fake,
+            data=data,
+            metrics=metrics,
+            n=n,
+            seed=seed or 0,
+            features=features,
+            inception=inception,
+            vgg=vgg,
+            dinov2=dinov2,
+            dinov2_resize=dinov2_resize,
+            ref_stats=ref_stats,
+            save_stats=save_stats,
+            image_size=image_size,
+            raw=raw,
+            classifier=classifier,
+            device=device or MEASURE_DEVICE,
+        ).to_dict()
     for line in report.get("warnings", []):
         say(f"warning: {line}")
     for line in report.get("notes", []):
@@ -232,64 +227,6 @@ def eval_command(
     else:
         _table(report)
     finish(result)
-
-
-@dataclass(frozen=True)
-class _Asked:
-    """The command's inputs that decide what is measured."""
-
-    source: Path | None
-    fake: Path | None
-    data: str | None
-    metrics: str
-    n: int
-    seed: int
-    features: str
-    inception: str | None
-    vgg: str | None
-    ref_stats: Path | None
-    image_size: int | None
-    raw: bool
-    classifier: str | None = None
-    dinov2: str | None = None
-    dinov2_resize: str = "torch-fidelity"
-
-
-def _measure(a: _Asked, save_stats: Path | None, device: str | None) -> dict:
-    """Choose the feature spaces and metrics, then make the one library call of this mode."""
-    from ganctl.config import data_kind, metric_list
-    from ganctl.devices import resolve_device
-    from ganctl.nets.checkpoint import load
-    from ganctl.quality import reference
-    from ganctl.quality.evaluate import Request, evaluate_checkpoint, evaluate_files, save_reference
-    from ganctl.quality.scores import check_metrics, choose_spaces
-
-    target = resolve_device(device or MEASURE_DEVICE)
-    nets = load(a.source, device=target) if a.source is not None else None
-    images = (a.data is None and nets is None) or data_kind(a.data or nets.cfg.data) == "images"
-    spaces = choose_spaces(a.features, a.inception, a.vgg, target, a.dinov2, a.dinov2_resize) if images else None
-    if a.metrics == "all":  # IS only where the main space has a classifier
-        chosen = tuple(m for m in FIDELITY_METRICS if m != "is" or (spaces is not None and spaces.main.has_logits))
-    else:
-        chosen = metric_list(a.metrics)
-        if spaces is not None:
-            check_metrics(spaces, chosen)
-    ref = reference.load(a.ref_stats, spaces.main) if a.ref_stats is not None and spaces is not None else None
-    count = a.n or default_n(a.data or (nets.cfg.data if nets is not None else None))
-    request = Request(chosen if images else (), spaces if chosen else None, count, a.seed, a.raw, ref, a.classifier)
-    if save_stats is not None:
-        return save_reference(a.data, save_stats, request, a.image_size)
-    if nets is not None:
-        return evaluate_checkpoint(nets, request, a.data)
-    return evaluate_files(a.fake, a.data, request, a.image_size)
-
-
-def default_n(data: str | None) -> int:
-    """EVAL_N, or PacGAN's 26,000 samples where modes of stacked data are counted."""
-    from ganctl.data.stacked import is_stacked
-    from ganctl.quality.classifier import STACKED_N
-
-    return STACKED_N if data is not None and is_stacked(data) else EVAL_N
 
 
 def _side(hw: list[int] | None) -> str:

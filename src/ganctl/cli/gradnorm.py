@@ -6,7 +6,6 @@ how much), 2 bad input.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,9 +13,7 @@ import typer
 
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads
 from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
-from ganctl.lipschitz.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.lipschitz.defaults import TOL as DEFAULT_TOL
-from ganctl.lipschitz.defaults import TRAJECTORY_N
 from ganctl.quality.thresholds import threshold
 
 if TYPE_CHECKING:
@@ -83,19 +80,11 @@ def gradnorm(
     last checkpoint.
     """
     from ganctl import progress
-    from ganctl.devices import resolve_device
     from ganctl.devices import threads as cpu_threads
     from ganctl.errors import ConfigError
     from ganctl.fileio import check_writable
-    from ganctl.lipschitz.analysis import Measure
     from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, check_limits
 
-    if n is not None and n <= 0:
-        raise ConfigError(f"--n must be > 0, got {n}")
-    if not (tol >= 0 and math.isfinite(tol)):
-        raise ConfigError(f"--tol must be a finite number >= 0, got {tol}")
-    if noise is not None and not (noise > 0 and math.isfinite(noise)):
-        raise ConfigError(f"--noise must be a finite number > 0, got {noise}")
     if png is not None and (png.is_dir() or not png.parent.is_dir()):
         what = "is a folder" if png.is_dir() else f"is in a folder that does not exist ({png.parent})"
         raise ConfigError(f"--png {png}: {what}; give the picture's file name, for example {png.name or 'x'}.png")
@@ -103,26 +92,28 @@ def gradnorm(
         check_writable(png, "--png")  # before the measuring, which can take minutes
     limits = {"--max-violation": max_violation, "--max-norm": max_norm, "--min-norm": min_norm}
     check_limits(limits, GRADNORM_THRESHOLDS)
-    device_name = str(resolve_device(device or MEASURE_DEVICE))
-    one = len(paths) == 1 and not paths[0].is_dir()
-    measure = Measure(n or (DEFAULT_N if one else TRAJECTORY_N), seed or 0, tol, raw, data, noise)
+    asked = {
+        "n": n,
+        "seed": seed or 0,
+        "tol": tol,
+        "raw": raw,
+        "data": data,
+        "noise": noise,
+        "device": device or MEASURE_DEVICE,
+    }
     with cpu_threads(threads), Phases() as shown, progress.listening(shown):
-        if one:
-            _one(paths[0], measure, device_name, limits, png, json_output)
+        if len(paths) == 1 and not paths[0].is_dir():
+            _one(paths[0], asked, limits, png, json_output)
         else:
-            _trajectories(paths, measure, device_name, limits, png, json_output)
+            _trajectories(paths, asked, limits, png, json_output)
 
 
-def _one(path: Path, m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
-    from ganctl.lipschitz.analysis import analyse, draw_histograms, real_points
-    from ganctl.nets.checkpoint import load
+def _one(path: Path, asked: dict[str, Any], limits: dict, png: Path | None, json_output: bool) -> None:
+    from ganctl.lipschitz.analysis import draw_histograms, grad_norms
     from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, gate
 
-    nets = load(path, device=device)
-    real = real_points(nets, m.n, m.seed, m.data) if m.data is not None else None
-    analysis = analyse(nets, n=m.n, seed=m.seed, tol=m.tol, raw=m.raw, noise_std=m.noise_std, real=real)
+    analysis = grad_norms(path, **asked)
     report = analysis.report
-    report.checkpoint, report.data = str(nets.path), m.data or nets.cfg.data
     result = gate(analysis.gate_values(), limits, GRADNORM_THRESHOLDS)
     report.thresholds = result.to_dict()
     if png is not None:
@@ -202,15 +193,16 @@ def _row(report: Report) -> list[str]:
     ]
 
 
-def _trajectories(paths: list[Path], m: Any, device: str, limits: dict, png: Path | None, json_output: bool) -> None:
+def _trajectories(paths: list[Path], asked: dict[str, Any], limits: dict, png: Path | None, json_output: bool) -> None:
     import time
 
-    from ganctl.lipschitz.analysis import draw_trajectories, gate_values, trajectory
+    from ganctl.lipschitz.analysis import draw_trajectories, gate_values, grad_norm_trajectory
     from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, Gate, gate
 
     started = time.perf_counter()
     names = _names(paths)
-    runs = {name: trajectory(path, m, device) for name, path in zip(names, paths)}
+    runs = {name: grad_norm_trajectory(path, **asked) for name, path in zip(names, paths)}
+    rows_n = next(iter(runs.values()))[0].n
     result = Gate()
     for name, rows in runs.items():  # each run's last checkpoint; the sentences name the run
         gate(gate_values(rows[-1]), limits, GRADNORM_THRESHOLDS, where=name, into=result)
@@ -223,16 +215,16 @@ def _trajectories(paths: list[Path], m: Any, device: str, limits: dict, png: Pat
                     {"run": str(p), "name": name, "checkpoints": [r.to_dict() for r in runs[name]]}
                     for name, p in zip(names, paths)
                 ],
-                "n": m.n,
-                "seed": m.seed,
-                "tol": m.tol,
+                "n": rows_n,
+                "seed": asked["seed"],
+                "tol": asked["tol"],
                 "thresholds": result.to_dict(),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
     elif interactive():
         for name, rows in runs.items():
-            title = f"{name}: ||grad D(x_hat)|| on interpolates, n={m.n}, tol={m.tol}"
+            title = f"{name}: ||grad D(x_hat)|| on interpolates, n={rows_n}, tol={asked['tol']}"
             table(title, list(TRAJECTORY_COLUMNS), [_row(r) for r in rows], left=(len(TRAJECTORY_COLUMNS) - 1,))
     else:
         header = ["run", *(label.replace(" ", "_") for label in TRAJECTORY_COLUMNS)]

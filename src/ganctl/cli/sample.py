@@ -57,34 +57,24 @@ def sample(
 
     --n samples (default 64), or with --interpolate K, --n strips of K samples each.
     """
-    from ganctl.data import sample_shape
     from ganctl.devices import threads as cpu_threads
-    from ganctl.nets import sampling
-    from ganctl.nets.checkpoint import load
+    from ganctl.nets.sampling import sample as draw
 
-    kind = sampling.infer_format(out, fmt)  # bad --out, --format or --n fails before loading anything
-    sampling.check_count(n, interpolate)
-    nets = load(checkpoint, device=device or MEASURE_DEVICE)
-    index = sampling.class_index(nets, klass) if klass is not None else None
-    meta = {
-        "checkpoint": str(nets.path),
-        "step": nets.step,
-        "seed": seed,
-        "raw": raw,
-        "generator": "raw" if raw or nets.ema is None else "ema",
-        "class": nets.class_names[index] if index is not None else None,
-    }
     with cpu_threads(threads):
-        if kind in sampling.STREAMED and not interpolate:  # chunk by chunk: memory bounded whatever --n
-            draw = {"seed": seed or 0, "raw": raw, "klass": index}
-            written = sampling.stream_samples(nets, n, out, kind, draw, overwrite=overwrite)
-            shape = [n, *sample_shape(nets.cfg)]
-        else:
-            samples = sampling.generate(nets, n, seed=seed or 0, raw=raw, interpolate=interpolate, klass=index)
-            written = sampling.write_samples(samples, out, kind, nets, meta, overwrite=overwrite)
-            shape = list(samples.shape)
-    summary = {**meta, "format": kind, "shape": shape, "out": str(out), "files": len(written)}
+        found = draw(
+            checkpoint,
+            n=n,
+            seed=seed or 0,
+            raw=raw,
+            interpolate=interpolate,
+            klass=klass,
+            out=out,
+            fmt=fmt,
+            overwrite=overwrite,
+            device=device or MEASURE_DEVICE,
+        )
+    summary = found.to_dict()
     if json_output:
         print_json(summary)
-    shown = out if kind != "dir" else f"{out}/ ({len(written)} files)"
-    say(f"{summary['generator']} generator, step {nets.step}: {tuple(shape)} -> {shown}")
+    shown = out if summary["format"] != "dir" else f"{out}/ ({len(found.files)} files)"
+    say(f"{summary['generator']} generator, step {summary['step']}: {found.shape} -> {shown}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ganctl.config import SHAPES_IMAGE_SIZE, TrainConfig, data_kind
+from ganctl.data.arrays import ARRAY_SUFFIXES
 from ganctl.data.source import Classes, DataSource, Judge, Mixture
 from ganctl.data.toy import ToySet, available_datasets, get_dataset
 from ganctl.errors import DataError
@@ -33,7 +34,6 @@ __all__ = [
     "sample_shape",
 ]
 
-ARRAY_SUFFIXES = (".npy", ".npz", ".safetensors")  # the last as `ganctl sample` writes it
 SHAPES_MIN_SIZE = 16  # the judge is exact on real images from 16 px up (tested at 16, 32, 64)
 
 

@@ -15,6 +15,7 @@ from ganctl.data.source import Classes
 from ganctl.errors import DataError
 
 # --- arrays -----------------------------------------------------------------------------
+ARRAY_SUFFIXES = (".npy", ".npz", ".safetensors")  # the last as `ganctl sample` writes it
 LABEL_ARRAYS = ("y", "labels")  # an .npz's label array, by either name
 
 
@@ -222,3 +223,20 @@ def _array_labels(
             f" (first: {int(empty[0])}); number the classes 0 to K-1"
         )
     return torch.from_numpy(labels.astype(np.int64)), Classes(tuple(names or (str(k) for k in range(count))))
+
+
+def read_points(path: Path) -> Tensor:
+    """2-D samples of any generator (`eval --fake`): an (N, 2) array of finite numbers."""
+    if path.is_dir() or path.suffix.lower() not in ARRAY_SUFFIXES:
+        raise DataError(
+            f"--fake {path}: 2-D samples are read from an .npy, .npz or .safetensors array of (N, 2) points"
+        )
+    array = read_array(path, "--fake")[0]
+    if array.ndim != 2 or array.shape[1] != 2 or not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"--fake {path}: 2-D data needs an (N, 2) array of points, got {array.shape} {array.dtype}")
+    if len(array) == 0:
+        raise DataError(f"--fake {path}: holds no points")
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise DataError(f"--fake {path}: {int(bad.sum())} of its {len(array)} points hold NaN or infinite values")
+    return torch.from_numpy(array.astype(np.float32))

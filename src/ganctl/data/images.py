@@ -5,6 +5,7 @@ run asks for."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -162,3 +163,23 @@ def to_images(x: Tensor, size: int | None, channels: int | None, where: str) -> 
     elif h != w:
         raise DataError(f"{where}: images are {h} x {w}; give --image-size to crop them square")
     return x.round().clamp(0, 255).to(torch.uint8).contiguous(), resampled
+
+
+def match_channels(images: ImageSet, channels: int, where: str, against: str) -> tuple[ImageSet, str | None]:
+    """`images` with the real images' number of channels, and a note saying what was done; or
+    one line refusing images in colour scored against grey ones (the colour would be dropped
+    unseen). Grey images kept as RGB (three equal channels) lose nothing by being read grey."""
+    have = images.shape[0]
+    if have == channels:
+        return images, None
+    pixels = images.images
+    if have == 1:  # grey against colour: each grey image is its own RGB, and FID sees its lack of colour
+        note = f"{where}: grey images, scored against the RGB images of {against} as RGB (three equal channels)"
+        return dataclasses.replace(images, images=pixels.expand(-1, 3, -1, -1).contiguous()), note
+    if bool((pixels[:, :1] == pixels[:, 1:]).all()):
+        note = f"{where}: RGB files whose three channels are equal (grey images), read as grey as {against} is"
+        return dataclasses.replace(images, images=pixels[:, :1].contiguous()), note
+    raise DataError(
+        f"{where}: its images are in colour (RGB) but those of {against} are grey; scoring them would drop the colour"
+        " unseen. Score them against colour data, or turn them grey first"
+    )

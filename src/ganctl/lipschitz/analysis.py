@@ -16,9 +16,11 @@ from torch import Tensor, nn
 
 from ganctl import memory, progress, streams
 from ganctl.data import sample_shape
+from ganctl.errors import ConfigError
 from ganctl.lipschitz.bounds import certified_w1_report, upper_bound_report
 from ganctl.lipschitz.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.lipschitz.defaults import TOL as DEFAULT_TOL
+from ganctl.lipschitz.defaults import TRAJECTORY_N
 from ganctl.lipschitz.norms import QUANTILES, gradient_norms, summarise
 from ganctl.lipschitz.transport import ALIGNMENT_PAIRS, alignment, empirical_lower_bound, optimal_coupling
 from ganctl.methods import penalties
@@ -355,3 +357,67 @@ def draw_trajectories(path: Path, runs: dict[str, list[Report]]) -> None:
     }
     title = "||grad D(x_hat)|| at interpolates, by step: median (thick), q05 and q95 (thin)"
     quantile_trajectories(path, series, title)
+
+
+# --- ganctl.grad_norms --------------------------------------------------------------------------
+def _measure(
+    n: int | None, default: int, seed: int, tol: float, raw: bool, data: str | None, noise: float | None
+) -> Measure:
+    """The measurement asked, checked before any checkpoint is read."""
+    if n is not None and n <= 0:
+        raise ConfigError(f"--n must be > 0, got {n}")
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise ConfigError(f"--tol must be a finite number >= 0, got {tol}")
+    if noise is not None and not (noise > 0 and math.isfinite(noise)):
+        raise ConfigError(f"--noise must be a finite number > 0, got {noise}")
+    return Measure(n or default, seed, tol, raw, data, noise)
+
+
+def grad_norms(
+    checkpoint: str | Path,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    tol: float = DEFAULT_TOL,
+    raw: bool = False,
+    data: str | None = None,
+    noise: float | None = None,
+    device: str = "cpu",
+) -> Analysis:
+    """How Lipschitz a checkpoint's critic is (a checkpoint file, or a run folder's newest):
+    ||grad_x D(x)|| on n real points (from its data, or `data`), as many generated ones (the EMA
+    generator unless `raw`), the interpolates between them, and with `noise` real points plus
+    N(0, noise^2), with the bounds, the alignment with optimal transport, the certified W1 bound
+    where one holds, and the verdict (`tol`: norms above 1 + tol violate). The report and, for
+    pictures, the norms themselves (`Analysis`); `Analysis.gate_values()` feeds the thresholds.
+
+    This is `ganctl gradnorm CKPT`: the command parses its options, calls this, and prints."""
+    from ganctl.devices import resolve_device
+    from ganctl.nets.checkpoint import load
+
+    m = _measure(n, DEFAULT_N, seed, tol, raw, data, noise)
+    nets = load(checkpoint, device=str(resolve_device(device)))
+    real = real_points(nets, m.n, m.seed, m.data) if m.data is not None else None
+    analysis = analyse(nets, n=m.n, seed=m.seed, tol=m.tol, raw=m.raw, noise_std=m.noise_std, real=real)
+    analysis.report.checkpoint, analysis.report.data = str(nets.path), m.data or nets.cfg.data
+    return analysis
+
+
+def grad_norm_trajectory(
+    run: str | Path,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    tol: float = DEFAULT_TOL,
+    raw: bool = False,
+    data: str | None = None,
+    noise: float | None = None,
+    device: str = "cpu",
+) -> list[Report]:
+    """`grad_norms` at every checkpoint of a run folder, in step order, on the same real points,
+    latents and interpolation coefficients (n 1024 per set unless given): how Lipschitz the
+    critic was over training. This is `ganctl gradnorm RUN`."""
+    from ganctl.devices import resolve_device
+
+    m = _measure(n, TRAJECTORY_N, seed, tol, raw, data, noise)
+    return trajectory(Path(run), m, str(resolve_device(device)))

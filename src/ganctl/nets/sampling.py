@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,64 @@ def draw_points(
     return scatter_over_field(
         path, extent, real.cpu().numpy(), fake.cpu().numpy(), field.cpu().numpy().astype(np.float64), title
     )
+
+
+# --- ganctl.sample --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Samples:
+    """What `sample` drew: the samples (None when they were written chunk by chunk as drawn,
+    never held), their shape, the files written, and where they came from."""
+
+    samples: Tensor | None
+    shape: tuple[int, ...]
+    files: list[Path]
+    source: dict[str, Any]  # checkpoint, step, seed, raw, generator ("ema" | "raw"), class
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.source, "shape": list(self.shape), "files": len(self.files)}
+
+
+def sample(
+    checkpoint: str | Path,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    raw: bool = False,
+    interpolate: int = 0,
+    klass: str | int | None = None,
+    out: str | Path | None = None,
+    fmt: str | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> Samples:
+    """n samples of a checkpoint's generator (a run folder's newest checkpoint, or a file): the
+    EMA generator unless `raw`; with `interpolate` K, n strips of K samples along spherical paths
+    between two latents; of one class of a conditional generator (`klass`, by name or index),
+    else cycling through the classes. With `out`, they are written there as the format says
+    (`fmt`, or the suffix: a .png grid or scatter, a folder of PNGs, .npy, .safetensors; an
+    .npy or a folder chunk by chunk as they are drawn, so any n fits), never over a file that
+    exists unless `overwrite`.
+
+    This is `ganctl sample`: the command parses its options, calls this, and prints the result."""
+    from ganctl.nets.checkpoint import load
+
+    kind = infer_format(Path(out), fmt) if out is not None else None  # bad --out or --format: before loading
+    check_count(n, interpolate)
+    nets = load(checkpoint, device=device)
+    index = class_index(nets, str(klass)) if klass is not None else None
+    source = {
+        "checkpoint": str(nets.path),
+        "step": nets.step,
+        "seed": seed,
+        "raw": raw,
+        "generator": "raw" if raw or nets.ema is None else "ema",
+        "class": nets.class_names[index] if index is not None else None,
+    }
+    if kind in STREAMED and not interpolate:  # chunk by chunk: memory bounded whatever n
+        written = stream_samples(nets, n, Path(out), kind, {"seed": seed, "raw": raw, "klass": index}, overwrite)
+        return Samples(None, (n, *sample_shape(nets.cfg)), written, {**source, "format": kind, "out": str(out)})
+    drawn = generate(nets, n, seed=seed, raw=raw, interpolate=interpolate, klass=index)
+    if out is None:
+        return Samples(drawn, tuple(drawn.shape), [], source)
+    written = write_samples(drawn, Path(out), kind, nets, source, overwrite=overwrite)
+    return Samples(drawn, tuple(drawn.shape), written, {**source, "format": kind, "out": str(out)})

@@ -7,21 +7,21 @@ file (`save_reference`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ganctl import memory, progress
-from ganctl.config import TrainConfig
+from ganctl.config import FIDELITY_METRICS, TrainConfig, data_kind, metric_list
 from ganctl.data import DataSource
-from ganctl.data.images import ImageSet
+from ganctl.data.arrays import read_points
+from ganctl.data.images import match_channels
+from ganctl.data.stacked import is_stacked
 from ganctl.errors import ConfigError, DataError
 from ganctl.lipschitz.bounds import certified_w1_report
 from ganctl.lipschitz.transport import W1_POINTS, w1_floor, wasserstein1
@@ -29,6 +29,7 @@ from ganctl.nets.checkpoint import Checkpoint
 from ganctl.nets.networks import Networks
 from ganctl.quality import reference as references
 from ganctl.quality import scores
+from ganctl.quality.classifier import STACKED_N
 from ganctl.quality.defaults import EVAL_N
 from ganctl.quality.modes import class_consistency, mixture_quality
 from ganctl.quality.reference import Reference
@@ -202,11 +203,10 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
         )
     check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device))
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
-    judged = _judge(dataset, request, keep=labels is not None) if request.classifier else None
+    judged = _judge(dataset, request, keep=labels is not None)
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
     report = score(dataset, chunks, request, labels=labels, critic=nets, verdicts=judged)
-    if judged is not None:
-        _classifier_scores(report, dataset, judged, labels, request)
+    _classifier_scores(report, dataset, judged, labels, request)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     warnings = skipped_warnings(dataset, "--data")
@@ -226,7 +226,7 @@ def evaluate_files(
     or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data` (or only
     against request.reference). Each side is read at its own size unless `image_size` resizes
     both; images of two sizes are refused."""
-    from ganctl.data import ARRAY_SUFFIXES, arrays, folders, load_dataset
+    from ganctl.data import arrays, folders, load_dataset
 
     fake = Path(fake)
     if not fake.exists():
@@ -236,15 +236,14 @@ def evaluate_files(
         check_size(request, dataset.shape, dataset.length)
     source = {"source": {"fake": str(fake)}, "data": data, "seed": request.seed}
     if dataset is not None and dataset.kind == "points":
-        points = _points_file(fake)[: request.n]
-        judged = _judge(dataset, request) if request.classifier else None
+        points = read_points(fake)[: request.n]
+        judged = _judge(dataset, request)
         report = score(dataset, [points], request, verdicts=judged)
-        if judged is not None:
-            _classifier_scores(report, dataset, judged, None, request)
+        _classifier_scores(report, dataset, judged, None, request)
         return {**source, **report}
     if fake.is_dir():
         generated = folders.load_folder(fake, image_size, channels, use_cache=False, flag="--fake")
-    elif fake.suffix.lower() in ARRAY_SUFFIXES:
+    elif fake.suffix.lower() in arrays.ARRAY_SUFFIXES:
         generated = arrays.load_array(fake, image_size, channels, flag="--fake")
     else:
         raise DataError(
@@ -262,11 +261,10 @@ def evaluate_files(
         scores.check_sizes(request.metrics, n_real, count, "--metrics", str(data))
     if request.classifier and dataset is None:
         raise ConfigError("--classifier needs the real labelled data: --data")
-    judged = _judge(dataset, request) if request.classifier else None
+    judged = _judge(dataset, request)
     chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
     report = score(dataset, chunks, request, generated.resampled, verdicts=judged, expected=count)
-    if judged is not None:
-        _classifier_scores(report, dataset, judged, None, request)
+    _classifier_scores(report, dataset, judged, None, request)
     warnings = skipped_warnings(dataset, "--data") + skipped_warnings(generated, "--fake")
     return {**source, **report, **({"notes": notes} if notes else {}), **({"warnings": warnings} if warnings else {})}
 
@@ -276,35 +274,18 @@ def skipped_warnings(dataset: DataSource | None, flag: str) -> list[str]:
     return [f"{flag}: skipped an unreadable image: {s}" for s in (dataset.skipped if dataset is not None else ())]
 
 
-def match_channels(images: ImageSet, channels: int, where: str, against: str) -> tuple[ImageSet, str | None]:
-    """`images` with the real images' number of channels, and a note saying what was done; or
-    one line refusing images in colour scored against grey ones (the colour would be dropped
-    unseen). Grey images kept as RGB (three equal channels) lose nothing by being read grey."""
-    have = images.shape[0]
-    if have == channels:
-        return images, None
-    pixels = images.images
-    if have == 1:  # grey against colour: each grey image is its own RGB, and FID sees its lack of colour
-        note = f"{where}: grey images, scored against the RGB images of {against} as RGB (three equal channels)"
-        return dataclasses.replace(images, images=pixels.expand(-1, 3, -1, -1).contiguous()), note
-    if bool((pixels[:, :1] == pixels[:, 1:]).all()):
-        note = f"{where}: RGB files whose three channels are equal (grey images), read as grey as {against} is"
-        return dataclasses.replace(images, images=pixels[:, :1].contiguous()), note
-    raise DataError(
-        f"{where}: its images are in colour (RGB) but those of {against} are grey; scoring them would drop the colour"
-        " unseen. Score them against colour data, or turn them grey first"
-    )
-
-
 CLASSIFIER_SEED = 0  # the judge is the same whatever --seed draws the samples
 
 
 def _judge(dataset: DataSource, request: Request, keep: bool = False) -> Any:
     """The classifier of --classifier (`auto` trained, or cached, on the real labelled data; or
     the user's file, tried on it), with an empty `Verdicts` for the samples to fill as they are
-    drawn; `keep` keeps the samples too (GAN-train learns from them)."""
+    drawn; `keep` keeps the samples too (GAN-train learns from them). None without one."""
     from ganctl.data.stacked import StackedSet
     from ganctl.quality import classifier
+
+    if request.classifier is None:
+        return None
 
     stacked = isinstance(dataset, StackedSet)
     labelled = dataset.base if stacked else dataset  # stacks: each channel is one of the grey set's images
@@ -318,10 +299,13 @@ def _judge(dataset: DataSource, request: Request, keep: bool = False) -> Any:
 def _classifier_scores(
     report: dict[str, Any], dataset: DataSource, judged: Any, labels: Tensor | None, request: Request
 ) -> None:
-    """The classifier's scores of the samples it has read (`judged`, its `Verdicts`) into
-    `report`: its metrics beside the others, the held-out real data's own values under
-    "ceiling", and what it is."""
+    """The classifier's scores of the samples it has read (`judged`, its `Verdicts`; None: no
+    classifier, nothing to add) into `report`: its metrics beside the others, the held-out real
+    data's own values under "ceiling", and what it is."""
     from ganctl.quality import classifier
+
+    if judged is None:
+        return
 
     judge, n = judged.clf, report["n_fake"]
     # On images --metrics decides (none: none in the classifier's space either); 2-D data has
@@ -353,20 +337,116 @@ def save_reference(data: str, path: Path, request: Request, image_size: int | No
     return {"data": data, "saved": saved.describe(), "feature_space": space.describe(), "n_real": found.n}
 
 
-def _points_file(path: Path) -> Tensor:
-    from ganctl.data import ARRAY_SUFFIXES
-    from ganctl.data.arrays import read_array
+# --- ganctl.evaluate ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` measured: its metrics, each named with its feature space
+    (`fid[inception]`, `hq_share`, `classes_covered[classifier-1a2b3c4d]`), and what they were
+    measured on, whether they are standard, warnings and notes, as `ganctl eval --json` prints
+    them (`to_dict`)."""
 
-    if path.is_dir() or path.suffix.lower() not in ARRAY_SUFFIXES:
-        raise DataError(
-            f"--fake {path}: 2-D samples are read from an .npy, .npz or .safetensors array of (N, 2) points"
+    report: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.report.get("metrics", {})
+
+    @property
+    def standard(self) -> bool | None:
+        """Whether the image metrics may be set beside a paper's (None: no image metrics)."""
+        return self.report.get("standard")
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.report.get("warnings", [])
+
+    @property
+    def notes(self) -> list[str]:
+        return self.report.get("notes", [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report
+
+
+def default_n(data: str | None) -> int:
+    """EVAL_N, or PacGAN's 26,000 samples where modes of stacked data are counted."""
+    return STACKED_N if data is not None and is_stacked(data) else EVAL_N
+
+
+def evaluate(
+    checkpoint: str | Path | None = None,
+    *,
+    fake: str | Path | None = None,
+    data: str | None = None,
+    metrics: str = "all",
+    n: int | None = None,
+    seed: int = 0,
+    features: str = "auto",
+    inception: str | Path | None = None,
+    vgg: str | Path | None = None,
+    dinov2: str | Path | None = None,
+    dinov2_resize: str = "torch-fidelity",
+    ref_stats: str | Path | None = None,
+    save_stats: str | Path | None = None,
+    image_size: int | None = None,
+    raw: bool = False,
+    classifier: str | Path | None = None,
+    device: str = "cpu",
+) -> Evaluation:
+    """How good a generator is: `checkpoint`'s generator (a run folder or checkpoint file), or
+    any generator's samples (`fake`: a folder of images or an array), scored against `data`
+    (the checkpoint's own by default) or a reference statistics file (`ref_stats`). On 2-D data:
+    modes, high-quality share and W1 beside a perfect generator's; on `shapes`: the judge; on
+    images: `metrics` ("all", "none" or some of fid, kid, is, pr, dc) in the `features` space
+    (auto, random-conv, inception, dinov2), each side at its own resolution unless
+    `image_size`; with `classifier` ("auto" or a TorchScript file), scores from a classifier of
+    the labelled real data. `n` generated samples (10,000; 26,000 on stacked data). With
+    `save_stats` and `data` alone, the real set's statistics file is written instead.
+
+    This is `ganctl eval`: the command parses its options, calls this, and prints the result
+    with its thresholds."""
+    from ganctl.devices import resolve_device
+    from ganctl.fileio import check_writable
+    from ganctl.nets.checkpoint import load
+
+    if n is not None and n < 2:
+        raise ConfigError(f"--n must be at least 2, got {n}")
+    if image_size is not None and image_size < 1:
+        raise ConfigError(f"--image-size must be a positive number of pixels, got {image_size}")
+    _check_inputs(checkpoint, fake, data, ref_stats, save_stats)
+    if dinov2_resize != "torch-fidelity" and features != "dinov2":
+        raise ConfigError(
+            f"--dinov2-resize {dinov2_resize} chooses the DINOv2 space's preprocessing: add --features dinov2"
         )
-    array = read_array(path, "--fake")[0]
-    if array.ndim != 2 or array.shape[1] != 2 or not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"--fake {path}: 2-D data needs an (N, 2) array of points, got {array.shape} {array.dtype}")
-    if len(array) == 0:
-        raise DataError(f"--fake {path}: holds no points")
-    bad = ~np.isfinite(array).all(axis=1)
-    if bad.any():
-        raise DataError(f"--fake {path}: {int(bad.sum())} of its {len(array)} points hold NaN or infinite values")
-    return torch.from_numpy(array.astype(np.float32))
+    if save_stats is not None:
+        check_writable(Path(save_stats), "--save-stats")  # before the features are computed
+    target = resolve_device(device)
+    nets = load(checkpoint, device=target) if checkpoint is not None else None
+    images = (data is None and nets is None) or data_kind(data or nets.cfg.data) == "images"
+    spaces = scores.choose_spaces(features, inception, vgg, target, dinov2, dinov2_resize) if images else None
+    if metrics == "all":  # IS only where the main space has a classifier
+        chosen = tuple(m for m in FIDELITY_METRICS if m != "is" or (spaces is not None and spaces.main.has_logits))
+    else:
+        chosen = metric_list(metrics)
+        if spaces is not None:
+            scores.check_metrics(spaces, chosen)
+    ref = references.load(Path(ref_stats), spaces.main) if ref_stats is not None and spaces is not None else None
+    count = n or default_n(data or (nets.cfg.data if nets is not None else None))
+    judge = str(classifier) if classifier is not None else None
+    request = Request(chosen if images else (), spaces if chosen else None, count, seed, raw, ref, judge)
+    if save_stats is not None:
+        return Evaluation(save_reference(data, Path(save_stats), request, image_size))
+    if nets is not None:
+        return Evaluation(evaluate_checkpoint(nets, request, data))
+    return Evaluation(evaluate_files(Path(fake), data, request, image_size))
+
+
+def _check_inputs(checkpoint: object, fake: object, data: str | None, ref_stats: object, save_stats: object) -> None:
+    """One line for a combination of inputs that makes no measurement, before anything is read."""
+    inputs = [x for x in (checkpoint, fake) if x is not None]
+    if len(inputs) > 1 or (not inputs and save_stats is None):
+        raise ConfigError("give a run folder or checkpoint, or --fake PATH with --data REAL (not both)")
+    if fake is not None and data is None and ref_stats is None:
+        raise ConfigError("--fake needs --data (the real data to score against) or --ref-stats")
+    if save_stats is not None and (inputs or data is None or ref_stats is not None):
+        raise ConfigError("--save-stats FILE.npz takes --data REAL alone: it writes the real images' statistics")
