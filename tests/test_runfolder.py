@@ -113,7 +113,7 @@ TRAIN = [
 
 def test_a_full_disk_is_one_line_exit_74_and_the_run_resumes_from_the_named_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    monkeypatch.setattr("safetensors.torch.save_file", DiskFull(3))
+    monkeypatch.setattr("ganctl.nets.checkpoint.save_file", DiskFull(3))
     r = runner.invoke(app, [*TRAIN, "--out", str(out)])
     assert r.exit_code == 74, r.output
     last = out / "checkpoints" / "step-0000004.safetensors"

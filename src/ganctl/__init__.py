@@ -7,6 +7,7 @@ Every command is one call here: `train` (and `resume`, `Trainer`), `sample`, `gr
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -49,7 +50,5 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ganctl' has no attribute {name!r}")

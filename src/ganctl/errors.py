@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints their message (no traceback) and exits with 2."""
 
+import errno as errnos
+
 
 class GanctlError(Exception):
     """Bad usage or input: the message names the flag, file or value and what is accepted."""
@@ -32,7 +34,6 @@ class WriteError(OSError):
         self.resumable = False  # whether a training run was under way
 
     def __str__(self) -> str:
-        import errno as errnos
 
         code = errnos.errorcode.get(self.errno or 0)
         why = self.reason + (f" ({code})" if code else "")

@@ -9,11 +9,15 @@ passes can still fail on a busy machine, and that failure is one line too
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from ganctl.errors import ConfigError
 
@@ -34,8 +38,6 @@ def available(device: str = "cpu") -> int:
     """Bytes free on `device` now: a CUDA device's free memory, else the machine's available
     memory (Linux's MemAvailable; elsewhere the free pages)."""
     if str(device).startswith("cuda"):
-        import torch
-
         return int(torch.cuda.mem_get_info(device)[0])
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -69,8 +71,6 @@ def require_disk(need: float, what: str, folder: Path) -> None:
 
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, where the C library is glibc; None elsewhere (macOS, musl)."""
-    import ctypes
-    import ctypes.util
 
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim

@@ -12,8 +12,15 @@ Everything here is paths and JSON: no torch.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
+import fcntl
 import json
+import os
 import re
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -246,9 +253,6 @@ class RunLock:
         self._made: list[Path] = []  # the folders the lock made, removed again if it leaves them empty
 
     def __enter__(self) -> RunLock:
-        import errno
-        import fcntl
-        import os
 
         if self.folder.exists() and not self.folder.is_dir():
             raise ConfigError(f"{self.flag} {self.folder}: exists and is not a folder")
@@ -283,8 +287,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import fcntl
-        import os
 
         if self._fd is None:
             return
@@ -297,7 +299,6 @@ class RunLock:
     def _tidy(self) -> None:
         """A writer refused before it wrote anything leaves nothing behind: the lock file and the
         folders the lock itself made, when nothing else is in them."""
-        import contextlib
 
         if not self._made or any(p.name != LOCK_NAME for p in self.folder.iterdir()):
             return
@@ -308,7 +309,6 @@ class RunLock:
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
-    import os
 
     try:
         os.lseek(fd, 0, os.SEEK_SET)
@@ -318,10 +318,6 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 
 def _write_holder(fd: int) -> None:
-    import datetime
-    import os
-    import socket
-    import sys
 
     info = {
         "pid": os.getpid(),
@@ -342,8 +338,6 @@ def _describe(holder: dict[str, Any]) -> str:
 
 def _alive(holder: dict[str, Any]) -> bool:
     """Whether the recorded holder still runs (only knowable on this host)."""
-    import os
-    import socket
 
     if holder.get("host") != socket.gethostname():
         return True

@@ -98,7 +98,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
             fh.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", broken)
+    monkeypatch.setattr("ganctl.nets.checkpoint.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(capture(trainer), path)
     assert path.read_bytes() == before

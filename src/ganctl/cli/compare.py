@@ -24,7 +24,9 @@ from ganctl.cli.output import (
     table,
 )
 from ganctl.config import default
+from ganctl.errors import ConfigError
 from ganctl.methods.registry import compared_methods
+from ganctl.runfolder import RunLock
 from ganctl.training.events import Ended, Event, JobStarted, Started
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ def _fmt(key: str, stat: dict[str, float] | None, runs: int) -> str:
 
 
 def _table(result: dict[str, Any]) -> None:
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.fleet.report import columns
 
     methods, marks = result["methods"], result["best"]
@@ -168,7 +171,7 @@ def _compare(
     unfinished ones resume. With CKPT_OR_RUN arguments nothing trains. Writes compare.json,
     compare.csv, panel.png and curves.png to --out; with --tune also tune.json and budget.png.
     """
-    from ganctl.errors import ConfigError
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.fleet.executors import Placement
     from ganctl.fleet.tuning import Budget
 
@@ -208,20 +211,22 @@ class _Asked:
 
 
 def _device(device: str | None) -> str:
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.devices import resolve_device
 
     return str(resolve_device(device or default("device")))
 
 
 def _existing(runs: list[Path], out: Path | None, device: str | None) -> dict[str, Any]:
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.fleet.compare import compare_runs
-    from ganctl.runfolder import RunLock
 
     with RunLock(out) if out is not None else contextlib.nullcontext():  # it writes its results there
         return compare_runs(runs, device=_device(device), out=out)
 
 
 def _train_and_compare(asked: _Asked, budget: Budget | None, progress: Any) -> dict[str, Any]:
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.fleet.compare import compare as run_compare
 
     device = _device(asked.base.get("device"))

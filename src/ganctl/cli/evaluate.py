@@ -6,15 +6,17 @@ how much), 2 bad input.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ganctl import progress
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads, escape
 from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
 from ganctl.config import FIDELITY_METRICS
-from ganctl.quality.thresholds import EVAL_THRESHOLDS, threshold
+from ganctl.quality.thresholds import EVAL_THRESHOLDS, check_limits, gate, threshold
 
 
 def _limit(flag: str) -> typer.models.OptionInfo:
@@ -181,12 +183,10 @@ def eval_command(
 
     Exit 0 when every threshold holds, 1 when one is broken, 2 on bad input.
     """
-    import time
 
-    from ganctl import progress
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.devices import threads as cpu_threads
     from ganctl.quality.evaluate import evaluate
-    from ganctl.quality.thresholds import check_limits, gate
 
     started = time.perf_counter()
     given = locals()

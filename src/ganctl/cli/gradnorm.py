@@ -6,15 +6,20 @@ how much), 2 bad input.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ganctl import progress
 from ganctl.cli.options import MEASURE_DEVICE, Device, Json, N, Raw, Seed, Threads
 from ganctl.cli.output import Phases, finish, handle_errors, interactive, plain, print_json, say, table
+from ganctl.errors import ConfigError
+from ganctl.fileio import check_writable
 from ganctl.lipschitz.defaults import TOL as DEFAULT_TOL
-from ganctl.quality.thresholds import threshold
+from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, Gate, check_limits, gate, threshold
+from ganctl.runfolder import run_dir_of
 
 if TYPE_CHECKING:
     from ganctl.lipschitz.analysis import Report
@@ -79,11 +84,8 @@ def gradnorm(
     when one is broken, 2 on bad input. For a trajectory the thresholds apply to each run's
     last checkpoint.
     """
-    from ganctl import progress
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.devices import threads as cpu_threads
-    from ganctl.errors import ConfigError
-    from ganctl.fileio import check_writable
-    from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, check_limits
 
     if png is not None and (png.is_dir() or not png.parent.is_dir()):
         what = "is a folder" if png.is_dir() else f"is in a folder that does not exist ({png.parent})"
@@ -109,8 +111,8 @@ def gradnorm(
 
 
 def _one(path: Path, asked: dict[str, Any], limits: dict, png: Path | None, json_output: bool) -> None:
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.lipschitz.analysis import draw_histograms, grad_norms
-    from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, gate
 
     analysis = grad_norms(path, **asked)
     report = analysis.report
@@ -127,6 +129,7 @@ def _one(path: Path, asked: dict[str, Any], limits: dict, png: Path | None, json
 
 def _report(report: Report, interp_norms: Any) -> None:
     """One checkpoint's report for people: the table, a text histogram and the sentences."""
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.lipschitz.norms import histogram_bins
 
     sets = report.sets.items()
@@ -194,10 +197,9 @@ def _row(report: Report) -> list[str]:
 
 
 def _trajectories(paths: list[Path], asked: dict[str, Any], limits: dict, png: Path | None, json_output: bool) -> None:
-    import time
 
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.lipschitz.analysis import draw_trajectories, gate_values, grad_norm_trajectory
-    from ganctl.quality.thresholds import GRADNORM_THRESHOLDS, Gate, gate
 
     started = time.perf_counter()
     names = _names(paths)
@@ -239,7 +241,6 @@ def _trajectories(paths: list[Path], asked: dict[str, Any], limits: dict, png: P
 def _names(paths: list[Path]) -> list[str]:
     """Short distinct names for the runs: their folder names, or the full paths when two
     share a name."""
-    from ganctl.runfolder import run_dir_of
 
     names = [(run_dir_of(p) if p.parent.name == "checkpoints" or p.is_dir() else p).name or str(p) for p in paths]
     return names if len(set(names)) == len(names) else [str(p) for p in paths]

@@ -15,7 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ganctl.config import default, described
+from ganctl.config import default, described, field_names, field_type, flags_of, load_toml
+from ganctl.methods.help import describe_default
+from ganctl.methods.registry import available_methods
 
 SEED_HELP = f"{described('seed')['help']} [default: {default('seed')}]"
 DEVICES = "auto | cpu | cuda | cuda:N | mps"
@@ -55,9 +57,6 @@ def setting_parameters(exclude: Iterable[str] = ()) -> list[inspect.Parameter]:
     """An option per setting of `ganctl.config.TrainConfig` that has a flag, its help the field's
     description and the default that `ganctl.methods.resolve` applies; every one defaults to
     "not given" (None), so flags override a --config file, which overrides the recipe."""
-    from ganctl.config import field_names, field_type, flags_of
-    from ganctl.methods.help import describe_default
-    from ganctl.methods.registry import available_methods
 
     params = []
     for name in field_names():
@@ -111,7 +110,6 @@ def _is_argument(param: inspect.Parameter) -> bool:
 def settings_of(given: dict[str, Any], config_file: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The settings of a command that trains: a --config file's, then every option given; and the
     file's other keys (out)."""
-    from ganctl.config import load_toml
 
     from_file, extra = load_toml(config_file) if config_file is not None else ({}, {})
     return {**from_file, **given}, extra

@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Column
+from rich.table import Column, Table
+from rich.text import Text
 
 from ganctl.errors import GanctlError, Interrupted, JobFailed, RankFailed, TrainingFailed, WriteError
 from ganctl.fileio import dumps
@@ -134,7 +135,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]], left: tuple[int
     """A rich table on stderr. Text is shown as it is (a metric named fid[random-conv] keeps its
     brackets); a cell made by `emphasis` is the one styled. The columns numbered in `left` are
     left-aligned, the rest right-aligned."""
-    from rich.table import Table
 
     shown = Table(title=escape(title))
     for i, name in enumerate(columns):
@@ -146,7 +146,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]], left: tuple[int
 
 def emphasis(text: str) -> Any:
     """A table cell shown in bold green (a best value)."""
-    from rich.text import Text
 
     return Text(text, style="bold green")
 

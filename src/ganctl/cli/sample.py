@@ -57,6 +57,7 @@ def sample(
 
     --n samples (default 64), or with --interpolate K, --n strips of K samples each.
     """
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.devices import threads as cpu_threads
     from ganctl.nets.sampling import sample as draw
 

@@ -8,6 +8,7 @@ overrides the method's published recipe, which overrides ganctl's defaults.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,10 @@ import typer
 
 from ganctl.cli.options import ConfigFile, Json, Overwrite, escape, settings_of, with_settings
 from ganctl.cli.output import TrainProgress, fail, handle_errors, print_json, print_summary, stopped
+from ganctl.config import from_dict
+from ganctl.errors import ConfigError, Interrupted, TrainingFailed, WriteError
+from ganctl.fleet.launch import launch
+from ganctl.runfolder import run_dir_of
 
 
 def _train(
@@ -55,9 +60,6 @@ def _train(
     json_output: Json = False,
 ) -> None:
     """Train a generator against a critic kept Lipschitz by --lipschitz."""
-    from ganctl.config import from_dict
-    from ganctl.errors import Interrupted, TrainingFailed, WriteError
-    from ganctl.runfolder import run_dir_of
 
     values, extra = settings_of(settings, config_file)
     out = out or (Path(extra["out"]) if "out" in extra else None)
@@ -69,6 +71,7 @@ def _train(
         kwargs = {"config": config, "out": out or Path("runs") / f"{name}-{config.lipschitz}-seed{config.seed}"}
     if nproc is not None or max_restarts:
         _launch(nproc, max_restarts, kwargs["out"])
+    # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.training.loop import train as run_train
 
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 reports
@@ -92,10 +95,6 @@ train = handle_errors(with_settings(_train))
 def _launch(nproc: int | None, max_restarts: int, out: Path) -> None:
     """Re-run this command under torchrun on `nproc` processes (restarting the group up to
     `max_restarts` times) and exit with its status; a failed group is one line."""
-    import sys
-
-    from ganctl.errors import ConfigError
-    from ganctl.fleet.launch import launch
 
     if nproc is None:
         raise ConfigError("--max-restarts restarts a group of processes: give --nproc N as well")

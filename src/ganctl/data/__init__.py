@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from ganctl.config import SHAPES_IMAGE_SIZE, TrainConfig, data_kind
+from ganctl.data import arrays, cifar, folders, stacked
 from ganctl.data.arrays import ARRAY_SUFFIXES
+from ganctl.data.shapes import ShapesSet
 from ganctl.data.source import Classes, DataSource, Judge, Mixture
 from ganctl.data.toy import ToySet, available_datasets, get_dataset
 from ganctl.errors import DataError
@@ -57,7 +59,6 @@ def image_side(cfg: TrainConfig) -> int | None:
         return cfg.image_size
     if cfg.data == "shapes":
         return SHAPES_IMAGE_SIZE
-    from ganctl.data import arrays, cifar, folders, stacked
 
     name = stacked.base_path(cfg.data) if stacked.is_stacked(cfg.data) else cfg.data
     path = Path(name).expanduser()
@@ -100,8 +101,6 @@ def _load(cfg: TrainConfig) -> DataSource:
         _no_split(cfg, name)
         return get_dataset(name)
     if name == "shapes":
-        from ganctl.data.shapes import ShapesSet
-
         _no_split(cfg, name)
         size = cfg.image_size or SHAPES_IMAGE_SIZE
         if size < SHAPES_MIN_SIZE:
@@ -109,8 +108,6 @@ def _load(cfg: TrainConfig) -> DataSource:
         if cfg.channels not in (None, 3):
             raise DataError("--data shapes is an RGB set (its modes are colours); use --channels 3")
         return ShapesSet(size)
-
-    from ganctl.data import arrays, cifar, folders, stacked
 
     if stacked.is_stacked(name):
         _no_split(cfg, name)

@@ -4,10 +4,12 @@ or (N, C, H, W), uint8 or float in [0, 1] or [-1, 1]."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from ganctl.data.images import ImageSet, to_images
@@ -58,7 +60,6 @@ def read_array(path: Path, flag: str = "--data") -> tuple[np.ndarray, np.ndarray
 
 
 def _safetensors_array(path: Path, where: str) -> np.ndarray:
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "np") as fh:
@@ -121,12 +122,9 @@ def image_layout(arr: np.ndarray, where: str) -> np.ndarray:
 def array_side(path: Path) -> int | None:
     """The side of an array file's square images, from its header alone (no pixel is read), or
     None where the header does not say (the loader then reads the file and says why)."""
-    import zipfile
 
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(str(path), "np") as fh:
             keys = list(fh.keys())
             key = SAMPLES_KEY if SAMPLES_KEY in keys else keys[0] if len(keys) == 1 else None

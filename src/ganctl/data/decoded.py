@@ -9,6 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ganctl.fileio import atomic_path
@@ -27,7 +29,6 @@ def folder_key(root: Path, files: list[Path], size: int, channels: int) -> str:
 
 
 def read_decoded(path: Path) -> tuple[Tensor, list[str], list[int]] | None:
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "pt") as f:
@@ -40,7 +41,6 @@ def read_decoded(path: Path) -> tuple[Tensor, list[str], list[int]] | None:
 
 
 def write_decoded(path: Path, images: Tensor, root: Path, skipped: list[str], kept: list[int]) -> None:
-    from safetensors.torch import save_file
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from ganctl import cache, memory
@@ -32,7 +33,6 @@ def _list_images(root: Path) -> list[Path]:
 
 
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
-    from PIL import Image
 
     with Image.open(path) as im:
         im.load()
@@ -56,7 +56,6 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # pillow's modes of single-chan
 def _headers(files: list[Path]) -> dict[Path, tuple[tuple[int, int], str]]:
     """((width, height), mode) of every file whose header pillow can read (the rest are
     reported when decoding fails)."""
-    from PIL import Image
 
     found = {}
     for path in files:
@@ -163,7 +162,6 @@ def _decode_all(
     root: Path, files: list[Path], size: int, channels: int, flag: str
 ) -> tuple[Tensor, list[str], list[int]]:
     """The decoded images, the files skipped (and why), and the indices of those kept."""
-    from PIL import Image
 
     unreadable = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
     arrays, skipped, kept = [], [], []

@@ -21,6 +21,7 @@ checkpoint and stops, and the same command resumes them.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import queue as queues
 import signal
@@ -31,8 +32,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ganctl import interrupts
-from ganctl.errors import ConfigError, Interrupted, JobFailed
+from ganctl.errors import ConfigError, GanctlError, Interrupted, JobFailed
+from ganctl.fleet import report
 from ganctl.fleet.jobs import Job, JobResult, run_job, status
 from ganctl.training.events import Event, EventHandler, JobStarted, JobState, Stepped
 
@@ -69,7 +73,6 @@ class Placement:
 def placed(jobs: list[Job], parallel: int) -> list[Job]:
     """Each job on its own device: CUDA jobs round robin over the GPUs, CPU jobs with
     cpu_count // parallel threads each unless --threads was given."""
-    import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     threads = max(1, (os.cpu_count() or 1) // parallel)
@@ -161,8 +164,6 @@ class Task:
 
 def _evaluated(job: Job, result: JobResult, evaluate: bool) -> JobResult:
     if evaluate:
-        from ganctl.fleet import report
-
         result.evaluated = report.measure_run(job.run_dir, job.config.device, pictures=True)
     return result
 
@@ -190,7 +191,6 @@ def work(task: Task, put: Callable[[tuple], None]) -> None:
 
 def _code(exc: BaseException) -> int:
     """The exit code `ganctl.cli.output.handle_errors` gives an error without an `exit_code`."""
-    from ganctl.errors import GanctlError
 
     if isinstance(exc, GanctlError):
         return 2
@@ -253,7 +253,6 @@ def run_local(
 ) -> list[JobResult]:
     """The tasks on `parallel` worker processes, spawned once (CUDA and thread pools start
     clean) and each given a new task when its last one ends."""
-    import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     inbox, channel = context.Queue(), context.Queue()

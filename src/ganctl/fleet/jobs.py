@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, flag_of, from_dict
 from ganctl.errors import CheckpointError, ConfigError
 from ganctl.methods.registry import METHOD_SETTINGS, available_methods, get_method, setting_values
@@ -20,6 +22,7 @@ from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.runfolder import RunFolder
 from ganctl.training.events import EventHandler, JobState, Summary
+from ganctl.training.loop import train
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,6 @@ def status(job: Job) -> JobState:
 def run_job(job: Job, on_event: EventHandler | None = None, known: JobState | None = None) -> JobResult:
     """Train (or finish) one run and write its summary, with peak memory on CUDA. `known`:
     the job's `status`, when the caller has already read it."""
-    import torch
-
-    from ganctl.training.loop import train
 
     state = known or status(job)
     if state == "done":

@@ -18,9 +18,13 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ganctl.errors import CheckpointError
+from ganctl.fileio import write_text_atomic
 
 LAUNCHED_BY_GANCTL = "GANCTL_LAUNCHED"  # set for workers of `ganctl train --nproc`
 PEER_LOST_CODE = 75  # `ganctl.errors.RankFailed.exit_code`
@@ -39,9 +43,6 @@ def record_failure(message: str, code: int, details: dict[str, Any] | None = Non
     layout of torch's `ErrorHandler.record_exception`, but written atomically: torch writes it
     in place, and its agent, stopping the group after another rank died, can kill this worker
     mid-write and then fail on the empty file it reads back (seen in the restart test)."""
-    import time
-
-    from ganctl.fileio import write_text_atomic
 
     error = _Recorded(message, code, details)
     record = {
@@ -72,6 +73,7 @@ class Outcome:
 def launch(args: list[str], nproc: int, max_restarts: int, run_dir: Path | None) -> Outcome:
     """Run `ganctl ARGS` on `nproc` local workers under torchrun's launcher, restarting the
     group up to `max_restarts` times; the group's exit code and, on failure, its one line."""
+    # torch's launcher, when a launch happens: `ganctl --help` imports this module, so no torch at its top.
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -137,8 +139,7 @@ def describe(failures: dict[int, Any], nproc: int, max_restarts: int, run_dir: P
 
 def _newest(run_dir: Path | None, nproc: int) -> tuple[str, str]:
     """Where the run stands when no worker could say (every one of them crashed)."""
-    from ganctl.errors import CheckpointError
-    from ganctl.nets import checkpoint
+    from ganctl.nets import checkpoint  # torch: here, not at the top, which `ganctl --help` imports
 
     if run_dir is None:
         return "(no survivor said at which step)", "ganctl train --resume RUN_FOLDER"

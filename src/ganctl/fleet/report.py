@@ -7,17 +7,23 @@ or from the user's own folders.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from ganctl.fileio import dumps, write_text_atomic
+from ganctl.lipschitz.analysis import analyse
 from ganctl.nets import checkpoint
+from ganctl.pictures import histograms, line_chart, save_image, stack
 from ganctl.quality import thresholds as metrics
 from ganctl.runfolder import RunFolder, run_dir_of
+from ganctl.training.evaluator import Evaluator
 from ganctl.training.events import Summary
 
 # The evaluator's own gradient-norm summary (512 points per eval step) is left out of a row:
@@ -38,8 +44,6 @@ def measure_run(path: Path, device: str = "cpu", pictures: bool = False) -> Eval
     """Everything compared about one run (or checkpoint): the data's quality metrics as the
     run's own final evaluation computes them, `ganctl gradnorm`'s numbers at its defaults, and
     the training cost from the run's summary (or, without one, from its log)."""
-    from ganctl.lipschitz.analysis import analyse
-    from ganctl.training.evaluator import Evaluator
 
     nets = checkpoint.load(Path(path), device=device)
     run_dir = run_dir_of(nets.path)
@@ -75,7 +79,6 @@ def measure_run(path: Path, device: str = "cpu", pictures: bool = False) -> Eval
     row.update(_cost(run_dir, nets.step))
     if not pictures:
         return Evaluated(row)
-    from ganctl.pictures import histograms
 
     norms = {k: v.cpu().numpy() for k, v in analysis.norms.items()}
     drawn = (
@@ -168,8 +171,6 @@ def write_json(result: dict[str, Any], out: Path) -> None:
 
 def write_outputs(result: dict[str, Any], evaluated: list[Evaluated], out: Path) -> None:
     """The comparison's table (JSON and CSV), panel and curves in `out` (`ComparisonFolder`)."""
-    import csv
-    import io
 
     out.mkdir(parents=True, exist_ok=True)
     folder = ComparisonFolder(out)
@@ -188,7 +189,6 @@ def write_outputs(result: dict[str, Any], evaluated: list[Evaluated], out: Path)
 
 def _panel(evaluated: list[Evaluated], path: Path) -> None:
     """A column per method (its first seed): samples above the gradient-norm histograms."""
-    from ganctl.pictures import save_image, stack
 
     first: dict[str, Evaluated] = {}
     for e in evaluated:
@@ -208,9 +208,6 @@ def _panel(evaluated: list[Evaluated], path: Path) -> None:
 def _curves(rows: list[dict[str, Any]], path: Path) -> None:
     """The critic's Wasserstein estimate and the data's main quality metric against step, one
     line per method (the mean over its seeds at the steps they share)."""
-    import numpy as np
-
-    from ganctl.pictures import line_chart, save_image, stack
 
     by_method: dict[str, list[list[dict[str, Any]]]] = {}
     for row in rows:

@@ -20,12 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy.stats import qmc
+
 from ganctl.config import data_kind
 from ganctl.errors import ConfigError
 from ganctl.fileio import dumps, write_text_atomic
 from ganctl.fleet import compare, jobs, report
 from ganctl.fleet.executors import Placement, Runner
 from ganctl.methods.registry import search_space
+from ganctl.pictures import line_chart, save_image
 from ganctl.quality.thresholds import direction_of
 from ganctl.runfolder import RunFolder, RunLock
 from ganctl.training.events import EventHandler, Summary, Warned
@@ -36,7 +40,6 @@ SEQUENCE_SEED = 0  # the Halton sequence's scrambling: the same trials on every 
 
 def trials(method: str, k: int) -> list[dict[str, Any]]:
     """The method's K trial settings: K points of a scrambled Halton sequence over its space."""
-    from scipy.stats import qmc
 
     space = search_space(method)
     points = qmc.Halton(d=len(space), scramble=True, seed=SEQUENCE_SEED).random(k)
@@ -205,9 +208,6 @@ def _trials(tuning: Plan, planned: list[tuple[dict[str, Any], list[jobs.Job]]], 
 def _budget_curves(result: dict[str, Any], path: Path) -> None:
     """Best-so-far score against the number of trials, one line per method (Lucic et al.'s
     budget curve)."""
-    import numpy as np
-
-    from ganctl.pictures import line_chart, save_image
 
     series = {
         m: (np.arange(1, len(r["best_so_far"]) + 1), np.array(r["best_so_far"])) for m, r in result["methods"].items()

@@ -5,18 +5,21 @@ the verdict and its gates; trajectories over a run's checkpoints, and their pict
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ganctl import memory, progress, streams
-from ganctl.data import sample_shape
-from ganctl.errors import ConfigError
+from ganctl.data import load_dataset, sample_shape
+from ganctl.devices import resolve_device
+from ganctl.errors import ConfigError, DataError
 from ganctl.lipschitz.bounds import certified_w1_report, upper_bound_report
 from ganctl.lipschitz.defaults import GRADNORM_N as DEFAULT_N
 from ganctl.lipschitz.defaults import TOL as DEFAULT_TOL
@@ -25,8 +28,12 @@ from ganctl.lipschitz.norms import QUANTILES, gradient_norms, summarise
 from ganctl.lipschitz.transport import ALIGNMENT_PAIRS, alignment, empirical_lower_bound, optimal_coupling
 from ganctl.methods import penalties
 from ganctl.methods.losses import gap_stats
+from ganctl.methods.registry import get_method
 from ganctl.nets.augment import as_trained
+from ganctl.nets.checkpoint import load
 from ganctl.nets.networks import Networks
+from ganctl.pictures import histograms, quantile_trajectories
+from ganctl.runfolder import find_checkpoint, list_checkpoints
 
 
 # --- the whole report -------------------------------------------------------------------
@@ -80,10 +87,6 @@ def real_points(nets: Networks, n: int, seed: int = 0, data: str | None = None) 
     """n real points on the networks' device (with their labels for a conditional run), from a
     stream seeded by `seed`: from the checkpoint's own data, or from `data` (any `--data` value)
     when given, which must have the critic's input shape (and its classes)."""
-    import dataclasses
-
-    from ganctl.data import load_dataset
-    from ganctl.errors import DataError
 
     check_points(nets, n)
     g = torch.Generator(device=nets.device)
@@ -134,7 +137,6 @@ def strength_note(status: str, cfg: Any) -> str | None:
     paper's: the verdict is what that weight buys, not a broken run. WGAN-GP's 2-D default is
     its toy code's lambda 0.1 (gan_toy.py), a hundred times the images' 10's weakness, which
     lets the critic's norm rise above 1 for better samples (docs/results.md)."""
-    from ganctl.methods.registry import get_method
 
     method = get_method(cfg.lipschitz)
     if status not in ("violating", "exploding") or "gp_target" not in method.owns or cfg.penalty_weight is None:
@@ -188,7 +190,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON; a field that does not apply (None) is left out."""
-        import dataclasses
 
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k == "w1_lower_bound"}
 
@@ -315,8 +316,6 @@ def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> 
     """`analyse` at every checkpoint of a run (a run folder, or one checkpoint file), in step
     order, on the same real points, latents and interpolation coefficients throughout. Each
     row keeps the upper bound's value, not its per-layer table."""
-    from ganctl.nets.checkpoint import load
-    from ganctl.runfolder import find_checkpoint, list_checkpoints
 
     run = Path(run)
     paths = list_checkpoints(run) if run.is_dir() else []
@@ -337,16 +336,12 @@ def trajectory(run: Path, measure: Measure = Measure(), device: str = "cpu") -> 
 
 def draw_histograms(path: Path, norms: dict[str, Tensor], step: int) -> None:
     """The per-set norm histograms of one checkpoint, overlaid, as a PNG."""
-    from ganctl.pictures import histograms
 
     histograms(path, {k: v.cpu().numpy() for k, v in norms.items()}, f"||grad D||  step {step}")
 
 
 def draw_trajectories(path: Path, runs: dict[str, list[Report]]) -> None:
     """The interpolate-norm quantiles of every run's checkpoints against step, as a PNG."""
-    import numpy as np
-
-    from ganctl.pictures import quantile_trajectories
 
     series = {
         name: {
@@ -392,8 +387,6 @@ def grad_norms(
     pictures, the norms themselves (`Analysis`); `Analysis.gate_values()` feeds the thresholds.
 
     This is `ganctl gradnorm CKPT`: the command parses its options, calls this, and prints."""
-    from ganctl.devices import resolve_device
-    from ganctl.nets.checkpoint import load
 
     m = _measure(n, DEFAULT_N, seed, tol, raw, data, noise)
     nets = load(checkpoint, device=str(resolve_device(device)))
@@ -417,7 +410,6 @@ def grad_norm_trajectory(
     """`grad_norms` at every checkpoint of a run folder, in step order, on the same real points,
     latents and interpolation coefficients (n 1024 per set unless given): how Lipschitz the
     critic was over training. This is `ganctl gradnorm RUN`."""
-    from ganctl.devices import resolve_device
 
     m = _measure(n, TRAJECTORY_N, seed, tol, raw, data, noise)
     return trajectory(Path(run), m, str(resolve_device(device)))

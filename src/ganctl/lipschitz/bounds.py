@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ganctl.lipschitz.transport import W1_POINTS, wasserstein1
 from ganctl.nets.networks import Networks, eval_mode
 
 POWER_ITERATIONS = 50
@@ -281,7 +282,6 @@ def certified_w1_report(nets: Networks, real: Tensor, fake: Tensor, upper: dict[
     (or a conditional one: its gap bounds the classes' W1, not the joint one)."""
     if not upper["certified"] or nets.cfg.conditional:
         return None
-    from ganctl.lipschitz.transport import W1_POINTS, wasserstein1
 
     k = min(len(real), W1_POINTS)
     bound = w1_lower_bound(nets.critic, real[:k], fake[:k], upper["value"])

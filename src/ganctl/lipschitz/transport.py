@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ganctl import cache, progress, streams
@@ -33,7 +34,6 @@ FLOOR_DRAWS = 5
 def linear_assignment(cost: np.ndarray) -> np.ndarray:
     """Exact minimum-cost perfect matching of a square cost matrix: col[i] for each row i
     (scipy's `linear_sum_assignment`, a shortest augmenting path solver)."""
-    from scipy.optimize import linear_sum_assignment
 
     if cost.ndim != 2 or cost.shape[0] != cost.shape[1]:
         raise ValueError(f"cost must be square, got {cost.shape}")
@@ -74,7 +74,6 @@ ALIGNMENT_REFERENCE = {0.1: (0.91, 0.15), 0.5: (0.92, 0.25), 2.0: (0.99, 0.66)}
 def optimal_coupling(real: Tensor, fake: Tensor) -> Tensor:
     """The permutation `perm` that pairs real[i] with fake[perm[i]] at the least total
     Euclidean distance: the empirical optimal transport plan of W1 between the two sets."""
-    from ganctl.lipschitz.transport import linear_assignment
 
     cost = torch.cdist(real.flatten(1).double().cpu(), fake.flatten(1).double().cpu())
     return torch.from_numpy(linear_assignment(cost.numpy())).to(fake.device)

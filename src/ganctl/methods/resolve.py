@@ -78,7 +78,7 @@ def _resolve_decays(cfg: TrainConfig) -> TrainConfig:
 def data_path(data: str) -> str:
     """--data as a run stores it: a file or folder by its absolute path, so that the run folder
     works from any folder; a built-in set by its name."""
-    from ganctl.data.stacked import PREFIX, base_path, is_stacked
+    from ganctl.data.stacked import PREFIX, base_path, is_stacked  # torch: not at the top, --help reads this module
 
     if is_stacked(data):
         return PREFIX + data_path(base_path(data))
@@ -137,7 +137,7 @@ def _side(cfg: TrainConfig, method: Method) -> int | None:
     own from its file headers (a folder of 64 px images takes R3GAN's 64 px preset)."""
     if not method.by_size:
         return cfg.image_size
-    from ganctl.data import image_side
+    from ganctl.data import image_side  # torch: not at the top, --help reads this module
 
     return image_side(cfg)
 

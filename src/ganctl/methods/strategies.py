@@ -15,11 +15,14 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
 from ganctl.methods.registry import get_method
+from ganctl.models.constrained import GradientNormalized, orthonormal_groupsort, reproject
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # Embeddings too: a conditional critic's projection V (SN-GAN's SNEmbedID) and label embedding.
@@ -195,7 +198,6 @@ class SpectralNorm(Lipschitz):
     iteration per training-mode forward and none in eval mode (Miyato et al. 2018)."""
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
-        from torch.nn.utils.parametrizations import spectral_norm
 
         layers = [m for m in critic.modules() if isinstance(m, _WEIGHT_LAYERS)]
         for layer in layers:
@@ -212,7 +214,6 @@ class GradientNormalization(Lipschitz):
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
         _refuse_batch_norm(critic, self.name, "normalises each sample by its own input gradient")
-        from ganctl.models.constrained import GradientNormalized
 
         return GradientNormalized(critic)
 
@@ -224,7 +225,6 @@ class Orthonormal(Lipschitz):
     preserving by construction. MLP critics only."""
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
-        from ganctl.models.constrained import orthonormal_groupsort
 
         layers = {type(m).__name__ for m in critic.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
         norms = {
@@ -245,11 +245,9 @@ class Orthonormal(Lipschitz):
             raise ConfigError(f"--lipschitz bjorck: {exc} (give an even --width)") from None
 
     def step_context(self) -> contextlib.AbstractContextManager:
-        from torch.nn.utils import parametrize
 
         return parametrize.cached()
 
     def after_critic_step(self, critic: nn.Module) -> None:
-        from ganctl.models.constrained import reproject
 
         reproject(critic)  # keeps the next forward's iteration short; D itself is unchanged

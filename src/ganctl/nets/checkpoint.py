@@ -20,12 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
 from ganctl import __version__
 from ganctl.config import ResolvedConfig, TrainConfig, data_kind, from_dict
+from ganctl.data import sample_shape
+from ganctl.devices import resolve_device
 from ganctl.errors import CheckpointError, ConfigError, GanctlError
 from ganctl.fileio import write_atomic
+from ganctl.methods.resolve import resolve
+from ganctl.methods.strategies import build_strategy
+from ganctl.models import build_models
 from ganctl.nets.networks import Networks, build
 from ganctl.runfolder import find_checkpoint, newest_readable
 
@@ -107,7 +114,6 @@ def save(state: TrainState, path: Path, rank_states: list[Tensor] | None = None)
         metadata["class_names"] = json.dumps(state.class_names)
     if state.ada is not None:
         metadata["ada"] = json.dumps(state.ada)
-    from safetensors.torch import save_file
 
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path
@@ -116,8 +122,6 @@ def save(state: TrainState, path: Path, rank_states: list[Tensor] | None = None)
 # --- reading ----------------------------------------------------------------------------
 def read(path: Path) -> tuple[dict[str, Tensor], dict[str, str], TrainConfig]:
     """Read and check a checkpoint's tensors, metadata and config (CPU tensors)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
 
     path = Path(path)
     try:
@@ -155,8 +159,6 @@ def _config_of(path: Path, metadata: dict[str, str]) -> TrainConfig:
 
 def peek(path: Path) -> tuple[TrainConfig, int]:
     """A checkpoint's config and step, without reading its weights."""
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -294,8 +296,6 @@ def check_size(path: Path, cfg: ResolvedConfig, state: TrainState) -> None:
     """Refuse a config whose networks are larger than the weights the file holds, before
     building them: a hostile config (width 10^6) must not allocate what it claims. The
     networks are first built on the meta device, which allocates nothing."""
-    from ganctl.data import sample_shape
-    from ganctl.models import build_models
 
     if data_kind(cfg.data) != "points" and (cfg.image_size is None or cfg.channels is None):
         raise CheckpointError(
@@ -355,9 +355,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint file (or a run folder's latest) onto `device` for inference: the
     modules are rebuilt from the stored config (spectral norm included) and every tensor is
     loaded strictly."""
-    from ganctl.devices import resolve_device
-    from ganctl.methods.resolve import resolve
-    from ganctl.methods.strategies import build_strategy
 
     path = find_checkpoint(Path(path))
     state = read_state(path)

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ganctl import streams
 from ganctl.config import ResolvedConfig
 from ganctl.data import DataSource, load_dataset, sample_shape
 from ganctl.methods.strategies import Lipschitz
 from ganctl.models import build_models
+from ganctl.models.constrained import has_bjorck
 from ganctl.nets.augment import Augmenter
 
 
@@ -42,9 +44,6 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     orthonormal weights are computed once for the whole measurement, which changes no weight
     (only there: torch's parametrization cache is keyed by module id, and a temporary copy made
     inside it, as `analysis.gradnorm.explicit_norm` makes, could meet a stale entry)."""
-    from torch.nn.utils import parametrize
-
-    from ganctl.models.constrained import has_bjorck
 
     was_training = module.training
     module.eval()

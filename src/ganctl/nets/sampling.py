@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ganctl import memory, streams
 from ganctl.data import sample_shape
 from ganctl.errors import ConfigError, WriteError
 from ganctl.fileio import check_writable, write_atomic, write_error
+from ganctl.nets.checkpoint import load
 from ganctl.nets.networks import Networks, eval_mode
 from ganctl.pictures import image_grid, save_image, scatter_over_field
 
@@ -216,8 +218,6 @@ def write_samples(
         if fmt == "npy":
             write_atomic(out, lambda tmp: _save_npy(tmp, array))
         elif fmt == "safetensors":
-            from safetensors.torch import save_file
-
             tensor = samples.detach().cpu().float().contiguous()
             metadata = {k: json.dumps(v) for k, v in meta.items()}
             write_atomic(out, lambda tmp: save_file({"samples": tensor}, str(tmp), metadata=metadata))
@@ -344,7 +344,6 @@ def sample(
     exists unless `overwrite`.
 
     This is `ganctl sample`: the command parses its options, calls this, and prints the result."""
-    from ganctl.nets.checkpoint import load
 
     kind = infer_format(Path(out), fmt) if out is not None else None  # bad --out or --format: before loading
     check_count(n, interpolate)

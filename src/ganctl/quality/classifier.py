@@ -29,12 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ganctl import cache, progress
 from ganctl.data import DataSource
 from ganctl.errors import DataError
+from ganctl.fileio import atomic_path
+from ganctl.quality import fidelity
 
 CONFIDENT = 0.9  # benchmarks/real_digits.py's judge
 COVERED_SHARE = 0.2  # of a class's even share of all n samples, n / K (PacGAN's rule, the judge's)
@@ -243,10 +247,6 @@ def _state_sha(net: nn.Module) -> str:
 def auto(dataset: DataSource, seed: int = 0) -> Classifier:
     """The classifier `--classifier auto` means: trained on 90 % of the real data, read back from
     the cache when the same data (by fingerprint) was classified before with the same seed."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
-
-    from ganctl.fileio import atomic_path
 
     x, y = labelled(dataset, seed)
     train, held = split(x, y)
@@ -310,7 +310,6 @@ def score(
     """Every classifier score of generated `fake` (the samples, or the classifier's `Verdicts` of
     them, kept with the samples when `labels` is given) and, for a conditional generator, the
     labels they were drawn for; each beside the held-out real data's own value."""
-    from ganctl.quality import fidelity
 
     seen = fake if isinstance(fake, Verdicts) else Verdicts.of(clf, fake, keep=labels is not None)
     real, real_y = clf.held_out
@@ -382,7 +381,6 @@ def stacked_score(clf: Classifier, fake: Tensor | Verdicts, metrics: tuple[str, 
     them), as PacGAN counts them, the share whose three channels are all confident, and
     FID/KID/precision-recall on the three channels' features side by side; each beside the
     held-out real stacks' own values."""
-    from ganctl.quality import fidelity
 
     total = clf.classes**3
     seen = fake if isinstance(fake, Verdicts) else Verdicts.of(clf, fake, stacked=True)

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -153,8 +155,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def pil_bicubic(pixels: Tensor) -> Tensor:
     """dgm-eval's input: each uint8 RGB image (N, 3, H, W) resized to 224 x 224 by PIL's bicubic
     as an 8-bit image, scaled to [0, 1] and normalised with ImageNet's mean and deviation."""
-    import numpy as np
-    from PIL import Image
 
     resized = [
         np.asarray(

@@ -18,17 +18,19 @@ from torch import Tensor
 
 from ganctl import memory, progress
 from ganctl.config import FIDELITY_METRICS, TrainConfig, data_kind, metric_list
-from ganctl.data import DataSource
+from ganctl.data import DataSource, arrays, folders, load_dataset, sample_shape
 from ganctl.data.arrays import read_points
 from ganctl.data.images import match_channels
-from ganctl.data.stacked import is_stacked
+from ganctl.data.stacked import StackedSet, is_stacked
+from ganctl.devices import resolve_device
 from ganctl.errors import ConfigError, DataError
-from ganctl.lipschitz.bounds import certified_w1_report
+from ganctl.fileio import check_writable
+from ganctl.lipschitz.bounds import certified_w1_report, upper_bound_report
 from ganctl.lipschitz.transport import W1_POINTS, w1_floor, wasserstein1
-from ganctl.nets.checkpoint import Checkpoint
+from ganctl.nets.checkpoint import Checkpoint, load
 from ganctl.nets.networks import Networks
+from ganctl.quality import classifier, scores
 from ganctl.quality import reference as references
-from ganctl.quality import scores
 from ganctl.quality.classifier import STACKED_N
 from ganctl.quality.defaults import EVAL_N
 from ganctl.quality.modes import class_consistency, mixture_quality
@@ -169,8 +171,6 @@ def _score_points(
 
 
 def _critic_upper_bound(nets: Networks) -> dict[str, Any]:
-    from ganctl.data import sample_shape
-    from ganctl.lipschitz.bounds import upper_bound_report
 
     return upper_bound_report(nets.critic, sample_shape(nets.cfg), nets.device, nets.cfg.conditional)
 
@@ -193,7 +193,6 @@ def check_size(request: Request, shape: tuple[int, ...], n_real: int | None, dev
 def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = None) -> dict[str, Any]:
     """`ganctl eval CKPT`: request.n samples of the checkpoint's generator scored against its
     data (or `data`, which must have the same sample shape)."""
-    from ganctl.data import load_dataset, sample_shape
 
     dataset = nets.dataset if data is None else load_dataset(nets.cfg.replace(data=data, image_size=None))
     if data is not None and tuple(dataset.shape) != sample_shape(nets.cfg):
@@ -226,7 +225,6 @@ def evaluate_files(
     or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data` (or only
     against request.reference). Each side is read at its own size unless `image_size` resizes
     both; images of two sizes are refused."""
-    from ganctl.data import arrays, folders, load_dataset
 
     fake = Path(fake)
     if not fake.exists():
@@ -281,8 +279,6 @@ def _judge(dataset: DataSource, request: Request, keep: bool = False) -> Any:
     """The classifier of --classifier (`auto` trained, or cached, on the real labelled data; or
     the user's file, tried on it), with an empty `Verdicts` for the samples to fill as they are
     drawn; `keep` keeps the samples too (GAN-train learns from them). None without one."""
-    from ganctl.data.stacked import StackedSet
-    from ganctl.quality import classifier
 
     if request.classifier is None:
         return None
@@ -302,7 +298,6 @@ def _classifier_scores(
     """The classifier's scores of the samples it has read (`judged`, its `Verdicts`; None: no
     classifier, nothing to add) into `report`: its metrics beside the others, the held-out real
     data's own values under "ceiling", and what it is."""
-    from ganctl.quality import classifier
 
     if judged is None:
         return
@@ -325,7 +320,6 @@ def _classifier_scores(
 def save_reference(data: str, path: Path, request: Request, image_size: int | None = None) -> dict[str, Any]:
     """`ganctl eval --data D --save-stats FILE.npz`: the real set's feature moments in the main
     space, with the space's hash, the image count and resolution, written to `path`."""
-    from ganctl.data import load_dataset
 
     dataset = load_dataset(TrainConfig(data=data, image_size=image_size))
     if dataset.kind != "images":
@@ -405,9 +399,6 @@ def evaluate(
 
     This is `ganctl eval`: the command parses its options, calls this, and prints the result
     with its thresholds."""
-    from ganctl.devices import resolve_device
-    from ganctl.fileio import check_writable
-    from ganctl.nets.checkpoint import load
 
     if n is not None and n < 2:
         raise ConfigError(f"--n must be at least 2, got {n}")

@@ -354,7 +354,7 @@ def random_inception_state(seed: int = 0) -> dict[str, Tensor]:
     """A He-normal Inception-v3 state dict in torch-fidelity's layout: the network of published
     FIDs with none of its weights, for tests and timings where the real file cannot be had (the
     arithmetic, and so the time, is the same; the features are alive, see `he_normal_`)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # the inception extra
 
     class Unloaded(FeatureExtractorInceptionV3):
         def load_state_dict(self, *args: object, **kwargs: object) -> None:  # keep the initialisation
@@ -368,7 +368,7 @@ def random_inception_state(seed: int = 0) -> dict[str, Tensor]:
 
 def random_vgg16_state(seed: int = 0) -> dict[str, Tensor]:
     """A He-normal VGG-16 state dict in torchvision's layout (for tests and timings)."""
-    import torchvision
+    import torchvision  # the inception extra brings it
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

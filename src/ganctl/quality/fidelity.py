@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -87,7 +88,6 @@ def fid(real: Tensor | Moments, fake: Tensor) -> float:
 
 def inception_score(logits: Tensor, splits: int = IS_SPLITS, seed: int = IS_SHUFFLE_SEED) -> dict[str, float]:
     """IS's mean and standard deviation over `splits` splits of the shuffled samples."""
-    import numpy as np
 
     n = len(logits)
     if n < splits:

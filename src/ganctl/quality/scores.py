@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ganctl import cache, progress
@@ -31,6 +33,7 @@ from ganctl.data import DataSource
 from ganctl.errors import ConfigError, DataError
 from ganctl.fileio import atomic_path
 from ganctl.quality import fidelity
+from ganctl.quality.dinov2 import DINOV2_ENV, dinov2, dinov2_path
 from ganctl.quality.features import (
     INCEPTION_ENV,
     VGG_ENV,
@@ -92,8 +95,6 @@ def choose_spaces(
             raise ConfigError("--features inception needs the weights file: --inception PATH or $GANCTL_INCEPTION")
         main = inception(path, device, inception_where)
     elif features == "dinov2":
-        from ganctl.quality.dinov2 import DINOV2_ENV, dinov2, dinov2_path
-
         found = dinov2_path(dinov2_file)
         if found is None:
             raise ConfigError("--features dinov2 needs the weights file: --dinov2 PATH or $GANCTL_DINOV2")
@@ -175,7 +176,6 @@ def real_features(space: FeatureSpace, dataset: DataSource, n: int, seed: int) -
 
 
 def _read_features(path: Path, n: int | None) -> Tensor | None:
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "pt") as fh:
@@ -188,7 +188,6 @@ def _read_features(path: Path, n: int | None) -> Tensor | None:
 
 
 def _write_features(path: Path, features: Tensor, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
 
     metadata = {"format": FEATURES_FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
     try:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 RANK_SEED_STRIDE = 104_729  # rank r's stream: seed + r * stride
@@ -59,8 +60,6 @@ def _collective(fn: F) -> F:
         except PeerLost:
             raise
         except RuntimeError as exc:  # gloo and NCCL raise RuntimeError (or a DistError subclass)
-            import torch.distributed as dist
-
             if not (dist.is_available() and dist.is_initialized()):
                 raise
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -93,7 +92,6 @@ def requested() -> bool:
 
 def current() -> World:
     """The world this process belongs to (one process when none was started)."""
-    import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return World()
@@ -113,7 +111,6 @@ def run_id() -> str | None:
 def init(device: torch.device, timeout: float | None = None) -> World:
     """Join the process group torchrun set up: NCCL on CUDA, gloo otherwise, its collectives
     under `timeout` seconds."""
-    import torch.distributed as dist
 
     if not requested():
         return World()
@@ -133,7 +130,6 @@ def _attempt_store() -> Any:
     """torchrun's store under a prefix of this attempt's own, or None outside torchrun's agent.
     The agent's store outlives a restart, and the group's keys (each rank's address) with it:
     without a prefix a restarted rank can read a dead one's address and fail to connect."""
-    import torch.distributed as dist
 
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
@@ -147,7 +143,6 @@ def _attempt_store() -> Any:
 def wait_for_main(world: World) -> None:
     """Every rank waits here for rank 0 to finish what it does alone (on gloo a barrier with a
     timeout of its own, `SOLO_TIMEOUT`)."""
-    import torch.distributed as dist
 
     if not world.active:
         return
@@ -158,7 +153,6 @@ def wait_for_main(world: World) -> None:
 
 
 def shutdown() -> None:
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         wait_for_main(current())  # leave together: a rank tearing down while another still talks aborts
@@ -179,7 +173,6 @@ def average_gradients(module: nn.Module, world: World) -> None:
     zero, so every rank contributes a buffer of the same layout)."""
     if not world.active:  # checked first: this runs after every backward
         return
-    import torch.distributed as dist
 
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
@@ -197,7 +190,6 @@ def average_gradients(module: nn.Module, world: World) -> None:
 @_collective
 def broadcast_modules(modules: Iterable[nn.Module], world: World) -> None:
     """Rank 0's parameters and buffers everywhere."""
-    import torch.distributed as dist
 
     if not world.active:
         return
@@ -216,7 +208,6 @@ def fingerprint(modules: Iterable[nn.Module]) -> Tensor:
 @_collective
 def in_sync(modules: list[nn.Module], world: World) -> bool:
     """Whether every rank holds the same replicas as rank 0 (a collective: call on every rank)."""
-    import torch.distributed as dist
 
     if not world.active:
         return True
@@ -230,7 +221,6 @@ def in_sync(modules: list[nn.Module], world: World) -> bool:
 @_collective
 def gather_states(state: Tensor, world: World, device: torch.device) -> list[Tensor]:
     """Every rank's random-generator state (uint8), on every rank (a collective)."""
-    import torch.distributed as dist
 
     if not world.active:
         return [state]
@@ -245,7 +235,6 @@ def sum_over_ranks(values: list[float], world: World) -> list[float]:
     """Each value summed over the ranks (float64; the values themselves on one process)."""
     if not world.active:
         return values
-    import torch.distributed as dist
 
     total = torch.tensor(values, dtype=torch.float64)
     if dist.get_backend() == "nccl":
@@ -258,7 +247,6 @@ def sum_over_ranks(values: list[float], world: World) -> list[float]:
 def all_ok(ok: bool, world: World) -> bool:
     """Whether every rank reports success (a collective), so that one rank's failure to set up
     stops all of them instead of leaving the others waiting in an all-reduce."""
-    import torch.distributed as dist
 
     if not world.active:
         return ok

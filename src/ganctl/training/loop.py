@@ -14,7 +14,7 @@ from typing import Any
 
 from ganctl import interrupts
 from ganctl.config import SCHEDULE_FIELDS, ResolvedConfig, TrainConfig
-from ganctl.devices import threads
+from ganctl.devices import resolve_device, threads
 from ganctl.errors import (
     CheckpointError,
     ConfigError,
@@ -142,8 +142,6 @@ def _process_group(spec: str, timeout: float) -> Iterator[None]:
     the run (not after a lost peer: a collective would fail again)."""
     started = distributed.requested() and not distributed.current().active
     if distributed.requested():
-        from ganctl.devices import resolve_device
-
         distributed.init(resolve_device(spec), timeout)
     try:
         yield

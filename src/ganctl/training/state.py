@@ -11,6 +11,7 @@ import torch
 
 from ganctl import streams
 from ganctl.config import SCHEDULE_FIELDS, flag_of
+from ganctl.data import load_dataset
 from ganctl.errors import CheckpointError, ConfigError, GanctlError
 from ganctl.methods.resolve import data_path, resolve
 from ganctl.nets import checkpoint
@@ -108,7 +109,6 @@ def roll_back(trainer: Trainer, state: TrainState, attempt: int) -> None:
 def same_data(config: Any, data: str) -> bool:
     """Whether --data names the data a checkpoint was trained on: the same path, or other files
     with the same fingerprint (the decoded pixels, or the built-in set)."""
-    from ganctl.data import load_dataset
 
     if data_path(data) == data_path(config.data):
         return True
