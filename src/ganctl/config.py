@@ -303,6 +303,11 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def augment_policies(self) -> tuple[str, ...]:
+        """--augment read once, the one way: its policies in order (none: empty)."""
+        return augment_policy(self.augment)
+
 
 @dataclass(frozen=True)
 class ResolvedConfig(TrainConfig):
@@ -559,7 +564,7 @@ def augment_policy(text: str | None, flag: str = "--augment") -> tuple[str, ...]
 
 
 def _validate_augment(cfg: TrainConfig) -> None:
-    policy = augment_policy(cfg.augment)
+    policy = cfg.augment_policies
     if policy and data_kind(cfg.data) == "points":
         raise ConfigError(f"--augment {cfg.augment}: augmentation is for images; --data {cfg.data} is 2-D points")
     if not policy and (cfg.augment_p is not None or cfg.ada_target is not None):

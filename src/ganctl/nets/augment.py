@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ganctl.config import AUGMENT_POLICIES, TrainConfig, augment_policy
+from ganctl.config import AUGMENT_POLICIES, TrainConfig
 
 TRANSLATION_RATIO = 0.125  # DiffAugment's rand_translation default
 CUTOUT_RATIO = 0.5  # DiffAugment's rand_cutout default
@@ -173,7 +173,7 @@ class Augmenter:
     probability, fixed or ADA's (`ada`, whose state a checkpoint keeps)."""
 
     def __init__(self, cfg: TrainConfig):
-        policy = augment_policy(cfg.augment)
+        policy = cfg.augment_policies
         self.augment = Augment(policy) if policy else None
         self.fixed = cfg.augment_p if cfg.augment_p is not None else 1.0
         self.ada = None
