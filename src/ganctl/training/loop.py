@@ -27,7 +27,7 @@ from ganctl.errors import (
 from ganctl.fileio import write_text_atomic
 from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
-from ganctl.runfolder import MetricsLog, RunFolder, RunLock
+from ganctl.runfolder import MetricsLog, RunFolder, RunLock, newest_readable
 from ganctl.training import distributed
 from ganctl.training.engine import Trainer
 from ganctl.training.evaluator import Evaluator
@@ -43,7 +43,7 @@ from ganctl.training.events import (
     Summary,
     Warned,
 )
-from ganctl.training.state import capture, roll_back
+from ganctl.training.state import capture, roll_back, skipped_notes
 from ganctl.training.state import resume as resume_trainer
 from ganctl.training.tensorboard import TensorBoardLog
 
@@ -110,15 +110,20 @@ def train(
             if config is not None:
                 overrides = {k: getattr(config, k) for k in SCHEDULE_FIELDS if getattr(config, k) is not None}
             config, resume = None, restarted
-        # The settings before the run is built: the resumed checkpoint's (read once, header only).
-        settings = checkpoint.peek_newest(resume)[1] if resume is not None else config or TrainConfig()
+        # The settings before the run is built: the resumed checkpoint's (its header only). A run
+        # folder's newest readable checkpoint is found once, here; every later read takes that file.
+        skipped: list[str] = []
+        if resume is not None:
+            resume, (settings, _), skipped = newest_readable(resume, checkpoint.peek)
+        else:
+            settings = config or TrainConfig()
         spec = overrides.get("device") or (config.device if config is not None else None) or "auto"
         if resume is not None and spec == "auto":
             spec = settings.device
         timeout = overrides.get("dist_timeout", settings.dist_timeout)
         with threads(overrides.get("threads", settings.threads)), _process_group(spec, timeout):
             try:
-                return _train(config, out, resume, overrides, overwrite, on_event)
+                return _train(config, out, resume, overrides, overwrite, on_event, skipped)
             except distributed.PeerLost as exc:  # before the loop: while the replicas were set up
                 raise RankFailed(
                     f"rank {exc.rank}: a peer process failed while the run started ({exc.detail})"
@@ -163,12 +168,14 @@ def _train(
     overrides: dict[str, Any],
     overwrite: bool,
     on_event: EventHandler | None,
+    skipped: list[str],
 ) -> Summary | None:
     begun = time.perf_counter()
     world = distributed.current()
     emit = (on_event if world.main else None) or (lambda event: None)
     if resume is not None:
         trainer = resume_trainer(Path(resume), overrides=overrides)
+        trainer.notes += skipped_notes(skipped, resume)
     else:  # a comparison's job arrives resolved; anything else is resolved here, once
         config = config or TrainConfig()
         trainer = Trainer(config if isinstance(config, ResolvedConfig) else resolve(config))

@@ -157,5 +157,10 @@ def resume(
         restore(trainer, state)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    trainer.notes += [f"skipped an unreadable checkpoint, {reason}; resuming from {path}" for reason in skipped]
+    trainer.notes += skipped_notes(skipped, path)
     return trainer
+
+
+def skipped_notes(skipped: list[str], path: str | Path) -> list[str]:
+    """What a resume says of the newer checkpoints it stepped over, and where it resumed."""
+    return [f"skipped an unreadable checkpoint, {reason}; resuming from {path}" for reason in skipped]
