@@ -34,7 +34,6 @@ class WriteError(OSError):
         self.resumable = False  # whether a training run was under way
 
     def __str__(self) -> str:
-
         code = errnos.errorcode.get(self.errno or 0)
         why = self.reason + (f" ({code})" if code else "")
         if self.flag is not None:

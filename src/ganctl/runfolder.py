@@ -253,7 +253,6 @@ class RunLock:
         self._made: list[Path] = []  # the folders the lock made, removed again if it leaves them empty
 
     def __enter__(self) -> RunLock:
-
         if self.folder.exists() and not self.folder.is_dir():
             raise ConfigError(f"{self.flag} {self.folder}: exists and is not a folder")
         try:
@@ -287,7 +286,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-
         if self._fd is None:
             return
         os.ftruncate(self._fd, 0)  # a clean exit leaves no holder to report
@@ -309,7 +307,6 @@ class RunLock:
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
-
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         return json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
@@ -318,7 +315,6 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 
 def _write_holder(fd: int) -> None:
-
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),

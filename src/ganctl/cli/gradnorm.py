@@ -197,7 +197,6 @@ def _row(report: Report) -> list[str]:
 
 
 def _trajectories(paths: list[Path], asked: dict[str, Any], limits: dict, png: Path | None, json_output: bool) -> None:
-
     # Imported when the command runs: `ganctl --help` must not import torch.
     from ganctl.lipschitz.analysis import draw_trajectories, gate_values, grad_norm_trajectory
 

@@ -60,7 +60,6 @@ def read_array(path: Path, flag: str = "--data") -> tuple[np.ndarray, np.ndarray
 
 
 def _safetensors_array(path: Path, where: str) -> np.ndarray:
-
     try:
         with safe_open(str(path), "np") as fh:
             keys = list(fh.keys())

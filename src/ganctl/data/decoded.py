@@ -29,7 +29,6 @@ def folder_key(root: Path, files: list[Path], size: int, channels: int) -> str:
 
 
 def read_decoded(path: Path) -> tuple[Tensor, list[str], list[int]] | None:
-
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -41,7 +40,6 @@ def read_decoded(path: Path) -> tuple[Tensor, list[str], list[int]] | None:
 
 
 def write_decoded(path: Path, images: Tensor, root: Path, skipped: list[str], kept: list[int]) -> None:
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": CACHE_FORMAT, "source": str(root), "skipped": json.dumps(skipped), "kept": json.dumps(kept)}

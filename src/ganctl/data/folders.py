@@ -33,7 +33,6 @@ def _list_images(root: Path) -> list[Path]:
 
 
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
-
     with Image.open(path) as im:
         im.load()
         im = im.convert("RGB" if channels == 3 else "L")

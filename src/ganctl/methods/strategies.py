@@ -198,7 +198,6 @@ class SpectralNorm(Lipschitz):
     iteration per training-mode forward and none in eval mode (Miyato et al. 2018)."""
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
-
         layers = [m for m in critic.modules() if isinstance(m, _WEIGHT_LAYERS)]
         for layer in layers:
             spectral_norm(layer, n_power_iterations=1)
@@ -225,7 +224,6 @@ class Orthonormal(Lipschitz):
     preserving by construction. MLP critics only."""
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
-
         layers = {type(m).__name__ for m in critic.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
         norms = {
             type(m).__name__ for m in critic.modules() if isinstance(m, (*_BATCH_NORMS, nn.LayerNorm, nn.GroupNorm))
@@ -245,9 +243,7 @@ class Orthonormal(Lipschitz):
             raise ConfigError(f"--lipschitz bjorck: {exc} (give an even --width)") from None
 
     def step_context(self) -> contextlib.AbstractContextManager:
-
         return parametrize.cached()
 
     def after_critic_step(self, critic: nn.Module) -> None:
-
         reproject(critic)  # keeps the next forward's iteration short; D itself is unchanged

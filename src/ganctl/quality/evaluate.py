@@ -171,7 +171,6 @@ def _score_points(
 
 
 def _critic_upper_bound(nets: Networks) -> dict[str, Any]:
-
     return upper_bound_report(nets.critic, sample_shape(nets.cfg), nets.device, nets.cfg.conditional)
 
 

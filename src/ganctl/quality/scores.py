@@ -176,7 +176,6 @@ def real_features(space: FeatureSpace, dataset: DataSource, n: int, seed: int) -
 
 
 def _read_features(path: Path, n: int | None) -> Tensor | None:
-
     try:
         with safe_open(str(path), "pt") as fh:
             if (fh.metadata() or {}).get("format") != FEATURES_FORMAT:
@@ -188,7 +187,6 @@ def _read_features(path: Path, n: int | None) -> Tensor | None:
 
 
 def _write_features(path: Path, features: Tensor, meta: dict[str, Any]) -> None:
-
     metadata = {"format": FEATURES_FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,6 @@ def wait_for_main(world: World) -> None:
 
 
 def shutdown() -> None:
-
     if dist.is_available() and dist.is_initialized():
         wait_for_main(current())  # leave together: a rank tearing down while another still talks aborts
         dist.destroy_process_group()
