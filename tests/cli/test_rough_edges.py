@@ -119,18 +119,47 @@ def test_a_pickled_model_is_refused_without_torch_s_advice(tmp_path):
     assert "weights_only" not in line and "state_dict()" in line
 
 
-def test_a_damaged_classifier_cache_is_trained_again(tmp_path):
+def _poisoned(path: Path) -> None:
+    """A cache file ganctl wrote, whole and readable, with a NaN in its first tensor."""
+    from safetensors.torch import load_file, safe_open, save_file
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    state = load_file(str(path))
+    poisoned = next(iter(state.values())).float().clone()
+    poisoned.view(-1)[0] = float("nan")
+    state[next(iter(state))] = poisoned
+    save_file(state, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan"])
+def test_a_damaged_classifier_cache_is_trained_again(tmp_path, damage):
     points = tmp_path / "points.npy"  # the cache is the same for every data; 2-D trains it in 2 s
     np.save(points, np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32))
     args = ["eval", "--fake", points, "--data", "8gaussians", "--classifier", "auto", "--n", 500, "--json"]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     (cached,) = (tmp_path / "cache").glob("classifier-*.safetensors")
-    cached.write_bytes(cached.read_bytes()[:300])  # truncated
+    if damage == "truncated":
+        cached.write_bytes(cached.read_bytes()[:300])
+    else:
+        _poisoned(cached)
     again = invoke(*args)
     assert again.exit_code == 0, again.output
     assert parse_json(again.stdout)["metrics"] == parse_json(first.stdout)["metrics"]  # the same judge, retrained
     assert cached.stat().st_size > 300  # and cached whole again
+
+
+def test_real_features_cached_with_a_nan_are_computed_again(tmp_path):
+    data = grey_digits(tmp_path / "digits.npz")
+    args = ["eval", "--fake", data, "--data", data, "--metrics", "fid", "--json"]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    (cached,) = (tmp_path / "cache").glob("features-*.safetensors")
+    _poisoned(cached)
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert parse_json(again.stdout)["metrics"] == parse_json(first.stdout)["metrics"]
 
 
 def test_a_one_class_folder_trains_no_judge(tmp_path):

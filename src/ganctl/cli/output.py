@@ -374,7 +374,7 @@ class Phases(_Display):
             self.shown.pop(what, None)
         ran, finished = now - self.started[what], done >= total
         if self.live:
-            self._bar(what, done, total, ran, finished)
+            self._bar(what, done, total, finished)
         elif (ran >= self.DELAY and now - self.shown.get(what, -math.inf) >= self.EVERY) or (
             finished and what in self.shown
         ):
@@ -383,7 +383,8 @@ class Phases(_Display):
         if finished:
             self.started.pop(what, None)
 
-    def _bar(self, what: str, done: int, total: int, ran: float, finished: bool) -> None:
+    def _bar(self, what: str, done: int, total: int, finished: bool) -> None:
+        """A task per phase from its first report; `_Delayed` draws it once it has run a second."""
         if what not in self.tasks and not finished:
             if self.progress is None:
                 self.progress = _Delayed(

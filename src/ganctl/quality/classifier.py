@@ -247,7 +247,6 @@ def _state_sha(net: nn.Module) -> str:
 def auto(dataset: DataSource, seed: int = 0) -> Classifier:
     """The classifier `--classifier auto` means: trained on 90 % of the real data, read back from
     the cache when the same data (by fingerprint) was classified before with the same seed."""
-
     x, y = labelled(dataset, seed)
     train, held = split(x, y)
     classes = dataset.classes.count
@@ -255,7 +254,10 @@ def auto(dataset: DataSource, seed: int = 0) -> Classifier:
     path = cache.path("classifier", key)
     net = SmallNet(tuple(x.shape[1:]), classes)
     try:
-        net.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+        if not all(bool(torch.isfinite(t).all()) for t in state.values()):
+            raise ValueError("a cached classifier holding NaN")
+        net.load_state_dict(state)
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError):  # none yet, or damaged: trained again
         net = fit(*train, classes, seed)
         try:

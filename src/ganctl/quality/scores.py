@@ -183,6 +183,8 @@ def _read_features(path: Path, n: int | None) -> Tensor | None:
             features = fh.get_tensor("features")
     except (SafetensorError, OSError, ValueError, KeyError):
         return None  # absent or damaged: computed again
+    if features.dim() != 2 or not bool(torch.isfinite(features).all()):
+        return None  # damaged in a way safetensors cannot see: computed again
     return features if n is None or len(features) == n else None
 
 
