@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import math
 import os
 import shutil
@@ -69,16 +70,13 @@ def require_disk(need: float, what: str, folder: Path) -> None:
         raise ConfigError(f"{what} need {text(need)} of disk; {probe} has {text(free)} free")
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, where the C library is glibc; None elsewhere (macOS, musl)."""
-
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
-
-
-_TRIM: list[Callable[[int], int] | None] = []
 
 
 def release() -> None:
@@ -87,7 +85,6 @@ def release() -> None:
     the other set each time); glibc then raises its mmap threshold and serves them from the
     heap, which fragments, and the resident size of `eval` on 26,000 stacks grew to 1.7 to 3.3 GB
     for 0.9 GB of live data. Trimming after each block keeps it to what is in use."""
-    if not _TRIM:
-        _TRIM.append(_malloc_trim())
-    if _TRIM[0] is not None:
-        _TRIM[0](0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -219,3 +219,18 @@ def test_ganctl_evaluate_is_the_command_as_one_library_call(image_run):
     assert found.standard is False and found.to_dict()["n_fake"] == 40
     with pytest.raises(ConfigError, match="give a run folder or checkpoint"):
         ganctl.evaluate()
+
+
+def test_the_samples_gan_train_keeps_count_in_the_memory_check(monkeypatch):
+    """Generated images are read a chunk at a time, but GAN-train (a conditional generator judged
+    by a classifier) keeps them all: then, and only then, they count."""
+    from ganctl import memory
+    from ganctl.errors import ConfigError
+    from ganctl.quality.evaluate import CHUNK, Request, check_size
+
+    shape, n = (3, 32, 32), 1000
+    chunk = memory.FLOAT * CHUNK * 3 * 32 * 32
+    monkeypatch.setattr(memory, "available", lambda device="cpu": chunk + memory.FLOAT * n * 3 * 32 * 32 // 2)
+    check_size(Request(n=n), shape, None)  # a chunk at a time: fits
+    with pytest.raises(ConfigError, match="--n 1000"):
+        check_size(Request(n=n), shape, None, held=True)

@@ -110,10 +110,10 @@ def score(
             verdicts.add(chunk)
     result: dict[str, Any] = {"n_fake": n_fake, "metrics": {}}
     if judge is not None:
-        verdicts = torch.cat(modes)
-        result["metrics"].update(judge.quality_of_modes(verdicts))
+        judged_modes = torch.cat(modes)
+        result["metrics"].update(judge.quality_of_modes(judged_modes))
         if labels is not None:
-            result["metrics"]["class_consistency"] = float((verdicts.cpu() == labels.cpu()).float().mean())
+            result["metrics"]["class_consistency"] = float((judged_modes.cpu() == labels.cpu()).float().mean())
     if generated is not None and metrics:
         result.update(_image_scores(dataset, generated, request, fake_resampled))
         result["metrics"].update(result.pop("image_metrics"))
@@ -175,14 +175,18 @@ def _critic_upper_bound(nets: Networks) -> dict[str, Any]:
 
 
 # --- ganctl eval ------------------------------------------------------------------------------
-def check_size(request: Request, shape: tuple[int, ...], n_real: int | None, device: str = "cpu") -> None:
-    """Refuse an --n whose samples (2-D points, all held for W1 and the mode metrics) or whose
-    features (every image's, in each space, for FID and the rest) cannot fit."""
+def check_size(
+    request: Request, shape: tuple[int, ...], n_real: int | None, device: str = "cpu", held: bool = False
+) -> None:
+    """Refuse an --n whose samples (2-D points, all held for W1 and the mode metrics; images
+    where `held`: GAN-train learns from them) or whose features (every image's, in each space,
+    for FID and the rest) cannot fit."""
     n = request.n
     if len(shape) == 1:
         memory.require(3 * n * math.prod(shape) * memory.FLOAT, f"--n {n}: {n:,} points", device)
         return
     dims = sum(space.dims for space in request.spaces.used(request.metrics)) if request.spaces else 0
+    dims += math.prod(shape) if held else 0
     logits = 1008 if "is" in request.metrics else 0  # Inception's logits, for IS
     real = min(n, n_real) if n_real is not None else n
     need = memory.FLOAT * (n * (dims + logits) + real * dims + CHUNK * math.prod(shape))
@@ -199,7 +203,8 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
             f"--data {data}: its samples have shape {tuple(dataset.shape)}, but this generator makes"
             f" {sample_shape(nets.cfg)} (the checkpoint was trained on {nets.cfg.data})"
         )
-    check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device))
+    held = bool(request.classifier) and nets.cfg.conditional  # GAN-train keeps the samples
+    check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device), held)
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
     judged = _judge(dataset, request, keep=labels is not None)
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
