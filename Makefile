@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 # The gradient penalty and weight clipping on the same data, then how Lipschitz each critic
 # was over training (the comparison of the WGAN-GP paper's Figure 1(b)). The penalty twice: at
-# its 2-D default, the toy code's lambda 0.1, which buys samples with the constraint (gradnorm
+# its 2-D default, the toy code's lambda 0.1, which lets the critic's norm leave 1 (gradnorm
 # says so), and at the paper's lambda 10, which holds the critic near norm 1.
 demo: $(STAMP)
 	$(BIN)/ganctl train --data 8gaussians --lipschitz gp --steps 1000 --ckpt-every 200 --out runs/demo/gp --overwrite

@@ -134,10 +134,10 @@ class Verdict:
 
 def strength_note(status: str, cfg: Any) -> str | None:
     """A gradient-penalty critic over its bound, when the run's penalty is weaker than the
-    paper's: the verdict is what that weight buys, not a broken run. WGAN-GP's 2-D default is
-    its toy code's lambda 0.1 (gan_toy.py), a hundred times the images' 10's weakness, which
-    lets the critic's norm rise above 1 for better samples (docs/results.md)."""
-
+    paper's: the verdict is what that weight allows, not a broken run. WGAN-GP's 2-D default is
+    its toy code's lambda 0.1 (gan_toy.py: "Smaller lambda makes things faster for toy tasks",
+    added as LAMBDA * mean((||grad|| - 1)^2), as here), a hundredth of the 10 of its image
+    models; with it the critic's norm rises above 1."""
     method = get_method(cfg.lipschitz)
     if status not in ("violating", "exploding") or "gp_target" not in method.owns or cfg.penalty_weight is None:
         return None  # only a penalty towards a unit norm (WGAN-GP's) is weakened into exceeding it
@@ -146,8 +146,8 @@ def strength_note(status: str, cfg: Any) -> str | None:
         return None
     return (
         f"this critic was trained with lambda {cfg.penalty_weight:g}, weaker than WGAN-GP's {paper:g} on images:"
-        f" a weak penalty buys sample quality with the constraint (on 2-D data lambda 0.1 is WGAN-GP's toy code,"
-        f" gan_toy.py); train with --lambda {paper:g} to hold the critic near norm 1"
+        f" a weak penalty lets the norm leave 1 (on 2-D data lambda 0.1 is WGAN-GP's toy code, gan_toy.py, chosen"
+        f" there for speed); train with --lambda {paper:g} to hold the critic near norm 1"
     )
 
 
