@@ -272,3 +272,14 @@ def test_small_data_measures_memorisation_on_the_digits_the_critic_never_saw():
     assert small.memorised(trainer, unseen_copies)["nearer_seen"] == 0.0
     small._WORKER["all"] = SimpleNamespace(images=seen)
     assert small.memorised(trainer, copies) == {}  # none held out
+
+
+def test_real_digits_writes_the_readme_s_digits_folder_and_stops(tmp_path):
+    """`python benchmarks/real_digits.py --folder digits --write-only`: the README's ./digits,
+    1797 grey 16 px images in a sub-folder per digit, and nothing trained."""
+    pytest.importorskip("sklearn")
+    command = [sys.executable, str(ROOT / "benchmarks" / "real_digits.py"), "--folder", str(tmp_path / "d")]
+    result = subprocess.run([*command, "--write-only"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [str(k) for k in range(10)]
+    assert len(list((tmp_path / "d").rglob("*.png"))) == 1797 and "judge" not in result.stdout

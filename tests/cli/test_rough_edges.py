@@ -470,3 +470,31 @@ def test_gradnorm_reports_its_sets_and_a_trajectory_its_checkpoints(tiny_run):
     assert any(p.startswith("gradient norms at 64 points") for p in phases)
     assert any(p.startswith("checkpoints of") for p in phases)
     assert any(p.startswith("an exact optimal pairing") for p in phases)
+
+
+def test_json_says_a_run_stopped_on_a_failed_write(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("ganctl.nets.checkpoint.save_file", full)
+    r = invoke("train", *cli_args(steps=4, ckpt_every=2), "--out", tmp_path / "r", "--json")
+    assert r.exit_code == 74
+    report = parse_json(r.stdout)
+    assert (report["completed"], report["stopped"], report["exit_code"]) == (False, "write_failed", 74)
+    assert report["last_good"] is None and report["error"] in r.stderr
+
+
+def test_compare_says_what_a_weak_penalty_s_verdict_means_per_method(tmp_path):
+    from ganctl.fleet.compare import side_by_side
+    from ganctl.fleet.report import Evaluated
+
+    def row(method, seed, note=None):
+        found = {"method": method, "seed": seed, "data": "8gaussians", "run": f"{method}{seed}", "w1": 0.1 * seed}
+        return Evaluated({**found, **({"verdict_note": note} if note else {})})
+
+    result = side_by_side([row("gp", 0, "lambda 0.1"), row("gp", 1, "lambda 0.1"), row("sn", 0)], None, None, 0.0)
+    assert result["verdict_notes"] == {"gp": "lambda 0.1"}
+    assert all("verdict_note" not in r for r in result["runs"])  # a sentence is no column of the table

@@ -215,3 +215,19 @@ def test_flips_are_seeded_and_mirror_images(tmp_path):
     assert ((left == 1) ^ (right == 1)).all() and 10 < (right == 1).sum() < 54
     again = data.sample(64, torch.Generator().manual_seed(0), "cpu")
     assert torch.equal(batch, again)
+
+
+def test_decoding_a_folder_reports_each_file_and_the_cache_does_not(tmp_path, monkeypatch):
+    from ganctl import progress
+    from ganctl.data.folders import load_folder
+
+    monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "cache"))
+    for i in range(5):
+        Image.new("L", (8, 8), i * 40).save(tmp_path / f"{i}.png")
+    heard = []
+    with progress.listening(lambda what, done, total: heard.append((what, done, total))):
+        load_folder(tmp_path, None, None)
+        decoded = list(heard)
+        load_folder(tmp_path, None, None)  # from the cache: nothing to decode
+    assert [d for _, d, _ in decoded] == [0, 1, 2, 3, 4, 5] and decoded[0][0].startswith("decoding the images of")
+    assert heard == decoded

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ganctl import cache, memory
+from ganctl import cache, memory, progress
 from ganctl.data.decoded import folder_key, read_decoded, write_decoded
 from ganctl.data.images import ImageSet
 from ganctl.data.source import Classes
@@ -160,11 +160,11 @@ def load_folder(
 def _decode_all(
     root: Path, files: list[Path], size: int, channels: int, flag: str
 ) -> tuple[Tensor, list[str], list[int]]:
-    """The decoded images, the files skipped (and why), and the indices of those kept."""
-
+    """The decoded images, the files skipped (and why), and the indices of those kept (each file
+    reported as decoded: a folder of tens of thousands takes minutes the first time)."""
     unreadable = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
     arrays, skipped, kept = [], [], []
-    for i, path in enumerate(files):
+    for i, path in progress.counted(enumerate(files), f"decoding the images of {root}", len(files), lambda _: 1):
         try:
             arrays.append(_decode(path, size, channels))
             kept.append(i)
