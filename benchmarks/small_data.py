@@ -43,6 +43,13 @@ CONTENDERS = {
     "r3gan+ada": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT} --ada-target 0.6",
     "r3gan+diffaugment": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT}",
     "gp+ada-0.3": f"--arch mlp --lipschitz gp {AUGMENT} --ada-target 0.3",  # a lower target than ADA's
+    # levers against copying (issue 40's search)
+    "r3gan+translation": "--arch mlp --lipschitz r3gan --batch-size 64 --augment translation",
+    "r3gan+translation+cutout": "--arch mlp --lipschitz r3gan --batch-size 64 --augment translation,cutout",
+    "r3gan+diffaugment-p0.5": f"--arch mlp --lipschitz r3gan --batch-size 64 {AUGMENT} --augment-p 0.5",
+    "gp+translation+cutout": "--arch mlp --lipschitz gp --augment translation,cutout",
+    "dcgan-gp+diffaugment": f"--arch dcgan --lipschitz gp {AUGMENT}",
+    "dcgan-r3gan+diffaugment": f"--arch dcgan --lipschitz r3gan --batch-size 64 {AUGMENT}",
 }
 DEFAULT_CONTENDERS = ("gp", "gp+diffaugment", "gp+ada", "r3gan", "r3gan+ada")  # the 60-second table's
 FRACTIONS = (0.1, 0.25, 1.0)
@@ -55,7 +62,7 @@ def subsets(root: Path, fractions: tuple[float, ...]) -> dict[float, Path]:
     order = np.random.default_rng(0).permutation(len(images))
     found = {}
     for fraction in fractions:
-        keep = order[: int(round(fraction * len(images)))]
+        keep = order[: int(round(fraction * len(images)))]  # 0.1: 180 digits; 0.2782: 500
         folder = root / f"digits16-{int(fraction * 100)}pct"
         if not folder.exists():
             write_folder(folder, images[keep], labels[keep])

@@ -225,6 +225,19 @@ class TrainConfig:
         panel=AUGMENT,
     )
     ada_kimg: float = setting(500.0, "ADA's speed: thousands of images for p to move by 1.", panel=AUGMENT)
+    ada_heuristic: str = setting(
+        "sign",
+        "What --ada-target is a target of: sign (the loss's sign heuristic on the training images, ADA's r_t) |"
+        " validation (ADA's r_v = (D(train) - D(held out)) / (D(train) - D(generated)), on the --holdout images).",
+        panel=AUGMENT,
+    )
+    holdout: str | None = setting(
+        None,
+        "Images: set aside N images (or a FRACTION of them, between 0 and 1) that the run never trains on, the same"
+        " ones whatever --seed (recorded in the run folder as holdout.json); each evaluation then reports whether"
+        " the generator copies its training images, and the critic's mean output on seen, held-out and generated"
+        " images.",
+    )
 
     # --- reproducibility and placement -------------------------------------------------
     seed: int = setting(0, "Random seed; the same seed on the CPU gives the same numbers.")
@@ -535,6 +548,15 @@ def validate(cfg: TrainConfig) -> None:
     _check_positive(cfg, ("lr_final", "gamma_final"), strict=False)
     _check_positive(cfg, ("ema_kimg", "ada_kimg"))
     _validate_augment(cfg)
+    if cfg.holdout is not None:
+        holdout_size(cfg.holdout, None)
+    if cfg.ada_heuristic not in ADA_HEURISTICS:
+        raise ConfigError(f"--ada-heuristic {cfg.ada_heuristic!r} is not one of: {', '.join(ADA_HEURISTICS)}")
+    if cfg.ada_heuristic == "validation" and (cfg.ada_target is None or cfg.holdout is None):
+        raise ConfigError(
+            "--ada-heuristic validation reads the critic on held-out images: it needs --ada-target and --holdout"
+            " N|FRACTION"
+        )
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"--ema-decay must be in [0, 1) (0 disables the EMA), got {cfg.ema_decay}")
     if "is" in metric_list(cfg.eval_metrics, "--eval-metrics") and cfg.eval_features != "inception":
@@ -570,6 +592,31 @@ def _validate_augment(cfg: TrainConfig) -> None:
     if not policy and (cfg.augment_p is not None or cfg.ada_target is not None):
         given = "--augment-p" if cfg.augment_p is not None else "--ada-target"
         raise ConfigError(f"{given} needs --augment POLICY ({', '.join(AUGMENT_POLICIES)})")
+
+
+ADA_HEURISTICS = ("sign", "validation")
+
+
+def holdout_size(text: str, n: int | None, flag: str = "--holdout") -> int | None:
+    """--holdout N (a count of images) or FRACTION (0 < f < 1, of the n images, rounded) as a
+    count; None before n is known. Refuses other text, and a count that leaves fewer than 2
+    held-out or 2 training images of n."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    count = int(value) if value == value and value >= 1 and value == int(value) else None
+    if count is None and not 0.0 < value < 1.0:
+        raise ConfigError(f"{flag} {text!r}: give a number of images (2 or more) or a fraction between 0 and 1")
+    if n is None:
+        return None
+    count = count if count is not None else int(round(value * n))
+    if count < 2 or n - count < 2:
+        raise ConfigError(
+            f"{flag} {text}: holds out {count} of the data's {n} images; hold out at least 2 and leave at least 2 to"
+            " train on"
+        )
+    return count
 
 
 def metric_list(text: str, flag: str = "--metrics") -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ganctl.errors import CheckpointError, ConfigError, WriteError
+from ganctl.errors import CheckpointError, ConfigError, DataError, WriteError
 from ganctl.fileio import check_writable, dumps, write_error, write_text_atomic
 
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -68,6 +68,9 @@ def _step_of(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 0
+
+
+HOLDOUT_FORMAT = "ganctl.holdout/1"
 
 
 class RunFolder:
@@ -142,6 +145,8 @@ class RunFolder:
             for path in self.checkpoints():
                 path.unlink()
             self.metrics_path.unlink(missing_ok=True)
+        if not resuming:
+            self.holdout_path.unlink(missing_ok=True)  # a fresh run's split is its own
         self.samples.mkdir(exist_ok=True)
 
     def prune(self, keep: int, readable: Any) -> list[Path]:
@@ -178,6 +183,37 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_text_atomic(self.summary_path, dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    @property
+    def holdout_path(self) -> Path:
+        return self.path / "holdout.json"
+
+    def record_holdout(self, data: str, whole: str, total: int, held: tuple[int, ...], resuming: bool) -> None:
+        """Write which images --holdout set aside (indices into the data as loaded, with the whole
+        set's fingerprint). A resumed run checks the folder's record instead, and refuses another
+        split: its held-out images must stay the ones it never trained on."""
+        record = {"format": HOLDOUT_FORMAT, "data": data, "fingerprint": whole, "images": total, "held_out": list(held)}
+        known = self.read_holdout() if resuming else None
+        if known is not None:
+            if known.get("fingerprint") != whole or known.get("held_out") != list(held):
+                raise DataError(
+                    f"{self.holdout_path}: records another split of the data than this run's --holdout makes now"
+                    " (were the data's images changed since the run began?); the held-out images must stay the ones"
+                    " the run never trained on"
+                )
+            return
+        write_text_atomic(self.holdout_path, json.dumps(record) + "\n")
+
+    def read_holdout(self) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self.holdout_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.holdout_path}: unreadable ({exc})") from None
+        if not isinstance(record, dict) or record.get("format") != HOLDOUT_FORMAT:
+            raise DataError(f"{self.holdout_path}: not a ganctl holdout record ({HOLDOUT_FORMAT})")
+        return record
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

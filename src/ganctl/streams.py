@@ -22,6 +22,7 @@ EVAL_GRADNORM_REAL = 1  # real points of the gradient-norm summary
 EVAL_GRADNORM_INTERP = 2  # its interpolation coefficients
 EVAL_REAL_FEATURES = 3  # the real images an image run's FID (and the rest) compares against
 EVAL_W1_FLOOR = 4  # the real-against-real draws of the W1 floor
+EVAL_COPYING = 5  # --holdout: the copying scores' training subsets and cells, the critic's augmentation
 # `pop_stats` measures the last batch's interpolates with offset = the generator step.
 
 # Offsets for commands that take their own --seed.

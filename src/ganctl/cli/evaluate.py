@@ -165,6 +165,34 @@ def eval_command(
     min_gan_train: Annotated[float | None, _limit("--min-gan-train")] = None,
     min_modes_covered: Annotated[float | None, _limit("--min-modes-covered")] = None,
     max_modes_kl: Annotated[float | None, _limit("--max-modes-kl")] = None,
+    holdout: Annotated[
+        Path | None,
+        typer.Option(
+            "--holdout",
+            help="Real images the generator never trained on (a folder or array, at the training images' size):"
+            " whether the samples copy the training images (--data, or the checkpoint's). A run trained with"
+            " --holdout uses its own. Gives the share of samples nearer a training image than an unseen one (beside"
+            " the held-out images' own, about 0.5) and Meehan et al. 2020's C_T (near 0; copying well below).",
+            show_default=False,
+        ),
+    ] = None,
+    copying_features: Annotated[
+        str,
+        typer.Option(
+            "--copying-features",
+            help="The space the copying scores measure nearness in: pixels | random-conv | inception | dinov2 |"
+            " classifier (with --classifier).",
+        ),
+    ] = "pixels",
+    copies: Annotated[
+        Path | None,
+        typer.Option(
+            "--copies",
+            help="Draw the most copied samples here (PNG), each beside its nearest training and held-out image.",
+            show_default=False,
+        ),
+    ] = None,
+    max_copying: Annotated[float | None, _limit("--max-copying")] = None,
     device: Device = None,
     threads: Threads = None,
     json_output: Json = False,
@@ -210,6 +238,9 @@ def eval_command(
             image_size=image_size,
             raw=raw,
             classifier=classifier,
+            holdout=holdout,
+            copying_features=copying_features,
+            copies=copies,
             device=device or MEASURE_DEVICE,
         ).to_dict()
     for line in report.get("warnings", []):
@@ -272,3 +303,20 @@ def _table(report: dict[str, Any]) -> None:
         say(f"{c['label']} ({c['source']}): the held-out real data's own, {held}: {ceiling}")
         for what in report["not_measured"]:
             say(f"not measured: {what}")
+    if "copying" in report:
+        say(copying_line(report))
+
+
+def copying_line(report: dict[str, Any]) -> str:
+    """What the copying scores say, in words."""
+    c, metrics = report["copying"], report["metrics"]
+    space = c["space"]
+    share, held = metrics[f"nearer_seen[{space}]"], metrics[f"held_nearer_seen[{space}]"]
+    cells = c["c_t"]
+    line = (
+        f"copying ({space}; {c['n_train']} training, {c['n_held']} held-out images from {c['holdout']}):"
+        f" {share:.1%} of samples are nearer a training image than an unseen one (held-out real images:"
+        f" {held:.1%} +- {c['held_nearer_seen_se']:.1%}); C_T {metrics[f'c_t[{space}]']:.3g} over"
+        f" {cells['cells_counted']} of {cells['cells']} k-means cells (0: as far as unseen data; -3 and below: copying)"
+    )
+    return line + (f"; the most copied: {c['picture']}" if "picture" in c else "")

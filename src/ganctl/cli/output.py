@@ -183,6 +183,10 @@ _LIVE = (
     ("eval/w1", "W1"),
     ("eval/gradnorm_mean", "|grad x_hat|"),
     ("eval/violation_share", "viol"),
+    ("eval/nearer_seen[pixels]", "copying"),  # --holdout: samples nearer a training image than an unseen one
+    ("eval/critic_seen", "D(seen)"),
+    ("eval/critic_held", "D(held)"),
+    ("eval/critic_fake", "D(fake)"),
     ("amp_skipped", "amp_skip"),
     ("augment_p", "p"),  # ADA's augmentation probability, where the run augments
 )

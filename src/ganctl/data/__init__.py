@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ganctl.config import SHAPES_IMAGE_SIZE, TrainConfig, data_kind
+from ganctl.config import SHAPES_IMAGE_SIZE, TrainConfig, data_kind, holdout_size
 from ganctl.data import arrays, cifar, folders, stacked
 from ganctl.data.arrays import ARRAY_SUFFIXES
+from ganctl.data.images import ImageSet
 from ganctl.data.shapes import ShapesSet
 from ganctl.data.source import Classes, DataSource, Judge, Mixture
 from ganctl.data.toy import ToySet, available_datasets, get_dataset
@@ -81,7 +82,29 @@ def load_dataset(cfg: TrainConfig) -> DataSource:
     source = _load(cfg)
     if cfg.conditional and source.classes is None:
         raise DataError(f"--conditional: --data {cfg.data} has no class labels; {_where_labels(cfg)}")
+    if cfg.holdout is not None:
+        if not isinstance(source, ImageSet) or isinstance(source, stacked.StackedSet):
+            raise DataError(
+                f"--holdout {cfg.holdout}: --data {cfg.data} is drawn fresh, not a finite set of images; nothing can be"
+                " held out of it (a folder, an array file or CIFAR-10 can)"
+            )
+        count = holdout_size(cfg.holdout, len(source))
+        source = source.split_off(held_out_indices(source, count))
     return source
+
+
+HOLDOUT_SEED = 0  # the same held-out images for every run of one data set, whatever its --seed
+
+
+def held_out_indices(images: ImageSet, count: int) -> list[int]:
+    """Which of the images a --holdout of `count` sets aside: `count` drawn at random (seed
+    HOLDOUT_SEED), then any whose exact pixels also occur among the rest moved back to the rest
+    (a duplicate on both sides would be a held-out image the run trained on). Sorted."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    held = set(order[:count].tolist())
+    pixels = images.images.cpu().flatten(1).numpy()
+    kept = {pixels[i].tobytes() for i in range(len(images)) if i not in held}
+    return sorted(i for i in held if pixels[i].tobytes() not in kept)
 
 
 def _where_labels(cfg: TrainConfig) -> str:

@@ -40,6 +40,26 @@ class ImageSet:
     mixture: Mixture | None = None
     judge: Judge | None = None
     _fingerprint: str | None = field(default=None, repr=False)
+    # With --holdout: the images set aside (never trained on) and their indices in the whole set.
+    held_out: ImageSet | None = field(default=None, repr=False)
+    held_indices: tuple[int, ...] = field(default=(), repr=False)
+    whole_fingerprint: str | None = field(default=None, repr=False)
+
+    def split_off(self, indices: list[int]) -> ImageSet:
+        """This set less the images at `indices`, which become its `held_out` set (each side
+        with its labels; fingerprints of their own)."""
+        mask = torch.ones(len(self.images), dtype=torch.bool)
+        mask[torch.tensor(indices, dtype=torch.long)] = False
+
+        def part(keep: Tensor) -> ImageSet:
+            where = keep.to(self.images.device)
+            targets = self.targets[keep.to(self.targets.device)] if self.targets is not None else None
+            return dataclasses.replace(self, images=self.images[where], targets=targets, _fingerprint=None)
+
+        held = part(~mask)
+        return dataclasses.replace(
+            part(mask), held_out=held, held_indices=tuple(indices), whole_fingerprint=self.fingerprint()
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -135,15 +135,25 @@ Reduce = Callable[[list[float]], list[float]]  # sums over the processes of a ru
 
 
 class Ada:
-    """ADA's controller: the mean of the loss's overfitting signs (`Loss.overfit_sign`) over
-    `ADA_INTERVAL` critic steps, over every process of the run, moves p by sign(r - target) *
-    images / (kimg * 1000), the images being the real samples those signs came from (ADA's
-    batch * interval), floored at 0 and, as in stylegan2-ada, not capped above (p past 1 applies
-    every operation to every sample, and takes as long to come back down as it took to go up)."""
+    """ADA's controller: every `ADA_INTERVAL` critic steps, over every process of the run, the
+    overfitting heuristic r moves p by sign(r - target) * images / (kimg * 1000), the images
+    being the real samples r was read on (ADA's batch * interval), floored at 0 and, as in
+    stylegan2-ada, not capped above (p past 1 applies every operation to every sample, and takes
+    as long to come back down as it took to go up).
 
-    def __init__(self, target: float, kimg: float, p: float = 0.0):
-        self.target, self.kimg = target, kimg
+    Two heuristics (Karras et al. 2020, Eq. 1): `sign`, the mean of the loss's overfitting signs
+    (`Loss.overfit_sign`; r_t for a logistic loss), and `validation`, r_v = (E[D(train)] -
+    E[D(validation)]) / (E[D(train)] - E[D(generated)]) on held-out images, read on one batch of
+    them at each adjustment. r_v is 0 when the critic rates unseen real images as the ones it
+    trained on, 1 when it rates them as generated ones; a ratio of differences of raw outputs,
+    it means the same for every loss. Where E[D(train)] <= E[D(generated)] (the critic no longer
+    separates real from generated), r_v is taken as R_V_LIMIT when unseen images score below
+    the training ones (the generator reproduces the training set) and 0 otherwise."""
+
+    def __init__(self, target: float, kimg: float, p: float = 0.0, heuristic: str = "sign"):
+        self.target, self.kimg, self.heuristic = target, kimg, heuristic
         self.p, self.total, self.count, self.steps = p, 0.0, 0, 0
+        self.fake_total = 0.0  # validation: the generated outputs' sum, beside the training ones' in total
         self.last: float | None = None  # the heuristic's latest value
 
     def observe(self, signs: Tensor, reduce: Reduce | None = None) -> None:
@@ -154,18 +164,50 @@ class Ada:
         self.steps += 1
         if self.steps % ADA_INTERVAL == 0 and self.count:
             total, count = reduce([self.total, float(self.count)]) if reduce else (self.total, float(self.count))
-            self.last = total / count
-            step = count / (self.kimg * 1000.0)
-            sign = (self.last > self.target) - (self.last < self.target)  # np.sign: 0 on the target
-            self.p = max(0.0, self.p + sign * step)
-            self.total, self.count = 0.0, 0
+            self._adjust(total / count, count)
+
+    def observe_outputs(
+        self, d_real: Tensor, d_fake: Tensor, validation: Callable[[], Tensor], reduce: Reduce | None = None
+    ) -> None:
+        """The validation heuristic: one critic step's outputs on its training and generated
+        batches; every ADA_INTERVAL steps, the critic's outputs on a batch of held-out images
+        (`validation()`) and the sums of every process give r_v, which adjusts p."""
+        self.total += float(d_real.float().sum())
+        self.fake_total += float(d_fake.float().sum())
+        self.count += d_real.numel()
+        self.steps += 1
+        if self.steps % ADA_INTERVAL == 0 and self.count:
+            d_val = validation().float()
+            sums = [self.total, self.fake_total, float(self.count), float(d_val.sum()), float(d_val.numel())]
+            real, fake, count, val, n_val = reduce(sums) if reduce else sums
+            self.fake_total = 0.0
+            self._adjust(r_v(real / count, val / n_val, fake / count), count)
+
+    def _adjust(self, r: float, images: float) -> None:
+        self.last = r
+        sign = (r > self.target) - (r < self.target)  # np.sign: 0 on the target
+        self.p = max(0.0, self.p + sign * images / (self.kimg * 1000.0))
+        self.total, self.count = 0.0, 0
 
     def state(self) -> dict[str, float]:
-        return {"p": self.p, "total": self.total, "count": self.count, "steps": self.steps}
+        return {"p": self.p, "total": self.total, "count": self.count, "steps": self.steps, "fake": self.fake_total}
 
     def load(self, state: dict[str, float]) -> None:
         self.p, self.total = float(state["p"]), float(state["total"])
         self.count, self.steps = int(state["count"]), int(state["steps"])
+        self.fake_total = float(state.get("fake", 0.0))  # checkpoints before the validation heuristic
+
+
+R_V_LIMIT = 10.0  # r_v where the critic no longer separates real from generated but unseen images score lower
+
+
+def r_v(train: float, validation: float, generated: float) -> float:
+    """ADA's r_v = (train - validation) / (train - generated) from the critic's mean outputs,
+    within [-R_V_LIMIT, R_V_LIMIT] (only its side of the target moves p)."""
+    gap = train - generated
+    if gap <= 0.0:
+        return R_V_LIMIT if train > validation else 0.0
+    return max(-R_V_LIMIT, min(R_V_LIMIT, (train - validation) / gap))
 
 
 class Augmenter:
@@ -178,7 +220,7 @@ class Augmenter:
         self.fixed = cfg.augment_p if cfg.augment_p is not None else 1.0
         self.ada = None
         if self.augment is not None and cfg.ada_target is not None:
-            self.ada = Ada(cfg.ada_target, cfg.ada_kimg, cfg.augment_p or 0.0)
+            self.ada = Ada(cfg.ada_target, cfg.ada_kimg, cfg.augment_p or 0.0, cfg.ada_heuristic)
 
     @property
     def p(self) -> float:

@@ -48,7 +48,8 @@ EPOCHS = 5
 MIN_STEPS = 500
 BATCH = 128
 LR = 1e-3
-FORMAT = "ganctl.classifier/1"
+FORMAT = "ganctl.classifier/2"  # /2: a reject class for images
+REJECT_SHARE = 0.25  # of each training batch of images, made-up images of no class (`not_images`)
 
 
 class SmallNet(nn.Module):
@@ -87,6 +88,7 @@ class Classifier:
     classes: int
     held_out: tuple[Tensor, Tensor]  # real samples and labels it never trained on
     source: str  # "auto" or the TorchScript file
+    reject: bool = False  # its last logit is a class of its own for images of no class (`not_images`)
 
     @property
     def label(self) -> str:
@@ -98,7 +100,9 @@ class Classifier:
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(probabilities, penultimate features) in batches, on the CPU. A classifier that fails
+        """(probabilities, penultimate features) in batches, on the CPU; with a reject class, the
+        probabilities of the data's classes alone (softmax over all, so that they sum to less than
+        1 by the reject class's). A classifier that fails
         on the data's shape, gives other than (n, classes) logits, features of no dimension, or
         a NaN or infinity is refused in one line naming it."""
         probs, feats = [], []
@@ -114,13 +118,13 @@ class Classifier:
                     f" [-1, 1]): {cause(exc)}"
                 ) from None
             self._check(batch, logits, f)
-            probs.append(logits.float().softmax(dim=1).cpu())
+            probs.append(logits.float().softmax(dim=1)[:, : self.classes].cpu())
             feats.append((f if f is not None else logits).float().flatten(1).cpu())
         return torch.cat(probs), torch.cat(feats)
 
     def _check(self, batch: Tensor, logits: Tensor, features: Tensor | None) -> None:
-        n = len(batch)
-        if logits.dim() != 2 or tuple(logits.shape) != (n, self.classes):
+        n, outputs = len(batch), self.classes + int(self.reject)
+        if logits.dim() != 2 or tuple(logits.shape) != (n, outputs):
             raise DataError(
                 f"{self.where}: gives outputs of shape {tuple(logits.shape)} for {n} samples, not logits over the"
                 f" data's {self.classes} classes ({n}, {self.classes})"
@@ -211,13 +215,48 @@ def split(x: Tensor, y: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Te
 
 
 # --- training ----------------------------------------------------------------------------------
-def fit(x: Tensor, y: Tensor, classes: int, seed: int, what: str = "training the classifier") -> SmallNet:
+def not_images(x: Tensor, g: torch.Generator) -> Tensor:
+    """Images of no class, made from a batch of real ones (in [-1, 1]), a sixth of each kind:
+    uniform noise, Gaussian noise, flat images of one random value per channel, each image's
+    pixels shuffled (its histogram kept, its shape lost), its 4 x 4 blocks shuffled (strokes
+    kept, their arrangement lost), and the mean of four of them (the ghost of several images, as
+    a generator that averages modes draws)."""
+    n, c, h, w = x.shape
+    kind = torch.arange(n) % 6
+    out = torch.rand(x.shape, generator=g) * 2 - 1
+    gauss = (torch.randn(x.shape, generator=g) * 0.5).clamp(-1, 1)
+    flat = (torch.rand(n, c, 1, 1, generator=g) * 2 - 1).expand_as(x)
+    order = torch.argsort(torch.rand(n, h * w, generator=g), dim=1)
+    shuffled = x.flatten(2).gather(2, order[:, None, :].expand(n, c, h * w)).view_as(x)
+    blocks = _shuffle_blocks(x, 4, g)
+    blend = x[torch.randint(n, (4, n), generator=g)].mean(dim=0)
+    for k, made in enumerate((gauss, flat, shuffled, blocks, blend), start=1):
+        out = torch.where((kind == k)[:, None, None, None], made, out)
+    return out
+
+
+def _shuffle_blocks(x: Tensor, side: int, g: torch.Generator) -> Tensor:
+    n, c, h, w = x.shape
+    if h % side or w % side:
+        return x.flip(-1).flip(-2)
+    rows, cols = h // side, w // side
+    tiles = x.view(n, c, rows, side, cols, side).permute(0, 2, 4, 1, 3, 5).reshape(n, rows * cols, c, side, side)
+    order = torch.argsort(torch.rand(n, rows * cols, generator=g), dim=1)
+    tiles = tiles.gather(1, order[:, :, None, None, None].expand_as(tiles))
+    return tiles.view(n, rows, cols, c, side, side).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w)
+
+
+def fit(
+    x: Tensor, y: Tensor, classes: int, seed: int, what: str = "training the classifier", reject: bool = False
+) -> SmallNet:
     """A SmallNet trained with Adam (lr 1e-3, batch 128) for EPOCHS passes over the data, and at
     least MIN_STEPS steps (a few hundred images are passed over many more times), from `seed`;
-    each step is reported as `what` (`ganctl.progress`)."""
+    each step is reported as `what` (`ganctl.progress`). With `reject` (images), a class K of
+    its own is learnt beside the data's K: a quarter as many made-up images of no class
+    (`not_images`) join each batch (outlier exposure, Hendrycks et al. 2019)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = SmallNet(tuple(x.shape[1:]), classes)
+        net = SmallNet(tuple(x.shape[1:]), classes + int(reject))
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     g = torch.Generator().manual_seed(seed)
     steps = max(EPOCHS * math.ceil(len(x) / BATCH), MIN_STEPS)
@@ -230,7 +269,12 @@ def fit(x: Tensor, y: Tensor, classes: int, seed: int, what: str = "training the
             batches = iter(torch.randperm(len(x), generator=g).split(BATCH))
             idx = next(batches)
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        batch, labels = x[idx], y[idx]
+        if reject:
+            made = not_images(batch[: max(1, int(REJECT_SHARE * len(batch)))], g)
+            batch = torch.cat([batch, made])
+            labels = torch.cat([labels, torch.full((len(made),), classes, dtype=labels.dtype)])
+        F.cross_entropy(net(batch), labels).backward()
         opt.step()
         progress.report(what, step + 1, steps)
     return net.eval()
@@ -252,14 +296,14 @@ def auto(dataset: DataSource, seed: int = 0) -> Classifier:
     classes = dataset.classes.count
     key = f"{FORMAT}|{dataset.fingerprint()}|{seed}|{EPOCHS}|{MIN_STEPS}|{tuple(x.shape[1:])}|{classes}"
     path = cache.path("classifier", key)
-    net = SmallNet(tuple(x.shape[1:]), classes)
     try:
         state = load_file(str(path))
         if not all(bool(torch.isfinite(t).all()) for t in state.values()):
             raise ValueError("a cached classifier holding NaN")
+        net = SmallNet(tuple(x.shape[1:]), int(state["head.weight"].shape[0]))
         net.load_state_dict(state)
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError):  # none yet, or damaged: trained again
-        net = fit(*train, classes, seed)
+        net = _fit_with_reject(train, held, classes, seed)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
@@ -267,7 +311,25 @@ def auto(dataset: DataSource, seed: int = 0) -> Classifier:
                 save_file(state, str(tmp), metadata={"format": FORMAT, "key": json.dumps(key)})
         except OSError:
             pass  # the cache is an optimisation
-    return Classifier(net.eval(), _state_sha(net), classes, held, "auto")
+    reject = net.head.out_features == classes + 1
+    return Classifier(net.eval(), _state_sha(net), classes, held, "auto", reject)
+
+
+REJECT_LIMIT = 0.02  # the mean probability a reject class may give held-out real images before it is dropped
+
+
+def _fit_with_reject(train: tuple[Tensor, Tensor], held: tuple[Tensor, Tensor], classes: int, seed: int) -> SmallNet:
+    """Images: a classifier with a reject class, unless it gives the held-out real images a mean
+    probability above REJECT_LIMIT (data whose classes are textures, like their own shuffled
+    pixels, overlap the made-up images, and would lose confidence to it): then one without.
+    Points: one without."""
+    if train[0].dim() == 4:
+        net = fit(*train, classes, seed, reject=True)
+        with torch.no_grad():
+            probs = torch.cat([net(part).softmax(dim=1) for part in held[0].split(512)])
+        if float(probs[:, classes].double().mean()) <= REJECT_LIMIT:
+            return net
+    return fit(*train, classes, seed)
 
 
 def from_file(path: Path, dataset: DataSource, seed: int = 0) -> Classifier:
@@ -298,12 +360,14 @@ def histogram_scores(probs: Tensor, prior: Tensor) -> dict[str, float]:
     top, cls = probs.max(dim=1)
     k = probs.shape[1]
     confident = top >= CONFIDENT
+    rejected = 1.0 - probs.sum(dim=1) > top  # a reject class's (probabilities summing to less than 1)
     counts = torch.bincount(cls[confident], minlength=k).double()
     covered = int((counts >= max(1.0, COVERED_SHARE * len(probs) / k)).sum())
     hist = torch.bincount(cls, minlength=k).double() / len(cls)
     nonzero = hist > 0
     kl = float((hist[nonzero] * (hist[nonzero] / prior.double()[nonzero]).log()).sum())
-    return {"classes_covered": covered, "confident_share": float(confident.double().mean()), "class_kl": kl}
+    found = {"classes_covered": covered, "confident_share": float(confident.double().mean()), "class_kl": kl}
+    return {**found, "rejected_share": float(rejected.double().mean())}
 
 
 def score(

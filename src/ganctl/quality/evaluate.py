@@ -8,7 +8,7 @@ file (`save_reference`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from ganctl import memory, progress
 from ganctl.config import FIDELITY_METRICS, TrainConfig, data_kind, metric_list
 from ganctl.data import DataSource, arrays, folders, load_dataset, sample_shape
 from ganctl.data.arrays import read_points
-from ganctl.data.images import match_channels
+from ganctl.data.images import ImageSet, match_channels
 from ganctl.data.stacked import StackedSet, is_stacked
 from ganctl.devices import resolve_device
 from ganctl.errors import ConfigError, DataError
@@ -29,13 +29,14 @@ from ganctl.lipschitz.bounds import certified_w1_report, upper_bound_report
 from ganctl.lipschitz.transport import W1_POINTS, w1_floor, wasserstein1
 from ganctl.nets.checkpoint import Checkpoint, load
 from ganctl.nets.networks import Networks
-from ganctl.quality import classifier, scores
+from ganctl.quality import classifier, copying, scores
 from ganctl.quality import reference as references
 from ganctl.quality.classifier import STACKED_N
 from ganctl.quality.defaults import EVAL_N
 from ganctl.quality.modes import class_consistency, mixture_quality
 from ganctl.quality.reference import Reference
 from ganctl.quality.scores import CHUNK, Generated, Spaces, spaces_described
+from ganctl.runfolder import RunFolder, run_dir_of
 
 
 def generated_chunks(nets: Networks, n: int, seed: int, raw: bool = False) -> Iterator[Tensor]:
@@ -61,6 +62,20 @@ class Request:
     raw: bool = False
     reference: Reference | None = None
     classifier: str | None = None  # auto | a TorchScript file: scores from a classifier of the real labelled data
+    copying: CopyingRequest | None = None  # whether the samples copy the training images
+
+
+@dataclass(frozen=True)
+class CopyingRequest:
+    """The copying scores (`ganctl.quality.copying`): in which space (`space`: pixels, a feature
+    network's, or the classifier's; `features` computes it, None for the classifier's), against
+    which held-out images (`holdout`: a path, or None for the run's own --holdout split), and
+    where to draw the most copied samples (`picture`)."""
+
+    space: str = "pixels"
+    features: Callable[[Tensor], Tensor] | None = None
+    holdout: str | None = None
+    picture: Path | None = None
 
 
 def score(
@@ -197,7 +212,7 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
     """`ganctl eval CKPT`: request.n samples of the checkpoint's generator scored against its
     data (or `data`, which must have the same sample shape)."""
 
-    dataset = nets.dataset if data is None else load_dataset(nets.cfg.replace(data=data, image_size=None))
+    dataset = nets.dataset if data is None else load_dataset(nets.cfg.replace(data=data, image_size=None, holdout=None))
     if data is not None and tuple(dataset.shape) != sample_shape(nets.cfg):
         raise DataError(
             f"--data {data}: its samples have shape {tuple(dataset.shape)}, but this generator makes"
@@ -207,9 +222,13 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
     check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device), held)
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
     judged = _judge(dataset, request, keep=labels is not None)
+    held = _held_out(request, dataset, run_dir_of(nets.path) if data is None and nets.path is not None else None)
+    collector = _collector(request, judged)
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
+    chunks = collector.tee(chunks) if collector is not None else chunks
     report = score(dataset, chunks, request, labels=labels, critic=nets, verdicts=judged)
     _classifier_scores(report, dataset, judged, labels, request)
+    _copying_scores(report, collector, dataset, held, request, judged)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     warnings = skipped_warnings(dataset, "--data")
@@ -264,9 +283,13 @@ def evaluate_files(
     if request.classifier and dataset is None:
         raise ConfigError("--classifier needs the real labelled data: --data")
     judged = _judge(dataset, request)
+    held = _held_out(request, dataset, None)
+    collector = _collector(request, judged)
     chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
+    chunks = collector.tee(chunks) if collector is not None else chunks
     report = score(dataset, chunks, request, generated.resampled, verdicts=judged, expected=count)
     _classifier_scores(report, dataset, judged, None, request)
+    _copying_scores(report, collector, dataset, held, request, judged)
     warnings = skipped_warnings(dataset, "--data") + skipped_warnings(generated, "--fake")
     return {**source, **report, **({"notes": notes} if notes else {}), **({"warnings": warnings} if warnings else {})}
 
@@ -319,6 +342,88 @@ def _classifier_scores(
         found = classifier.score(judge, judged, labels, wanted, CLASSIFIER_SEED)
     report.setdefault("metrics", {}).update(found["metrics"])
     report.update(classifier=found["classifier"], ceiling=found["ceiling"], not_measured=found["not_measured"])
+
+
+# --- copying ----------------------------------------------------------------------------------
+def _held_out(request: Request, dataset: DataSource | None, run: Path | None) -> ImageSet | None:
+    """The images the generator never saw: --holdout's, or the run's own --holdout split (checked
+    against the run folder's holdout.json); None where no copying score is asked. Refused in one
+    line: no held-out images, another image shape, or images that are also training images."""
+    asked = request.copying
+    if asked is None:
+        return None
+    if not isinstance(dataset, ImageSet):
+        raise ConfigError("--holdout: the copying scores compare images with a finite training set (--data)")
+    if asked.holdout is None:
+        held = dataset.held_out
+        if held is None:
+            raise ConfigError(
+                "the copying scores need real images the generator never saw: --holdout PATH (a folder or array of"
+                " them), or a run trained with --holdout N|FRACTION"
+            )
+        record = RunFolder(run).read_holdout() if run is not None else None
+        if record is not None and record.get("held_out") != list(dataset.held_indices):
+            raise DataError(
+                f"{RunFolder(run).holdout_path}: records other held-out images than the checkpoint's --holdout"
+                " selects from its data now (was the data changed?)"
+            )
+        return held
+    flag = f"--holdout {asked.holdout}"
+    held = load_dataset(TrainConfig(data=asked.holdout))
+    if not isinstance(held, ImageSet):
+        raise DataError(f"{flag}: not a folder of images or an image array (the held-out images)")
+    held, _ = match_channels(held, dataset.shape[0], flag, "the training images")
+    if tuple(held.shape) != tuple(dataset.shape):
+        shape = " x ".join(map(str, held.shape))
+        raise DataError(
+            f"{flag}: its images are {shape}, the training images {' x '.join(map(str, dataset.shape))}; held-out"
+            " images must be of the training images' size"
+        )
+    both = copying.shared_images(held.images, dataset.images)
+    if both:
+        raise DataError(
+            f"{flag}: {both} of its {len(held)} images are also in the training data (pixel for pixel); held-out"
+            " images must be ones the generator never trained on"
+        )
+    return held
+
+
+def _collector(request: Request, judged: Any) -> copying.Collector | None:
+    asked = request.copying
+    if asked is None:
+        return None
+    features = asked.features
+    if features is None:  # the classifier's space
+        if judged is None:
+            raise ConfigError("--copying-features classifier reads the classifier's features: add --classifier")
+        features = lambda x: judged.clf.predict(x.cpu())[1]  # noqa: E731
+    return copying.Collector(features, keep=asked.picture is not None)
+
+
+def _copying_scores(
+    report: dict[str, Any],
+    collector: copying.Collector | None,
+    train: DataSource,
+    held: ImageSet | None,
+    request: Request,
+    judged: Any,
+) -> None:
+    """The copying scores of the collected samples into `report` (their metrics, and under
+    "copying" what they were measured on), and the picture of the most copied."""
+    if collector is None or held is None:
+        return
+    asked = request.copying
+    space = judged.clf.label if asked.space == "classifier" else asked.space
+    features = collector.features
+    train_f = copying.features_of(train.images.cpu(), features, f"training images through {space}")
+    held_f = copying.features_of(held.images.cpu(), features, f"held-out images through {space}")
+    found = copying.copying_scores(collector.collected(), train_f, held_f, space, request.seed)
+    report.setdefault("metrics", {}).update(found.report["metrics"])
+    described = {**found.report["copying"], "holdout": asked.holdout or "the run's --holdout split"}
+    if asked.picture is not None:
+        copying.draw_copies(asked.picture, found, collector.samples(), train.images.cpu(), held.images.cpu())
+        described["picture"] = str(asked.picture)
+    report["copying"] = described
 
 
 def save_reference(data: str, path: Path, request: Request, image_size: int | None = None) -> dict[str, Any]:
@@ -389,6 +494,9 @@ def evaluate(
     image_size: int | None = None,
     raw: bool = False,
     classifier: str | Path | None = None,
+    holdout: str | Path | None = None,
+    copying_features: str = "pixels",
+    copies: str | Path | None = None,
     device: str = "cpu",
 ) -> Evaluation:
     """How good a generator is: `checkpoint`'s generator (a run folder or checkpoint file), or
@@ -398,8 +506,12 @@ def evaluate(
     images: `metrics` ("all", "none" or some of fid, kid, is, pr, dc) in the `features` space
     (auto, random-conv, inception, dinov2), each side at its own resolution unless
     `image_size`; with `classifier` ("auto" or a TorchScript file), scores from a classifier of
-    the labelled real data. `n` generated samples (10,000; 26,000 on stacked data). With
-    `save_stats` and `data` alone, the real set's statistics file is written instead.
+    the labelled real data. With `holdout` (real images the generator never saw; a run trained
+    with --holdout has its own), whether the samples copy the training images, in the
+    `copying_features` space (pixels, random-conv, inception, dinov2 or classifier), and a
+    picture of the most copied at `copies`. `n` generated samples (10,000; 26,000 on stacked
+    data). With `save_stats` and `data` alone, the real set's statistics file is written
+    instead.
 
     This is `ganctl eval`: the command parses its options, calls this, and prints the result
     with its thresholds."""
@@ -428,12 +540,40 @@ def evaluate(
     ref = references.load(Path(ref_stats), spaces.main) if ref_stats is not None and spaces is not None else None
     count = n or default_n(data or (nets.cfg.data if nets is not None else None))
     judge = str(classifier) if classifier is not None else None
-    request = Request(chosen if images else (), spaces if chosen else None, count, seed, raw, ref, judge)
+    own_split = nets is not None and data is None and nets.cfg.holdout is not None
+    copy = None
+    if holdout is not None or own_split or copies is not None or copying_features != "pixels":
+        if not images:
+            raise ConfigError("--holdout: the copying scores are for images")
+        if copies is not None:
+            check_writable(Path(copies), "--copies")
+        features = _copying_space(copying_features, spaces, inception, vgg, target, dinov2, dinov2_resize)
+        where = str(holdout) if holdout is not None else None
+        copy = CopyingRequest(copying_features, features, where, Path(copies) if copies is not None else None)
+    request = Request(chosen if images else (), spaces if chosen else None, count, seed, raw, ref, judge, copy)
     if save_stats is not None:
         return Evaluation(save_reference(data, Path(save_stats), request, image_size))
     if nets is not None:
         return Evaluation(evaluate_checkpoint(nets, request, data))
     return Evaluation(evaluate_files(Path(fake), data, request, image_size))
+
+
+COPYING_SPACES = ("pixels", "random-conv", "inception", "dinov2", "classifier")
+
+
+def _copying_space(name: str, spaces: Spaces | None, *weights: Any) -> Callable[[Tensor], Tensor] | None:
+    """The copying space's features: pixels, a feature network's (the main space's own when it
+    is that network), or None for the classifier's (read once the classifier is known)."""
+    if name not in COPYING_SPACES:
+        raise ConfigError(f"--copying-features {name!r} is not one of: {', '.join(COPYING_SPACES)}")
+    if name == "pixels":
+        return lambda x: x.flatten(1)
+    if name == "classifier":
+        return None
+    if spaces is not None and spaces.main.name == name:
+        return spaces.main.features
+    inception, vgg, device, dinov2, resize = weights
+    return scores.choose_spaces(name, inception, vgg, device, dinov2, resize).main.features
 
 
 def _check_inputs(checkpoint: object, fake: object, data: str | None, ref_stats: object, save_stats: object) -> None:

@@ -39,11 +39,18 @@ METRICS = (
     Metric("classes_covered", "classes covered", "max", image=True),
     Metric("confident_share", "confident", "max", share=True, image=True),
     Metric("class_kl", "KL(class histogram)", "min", image=True),
+    Metric("rejected_share", "of no class", "min", share=True, image=True),  # auto's reject class
     Metric("gan_test", "GAN-test", "max", share=True, image=True),
     # Stacked data (VEEGAN, PacGAN): each channel classified, a mode per triple.
     Metric("modes_covered", "modes covered", "max", image=True),
     Metric("modes_kl", "KL(modes || uniform)", "min", image=True),
     Metric("gan_train", "GAN-train", "max", share=True, image=True),
+    # Copying (`ganctl.quality.copying`), in a named space: the share of samples nearer a
+    # training image than an unseen one (fresh real images: about 0.5; the held-out images' own
+    # is beside it), and Meehan et al.'s C_T, best at 0, which no direction here expresses.
+    Metric("nearer_seen", "nearer a training image", "min", share=True, image=True),
+    Metric("held_nearer_seen", "held-out: nearer a training image", None, share=True, image=True),
+    Metric("c_t", "C_T (data copying)", None, image=True),
     Metric("fid", "FID", "min", image=True),
     Metric("kid", "KID", "min", image=True),
     Metric("is", "IS", "max", image=True),
@@ -127,6 +134,13 @@ EVAL_THRESHOLDS = (
     Threshold("--min-gan-train", "gan_train", False, "--classifier, conditional: fail below this GAN-train accuracy."),
     Threshold("--min-modes-covered", "modes_covered", False, "--classifier, stacked: fail when fewer are covered."),
     Threshold("--max-modes-kl", "modes_kl", True, "--classifier, stacked data: fail when KL to uniform is above this."),
+    Threshold(
+        "--max-copying",
+        "nearer_seen",
+        True,
+        "Fail when the share of samples nearer a training image than an unseen one is above this (fresh real"
+        " images: about 0.5; needs held-out images).",
+    ),
 )
 GRADNORM_THRESHOLDS = (
     Threshold(

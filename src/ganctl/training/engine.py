@@ -24,7 +24,7 @@ from ganctl.methods.losses import get_loss
 from ganctl.methods.strategies import Lipschitz, build_strategy
 from ganctl.models import activations
 from ganctl.nets.augment import Ada
-from ganctl.nets.networks import Networks, build
+from ganctl.nets.networks import Networks, build, eval_mode
 from ganctl.training import distributed, fused_mlp, preflight, schedule
 from ganctl.training.guard import Guard
 from ganctl.training.schedule import LrSchedule
@@ -216,12 +216,26 @@ class Trainer:
     def _adapt(self, d_real: Tensor, d_fake: Tensor) -> None:
         """ADA: the loss's overfitting signs of every process move the one probability."""
         if self.ada is not None:
-            signs = self.loss.overfit_sign(d_real.detach(), d_fake.detach())
-            self.ada.observe(signs, lambda sums: distributed.sum_over_ranks(sums, self.world))
+            reduce = lambda sums: distributed.sum_over_ranks(sums, self.world)  # noqa: E731
+            if self.ada.heuristic == "validation":
+                self.ada.observe_outputs(d_real.detach(), d_fake.detach(), self._validation_outputs, reduce)
+            else:
+                self.ada.observe(self.loss.overfit_sign(d_real.detach(), d_fake.detach()), reduce)
             if self.ada.last is not None:
                 self.stats.track("ada_heuristic", torch.tensor(self.ada.last))
         if self.augment.augment is not None:
             self.stats.track("augment_p", torch.tensor(self.augment.p))
+
+    @torch.no_grad()
+    def _validation_outputs(self) -> Tensor:
+        """The critic's outputs on a batch of held-out images (--holdout), drawn from the training
+        stream and augmented as the training batch is: ADA's validation heuristic reads them."""
+        held, b = self.dataset.held_out, self.cfg.batch_size
+        with eval_mode(self.critic):  # no power-iteration or running-statistics update from unseen images
+            if self.cfg.conditional:
+                x, y = held.sample_labelled(b, self.rng, self.device)
+                return self.critic(self._augmented(x), y)
+            return self.critic(self._augmented(held.sample(b, self.rng, self.device)))
 
     def _critic_backward(
         self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor], y: Tensor | None = None

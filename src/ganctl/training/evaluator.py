@@ -19,10 +19,11 @@ from ganctl.lipschitz.defaults import TOL as DEFAULT_TOL
 from ganctl.lipschitz.norms import gradient_norms, summarise
 from ganctl.lipschitz.transport import W1_POINTS, floor_of, wasserstein1
 from ganctl.methods.penalties import interpolate
+from ganctl.nets.augment import as_trained
 from ganctl.nets.networks import Networks, eval_mode
 from ganctl.nets.sampling import draw_points, plot_extent
 from ganctl.pictures import image_grid, save_image
-from ganctl.quality import scores
+from ganctl.quality import copying, scores
 from ganctl.quality.modes import class_consistency, mixture_quality
 from ganctl.quality.scores import Generated, Spaces, run_spaces, spaces_described
 
@@ -42,6 +43,20 @@ EVAL_BATCH = 500
 
 
 GRADNORM_POINTS = 512  # interpolates measured at each eval (the gradnorm command's summary)
+
+
+CRITIC_IMAGES = 500  # images of each kind the critic's mean output is read on (--holdout)
+
+
+def _pixels(images: Any) -> Tensor:
+    """Every image of a set in [-1, 1], a row each (CPU)."""
+    return images.images.cpu().flatten(1).float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def _mean_output(nets: Networks, critic: Any, x: Tensor, labels: Tensor | None) -> float:
+    with eval_mode(nets.critic):
+        return float(critic(x, *(() if labels is None else (labels.to(x.device),))).float().mean())
 
 
 class Evaluator:
@@ -75,6 +90,15 @@ class Evaluator:
         scores.check_sizes(self.metrics, n_real, cfg.eval_samples, "--eval-metrics", cfg.data)
         self._spaces: Spaces | None = None
         self._real: dict[str, scores.RealFeatures] = {}
+        self.held = getattr(dataset, "held_out", None)  # --holdout: images the run never trains on
+        if self.held is not None:  # their pixels, and which of each set the critic is read on
+            self.train_pixels, self.held_pixels = _pixels(dataset), _pixels(self.held)
+            g = torch.Generator().manual_seed(streams.eval_seed(cfg.seed, streams.EVAL_COPYING))
+            n = min(len(self.held), CRITIC_IMAGES)
+            self.critic_picks = (
+                torch.randperm(len(dataset), generator=g)[:n],
+                torch.randperm(len(self.held), generator=g)[:n],
+            )
         if not self.points:
             return
         self.real = dataset.sample(cfg.eval_samples, rng, nets.device)
@@ -105,7 +129,8 @@ class Evaluator:
         if not self.points:
             judge = self.dataset.judge
             quality = judge.quality(fake) if judge is not None else {}
-            return {**quality, **consistency, **self.image_metrics(fake), **result}
+            held = self.copying(fake) if self.held is not None else {}
+            return {**quality, **consistency, **self.image_metrics(fake), **held, **result}
         result.update(consistency)
         result.update(
             {
@@ -133,6 +158,33 @@ class Evaluator:
         generated.add(fake)
         real = {label: r.features for label, r in self._real.items()}
         return scores.image_metrics(self._spaces, self.metrics, generated, real)
+
+    def copying(self, fake: Tensor) -> dict[str, float]:
+        """With --holdout: whether the samples copy the training images (`ganctl.quality.copying`,
+        in pixels), and the critic's mean output on training, held-out and generated images as
+        training shows them (through the run's augmentation at its p, drawn the same each time:
+        stylegan2-ada's Figure 1)."""
+        nets, seed = self.nets, streams.eval_seed(self.nets.cfg.seed, streams.EVAL_COPYING)
+        train, held, flat = self.train_pixels, self.held_pixels, fake.flatten(1).cpu()
+        share = copying.nearer_seen(flat, train, held)
+        test = copying.data_copying(flat, train, held, seed)
+        critic = as_trained(nets.critic, nets.augment, nets.eval_generator(streams.EVAL_COPYING))
+
+        def mean_d(images: Any, pixels: Tensor, pick: Tensor) -> float:
+            x = pixels[pick].view(-1, *self.dataset.shape).to(nets.device)
+            labels = images.targets[pick.to(images.targets.device)] if nets.cfg.conditional else None
+            return _mean_output(nets, critic, x, labels)
+
+        n = len(self.critic_picks[0])
+        fake_labels = self.labels[:n] if self.labels is not None else None
+        return {
+            "nearer_seen[pixels]": share["nearer_seen"],
+            "held_nearer_seen[pixels]": share["held_nearer_seen"],
+            "c_t[pixels]": test["c_t"],
+            "critic_seen": mean_d(self.dataset, train, self.critic_picks[0]),
+            "critic_held": mean_d(self.held, held, self.critic_picks[1]),
+            "critic_fake": _mean_output(nets, critic, fake[:n], fake_labels),
+        }
 
     def measured_on(self) -> dict[str, Any] | None:
         """What the image metrics were measured on (feature spaces and their weights' hashes,

@@ -227,6 +227,13 @@ class _Run:
                 self.evaluator = Evaluator(trainer.nets)  # refuses data too small for its metrics: before any write
                 self.folder.prepare(resuming=resuming, overwrite=overwrite)
                 self.folder.write_config(self.cfg.to_dict())
+                held = getattr(trainer.dataset, "held_out", None)
+                if held is not None:
+                    data = trainer.dataset
+                    total = len(data) + len(held)
+                    self.folder.record_holdout(
+                        self.cfg.data, data.whole_fingerprint, total, data.held_indices, resuming
+                    )
                 self.log = RunLog(self.folder, self.cfg, trainer.step if resuming else None)
                 for skipped in trainer.dataset.skipped:
                     self.emit(Warned(f"skipped an unreadable image: {skipped}"))
