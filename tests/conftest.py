@@ -152,3 +152,25 @@ def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[st
             break
     proc.kill()
     raise AssertionError("".join(lines))
+
+
+def bumps(n: int, seed: int = 0):
+    """n 16 px grey images (uint8, N x 16 x 16) of a wide bright bump at a random place: a 2-D
+    manifold whose nearest neighbours are by place, as a data set's are by content."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.rand(n, 2, 1, 1, generator=g, dtype=torch.float64) * 10 + 3
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    bump = torch.exp(-((rows - centre[:, 0]) ** 2 + (cols - centre[:, 1]) ** 2) / 18)
+    return (255 * bump).round().to(torch.uint8)
+
+
+def write_images(folder, images) -> None:
+    """Grey uint8 images (N x H x W, a tensor or array) as numbered PNG files in a new folder."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i, image in enumerate(np.asarray(images)):
+        Image.fromarray(image).save(folder / f"{i:04d}.png")

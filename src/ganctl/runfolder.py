@@ -192,17 +192,23 @@ class RunFolder:
         """Write which images --holdout set aside (indices into the data as loaded, with the whole
         set's fingerprint). A resumed run checks the folder's record instead, and refuses another
         split: its held-out images must stay the ones it never trained on."""
-        record = {"format": HOLDOUT_FORMAT, "data": data, "fingerprint": whole, "images": total, "held_out": list(held)}
-        known = self.read_holdout() if resuming else None
-        if known is not None:
-            if known.get("fingerprint") != whole or known.get("held_out") != list(held):
-                raise DataError(
-                    f"{self.holdout_path}: records another split of the data than this run's --holdout makes now"
-                    " (were the data's images changed since the run began?); the held-out images must stay the ones"
-                    " the run never trained on"
-                )
+        if resuming and self.check_holdout(whole, held):
             return
+        record = {"format": HOLDOUT_FORMAT, "data": data, "fingerprint": whole, "images": total, "held_out": list(held)}
         write_text_atomic(self.holdout_path, json.dumps(record) + "\n")
+
+    def check_holdout(self, whole: str, held: tuple[int, ...]) -> bool:
+        """Whether the folder records a split (False: none), refusing one other than `held` of the
+        data whose fingerprint is `whole`."""
+        known = self.read_holdout()
+        if known is None:
+            return False
+        if known.get("fingerprint") != whole or known.get("held_out") != list(held):
+            raise DataError(
+                f"{self.holdout_path}: records other held-out images than --holdout selects from the data now (were"
+                " the data's images changed since the run began?); they must stay the ones the run never trained on"
+            )
+        return True
 
     def read_holdout(self) -> dict[str, Any] | None:
         try:

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import Linear, small
+from conftest import Linear, bumps, small, write_images
 
 import ganctl
 from ganctl.errors import ConfigError
@@ -17,6 +17,7 @@ from ganctl.methods.resolve import resolve
 from ganctl.nets import checkpoint
 from ganctl.nets.augment import (
     ADA_INTERVAL,
+    R_V_LIMIT,
     Ada,
     Augment,
     Augmenter,
@@ -24,6 +25,7 @@ from ganctl.nets.augment import (
     brightness,
     contrast,
     cutout,
+    r_v,
     saturation,
     translation,
 )
@@ -212,3 +214,57 @@ def test_every_policy_names_operations_that_exist_and_are_bounded():
 
     named = {op for ops in AUGMENT_POLICIES.values() for op in ops}
     assert named == set(OPS) == set(OP_NORMS)
+
+
+def test_ada_s_validation_heuristic_is_r_v():
+    """r_v = (E[D(train)] - E[D(validation)]) / (E[D(train)] - E[D(generated)]): 0 when unseen
+    images score as the training ones, 1 when as generated ones; p moves by its side of the
+    target, once per ADA_INTERVAL critic steps, on every process's sums."""
+    assert r_v(2.0, 2.0, 0.0) == 0.0 and r_v(2.0, 0.0, 0.0) == 1.0 and r_v(3.0, 2.0, 1.0) == 0.5
+    assert r_v(1.0, 0.0, 1.0) == R_V_LIMIT and r_v(1.0, 1.5, 2.0) == 0.0  # no real-generated gap left
+    ada, asked = Ada(target=0.6, kimg=500, heuristic="validation"), []
+
+    def unseen_scored_as_generated():
+        asked.append(1)
+        return torch.zeros(64)
+
+    for _ in range(ADA_INTERVAL):
+        ada.observe_outputs(torch.full((64,), 2.0), torch.zeros(64), unseen_scored_as_generated)
+    assert len(asked) == 1 and ada.last == 1.0 and ada.p == pytest.approx(64 * ADA_INTERVAL / 500_000)
+    for _ in range(ADA_INTERVAL):
+        ada.observe_outputs(torch.full((64,), 2.0), torch.zeros(64), lambda: torch.full((64,), 1.8))
+    assert ada.last == pytest.approx(0.1) and ada.p == 0.0  # r_v 0.1 < 0.6: back down
+    copy = Ada(0.6, 500, heuristic="validation")
+    copy.load(ada.state())
+    assert copy.state() == ada.state()
+    old = {k: v for k, v in ada.state().items() if k != "fake"}  # a checkpoint from before the heuristic
+    copy.load(old)
+    assert copy.fake_total == 0.0
+
+
+def test_a_run_adapting_on_held_out_images_reads_them_and_resumes_bitwise(tmp_path):
+    """--ada-heuristic validation on a --holdout split: the critic is read on held-out images at
+    each adjustment (in eval mode), and a resumed run ends where an uninterrupted one does."""
+    folder = tmp_path / "blobs"
+    write_images(folder, bumps(48))
+    cfg = dict(
+        data=str(folder), arch="mlp", lipschitz="gp", width=32, z_dim=8, batch_size=16, holdout="0.25",
+        augment="translation", augment_p=0.5, ada_target=0.1, ada_heuristic="validation", ada_kimg=0.05, steps=6,
+    )  # fmt: skip
+    straight = Trainer(resolve(small(**cfg)))
+    assert len(straight.dataset) == 36 and len(straight.dataset.held_out) == 12
+    for _ in range(6):
+        straight.train_step()
+    first = Trainer(resolve(small(**cfg)))
+    for _ in range(3):
+        first.train_step()
+    path = checkpoint.save(capture(first), tmp_path / "c.safetensors")
+    resumed = ganctl.resume(path)
+    for _ in range(3):
+        resumed.train_step()
+    assert straight.ada.last is not None and straight.ada.p != 0.5  # r_v moved it
+    assert resumed.ada.state() == straight.ada.state()
+    for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="--ada-heuristic validation reads the critic on held-out images"):
+        resolve(small(**{**cfg, "holdout": None}))

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import cli_args, invoke, parse_json
+from conftest import bumps, cli_args, invoke, parse_json, write_images
 
-from ganctl.data import get_dataset
+from ganctl.config import TrainConfig
+from ganctl.data import get_dataset, load_dataset
 from ganctl.quality import classifier
 
 
@@ -137,6 +138,7 @@ def test_image_samples_from_files_against_a_class_folder(tmp_path, monkeypatch):
     m = {k.split("[")[0]: v for k, v in report["metrics"].items()}
     held = report["classifier"]["held_out"]
     assert held == 8 and m["classes_covered"] == 1 and m["confident_share"] > 0.9
+    assert report["classifier"]["reject"] is False  # flat colours are like their own shuffled pixels
     assert m["class_kl"] == pytest.approx(math.log(2), abs=0.5)  # all on one class of two (the prior is 8 samples)
 
 
@@ -154,3 +156,29 @@ def test_an_npz_s_labels_are_read_for_the_classifier(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     m = {k.split("[")[0]: v for k, v in parse_json(r.stdout)["metrics"].items()}
     assert m["classes_covered"] == 1 and m["class_kl"] > 0.5  # one class of two, read from the .npz's y
+
+
+def test_auto_s_reject_class_calls_noise_and_blank_images_of_no_class(tmp_path, monkeypatch):
+    """Images of no class get no confident verdict (a reject class learnt on made-up images),
+    while held-out real images keep theirs; and where the made-up images overlap the data (flat
+    colours with noise, like their own shuffled pixels) the reject class is dropped."""
+    monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "cache"))
+    images = bumps(300, seed=4)
+    left = images.float().mul(torch.arange(16.0)).sum(dim=(1, 2)) < images.float().sum(dim=(1, 2)) * 7.5
+    for name, keep in (("left", left), ("right", ~left)):  # two classes: the bump's side
+        write_images(tmp_path / "real" / name, images[keep])
+    clf = classifier.auto(load_dataset(TrainConfig(data=str(tmp_path / "real"))), seed=0)
+    assert clf.reject
+    ceiling = classifier.histogram_scores(clf.predict(clf.held_out[0])[0], torch.ones(2) / 2)
+    assert ceiling["confident_share"] > 0.9 and ceiling["rejected_share"] == 0.0
+    g = torch.Generator().manual_seed(1)
+    made_up = {
+        "uniform noise": torch.rand(200, 1, 16, 16, generator=g) * 2 - 1,
+        "gaussian noise": torch.randn(200, 1, 16, 16, generator=g).clamp(-1, 1),
+        "black": -torch.ones(20, 1, 16, 16),
+        "white": torch.ones(20, 1, 16, 16),
+        "grey": torch.zeros(20, 1, 16, 16),
+    }
+    for what, x in made_up.items():
+        found = classifier.histogram_scores(clf.predict(x)[0], torch.ones(2) / 2)
+        assert found["confident_share"] <= 0.02 and found["rejected_share"] >= 0.95, what

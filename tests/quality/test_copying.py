@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import invoke, parse_json
+from conftest import bumps, invoke, parse_json, write_images
 from PIL import Image
 
 from ganctl.errors import DataError
@@ -88,28 +88,16 @@ def test_a_cell_without_held_out_images_is_made_again_with_fewer():
         copying.nearer_seen(fresh, train, held[:1])
 
 
-def write_digits(folder, images):
-    folder.mkdir(parents=True)
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i:04d}.png")
-
-
 def blobs(n, seed):
-    """n distinct 16 px grey images: a wide bright bump at a random place (a 2-D manifold whose
-    nearest neighbours are by place, as a data set's are by content)."""
-    g = np.random.default_rng(seed)
-    centre = g.uniform(3, 13, size=(n, 2, 1, 1))
-    rows, cols = np.mgrid[0:16, 0:16]
-    bump = np.exp(-((rows - centre[:, 0]) ** 2 + (cols - centre[:, 1]) ** 2) / 18)
-    return (255 * bump).round().astype(np.uint8)
+    return bumps(n, seed).numpy()
 
 
 def test_eval_holdout_scores_copies_draws_them_and_gates(tmp_path):
     train, held = blobs(120, 0), blobs(60, 1)
-    write_digits(tmp_path / "train", train)
-    write_digits(tmp_path / "held", held)
-    write_digits(tmp_path / "copies", train[np.random.default_rng(2).integers(0, 120, 200)])
-    write_digits(tmp_path / "fresh", blobs(200, 3))
+    write_images(tmp_path / "train", train)
+    write_images(tmp_path / "held", held)
+    write_images(tmp_path / "copies", train[np.random.default_rng(2).integers(0, 120, 200)])
+    write_images(tmp_path / "fresh", blobs(200, 3))
     picture = tmp_path / "copies.png"
     common = ("--data", tmp_path / "train", "--holdout", tmp_path / "held", "--metrics", "none", "--json")
     r = invoke("eval", "--fake", tmp_path / "copies", *common, "--copies", picture, "--max-copying", 0.6)
@@ -136,10 +124,10 @@ def test_eval_holdout_scores_copies_draws_them_and_gates(tmp_path):
 )
 def test_eval_refuses_a_holdout_it_cannot_trust(tmp_path, holdout, message):
     train = blobs(40, 0)
-    write_digits(tmp_path / "train", train)
-    write_digits(tmp_path / "fake", blobs(20, 5))
-    write_digits(tmp_path / "overlap", np.concatenate([train[:3], blobs(7, 6)]))
-    write_digits(tmp_path / "big", np.arange(10, dtype=np.uint8)[:, None, None] + np.zeros((10, 24, 24), np.uint8))
+    write_images(tmp_path / "train", train)
+    write_images(tmp_path / "fake", blobs(20, 5))
+    write_images(tmp_path / "overlap", np.concatenate([train[:3], blobs(7, 6)]))
+    write_images(tmp_path / "big", np.arange(10, dtype=np.uint8)[:, None, None] + np.zeros((10, 24, 24), np.uint8))
     args = ["--holdout", tmp_path / holdout] if holdout else ["--copies", tmp_path / "c.png"]
     r = invoke("eval", "--fake", tmp_path / "fake", "--data", tmp_path / "train", "--metrics", "none", *args)
     assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1

@@ -395,7 +395,13 @@ def score(
     return {
         "metrics": {**named, **space},
         "ceiling": {f"{k}[{clf.label}]": v for k, v in ceiling.items()},
-        "classifier": {"label": clf.label, "sha256": clf.sha256, "source": clf.source, "held_out": len(real)},
+        "classifier": {
+            "label": clf.label,
+            "sha256": clf.sha256,
+            "source": clf.source,
+            "held_out": len(real),
+            "reject": clf.reject,
+        },
         "not_measured": [] if labels is not None else ["gan_test and gan_train need a conditional generator"],
     }
 

@@ -361,12 +361,8 @@ def _held_out(request: Request, dataset: DataSource | None, run: Path | None) ->
                 "the copying scores need real images the generator never saw: --holdout PATH (a folder or array of"
                 " them), or a run trained with --holdout N|FRACTION"
             )
-        record = RunFolder(run).read_holdout() if run is not None else None
-        if record is not None and record.get("held_out") != list(dataset.held_indices):
-            raise DataError(
-                f"{RunFolder(run).holdout_path}: records other held-out images than the checkpoint's --holdout"
-                " selects from its data now (was the data changed?)"
-            )
+        if run is not None:
+            RunFolder(run).check_holdout(dataset.whole_fingerprint, dataset.held_indices)
         return held
     flag = f"--holdout {asked.holdout}"
     held = load_dataset(TrainConfig(data=asked.holdout))
