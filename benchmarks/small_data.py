@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -50,6 +51,13 @@ CONTENDERS = {
     "gp+translation+cutout": "--arch mlp --lipschitz gp --augment translation,cutout",
     "dcgan-gp+diffaugment": f"--arch dcgan --lipschitz gp {AUGMENT}",
     "dcgan-r3gan+diffaugment": f"--arch dcgan --lipschitz r3gan --batch-size 64 {AUGMENT}",
+    # with 20 % of the images held out: what a user can stop on, and ADA's validation heuristic
+    "gp/holdout": "--arch mlp --lipschitz gp --holdout 0.2",
+    "gp+diffaugment/holdout": f"--arch mlp --lipschitz gp {AUGMENT} --holdout 0.2",
+    "gp+ada-rv-0.3": f"--arch mlp --lipschitz gp {AUGMENT} --holdout 0.2 --ada-heuristic validation --ada-target 0.3",
+    "r3gan+translation/holdout": "--arch mlp --lipschitz r3gan --batch-size 64 --augment translation --holdout 0.2",
+    "gp+ema-0.9999": "--arch mlp --lipschitz gp --ema-decay 0.9999",
+    "gp+diffaugment+ema-0.9999": f"--arch mlp --lipschitz gp {AUGMENT} --ema-decay 0.9999",
 }
 DEFAULT_CONTENDERS = ("gp", "gp+diffaugment", "gp+ada", "r3gan", "r3gan+ada")  # the 60-second table's
 FRACTIONS = (0.1, 0.25, 1.0)
@@ -154,7 +162,17 @@ def memorised(trainer, samples: torch.Tensor) -> dict[str, float]:
         "d_fake": d_fake,
         "overfit": (d_seen - d_unseen) / gap if gap else 0.0,
         "nearer_seen": nearer_seen(samples, pixels(seen), pixels(unseen)),
+        "c_t": c_t(samples, pixels(seen), pixels(unseen)),
     }
+
+
+def c_t(samples: torch.Tensor, seen: torch.Tensor, unseen: torch.Tensor) -> float:
+    """Meehan et al.'s C_T (`ganctl.quality.copying`) in grey pixels, as `ganctl eval --holdout`
+    measures it: near 0 for fresh digits, -3 and below for copies."""
+    from ganctl.quality import copying
+
+    flat = [x.float().mean(dim=1).flatten(1) for x in (samples, seen, unseen)]
+    return copying.data_copying(*flat)["c_t"]
 
 
 def unseen_digits(seen: torch.Tensor, everything: torch.Tensor, g: torch.Generator) -> torch.Tensor | None:
@@ -187,10 +205,28 @@ def real_nearer_seen(seen_folder: Path, all_folder: Path) -> float:
     return nearer_seen(unseen[n : n + N], seen[:n].float().div(127.5) - 1, unseen[:n])
 
 
-def run(job: tuple[float, str, int, str, str, float]) -> dict:
-    fraction, name, seed, folder, options, seconds = job
+def along(trainer, trained: float, steps: int) -> dict:
+    """One point of a run's trajectory (--trajectory): the judge's confident share and the
+    copying measures of the EMA generator's samples so far, and where the run holds images out
+    (--holdout) the copying score `ganctl train` logs against them, the only one a user could
+    stop on."""
+    from ganctl.quality import copying
+
+    samples = trainer.nets.sample(N, torch.Generator().manual_seed(12345))
+    point = {"seconds": round(trained, 1), "steps": steps, "confident": _WORKER["judge"].score(samples)["confident"]}
+    point.update({k: v for k, v in memorised(trainer, samples).items() if k in ("nearer_seen", "c_t")})
+    held = getattr(trainer.dataset, "held_out", None)
+    if held is not None:
+        flat = [x.float().div(127.5).sub(1).flatten(1) for x in (trainer.dataset.images, held.images)]
+        point["own_copying"] = copying.nearer_seen(samples.flatten(1), *flat)["nearer_seen"]
+    return point
+
+
+def run(job: tuple[float, str, int, str, str, float, int]) -> dict:
+    fraction, name, seed, folder, options, seconds, points = job
     trainer = _trainer(folder, options, seed)
-    trained, steps, p_curve, next_mark = 0.0, 0, [], 0.0
+    trained, steps, p_curve, next_mark, trajectory = 0.0, 0, [], 0.0, []
+    next_point = seconds / points if points else math.inf
     while trained < seconds:
         started = time.process_time()
         trainer.train_step()
@@ -199,6 +235,9 @@ def run(job: tuple[float, str, int, str, str, float]) -> dict:
         if trainer.ada is not None and trained >= next_mark:
             p_curve.append([round(trained, 1), round(trainer.ada.p, 4), trainer.ada.last])
             next_mark += seconds / 12
+        if trained >= next_point and trained < seconds:
+            trajectory.append(along(trainer, trained, steps))
+            next_point += seconds / points
     samples = trainer.nets.sample(N, torch.Generator().manual_seed(12345))
     result = {"fraction": fraction, "images": trainer.dataset.length, "contender": name, "seed": seed}
     result.update(steps=steps, seconds=round(trained, 1))
@@ -207,12 +246,14 @@ def run(job: tuple[float, str, int, str, str, float]) -> dict:
         result.update(memorised(trainer, samples))
     if trainer.ada is not None:
         result.update(ada_p=trainer.ada.p, ada_curve=p_curve)
-    print(json.dumps({k: v for k, v in result.items() if k != "ada_curve"}), flush=True)
+    if points:
+        result["trajectory"] = trajectory + [along(trainer, trained, steps)]
+    print(json.dumps({k: v for k, v in result.items() if k not in ("ada_curve", "trajectory")}), flush=True)
     return result
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    wanted = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid", "overfit", "nearer_seen")
+    wanted = ("confident", "classes", "kl", "clf_classes", "clf_kl", "clf_fid", "overfit", "nearer_seen", "c_t")
     table = []
     for fraction in sorted({r["fraction"] for r in rows}):
         for name in CONTENDERS:
@@ -248,6 +289,9 @@ def main() -> None:
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
     parser.add_argument("--root", type=Path, default=Path("runs/small-data"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--trajectory", type=int, default=0, help="also score each run at this many points along its seconds"
+    )
     parser.add_argument("--png", type=Path, help="draw ADA's p along the adaptive runs here")
     parser.add_argument("--redraw", type=Path, help="only draw --png from this results JSON")
     parser.add_argument(
@@ -260,14 +304,14 @@ def main() -> None:
     fractions = tuple(float(f) for f in args.fractions.split(","))
     folders = subsets(args.root, fractions)
     jobs = [
-        (fraction, name, seed, str(folders[fraction]), CONTENDERS[name], args.seconds)
+        (fraction, name, seed, str(folders[fraction]), CONTENDERS[name], args.seconds, args.trajectory)
         for seed in range(args.seeds)
         for fraction in fractions
         for name in args.contenders.split(",")
     ]
     if args.endless:  # a set that cannot be memorised: where ADA's p should stay near 0
         adaptive = [n for n in args.contenders.split(",") if "ada" in n]
-        jobs += [(0.0, name, 0, "shapes", CONTENDERS[name] + " --image-size 16", args.seconds) for name in adaptive]
+        jobs += [(0.0, name, 0, "shapes", CONTENDERS[name] + " --image-size 16", args.seconds, 0) for name in adaptive]
     started = time.time()
     with multiprocessing.get_context("spawn").Pool(args.workers, _init, (str(args.root),)) as pool:
         rows = pool.map(run, jobs, chunksize=1)
@@ -288,7 +332,7 @@ def main() -> None:
     if args.png:
         draw_p(rows, args.png)
     for row in result["table"]:
-        shown = [k for k in ("confident", "classes", "kl", "clf_kl", "overfit", "nearer_seen") if k in row]
+        shown = [k for k in ("confident", "classes", "kl", "clf_kl", "nearer_seen", "c_t") if k in row]
         cells = " | ".join(f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in shown)
         print(f"| {row['fraction']:.0%} | {row['contender']} | {cells} |")
 

@@ -48,8 +48,7 @@ EPOCHS = 5
 MIN_STEPS = 500
 BATCH = 128
 LR = 1e-3
-FORMAT = "ganctl.classifier/2"  # /2: a reject class for images
-REJECT_SHARE = 0.25  # of each training batch of images, made-up images of no class (`not_images`)
+FORMAT = "ganctl.classifier/2"  # /2: with the detector of images of no class
 
 
 class SmallNet(nn.Module):
@@ -88,7 +87,12 @@ class Classifier:
     classes: int
     held_out: tuple[Tensor, Tensor]  # real samples and labels it never trained on
     source: str  # "auto" or the TorchScript file
-    reject: bool = False  # its last logit is a class of its own for images of no class (`not_images`)
+    detector: nn.Module | None = None  # images of the data (0) against images of no class (1): `auto`'s
+
+    @property
+    def reject(self) -> bool:
+        """Whether it tells images of no class apart (its class probabilities then sum to P(of the data))."""
+        return self.detector is not None
 
     @property
     def label(self) -> str:
@@ -100,9 +104,9 @@ class Classifier:
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(probabilities, penultimate features) in batches, on the CPU; with a reject class, the
-        probabilities of the data's classes alone (softmax over all, so that they sum to less than
-        1 by the reject class's). A classifier that fails
+        """(probabilities, penultimate features) in batches, on the CPU. With a detector, each class's
+        probability is P(of the data) x P(class | of the data): they sum to the detector's
+        P(of the data), below 1 for an image of no class. A classifier that fails
         on the data's shape, gives other than (n, classes) logits, features of no dimension, or
         a NaN or infinity is refused in one line naming it."""
         probs, feats = [], []
@@ -118,13 +122,16 @@ class Classifier:
                     f" [-1, 1]): {cause(exc)}"
                 ) from None
             self._check(batch, logits, f)
-            probs.append(logits.float().softmax(dim=1)[:, : self.classes].cpu())
+            p = logits.float().softmax(dim=1)
+            if self.detector is not None:
+                p = p * self.detector(batch).float().softmax(dim=1)[:, :1]
+            probs.append(p.cpu())
             feats.append((f if f is not None else logits).float().flatten(1).cpu())
         return torch.cat(probs), torch.cat(feats)
 
     def _check(self, batch: Tensor, logits: Tensor, features: Tensor | None) -> None:
-        n, outputs = len(batch), self.classes + int(self.reject)
-        if logits.dim() != 2 or tuple(logits.shape) != (n, outputs):
+        n = len(batch)
+        if logits.dim() != 2 or tuple(logits.shape) != (n, self.classes):
             raise DataError(
                 f"{self.where}: gives outputs of shape {tuple(logits.shape)} for {n} samples, not logits over the"
                 f" data's {self.classes} classes ({n}, {self.classes})"
@@ -247,16 +254,17 @@ def _shuffle_blocks(x: Tensor, side: int, g: torch.Generator) -> Tensor:
 
 
 def fit(
-    x: Tensor, y: Tensor, classes: int, seed: int, what: str = "training the classifier", reject: bool = False
+    x: Tensor, y: Tensor, classes: int, seed: int, what: str = "training the classifier", made_up: bool = False
 ) -> SmallNet:
     """A SmallNet trained with Adam (lr 1e-3, batch 128) for EPOCHS passes over the data, and at
     least MIN_STEPS steps (a few hundred images are passed over many more times), from `seed`;
-    each step is reported as `what` (`ganctl.progress`). With `reject` (images), a class K of
-    its own is learnt beside the data's K: a quarter as many made-up images of no class
-    (`not_images`) join each batch (outlier exposure, Hendrycks et al. 2019)."""
+    each step is reported as `what` (`ganctl.progress`). With `made_up` (images), each batch is
+    joined by as many made-up images of no class (`not_images`), labelled `classes`, which the
+    net then has as one more class (the detector: `classes` 1, the data's images against
+    them)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = SmallNet(tuple(x.shape[1:]), classes + int(reject))
+        net = SmallNet(tuple(x.shape[1:]), classes + int(made_up))
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     g = torch.Generator().manual_seed(seed)
     steps = max(EPOCHS * math.ceil(len(x) / BATCH), MIN_STEPS)
@@ -270,8 +278,8 @@ def fit(
             idx = next(batches)
         opt.zero_grad(set_to_none=True)
         batch, labels = x[idx], y[idx]
-        if reject:
-            made = not_images(batch[: max(1, int(REJECT_SHARE * len(batch)))], g)
+        if made_up:
+            made = not_images(batch, g)
             batch = torch.cat([batch, made])
             labels = torch.cat([labels, torch.full((len(made),), classes, dtype=labels.dtype)])
         F.cross_entropy(net(batch), labels).backward()
@@ -280,11 +288,13 @@ def fit(
     return net.eval()
 
 
-def _state_sha(net: nn.Module) -> str:
+def _state_sha(*nets: nn.Module | None) -> str:
+    """One hash of the networks' weights (a network left out, None, adds nothing)."""
     h = hashlib.sha256()
-    for name, t in net.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    for net in nets:
+        for name, t in (net.state_dict() if net is not None else {}).items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -300,36 +310,43 @@ def auto(dataset: DataSource, seed: int = 0) -> Classifier:
         state = load_file(str(path))
         if not all(bool(torch.isfinite(t).all()) for t in state.values()):
             raise ValueError("a cached classifier holding NaN")
-        net = SmallNet(tuple(x.shape[1:]), int(state["head.weight"].shape[0]))
-        net.load_state_dict(state)
+        net = _from_state(state, "net.", tuple(x.shape[1:]))
+        detector = _from_state(state, "detector.", tuple(x.shape[1:])) if "detector.head.weight" in state else None
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError):  # none yet, or damaged: trained again
-        net = _fit_with_reject(train, held, classes, seed)
+        net = fit(*train, classes, seed)
+        detector = _detector(train[0], held[0], seed) if x.dim() == 4 else None
+        nets = {"net.": net, **({"detector.": detector} if detector is not None else {})}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
-                state = {k: v.contiguous() for k, v in net.state_dict().items()}
+                state = {p + k: v.contiguous() for p, m in nets.items() for k, v in m.state_dict().items()}
                 save_file(state, str(tmp), metadata={"format": FORMAT, "key": json.dumps(key)})
         except OSError:
             pass  # the cache is an optimisation
-    reject = net.head.out_features == classes + 1
-    return Classifier(net.eval(), _state_sha(net), classes, held, "auto", reject)
+    detector = detector.eval() if detector is not None else None
+    return Classifier(net.eval(), _state_sha(net, detector), classes, held, "auto", detector)
 
 
-REJECT_LIMIT = 0.02  # the mean probability a reject class may give held-out real images before it is dropped
+def _from_state(state: dict[str, Tensor], prefix: str, shape: tuple[int, ...]) -> SmallNet:
+    mine = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    net = SmallNet(shape, int(mine["head.weight"].shape[0]))
+    net.load_state_dict(mine)
+    return net
 
 
-def _fit_with_reject(train: tuple[Tensor, Tensor], held: tuple[Tensor, Tensor], classes: int, seed: int) -> SmallNet:
-    """Images: a classifier with a reject class, unless it gives the held-out real images a mean
-    probability above REJECT_LIMIT (data whose classes are textures, like their own shuffled
-    pixels, overlap the made-up images, and would lose confidence to it): then one without.
-    Points: one without."""
-    if train[0].dim() == 4:
-        net = fit(*train, classes, seed, reject=True)
-        with torch.no_grad():
-            probs = torch.cat([net(part).softmax(dim=1) for part in held[0].split(512)])
-        if float(probs[:, classes].double().mean()) <= REJECT_LIMIT:
-            return net
-    return fit(*train, classes, seed)
+REJECT_LIMIT = 0.02  # the held-out real images' mean P(no class) above which the detector is dropped
+
+
+def _detector(x: Tensor, held: Tensor, seed: int) -> SmallNet | None:
+    """A SmallNet telling the data's images (0) from made-up images of no class (1: noise, blank,
+    shuffled, blended; `not_images`), trained as the classifier is on every batch beside as
+    many made-up ones (outlier exposure, Hendrycks et al. 2019); None where it gives the held-out
+    real images a mean P(no class) above REJECT_LIMIT (data whose images are textures, like
+    their own shuffled pixels, overlap the made-up ones and would be refused)."""
+    net = fit(x, torch.zeros(len(x), dtype=torch.long), 1, seed + 1, "training the detector of no class", True)
+    with torch.no_grad():
+        p_none = torch.cat([net(part).softmax(dim=1)[:, 1] for part in held.split(512)])
+    return net.eval() if float(p_none.double().mean()) <= REJECT_LIMIT else None
 
 
 def from_file(path: Path, dataset: DataSource, seed: int = 0) -> Classifier:
@@ -360,7 +377,7 @@ def histogram_scores(probs: Tensor, prior: Tensor) -> dict[str, float]:
     top, cls = probs.max(dim=1)
     k = probs.shape[1]
     confident = top >= CONFIDENT
-    rejected = 1.0 - probs.sum(dim=1) > top  # a reject class's (probabilities summing to less than 1)
+    rejected = probs.sum(dim=1) < 0.5  # a detector's P(of the data) (the probabilities' sum) below a half
     counts = torch.bincount(cls[confident], minlength=k).double()
     covered = int((counts >= max(1.0, COVERED_SHARE * len(probs) / k)).sum())
     hist = torch.bincount(cls, minlength=k).double() / len(cls)

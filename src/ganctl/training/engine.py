@@ -208,34 +208,10 @@ class Trainer:
             self.stats.track("penalty_grad_norm", torch.cat([penalties.grad_norm(g) for g in grads]).mean())
         self.strategy.after_critic_step(self.critic)
         self.critic_steps += 1
-        self._adapt(d_real, d_fake)
+        _adapt(self, d_real, d_fake)
         self.stats.track("loss_d", loss)
         self.stats.track("critic_gap", d_real.mean() - d_fake.mean())
         self.stats.last_batch = (real.detach(), fake.detach(), y)
-
-    def _adapt(self, d_real: Tensor, d_fake: Tensor) -> None:
-        """ADA: the loss's overfitting signs of every process move the one probability."""
-        if self.ada is not None:
-            reduce = lambda sums: distributed.sum_over_ranks(sums, self.world)  # noqa: E731
-            if self.ada.heuristic == "validation":
-                self.ada.observe_outputs(d_real.detach(), d_fake.detach(), self._validation_outputs, reduce)
-            else:
-                self.ada.observe(self.loss.overfit_sign(d_real.detach(), d_fake.detach()), reduce)
-            if self.ada.last is not None:
-                self.stats.track("ada_heuristic", torch.tensor(self.ada.last))
-        if self.augment.augment is not None:
-            self.stats.track("augment_p", torch.tensor(self.augment.p))
-
-    @torch.no_grad()
-    def _validation_outputs(self) -> Tensor:
-        """The critic's outputs on a batch of held-out images (--holdout), drawn from the training
-        stream and augmented as the training batch is: ADA's validation heuristic reads them."""
-        held, b = self.dataset.held_out, self.cfg.batch_size
-        with eval_mode(self.critic):  # no power-iteration or running-statistics update from unseen images
-            if self.cfg.conditional:
-                x, y = held.sample_labelled(b, self.rng, self.device)
-                return self.critic(self._augmented(x), y)
-            return self.critic(self._augmented(held.sample(b, self.rng, self.device)))
 
     def _critic_backward(
         self, real: Tensor, fake: Tensor, leaves: dict[str, Tensor], y: Tensor | None = None
@@ -307,6 +283,34 @@ class Trainer:
     def pop_stats(self) -> dict[str, float]:
         """The training scalars since the last call (`Stats.pop`) and the guard's counters."""
         return {**self.stats.pop(self.nets), **self.guard.stats()}
+
+
+def _adapt(trainer: Trainer, d_real: Tensor, d_fake: Tensor) -> None:
+    """ADA: the loss's overfitting signs, or the validation heuristic's outputs, of every process
+    move the one probability."""
+    ada = trainer.ada
+    if ada is not None:
+        reduce = lambda sums: distributed.sum_over_ranks(sums, trainer.world)  # noqa: E731
+        if ada.heuristic == "validation":
+            ada.observe_outputs(d_real.detach(), d_fake.detach(), lambda: _validation_outputs(trainer), reduce)
+        else:
+            ada.observe(trainer.loss.overfit_sign(d_real.detach(), d_fake.detach()), reduce)
+        if ada.last is not None:
+            trainer.stats.track("ada_heuristic", torch.tensor(ada.last))
+    if trainer.augment.augment is not None:
+        trainer.stats.track("augment_p", torch.tensor(trainer.augment.p))
+
+
+@torch.no_grad()
+def _validation_outputs(trainer: Trainer) -> Tensor:
+    """The critic's outputs on a batch of held-out images (--holdout), drawn from the training
+    stream and augmented as the training batch is: ADA's validation heuristic reads them."""
+    held, b, critic = trainer.dataset.held_out, trainer.cfg.batch_size, trainer.critic
+    with eval_mode(critic):  # no power-iteration or running-statistics update from unseen images
+        if trainer.cfg.conditional:
+            x, y = held.sample_labelled(b, trainer.rng, trainer.device)
+            return critic(trainer._augmented(x), y)
+        return critic(trainer._augmented(held.sample(b, trainer.rng, trainer.device)))
 
 
 def _critic_passes(
