@@ -55,6 +55,7 @@ CONTENDERS = {
     "gp/holdout": "--arch mlp --lipschitz gp --holdout 0.2",
     "gp+diffaugment/holdout": f"--arch mlp --lipschitz gp {AUGMENT} --holdout 0.2",
     "gp+ada-rv-0.3": f"--arch mlp --lipschitz gp {AUGMENT} --holdout 0.2 --ada-heuristic validation --ada-target 0.3",
+    "gp+ada-rv-0.6": f"--arch mlp --lipschitz gp {AUGMENT} --holdout 0.2 --ada-heuristic validation --ada-target 0.6",
     "r3gan+translation/holdout": "--arch mlp --lipschitz r3gan --batch-size 64 --augment translation --holdout 0.2",
     "gp+ema-0.9999": "--arch mlp --lipschitz gp --ema-decay 0.9999",
     "gp+diffaugment+ema-0.9999": f"--arch mlp --lipschitz gp {AUGMENT} --ema-decay 0.9999",

@@ -132,3 +132,19 @@ def test_eval_refuses_a_holdout_it_cannot_trust(tmp_path, holdout, message):
     r = invoke("eval", "--fake", tmp_path / "fake", "--data", tmp_path / "train", "--metrics", "none", *args)
     assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "c.png").exists()
+
+
+def test_copying_in_a_feature_network_s_space_and_the_classifier_s_needs_it(tmp_path):
+    train = blobs(80, 0)
+    write_images(tmp_path / "train", train)
+    write_images(tmp_path / "held", blobs(40, 1))
+    write_images(tmp_path / "copies", train[np.random.default_rng(2).integers(0, 80, 100)])
+    common = ["--fake", tmp_path / "copies", "--data", tmp_path / "train", "--holdout", tmp_path / "held"]
+    r = invoke("eval", *common, "--metrics", "none", "--copying-features", "random-conv", "--json")
+    found = parse_json(r.stdout)
+    assert r.exit_code == 0 and found["metrics"]["nearer_seen[random-conv]"] > 0.95
+    assert found["copying"]["space"] == "random-conv"
+    r = invoke("eval", *common, "--copying-features", "classifier")
+    assert r.exit_code == 2 and "add --classifier" in r.stderr and r.stderr.count("\n") == 1
+    r = invoke("eval", *common, "--copying-features", "edges")
+    assert r.exit_code == 2 and "pixels, random-conv, inception, dinov2, classifier" in r.stderr

@@ -416,6 +416,11 @@ def _copying_scores(
     found = copying.copying_scores(collector.collected(), train_f, held_f, space, request.seed)
     report.setdefault("metrics", {}).update(found.report["metrics"])
     described = {**found.report["copying"], "holdout": asked.holdout or "the run's --holdout split"}
+    if math.isnan(found.report["metrics"][f"c_t[{space}]"]):
+        report.setdefault("notes", []).append(
+            f"c_t[{space}] is not measured: no k-means cell holds more than {copying.TAU_SAMPLES} of the"
+            f" {len(collector.collected())} samples (Meehan et al.'s tau); draw more with --n"
+        )
     if asked.picture is not None:
         copying.draw_copies(asked.picture, found, collector.samples(), train.images.cpu(), held.images.cpu())
         described["picture"] = str(asked.picture)
