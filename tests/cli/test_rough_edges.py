@@ -261,6 +261,7 @@ def test_an_unwritable_output_exits_74_naming_the_path_typed_before_any_work(
 ):
     data = grey_digits(tmp_path / "digits.npz")
     words = [str(a).format(ro=read_only, run=tiny_run, data=data) for a in args]
+    import ganctl.fleet.report as report_lib  # imported before the patch: its `analyse` must not keep it
     import ganctl.lipschitz.analysis as gradnorm_lib
     import ganctl.quality.scores as scores_lib
 
@@ -268,6 +269,7 @@ def test_an_unwritable_output_exits_74_naming_the_path_typed_before_any_work(
         raise AssertionError("measured before the output was checked")
 
     monkeypatch.setattr(gradnorm_lib, "analyse", no_work)
+    monkeypatch.setattr(report_lib, "analyse", no_work)
     monkeypatch.setattr(scores_lib, "real_features", no_work)
     line = refused(invoke(*words), f"{flag} {read_only / target}", "Read-only file system", code=74)
     assert ".tmp" not in line
