@@ -174,3 +174,22 @@ def write_images(folder, images) -> None:
     folder.mkdir(parents=True)
     for i, image in enumerate(np.asarray(images)):
         Image.fromarray(image).save(folder / f"{i:04d}.png")
+
+
+def straight_and_resumed(make, steps: int, at: int, path):
+    """A trainer run `steps` steps straight, and one run `at` steps, saved to `path`, resumed from
+    it and run to `steps`: (straight, first, resumed) for a test of an exact resume."""
+    import ganctl
+    from ganctl.nets import checkpoint
+    from ganctl.training.state import capture
+
+    straight, first = make(), make()
+    for _ in range(steps):
+        straight.train_step()
+    for _ in range(at):
+        first.train_step()
+    checkpoint.save(capture(first), path)
+    resumed = ganctl.resume(path)
+    for _ in range(steps - at):
+        resumed.train_step()
+    return straight, first, resumed

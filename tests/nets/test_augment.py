@@ -8,13 +8,12 @@ import math
 
 import pytest
 import torch
-from conftest import Linear, bumps, small, write_images
+from conftest import Linear, bumps, small, straight_and_resumed, write_images
 
 import ganctl
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
 from ganctl.methods.resolve import resolve
-from ganctl.nets import checkpoint
 from ganctl.nets.augment import (
     ADA_INTERVAL,
     R_V_LIMIT,
@@ -30,7 +29,6 @@ from ganctl.nets.augment import (
     translation,
 )
 from ganctl.training.engine import Trainer
-from ganctl.training.state import capture
 
 
 def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -162,16 +160,8 @@ def test_augmented_adaptive_relativistic_run_resumes_bitwise(tmp_path):
     uninterrupted run does, p included."""
     cfg = dict(lipschitz="r3gan", augment="color,translation,cutout", augment_p=0.5, ada_target=0.6, ada_kimg=0.05)
     cfg.update(steps=6, decay_steps=6)
-    straight = image_trainer(**cfg)
-    for _ in range(6):
-        straight.train_step()
-    first = image_trainer(**cfg)
-    for _ in range(3):
-        first.train_step()
-    path = checkpoint.save(capture(first), tmp_path / "c.safetensors")
-    resumed = ganctl.resume(path)
-    for _ in range(3):
-        resumed.train_step()
+    path = tmp_path / "c.safetensors"
+    straight, first, resumed = straight_and_resumed(lambda: image_trainer(**cfg), 6, 3, path)
     assert straight.ada.p != 0.5 and resumed.ada.state() == straight.ada.state()  # p moved at step 4
     for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
         assert torch.equal(a, b)
@@ -251,17 +241,8 @@ def test_a_run_adapting_on_held_out_images_reads_them_and_resumes_bitwise(tmp_pa
         data=str(folder), arch="mlp", lipschitz="gp", width=32, z_dim=8, batch_size=16, holdout="0.25",
         augment="translation", augment_p=0.5, ada_target=0.1, ada_heuristic="validation", ada_kimg=0.05, steps=6,
     )  # fmt: skip
-    straight = Trainer(resolve(small(**cfg)))
+    straight, _, resumed = straight_and_resumed(lambda: Trainer(resolve(small(**cfg))), 6, 3, tmp_path / "c.st")
     assert len(straight.dataset) == 36 and len(straight.dataset.held_out) == 12
-    for _ in range(6):
-        straight.train_step()
-    first = Trainer(resolve(small(**cfg)))
-    for _ in range(3):
-        first.train_step()
-    path = checkpoint.save(capture(first), tmp_path / "c.safetensors")
-    resumed = ganctl.resume(path)
-    for _ in range(3):
-        resumed.train_step()
     assert straight.ada.last is not None and straight.ada.p != 0.5  # r_v moved it
     assert resumed.ada.state() == straight.ada.state()
     for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import small
+from conftest import small, straight_and_resumed
 from PIL import Image
 
 import ganctl
@@ -52,16 +52,7 @@ def test_critic_separates_real_from_fake_on_shapes():
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
 def test_image_resume_is_bitwise_with_and_without_amp(amp, tmp_path):
     cfg = tiny_images(lipschitz="gp", amp=amp, n_critic=2)
-    straight = Trainer(resolve(cfg))
-    for _ in range(4):
-        straight.train_step()
-    first = Trainer(resolve(cfg))
-    for _ in range(2):
-        first.train_step()
-    path = checkpoint.save(capture(first), tmp_path / "c.safetensors")
-    resumed = ganctl.resume(path)
-    for _ in range(2):
-        resumed.train_step()
+    straight, _, resumed = straight_and_resumed(lambda: Trainer(resolve(cfg)), 4, 2, tmp_path / "c.safetensors")
     for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(straight.critic.parameters(), resumed.critic.parameters()):
