@@ -58,6 +58,8 @@ CONTENDERS = {
     "gp+ada-rv-0.6": f"--arch mlp --lipschitz gp {AUGMENT} --holdout 0.2 --ada-heuristic validation --ada-target 0.6",
     "r3gan+translation/holdout": "--arch mlp --lipschitz r3gan --batch-size 64 --augment translation --holdout 0.2",
     "gp+ema-0.9999": "--arch mlp --lipschitz gp --ema-decay 0.9999",
+    "gp+color": "--arch mlp --lipschitz gp --augment color",
+    "r3gan+color": "--arch mlp --lipschitz r3gan --batch-size 64 --augment color",
     "gp+diffaugment+ema-0.9999": f"--arch mlp --lipschitz gp {AUGMENT} --ema-decay 0.9999",
 }
 DEFAULT_CONTENDERS = ("gp", "gp+diffaugment", "gp+ada", "r3gan", "r3gan+ada")  # the 60-second table's
@@ -285,6 +287,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="CPU seconds of training per run")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"of {', '.join(CONTENDERS)}")
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
@@ -306,7 +309,7 @@ def main() -> None:
     folders = subsets(args.root, fractions)
     jobs = [
         (fraction, name, seed, str(folders[fraction]), CONTENDERS[name], args.seconds, args.trajectory)
-        for seed in range(args.seeds)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
         for fraction in fractions
         for name in args.contenders.split(",")
     ]
