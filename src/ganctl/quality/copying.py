@@ -25,6 +25,7 @@ used scikit-learn's: C_T given the cells is theirs exactly (tested against their
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,9 @@ def cells(train: Tensor, k: int, seed: int) -> Tensor:
     if k == 1:
         return train.double().mean(dim=0, keepdim=True)
     rng = np.random.default_rng(seed)
-    centres, _ = kmeans2(train.double().numpy(), k, minit="++", seed=rng)
+    with warnings.catch_warnings():  # an empty cluster: `data_copying` cuts again with fewer
+        warnings.simplefilter("ignore", UserWarning)
+        centres, _ = kmeans2(train.double().numpy(), k, minit="++", seed=rng)
     return torch.from_numpy(centres)
 
 
