@@ -283,6 +283,21 @@ def draw_p(rows: list[dict], path: Path) -> None:
     save_image(path, line_chart(series, title, "p", size=(900, 320)))
 
 
+def draw_frontier(rows: list[dict], path: Path) -> None:
+    """Each run's path through (confident share, samples nearer a seen digit) as it trains, for
+    the runs of seed 0 with a trajectory: the goal is right of gp's share and below 0.6."""
+    from ganctl.pictures import line_chart, save_image
+
+    series = {}
+    for r in rows:
+        if r.get("trajectory") and r["seed"] == 0:
+            points = np.array([[p["confident"], p["nearer_seen"]] for p in r["trajectory"]])
+            short = r["contender"].replace("/holdout", "").replace("diffaugment", "DA").replace("translation", "tr")
+            series[f"{short.replace('+cutout', '+co')} {r['images']}"] = (points[:, 0], points[:, 1])
+    title = "copying (y) against the SVM's confident share (x), every 60 CPU-s (seed 0)"
+    save_image(path, line_chart(series, title, "samples nearer a seen digit", size=(900, 420)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="CPU seconds of training per run")
@@ -297,13 +312,22 @@ def main() -> None:
         "--trajectory", type=int, default=0, help="also score each run at this many points along its seconds"
     )
     parser.add_argument("--png", type=Path, help="draw ADA's p along the adaptive runs here")
-    parser.add_argument("--redraw", type=Path, help="only draw --png from this results JSON")
+    parser.add_argument(
+        "--redraw", help="only draw --png (ADA's p) and --frontier from these results JSONs (comma-separated)"
+    )
+    parser.add_argument(
+        "--frontier", type=Path, help="draw each run's trajectory (--trajectory) as copying against confident share"
+    )
     parser.add_argument(
         "--endless", action="store_true", help="also the adaptive contenders on shapes, a set drawn fresh (ADA's p)"
     )
     args = parser.parse_args()
     if args.redraw:
-        draw_p(json.loads(args.redraw.read_text())["runs"], args.png)
+        rows = [row for name in args.redraw.split(",") for row in json.loads(Path(name).read_text())["runs"]]
+        if args.png:
+            draw_p(rows, args.png)
+        if args.frontier:
+            draw_frontier(rows, args.frontier)
         return
     fractions = tuple(float(f) for f in args.fractions.split(","))
     folders = subsets(args.root, fractions)
@@ -335,6 +359,8 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.png:
         draw_p(rows, args.png)
+    if args.frontier:
+        draw_frontier(rows, args.frontier)
     for row in result["table"]:
         shown = [k for k in ("confident", "classes", "kl", "clf_kl", "nearer_seen", "c_t") if k in row]
         cells = " | ".join(f"{row[k][0]:.3g} ± {row[k][1]:.2g}" for k in shown)
