@@ -202,6 +202,10 @@ def check_size(
         return
     dims = sum(space.dims for space in request.spaces.used(request.metrics)) if request.spaces else 0
     dims += math.prod(shape) if held else 0
+    if request.copying is not None:
+        dims += max(math.prod(shape), COPYING_DIMS)  # the copying space's features: a pixel's or a network's
+        if request.copying.picture is not None:
+            dims += math.prod(shape) / memory.FLOAT  # the samples themselves (uint8), for --copies
     logits = 1008 if "is" in request.metrics else 0  # Inception's logits, for IS
     real = min(n, n_real) if n_real is not None else n
     need = memory.FLOAT * (n * (dims + logits) + real * dims + CHUNK * math.prod(shape))
@@ -560,6 +564,7 @@ def evaluate(
 
 
 COPYING_SPACES = ("pixels", "random-conv", "inception", "dinov2", "classifier")
+COPYING_DIMS = 2048  # the widest feature of a copying space's network (Inception's pool; DINOv2 ViT-g's 1536)
 
 
 def _copying_space(name: str, spaces: Spaces | None, *weights: Any) -> Callable[[Tensor], Tensor] | None:
