@@ -226,13 +226,13 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
     check_size(request, sample_shape(nets.cfg), dataset.length, str(nets.device), held)
     labels = nets.class_labels(request.n, None).cpu() if nets.cfg.conditional else None
     judged = _judge(dataset, request, keep=labels is not None)
-    held = _held_out(request, dataset, run_dir_of(nets.path) if data is None and nets.path is not None else None)
+    unseen = _held_out(request, dataset, run_dir_of(nets.path) if data is None and nets.path is not None else None)
     collector = _collector(request, judged)
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
     chunks = collector.tee(chunks) if collector is not None else chunks
     report = score(dataset, chunks, request, labels=labels, critic=nets, verdicts=judged)
     _classifier_scores(report, dataset, judged, labels, request)
-    _copying_scores(report, collector, dataset, held, request, judged)
+    _copying_scores(report, collector, dataset, unseen, request, judged)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     warnings = skipped_warnings(dataset, "--data")
@@ -287,13 +287,13 @@ def evaluate_files(
     if request.classifier and dataset is None:
         raise ConfigError("--classifier needs the real labelled data: --data")
     judged = _judge(dataset, request)
-    held = _held_out(request, dataset, None)
+    unseen = _held_out(request, dataset, None)
     collector = _collector(request, judged)
     chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
     chunks = collector.tee(chunks) if collector is not None else chunks
     report = score(dataset, chunks, request, generated.resampled, verdicts=judged, expected=count)
     _classifier_scores(report, dataset, judged, None, request)
-    _copying_scores(report, collector, dataset, held, request, judged)
+    _copying_scores(report, collector, dataset, unseen, request, judged)
     warnings = skipped_warnings(dataset, "--data") + skipped_warnings(generated, "--fake")
     return {**source, **report, **({"notes": notes} if notes else {}), **({"warnings": warnings} if warnings else {})}
 
@@ -369,7 +369,8 @@ def _held_out(request: Request, dataset: DataSource | None, run: Path | None) ->
             RunFolder(run).check_holdout(dataset.whole_fingerprint, dataset.held_indices)
         return held
     flag = f"--holdout {asked.holdout}"
-    held = load_dataset(TrainConfig(data=asked.holdout))
+    side = dataset.shape[-1] if dataset.resampled else None  # resized as the training images were
+    held = load_dataset(TrainConfig(data=asked.holdout, image_size=side))
     if not isinstance(held, ImageSet):
         raise DataError(f"{flag}: not a folder of images or an image array (the held-out images)")
     held, _ = match_channels(held, dataset.shape[0], flag, "the training images")
