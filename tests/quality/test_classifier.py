@@ -164,7 +164,7 @@ def test_auto_s_detector_calls_noise_and_blank_images_of_no_class(tmp_path, monk
     while held-out real images keep theirs; where the made-up images overlap the data (flat
     colours with noise, like their own shuffled pixels) the detector is dropped (above)."""
     monkeypatch.setenv("GANCTL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(classifier, "MIN_STEPS", 300)  # two easy tasks: fewer steps than the default 500
+    monkeypatch.setattr(classifier, "MIN_STEPS", 300)  # an easy task: fewer steps than the default 500
     images = bumps(300, seed=4)
     left = images.float().mul(torch.arange(16.0)).sum(dim=(1, 2)) < images.float().sum(dim=(1, 2)) * 7.5
     for name, keep in (("left", left), ("right", ~left)):  # two classes: the bump's side

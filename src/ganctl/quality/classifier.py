@@ -267,7 +267,7 @@ def fit(
         net = SmallNet(tuple(x.shape[1:]), classes + int(made_up))
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     g = torch.Generator().manual_seed(seed)
-    steps = max(EPOCHS * math.ceil(len(x) / BATCH), MIN_STEPS)
+    steps = max(EPOCHS * math.ceil(len(x) / BATCH), MIN_STEPS) if not made_up else DETECTOR_STEPS
     batches = iter(())
     net.train()
     progress.report(what, 0, steps)
@@ -334,6 +334,7 @@ def _from_state(state: dict[str, Tensor], prefix: str, shape: tuple[int, ...]) -
     return net
 
 
+DETECTOR_STEPS = 300  # the detector's task is easy: a fixed number of steps, whatever the data's size
 REJECT_LIMIT = 0.02  # the held-out real images' mean P(no class) above which the detector is dropped
 
 
