@@ -59,7 +59,7 @@ def nearest(x: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
 
 
 # --- nearer a seen image than an unseen one --------------------------------------------------------
-def nearer_seen(fake: Tensor, train: Tensor, held: Tensor) -> dict[str, float | int]:
+def nearer_seen(fake: Tensor, train: Tensor, held: Tensor, fake_nearer: Tensor | None = None) -> dict[str, float | int]:
     """The share of `fake` whose nearest image among the training and held-out ones together is
     a training image, rescaled so that fresh samples score 0.5 whatever the two sets' sizes,
     beside the same for the held-out images themselves (each against the others, leave-one-out).
@@ -70,14 +70,15 @@ def nearer_seen(fake: Tensor, train: Tensor, held: Tensor) -> dict[str, float | 
     piecewise linearly so that l / (l + h) maps to 0.5 and 1 to 1 (0 to 0): a generator whose
     samples are a share c of copies and otherwise fresh scores 0.5 + c / 2, as the unscaled
     share does with sets of equal size (benchmarks/small_data.py's 180 seen and 180 unseen).
-    Standard errors are binomial, rescaled alike."""
+    Standard errors are binomial, rescaled alike. `fake_nearer`: whether each sample's nearest
+    training image is nearer than its nearest held-out one, where the caller has the distances."""
     if len(held) < 2 or len(train) < 1:
         raise DataError(
             f"the copying scores need at least 2 held-out images and 1 training image; there are {len(train)}"
             f" training and {len(held)} held-out"
         )
     n_train, h = len(train), len(held)
-    d_fake = nearest(fake, train)[0] < nearest(fake, held)[0]
+    d_fake = fake_nearer if fake_nearer is not None else nearest(fake, train)[0] < nearest(fake, held)[0]
     d_held_held = torch.cdist(held.double(), held.double()).fill_diagonal_(math.inf).min(dim=1).values
     d_held = nearest(held, train)[0] < d_held_held
     share, reference = _rescaled(d_fake, n_train / (n_train + h)), _rescaled(d_held, n_train / (n_train + h - 1))
@@ -199,12 +200,12 @@ def copying_scores(
         if x.dim() != 2 or not bool(torch.isfinite(x).all()):
             raise DataError(f"the copying scores: the {what} features are not finite vectors")
     progress.report("copying scores", 0, 2)
-    share = nearer_seen(fake, train, held)
+    d_train, i_train = nearest(fake, train)
+    d_held, i_held = nearest(fake, held)
+    share = nearer_seen(fake, train, held, fake_nearer=d_train < d_held)
     progress.report("copying scores", 1, 2)
     test = data_copying(fake, train, held, seed, k)
     progress.report("copying scores", 2, 2)
-    d_train, i_train = nearest(fake, train)
-    d_held, i_held = nearest(fake, held)
     ratio = d_train / d_held.clamp_min(1e-12)
     metrics = {
         f"nearer_seen[{space}]": share["nearer_seen"],
