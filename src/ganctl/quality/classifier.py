@@ -340,10 +340,12 @@ REJECT_LIMIT = 0.02  # the held-out real images' mean P(no class) above which th
 
 def _detector(x: Tensor, held: Tensor, seed: int) -> SmallNet | None:
     """A SmallNet telling the data's images (0) from made-up images of no class (1: noise, blank,
-    shuffled, blended; `not_images`), trained as the classifier is on every batch beside as
-    many made-up ones (outlier exposure, Hendrycks et al. 2019); None where it gives the held-out
-    real images a mean P(no class) above REJECT_LIMIT (data whose images are textures, like
-    their own shuffled pixels, overlap the made-up ones and would be refused)."""
+    shuffled, blended; `not_images`), trained on every batch beside as many made-up ones: the
+    idea of Hendrycks et al. 2019's outlier exposure, with a separate binary network and made-up
+    outliers where they train the classifier itself towards a uniform posterior on an auxiliary
+    set of real ones. None where it gives the held-out real images a mean P(no class) above
+    REJECT_LIMIT (data whose images are textures, like their own shuffled pixels, overlap the
+    made-up ones and would be refused)."""
     net = fit(x, torch.zeros(len(x), dtype=torch.long), 1, seed + 1, "training the detector of no class", True)
     with torch.no_grad():
         p_none = torch.cat([net(part).softmax(dim=1)[:, 1] for part in held.split(512)])
