@@ -2,7 +2,7 @@
 a faithful copy of the best small script, for a fixed wall time each.
 
 The data: `sklearn.datasets.load_digits()`, 1797 images of 8 x 8 pixels with 16 grey levels,
-upscaled to 16 x 16 (bilinear) and written as a folder of grey PNGs, one sub-folder per digit.
+upscaled to 16 x 16 (bilinear; `--size 32` for 32 x 32) and written as a folder of grey PNGs, one sub-folder per digit.
 The judge, from outside ganctl's own metrics: an RBF support vector machine trained on 80 % of
 the real digits (its accuracy on the other 20 % is printed, 99 %+), with libsvm's probabilities,
 which calls a generated image *confident* when its most likely class has probability >= 0.9; a
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 SIDE = 16
 CONFIDENT = 0.9
-Sampler = Callable[[int, torch.Generator], torch.Tensor]  # n images in [-1, 1], (n, 1, 16, 16)
+Sampler = Callable[[int, torch.Generator], torch.Tensor]  # n images in [-1, 1], (n, 1, side, side)
 
 
 # --- the data and the judge -----------------------------------------------------------------------
@@ -110,7 +110,7 @@ class Judge:
         return float(self._fid(self._real_features, self._space.features(grey)))
 
     def score_pixels(self, pixels: np.ndarray) -> dict[str, float]:
-        """pixels in [0, 1], (n, 16, 16)."""
+        """pixels in [0, 1], (n, side, side)."""
         proba = self.svm.predict_proba(pixels.reshape(len(pixels), -1))
         top, cls = proba.max(axis=1), proba.argmax(axis=1)
         confident = top >= CONFIDENT
@@ -123,15 +123,16 @@ class Judge:
         }
 
     def score(self, images: torch.Tensor) -> dict[str, float]:
-        """Generated images in [-1, 1], (n, C, 16, 16): grey is the mean of the channels."""
+        """Generated images in [-1, 1], (n, C, side, side): grey is the mean of the channels."""
         pixels = ((images.float().mean(dim=1) + 1) / 2).clamp(0, 1).cpu().numpy()
         return self.score_pixels(pixels)
 
 
 # --- the textbook loop: PyTorch-GAN's wgan_gp.py as written -----------------------------------------
 class TextbookGenerator(nn.Module):
-    def __init__(self, latent: int = 100, pixels: int = SIDE * SIDE):
+    def __init__(self, latent: int = 100, side: int = SIDE):
         super().__init__()
+        self.side, pixels = side, side * side
 
         def block(a: int, b: int, normalize: bool = True) -> list[nn.Module]:
             layers: list[nn.Module] = [nn.Linear(a, b)]
@@ -150,12 +151,13 @@ class TextbookGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model(z).view(len(z), 1, SIDE, SIDE)
+        return self.model(z).view(len(z), 1, self.side, self.side)
 
 
 class TextbookCritic(nn.Module):
-    def __init__(self, pixels: int = SIDE * SIDE):
+    def __init__(self, side: int = SIDE):
         super().__init__()
+        pixels = side * side
         self.model = nn.Sequential(
             nn.Linear(pixels, 512),
             nn.LeakyReLU(0.2, inplace=True),
@@ -179,7 +181,8 @@ def textbook_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
 def textbook(data: torch.Tensor, seed: int) -> tuple[Callable[[], int], Sampler]:
     """(one pass of the script's inner loop, returning critic steps done; the sampler)."""
     torch.manual_seed(seed)
-    g, d = TextbookGenerator(), TextbookCritic()
+    side = data.shape[-1]
+    g, d = TextbookGenerator(side=side), TextbookCritic(side=side)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     state = {"i": 0, "order": torch.randperm(len(data)), "pos": 0}
@@ -293,12 +296,16 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=30.0, help="seconds of training between evaluations")
     parser.add_argument("--n", type=int, default=2000, help="generated samples per evaluation")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--ganctl", action="append", default=[], metavar='NAME="OPTIONS"', help="a ganctl setting")
     parser.add_argument("--only", choices=("textbook", "ganctl"), default=None)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's own)")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help="what --seconds counts")
     parser.add_argument("--draws", type=int, default=5, help="independent sample draws of the final generator")
-    parser.add_argument("--folder", type=Path, default=Path("runs/digits16"), help="where the digits are written")
+    parser.add_argument("--size", type=int, default=SIDE, help="the digits' side in pixels (bilinear upscaling)")
+    parser.add_argument(
+        "--folder", type=Path, default=None, help="where the digits are written (default runs/digits<size>)"
+    )
     parser.add_argument(
         "--write-only", action="store_true", help="write the digits to --folder (one sub-folder per digit) and stop"
     )
@@ -307,18 +314,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    images, labels = digits()
+    images, labels = digits(args.size)
+    args.folder = args.folder or Path(f"runs/digits{args.size}")
     if not args.folder.exists():
         write_folder(args.folder, images, labels)
     if args.write_only:  # the README's ./digits: `python benchmarks/real_digits.py --folder digits --write-only`
-        print(f"wrote {len(images)} digits of {SIDE} x {SIDE} px to {args.folder}/<digit>/")
+        print(f"wrote {len(images)} digits of {args.size} x {args.size} px to {args.folder}/<digit>/")
         return
     judge = Judge(images, labels)
     print(f"judge: held-out accuracy {judge.accuracy:.3f}, held-out real digits {judge.real}", flush=True)
     data = torch.from_numpy(images[:, None] * 2 - 1)
-    settings = [s.split("=", 1) for s in args.ganctl] or [["readme", "--image-size 16 --width 32 --z-dim 64"]]
+    settings = [s.split("=", 1) for s in args.ganctl] or [["readme", f"--image-size {args.size} --width 32 --z-dim 64"]]
     results = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         contenders = []
         if args.only in (None, "textbook"):
             contenders.append(("textbook", *textbook(data, seed), {"script": "PyTorch-GAN wgan_gp.py"}))
@@ -341,6 +349,7 @@ def main() -> None:
                 flush=True,
             )
     summary = {
+        "size": args.size,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),

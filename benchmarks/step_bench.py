@@ -15,9 +15,18 @@ of torch.optim.Adam. A third loop, "single pass", is the same with one critic fo
 [real, fake, x_hat]. Where the critic is a plain ReLU MLP, which the engine steps through its
 hand-written backward (`ganctl.training.fused_mlp`), a fourth loop is the engine forced onto its autograd
 path, so that each part's share is visible. All start from identical weights and the method's
-lr and betas, draw their own batches, and alternate iteration by iteration, so machine noise
-hits them alike. Reported: median seconds per iteration, the ratios textbook / engine, textbook
-/ single pass and textbook / engine's autograd path (above 1: faster than the textbook), peak
+lr and betas, and draw their own batches.
+
+Timing, and how it tames a shared machine's noise: the loops run in rounds; in each round every
+loop runs one block of `--block` iterations (the order rotated from round to round, so no loop
+always follows the same one), and each round gives one ratio per loop (textbook block time /
+that loop's block time). A block of many iterations averages the scheduler's hiccups that made
+single-iteration pairs range from 0.88 to 3.07; a ratio within one round compares loops that
+ran seconds apart; the median over rounds (`--rounds`, at least 5) drops the rounds a burst of
+other work landed in, and the spread of the round ratios (min, max) is reported beside it so a
+noisy run shows itself. Reported: median seconds per iteration, the median round ratios
+textbook / engine, textbook / single pass and textbook / engine's autograd path (above 1:
+faster than the textbook) with their spread, peak
 memory on CUDA, the critic step's FLOPs in the engine and the textbook (torch's per-operator
 formulas), and the engine's critic-step FLOP/s as a share of the measured dense matmul FLOP/s.
 """
@@ -193,6 +202,16 @@ def step_flops(step, *objects) -> float:
     return float(counter.total)
 
 
+def repeat(step, n: int):
+    """A call that runs `step` n times."""
+
+    def run() -> None:
+        for _ in range(n):
+            step()
+
+    return run
+
+
 def timed(step, device: torch.device) -> float:
     sync(device)
     t = time.perf_counter()
@@ -212,6 +231,7 @@ def bench(
     reg_every: int = 1,
     compile: bool = False,
     amp: str = "none",
+    block: int = 10,
 ) -> dict:
     cfg = TrainConfig(
         lipschitz=method,
@@ -239,10 +259,12 @@ def bench(
     for _ in range(warmup):
         for step in loops.values():
             step()
-    times: dict[str, list[float]] = {name: [] for name in loops}
-    for _ in range(iters):  # interleaved: noise hits all alike
-        for name, step in loops.items():
-            times[name].append(timed(step, dev))
+    times: dict[str, list[float]] = {name: [] for name in loops}  # seconds per iteration, per round
+    names = list(loops)
+    for r in range(iters):  # rounds: one block of each loop, the order rotated
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(timed(repeat(loops[name], block), dev) / block)
+    rounds = {name: [t / e for t, e in zip(times["textbook"], times[name])] for name in loops}
     memory = {}
     if dev.type == "cuda":
         for name, step in loops.items():
@@ -258,7 +280,7 @@ def bench(
     if autograd is not None:
         extra = {
             "engine_autograd_s": median["engine_autograd"],
-            "autograd_speedup": median["textbook"] / median["engine_autograd"],
+            "autograd_speedup": statistics.median(rounds["engine_autograd"]),
             "autograd_critic_step_gflop": step_flops(autograd.critic_step, autograd.critic, autograd.opt_d) / 1e9,
         }
     else:
@@ -275,8 +297,12 @@ def bench(
         "engine_s": median["engine"],
         "textbook_s": median["textbook"],
         "single_pass_s": median["single_pass"],
-        "speedup": median["textbook"] / median["engine"],
-        "single_pass_speedup": median["textbook"] / median["single_pass"],
+        "rounds": iters,
+        "block": block,
+        "speedup": statistics.median(rounds["engine"]),
+        "speedup_range": [min(rounds["engine"]), max(rounds["engine"])],
+        "round_speedups": rounds["engine"],
+        "single_pass_speedup": statistics.median(rounds["single_pass"]),
         "critic_step_gflop": flops / 1e9,
         "textbook_critic_step_gflop": textbook_flops / 1e9,
         "critic_step_s": critic,
@@ -310,11 +336,14 @@ def main() -> None:
         choices=["none", "bf16", "fp16"],
         help="the engine's mixed precision (the textbook loops stay in float32)",
     )
-    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--rounds", "--iters", dest="iters", type=int, default=11, help="rounds (at least 5)")
+    parser.add_argument("--block", type=int, default=10, help="iterations of each loop per round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = parser.parse_args()
+    if args.iters < 5:
+        parser.error("--rounds: at least 5")
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -327,7 +356,8 @@ def main() -> None:
         f"threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
     )
     print(
-        "| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up | single pass | "
+        "| device | model | method | reg every | batch | engine s/it | textbook s/it | speed-up (round min-max) |"
+        " single pass | "
         "engine, autograd path | critic GFLOP engine / textbook | critic GFLOP/s | of matmul peak | peak MiB (engine "
         "/ textbook) |"
     )
@@ -341,7 +371,19 @@ def main() -> None:
                 batches = [256, 2048] if model == "mlp" else ([16, 64] if device == "cpu" else [64, 256])
             for method in args.methods.split(","):
                 for batch, reg in ((b, int(r)) for b in batches for r in args.reg_every.split(",")):
-                    r = bench(method, model, batch, device, args.iters, args.warmup, peak, reg, args.compile, args.amp)
+                    r = bench(
+                        method,
+                        model,
+                        batch,
+                        device,
+                        args.iters,
+                        args.warmup,
+                        peak,
+                        reg,
+                        args.compile,
+                        args.amp,
+                        args.block,
+                    )
                     r["matmul_gflops_per_s"] = peak / 1e9
                     results.append(r)
                     mem = (
@@ -352,7 +394,8 @@ def main() -> None:
                     print(
                         f"| {label} | {model} | {method} | {reg} | {batch} | {r['engine_s']:.4f} | "
                         f"{r['textbook_s']:.4f} | "
-                        f"{r['speedup']:.2f}x | {r['single_pass_speedup']:.2f}x | {auto} | "
+                        f"{r['speedup']:.2f}x ({r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}) |"
+                        f" {r['single_pass_speedup']:.2f}x | {auto} | "
                         f"{r['critic_step_gflop']:.3f} / {r['textbook_critic_step_gflop']:.3f} | "
                         f"{r['critic_gflops_per_s']:.1f} | "
                         f"{r['share_of_matmul_peak']:.1%} | {mem} |",

@@ -3,6 +3,7 @@ the FLOP counter must show, which does not depend on the machine)."""
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ def test_the_benchmark_runs_and_counts_the_engine_s_saved_flops(tmp_path):
             "16",
             "--methods",
             "gp,r1",
-            "--iters",
+            "--rounds",
+            "5",
+            "--block",
             "1",
             "--warmup",
             "0",
@@ -44,16 +47,17 @@ def test_the_benchmark_runs_and_counts_the_engine_s_saved_flops(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = {r["method"]: r for r in json.loads(out.read_text())}
     assert rows.keys() == {"gp", "r1"}
-    for r in rows.values():  # the ratios printed are the medians measured side by side
-        assert r["speedup"] == pytest.approx(r["textbook_s"] / r["engine_s"])
-        assert r["single_pass_speedup"] == pytest.approx(r["textbook_s"] / r["single_pass_s"])
+    for r in rows.values():  # the ratio printed is the median of the rounds' ratios, each side by side
+        assert len(r["round_speedups"]) == r["rounds"] == 5
+        assert r["speedup"] == pytest.approx(statistics.median(r["round_speedups"]))
+        assert r["speedup_range"] == [min(r["round_speedups"]), max(r["round_speedups"])]
     # The MLP critic runs the hand-written step. At interpolates it does the arithmetic of the
     # engine's autograd path, less than the textbook's (no backward pass of zeros through the
     # forward graph). For R1 both autograd loops also compute the loss's input gradient at the
     # real points in the first layer, only because those points are leaves that need a gradient
     # for the penalty; the hand-written step leaves out that one (B, 128) @ (128, 2) product.
     for r in rows.values():
-        assert r["autograd_speedup"] == pytest.approx(r["textbook_s"] / r["engine_autograd_s"])
+        assert r["autograd_speedup"] > 0
     gp, r1 = rows["gp"], rows["r1"]
     assert gp["critic_step_gflop"] == gp["autograd_critic_step_gflop"] < gp["textbook_critic_step_gflop"]
     first_layer = 2 * 16 * 128 * 2 / 1e9  # batch 16, 128 units, 2-D points
@@ -79,7 +83,9 @@ def test_the_engine_runs_under_autocast_in_the_benchmark(tmp_path):
             "gp",
             "--amp",
             "bf16",
-            "--iters",
+            "--rounds",
+            "5",
+            "--block",
             "1",
             "--warmup",
             "0",
@@ -95,7 +101,7 @@ def test_the_engine_runs_under_autocast_in_the_benchmark(tmp_path):
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(out.read_text())
     assert row["amp"] == "bf16" and "autograd_speedup" not in row  # autocast: no hand-written step to compare
-    assert row["speedup"] == pytest.approx(row["textbook_s"] / row["engine_s"])
+    assert row["speedup_range"][0] <= row["speedup"] <= row["speedup_range"][1]
     assert "| cpu (bf16) | mlp | gp |" in result.stdout
 
 
@@ -115,7 +121,9 @@ def test_lazy_regularisation_intervals_each_get_a_row(tmp_path):
             "r1",
             "--reg-every",
             "1,3",
-            "--iters",
+            "--rounds",
+            "5",
+            "--block",
             "1",
             "--warmup",
             "0",

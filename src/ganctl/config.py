@@ -25,7 +25,7 @@ from ganctl.errors import ConfigError
 # The built-in 2-D sets (`ganctl.data.toy` defines them); every other --data is images.
 POINT_DATA = ("8gaussians", "25gaussians", "swissroll", "ring", "checkerboard")
 LOSSES = ("wasserstein", "hinge", "ns", "lsgan", "rpgan")  # `ganctl.methods.losses` defines them
-ARCHS = ("mlp", "dcgan", "resnet")
+ARCHS = ("mlp", "dcgan", "resnet", "r3gan")
 DECAY_SHAPES = ("none", "linear", "cosine")  # `ganctl.training.schedule`
 # DiffAugment's policies, each the operations it applies in order (`ganctl.nets.augment` holds
 # the operations, by these names; mit-han-lab/data-efficient-gans, DiffAugment_pytorch.py).
@@ -44,7 +44,9 @@ IMAGE_WIDTH = {
     "dcgan": 64,
     "resnet": 128,
     "mlp": 1024,
+    "r3gan": 64,
 }  # DCGAN's 64; the WGAN-GP / SN-GAN ResNet's 128; PyTorch-GAN's MLP
+IMAGE_DEPTHS = {"r3gan": 1}  # r3gan: residual blocks per stage (R3GAN's presets: 2)
 IMAGE_DEPTH = 4  # an image MLP's generator layers (128, 256, 512, 1024 at width 1024: PyTorch-GAN's)
 IMAGE_GEN_NORM = "batch"  # DCGAN's, the WGAN-GP ResNet's and PyTorch-GAN's MLP generators
 IMAGE_Z_DIM = 128
@@ -97,12 +99,18 @@ class TrainConfig:
     # --- models (None: follows the data; see README "Defaults") ------------------------
     arch: str | None = setting(
         None,
-        f"{' | '.join(ARCHS)} (mlp on images: flattened pixels; dcgan: 16 to 256 px and 28; resnet: 16, 28, 32 px).",
+        f"{' | '.join(ARCHS)} (mlp on images: flattened pixels; dcgan: 16 to 256 px and 28; resnet: 16, 28,"
+        " 32 px; r3gan: R3GAN's modernised ResNet, 8 to 256 px).",
         panel=MODEL,
     )
-    width: int | None = setting(None, "MLP hidden units; dcgan/resnet base channels.", panel=MODEL)
+    width: int | None = setting(
+        None, "MLP hidden units; dcgan/resnet base channels; r3gan channels of every stage.", panel=MODEL
+    )
     depth: int | None = setting(
-        None, "MLP hidden layers (images: the generator's, doubling up to --width; the critic has half).", panel=MODEL
+        None,
+        "MLP hidden layers (images: the generator's, doubling up to --width; the critic has half);"
+        " r3gan: residual blocks per stage.",
+        panel=MODEL,
     )
     gen_norm: str | None = setting(None, "Generator normalisation: batch | layer | none.", panel=MODEL)
     z_dim: int | None = setting(None, "Latent size.", panel=MODEL)

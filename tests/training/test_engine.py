@@ -103,6 +103,7 @@ def reference_critic_step(trainer, rng_state):
         ("8gaussians", "mlp", "zgp", "real+fake"),
         ("shapes", "dcgan", "gp", None),
         ("shapes", "resnet", "r1", None),
+        ("shapes", "r3gan", "r3gan", None),
     ],
 )
 def test_the_critic_step_equals_the_textbook_step(data, arch, method, at):

@@ -11,6 +11,7 @@ from typing import Any
 from ganctl.config import (
     IMAGE_ARCH,
     IMAGE_DEPTH,
+    IMAGE_DEPTHS,
     IMAGE_GEN_NORM,
     IMAGE_WIDTH,
     IMAGE_Z_DIM,
@@ -37,7 +38,8 @@ def resolve(cfg: TrainConfig) -> ResolvedConfig:
     else:
         arch = cfg.arch or IMAGE_ARCH
         width = IMAGE_WIDTH.get(arch, IMAGE_WIDTH[IMAGE_ARCH])
-        cfg = _fill(cfg, arch=arch, width=width, depth=IMAGE_DEPTH, z_dim=IMAGE_Z_DIM, gen_norm=IMAGE_GEN_NORM)
+        depth = IMAGE_DEPTHS.get(arch, IMAGE_DEPTH)
+        cfg = _fill(cfg, arch=arch, width=width, depth=depth, z_dim=IMAGE_Z_DIM, gen_norm=IMAGE_GEN_NORM)
     cfg = _resolve_method(cfg, get_method(cfg.lipschitz))
     cfg = _resolve_conditioning(cfg)
     cfg = _resolve_decays(cfg)

@@ -199,6 +199,12 @@ class SpectralNorm(Lipschitz):
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
         layers = [m for m in critic.modules() if isinstance(m, _WEIGHT_LAYERS)]
+        if any(not torch.any(layer.weight) for layer in layers):
+            raise ConfigError(
+                "--lipschitz sn divides each weight by its largest singular value, and this critic starts a layer at"
+                " zero (--arch r3gan's fix-up start of each residual block): use --arch resnet or dcgan with sn, or"
+                " another --lipschitz with r3gan"
+            )
         for layer in layers:
             spectral_norm(layer, n_power_iterations=1)
         return critic

@@ -12,11 +12,12 @@ from ganctl.errors import ConfigError
 from ganctl.models import conditional
 from ganctl.models.dcgan import build_dcgan
 from ganctl.models.mlp import build_mlp
+from ganctl.models.r3gan import build_r3gan
 from ganctl.models.resnet import build_resnet
 
 Builder = Callable[[TrainConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]
 
-_ARCHS: dict[str, Builder] = {"mlp": build_mlp, "dcgan": build_dcgan, "resnet": build_resnet}
+_ARCHS: dict[str, Builder] = {"mlp": build_mlp, "dcgan": build_dcgan, "resnet": build_resnet, "r3gan": build_r3gan}
 
 
 def available_archs() -> list[str]:

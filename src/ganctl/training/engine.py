@@ -372,7 +372,11 @@ def _networks(cfg: ResolvedConfig, device: torch.device, load_data: bool) -> tup
 
 def memory_format(cfg: TrainConfig, device: torch.device) -> torch.memory_format:
     """Channels-last convolutions on CUDA (the layout tensor cores read), else contiguous."""
-    return torch.channels_last if device.type == "cuda" and cfg.arch in ("dcgan", "resnet") else torch.contiguous_format
+    return (
+        torch.channels_last
+        if device.type == "cuda" and cfg.arch in ("dcgan", "resnet", "r3gan")
+        else torch.contiguous_format
+    )
 
 
 def critique(

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ganctl.config import ResolvedConfig
 from ganctl.errors import CheckpointError, NonFinite
-from ganctl.training import distributed
+from ganctl.training import adam, distributed
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -91,7 +91,7 @@ class Guard:
         """Step through the scaler; False when fp16 gradients overflowed and the step was
         skipped (counted as `amp_skipped`)."""
         if not scaler.is_enabled():
-            opt.step()
+            adam.step(opt)
             return True
         before = scaler.get_scale()
         scaler.step(opt)
