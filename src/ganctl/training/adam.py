@@ -59,6 +59,4 @@ def direct(opt: torch.optim.Optimizer) -> bool:
     if torch.is_tensor(group["lr"]) or any(p.dtype != params[0].dtype or p.device != params[0].device for p in params):
         return False  # torch would split the kernel by device and dtype
     states = [opt.state.get(p) for p in params]
-    if any(not s or p.grad is None or p.grad.is_sparse for p, s in zip(params, states)):
-        return False
-    return True
+    return not any(not s or p.grad is None or p.grad.is_sparse for p, s in zip(params, states))
