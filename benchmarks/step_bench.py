@@ -58,6 +58,7 @@ from ganctl.training.state import OPTIMIZER_IMPLEMENTATION_FLAGS
 
 MODELS = {  # name -> config changes
     "mlp": {"data": "8gaussians"},
+    "mlp16": {"data": "shapes", "image_size": 16, "arch": "mlp"},  # the README's CPU image model, 16 px
     "dcgan32": {"data": "shapes", "image_size": 32},
     "dcgan64": {"data": "shapes", "image_size": 64},
 }

@@ -70,12 +70,11 @@ class Guard:
             if v is not None and not (self.scaled and name == "penalty")
         }
         grads = [] if self.scaled else [p.grad for p in params if p.grad is not None]
-        # The scalars and one norm per gradient tensor, stacked (float32 parameters, so float32
-        # norms): one device sync per step, and the float64 sum is finite exactly when every part is.
-        parts = torch.stack(
-            [v.detach().float().reshape(()) for v in checked.values()]
-            + (list(torch._foreach_norm(grads)) if grads else [])
-        )
+        # The scalars' absolute values and one norm per gradient tensor, in one foreach call and
+        # stacked (float32 parameters, so float32 norms): one device sync per step, and the float64
+        # sum is finite exactly when every part is.
+        scalars = [v.detach().float().reshape(()) for v in checked.values()]
+        parts = torch.stack(torch._foreach_norm(scalars + grads))
         if distributed.all_ok(math.isfinite(float(parts.double().sum())), self.world):  # ranks agree
             return True
         finite = [math.isfinite(v) for v in parts.tolist()]
