@@ -103,14 +103,9 @@ class TrainConfig:
         " 32 px; r3gan: R3GAN's modernised ResNet, 8 to 256 px).",
         panel=MODEL,
     )
-    width: int | None = setting(
-        None, "MLP hidden units; dcgan/resnet base channels; r3gan channels of every stage.", panel=MODEL
-    )
+    width: int | None = setting(None, "MLP hidden units; dcgan/resnet base and r3gan stage channels.", panel=MODEL)
     depth: int | None = setting(
-        None,
-        "MLP hidden layers (images: the generator's, doubling up to --width; the critic has half);"
-        " r3gan: residual blocks per stage.",
-        panel=MODEL,
+        None, "MLP hidden layers (images: the generator's; the critic has half); r3gan blocks per stage.", panel=MODEL
     )
     gen_norm: str | None = setting(None, "Generator normalisation: batch | layer | none.", panel=MODEL)
     z_dim: int | None = setting(None, "Latent size.", panel=MODEL)

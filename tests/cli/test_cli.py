@@ -189,7 +189,7 @@ def test_every_train_option_shows_the_default_that_is_applied():
         shown = helps[name].replace("\\[", "[")  # a bracket escaped for rich, which shows it as typed
         assert shown.endswith(f"[default: {describe_default(name)}]"), (name, helps[name])
     assert helps["steps"].endswith("[default: 3000]")
-    assert helps["width"].endswith("[default: 128 for the 2-D MLP; on images dcgan 64, resnet 128, mlp 1024]")
+    assert helps["width"].endswith("[default: 128 for the 2-D MLP; on images dcgan 64, resnet 128, mlp 1024, r3gan 64]")
     # The default run (25gaussians, gp) is the 2-D case the --lambda help names.
     assert "gp 10 (2-D data: 0.1)" in helps["penalty_weight"] and resolve(TrainConfig()).penalty_weight == 0.1
     assert resolve(TrainConfig(data="shapes")).penalty_weight == 10.0

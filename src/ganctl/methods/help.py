@@ -8,6 +8,7 @@ from typing import Any
 from ganctl.config import (
     IMAGE_ARCH,
     IMAGE_DEPTH,
+    IMAGE_DEPTHS,
     IMAGE_GEN_NORM,
     IMAGE_WIDTH,
     IMAGE_Z_DIM,
@@ -41,7 +42,8 @@ def describe_default(name: str) -> str:
             f"{POINTS_MODEL['width']} for the 2-D MLP; on images "
             + ", ".join(f"{arch} {w}" for arch, w in IMAGE_WIDTH.items())
         ),
-        "depth": f"{POINTS_MODEL['depth']} on 2-D data, {IMAGE_DEPTH} for an image MLP",
+        "depth": f"{POINTS_MODEL['depth']} on 2-D data, {IMAGE_DEPTH} for an image MLP"
+        + "".join(f", {arch} {d}" for arch, d in IMAGE_DEPTHS.items()),
         "gen_norm": f"{POINTS_MODEL['gen_norm']} on 2-D data, {IMAGE_GEN_NORM} on images",
         "z_dim": f"{POINTS_MODEL['z_dim']} on 2-D data, {IMAGE_Z_DIM} on images",
         "image_size": f"{SHAPES_IMAGE_SIZE} for shapes; a folder's, an array's or CIFAR-10's own",
