@@ -3,7 +3,8 @@ steps and one generator step) of ganctl's engine, each operator's own CPU time p
 
 - matmul: matrix products and convolutions, forward and backward (aten::mm, addmm, bmm,
   convolution kernels and their backward);
-- optimizer: everything inside torch.optim's `Optimizer.step` (fused or foreach Adam);
+- optimizer: everything inside torch.optim's `Optimizer.step`, and the fused Adam kernel with
+  its step count where ganctl calls it directly (`ganctl.training.adam`);
 - data: sampling the real batch (the dataset's `sample`);
 - autograd: every other operator run by the autograd engine (backward's elementwise work,
   gradient accumulation);
@@ -57,6 +58,7 @@ MATMUL = {
     "aten::mkldnn_convolution_backward",
     "aten::_convolution",
 }
+OPTIMIZER = {"aten::_fused_adam_", "aten::_fused_adamw_", "aten::_foreach_add_"}
 
 
 def digits_folder(size: int) -> str:
@@ -92,7 +94,7 @@ def categorise(events, data_ranges: str = "ganctl.data") -> dict[str, float]:
             chain.append(parent.name)
             parent = parent.cpu_parent
         own = e.self_cpu_time_total / 1e6
-        if any(n.startswith("Optimizer.step") for n in chain):
+        if e.name in OPTIMIZER or any(n.startswith("Optimizer.step") for n in chain):
             totals["optimizer"] += own
         elif data_ranges in chain:
             totals["data"] += own
