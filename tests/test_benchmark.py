@@ -291,3 +291,33 @@ def test_real_digits_writes_the_readme_s_digits_folder_and_stops(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [str(k) for k in range(10)]
     assert len(list((tmp_path / "d").rglob("*.png"))) == 1797 and "judge" not in result.stdout
+
+
+def test_the_profile_puts_every_second_in_one_bin_and_finds_the_direct_optimizer_kernel(tmp_path):
+    out = tmp_path / "profile.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "profile_step.py"), "--cases", "2d-gp", "--iters", "2"]
+    result = subprocess.run([*command, "--warmup", "2", "--threads", "1", "--json", str(out)], capture_output=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    share = row["share"]
+    assert set(share) == {"matmul", "optimizer", "data", "autograd", "other ops", "Python and dispatch"}
+    if share["Python and dispatch"] > 0:  # the rest of the wall time: the bins add up to it
+        assert sum(share.values()) == pytest.approx(1.0, abs=1e-6)
+    else:  # the operators' own times overran the wall time (the profiler's clock): nothing was left over
+        assert sum(share.values()) >= 1.0
+    # ganctl calls the fused Adam kernel outside torch.optim's step: it must still count as the optimizer
+    assert share["matmul"] > 0 and share["optimizer"] > 0 and share["data"] > 0
+    assert row["fused_mlp_step"] and row["n_critic"] == 5
+
+
+def test_time_to_quality_times_whole_processes_and_judges_every_seed(tmp_path):
+    out = tmp_path / "t.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "time_to_quality.py"), "--seeds", "2", "--jobs", "2"]
+    command += ["--setting", "tiny=--steps 5 --batch-size 32 --width 16", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (setting,) = json.loads(out.read_text())["settings"]
+    assert [r["seed"] for r in setting["runs"]] == [0, 1] and all(r["steps"] == 5 for r in setting["runs"])
+    assert all(0 <= r["hq"] <= 1 and 0 <= r["modes"] <= 25 and r["wall_s"] > 0 for r in setting["runs"])
+    assert setting["goal_met"] is False  # five steps cover no 25 modes
+    assert "| tiny | 5 |" in result.stdout
