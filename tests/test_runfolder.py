@@ -53,7 +53,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / ".ganctl.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
-    r = runner.invoke(app, ["train", "--data", "8gaussians", "--steps", "2", "--width", "8", "--out", str(out)])
+    command = ["train", "--data", "8gaussians", "--steps", "2", "--width", "8", "--eval-samples", "100"]
+    r = runner.invoke(app, [*command, "--out", str(out)])  # 100 points: the exact W1 of 2048 took 14 s
     assert r.exit_code == 0, r.output
     assert f"took over {out}'s lock from a writer that is gone (pid {dead.pid}" in r.stderr
 
