@@ -54,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", action="append", required=True, metavar='NAME="TRAIN OPTIONS"')
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="fresh seeds to check a setting picked on 0..2")
     parser.add_argument("--jobs", type=int, default=2, help="processes at once (one per core)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -63,7 +64,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         for name, options in settings:
-            runs = list(pool.map(lambda s, o=options: one(o, s, Path(tmp)), range(args.seeds)))
+            runs = list(pool.map(lambda s, o=options: one(o, s, Path(tmp)), range(args.first_seed, args.first_seed + args.seeds)))
             met = all(r["modes"] >= GOAL_MODES and r["hq"] >= GOAL_HQ and r["wall_s"] <= GOAL_SECONDS for r in runs)
             worst = min(runs, key=lambda r: (r["modes"], r["hq"]))
             rows.append({"name": name, "options": options, "runs": runs, "goal_met": met})
