@@ -64,7 +64,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         for name, options in settings:
-            runs = list(pool.map(lambda s, o=options: one(o, s, Path(tmp)), range(args.first_seed, args.first_seed + args.seeds)))
+            runs = list(
+                pool.map(
+                    lambda s, o=options: one(o, s, Path(tmp)), range(args.first_seed, args.first_seed + args.seeds)
+                )
+            )
             met = all(r["modes"] >= GOAL_MODES and r["hq"] >= GOAL_HQ and r["wall_s"] <= GOAL_SECONDS for r in runs)
             worst = min(runs, key=lambda r: (r["modes"], r["hq"]))
             rows.append({"name": name, "options": options, "runs": runs, "goal_met": met})
