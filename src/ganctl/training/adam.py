@@ -20,12 +20,12 @@ _KERNEL = getattr(torch, "_fused_adam_", None)
 
 def step(opt: torch.optim.Optimizer) -> None:
     """opt.step(), by the fused kernel directly where that computes the same update."""
-    if not direct(opt):
+    states = _direct_states(opt)
+    if states is None:
         opt.step()
         return
     group = opt.param_groups[0]
     params = group["params"]
-    states = [opt.state[p] for p in params]
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1)  # what torch.optim.adam._fused_adam does before the kernel
     beta1, beta2 = group["betas"]
@@ -48,15 +48,22 @@ def step(opt: torch.optim.Optimizer) -> None:
 
 def direct(opt: torch.optim.Optimizer) -> bool:
     """Whether `step` would call the fused kernel itself (else opt.step())."""
+    return _direct_states(opt) is not None
+
+
+def _direct_states(opt: torch.optim.Optimizer) -> list[dict] | None:
+    """The parameters' states where `step` can call the kernel itself, else None."""
     if _KERNEL is None or type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
-        return False
+        return None
     group = opt.param_groups[0]
     if not group.get("fused") or group["amsgrad"] or group["weight_decay"] or group["maximize"]:
-        return False
+        return None
     if group.get("capturable") or group.get("differentiable") or group.get("decoupled_weight_decay"):
-        return False
+        return None
     params = group["params"]
     if torch.is_tensor(group["lr"]) or any(p.dtype != params[0].dtype or p.device != params[0].device for p in params):
-        return False  # torch would split the kernel by device and dtype
+        return None  # torch would split the kernel by device and dtype
     states = [opt.state.get(p) for p in params]
-    return not any(not s or p.grad is None or p.grad.is_sparse for p, s in zip(params, states))
+    if any(not s or p.grad is None or p.grad.is_sparse for p, s in zip(params, states)):
+        return None
+    return states
