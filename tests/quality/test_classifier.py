@@ -48,6 +48,9 @@ def test_auto_learns_the_data_and_is_read_back_from_the_cache(judge, monkeypatch
     monkeypatch.setattr(classifier, "fit", no_training)
     monkeypatch.setenv("GANCTL_CACHE", str(tmp_path_factory.getbasetemp() / "cache0"))
     assert classifier.auto(get_dataset("8gaussians"), seed=0).sha256 == judge.sha256
+    monkeypatch.setattr(classifier, "DETECTOR_STEPS", classifier.DETECTOR_STEPS + 1)
+    with pytest.raises(AssertionError, match="trained again"):  # a detector trained otherwise is not the cached one
+        classifier.auto(get_dataset("8gaussians"), seed=0)
 
 
 def test_a_collapsed_generator_covers_two_classes_and_its_histogram_is_log_4_away(judge):

@@ -304,7 +304,8 @@ def auto(dataset: DataSource, seed: int = 0) -> Classifier:
     x, y = labelled(dataset, seed)
     train, held = split(x, y)
     classes = dataset.classes.count
-    key = f"{FORMAT}|{dataset.fingerprint()}|{seed}|{EPOCHS}|{MIN_STEPS}|{tuple(x.shape[1:])}|{classes}"
+    steps = f"{EPOCHS}|{MIN_STEPS}|{DETECTOR_STEPS}"  # how long each network trains: a change retrains both
+    key = f"{FORMAT}|{dataset.fingerprint()}|{seed}|{steps}|{tuple(x.shape[1:])}|{classes}"
     path = cache.path("classifier", key)
     try:
         state = load_file(str(path))
