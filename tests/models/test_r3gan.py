@@ -88,3 +88,17 @@ def test_spectral_normalisation_of_its_zero_start_is_refused_before_it_divides_b
     cfg = resolve(TrainConfig(data="shapes", image_size=16, arch="r3gan", width=16, z_dim=8, lipschitz="sn"))
     with pytest.raises(ConfigError, match="--lipschitz sn.*--arch r3gan"):
         Trainer(cfg)
+
+
+@pytest.mark.parametrize("cond", ["projection", "acgan"])
+def test_a_conditional_r3gan_critic_splits_into_features_and_head_and_keeps_a_finite_bound(cond):
+    from ganctl.training.engine import Trainer
+
+    cfg = TrainConfig(data="shapes", image_size=16, arch="r3gan", width=16, z_dim=8, lipschitz="gp", batch_size=8)
+    trainer = Trainer(resolve(cfg.replace(conditional=True, cond=cond)))
+    trainer.train_step()
+    stats = trainer.pop_stats()
+    assert math.isfinite(stats["loss_d"]) and math.isfinite(stats["loss_g"])
+    assert trainer.critic.head is trainer.critic.phi.critic.linear  # the critic's own last map is the head
+    upper, _ = bounds.upper_bound(trainer.critic, (3, 16, 16), conditional=True)
+    assert math.isfinite(upper) and upper > 0
