@@ -15,8 +15,8 @@ from ganctl.training.engine import Trainer
 
 
 def test_registry_lists_every_method():
-    assert available_methods() == ["clip", "gp", "zgp", "r1", "r2", "r3gan", "sn", "gn", "bjorck", "none"]
-    with pytest.raises(ConfigError, match="clip, gp, zgp, r1, r2, r3gan, sn, gn, bjorck"):
+    assert available_methods() == ["clip", "gp", "zgp", "r1", "r2", "r3gan", "sn", "gn", "bjorck", "aoc", "none"]
+    with pytest.raises(ConfigError, match="clip, gp, zgp, r1, r2, r3gan, sn, gn, bjorck, aoc"):
         resolve(small(lipschitz="wgan"))
 
 

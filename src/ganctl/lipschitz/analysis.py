@@ -269,6 +269,11 @@ def analyse(
     )
     if bounds:
         report.upper_bound = upper_bound_report(nets.critic, tuple(x.shape[1:]), device, nets.cfg.conditional)
+        if report.upper_bound["certified"]:  # how far below its certificate the critic was measured
+            bound = report.upper_bound["value"]
+            report.upper_bound["largest_norm"] = largest
+            report.upper_bound["margin"] = bound - largest
+            report.upper_bound["median_share"] = {k: v["q50"] / bound for k, v in stats.items()}
         report.w1_lower_bound = certified_w1_report(nets, x, fake, report.upper_bound)
     if seen is not nets.critic:  # the bound of what was measured, D o T: the critic's times T's
         factor = nets.augment.augment.lipschitz_factor(int(x.shape[1]))

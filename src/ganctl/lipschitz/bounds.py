@@ -143,9 +143,43 @@ _LINEAR_MAPS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.AvgPool2
 def _parametrized_as(module: nn.Module) -> str:
     if not hasattr(module, "parametrizations"):
         return ""
+    if any(c.__module__.startswith("orthogonium") for c in type(module).__mro__):
+        return " (orthogonium's AOC-orthogonalised kernel, as evaluated)"
     kinds = {type(p).__name__ for p in module.parametrizations["weight"]}
     what = "Björck-orthonormalised" if "Bjorck" in kinds else "spectral-normalised"
     return f" ({what} weight, as evaluated)"
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    """A plain layer holding the weight of an orthogonium layer as evaluated now (it builds its
+    kernel from several parametrized factors, which a float64 copy could not run)."""
+    if not any(c.__module__.startswith("orthogonium") for c in type(module).__mro__):
+        return module
+    with torch.no_grad(), eval_mode(module):
+        weight = module.weight.detach().clone()
+    bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        plain: nn.Module = nn.Linear(module.in_features, module.out_features, bias=bias)
+    elif isinstance(module, nn.Conv2d):
+        plain = nn.Conv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            bias,
+            module.padding_mode,
+        )
+    else:
+        return module
+    plain = plain.to(weight.device)
+    with torch.no_grad():
+        plain.weight.copy_(weight)
+        if bias:
+            plain.bias.copy_(module.bias)
+    return plain
 
 
 def _layer_bound(name: str, module: nn.Module, in_shape: tuple[int, ...], device: torch.device) -> LayerBound:
@@ -156,6 +190,7 @@ def _layer_bound(name: str, module: nn.Module, in_shape: tuple[int, ...], device
         why = "gradient normalisation: piecewise 1-Lipschitz where f is piecewise linear, no global constant"
         return LayerBound(name, kind, math.inf, why, "none")
     sn = _parametrized_as(module)
+    module = _frozen(module)
     if isinstance(module, nn.Linear):
         return LayerBound(name, kind, dense_norm(module.weight), f"largest singular value{sn}", "exact")
     if isinstance(module, _LINEAR_MAPS):

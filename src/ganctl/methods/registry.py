@@ -426,6 +426,24 @@ _METHODS = (
         ),
     ),
     Method(
+        "aoc",
+        "orthogonal-convolution (AOC) GroupSort critic: 1-Lipschitz by construction on images, its bound certified",
+        Recipe(
+            loss="wasserstein",
+            optimizer="adam",
+            lr_g=2e-4,
+            lr_d=2e-3,
+            beta1=0.5,
+            beta2=0.999,
+            n_critic=5,
+            source="the critic of Boissin et al. 2025 (AOC, orthogonium's AdaptiveOrthoConv2d, MaxMin, OrthoLinear) in"
+            " place of --arch's layers; trained as Anil et al. 2019 trained theirs, LNets tasks/gan (LWGAN):"
+            " Wasserstein loss, Adam lr_G 2e-4, lr_D 2e-3, betas (0.5, 0.999), n_critic 5, batch 64",
+        ),
+        {**_COMMON, **_ADAM, "lr": _log(1e-4, 1e-2)},
+        compared=False,
+    ),
+    Method(
         "none",
         "no constraint (an unconstrained baseline)",
         Recipe(

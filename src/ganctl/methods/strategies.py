@@ -22,6 +22,7 @@ from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
 from ganctl.methods.registry import get_method
+from ganctl.models.certified import NEEDS, orthogonal_convolutional
 from ganctl.models.constrained import GradientNormalized, orthonormal_groupsort, reproject
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -87,6 +88,9 @@ class Lipschitz:
 
     # Whether the critic's forward may be compiled (not when it takes a gradient inside itself).
     compilable: ClassVar[bool] = True
+    # Whether the critic's stored weights may be laid out channels-last (not where a
+    # parametrization reshapes them with `view`, as orthogonium's do).
+    channels_last: ClassVar[bool] = True
 
     def step_context(self) -> contextlib.AbstractContextManager:
         """What a training step runs inside (Björck: its orthonormal weights computed once)."""
@@ -253,3 +257,30 @@ class Orthonormal(Lipschitz):
 
     def after_critic_step(self, critic: nn.Module) -> None:
         reproject(critic)  # keeps the next forward's iteration short; D itself is unchanged
+
+
+@register("aoc")
+class OrthogonalConvolutions(Lipschitz):
+    """Orthogonal convolutions (AOC, Boissin et al. 2025, via orthogonium), orthonormal dense
+    layers and MaxMin in place of the architecture's critic layers: 1-Lipschitz by construction,
+    padding and strides included (`ganctl.models.certified`). Unconditional critics of
+    convolutions and dense layers (--arch dcgan, mlp)."""
+
+    compilable = False  # QR and the kernel's composition are rebuilt in every step
+    channels_last = False  # its parametrizations `view` the stored factors
+
+    def prepare_critic(self, critic: nn.Module) -> nn.Module:
+        if self.cfg.conditional:
+            raise ConfigError(
+                "--lipschitz aoc certifies an unconditional critic; a class embedding adds its own norm to the"
+                " bound: train without --conditional"
+            )
+        try:
+            return orthogonal_convolutional(critic)
+        except ImportError:
+            raise ConfigError(NEEDS) from None
+        except ValueError as exc:
+            raise ConfigError(f"--lipschitz aoc: this critic cannot be made orthogonal layer by layer: {exc}") from None
+
+    def step_context(self) -> contextlib.AbstractContextManager:
+        return parametrize.cached()  # each kernel built once per step, not once per forward

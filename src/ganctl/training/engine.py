@@ -370,9 +370,8 @@ def _networks(cfg: ResolvedConfig, device: torch.device, load_data: bool) -> tup
     strategy = build_strategy(cfg)
     generator, critic, ema = build(cfg, strategy)
     layout = memory_format(cfg, device)
-    generator, critic, ema = (
-        m.to(device, memory_format=layout) if m is not None else None for m in (generator, critic, ema)
-    )
+    generator, ema = (m.to(device, memory_format=layout) if m is not None else None for m in (generator, ema))
+    critic = critic.to(device, memory_format=layout if strategy.channels_last else torch.contiguous_format)
     names = dataset.classes.names if dataset is not None and cfg.conditional else None
     return Networks(cfg, device, generator, critic, ema, dataset=dataset, class_names=names), strategy
 

@@ -1,0 +1,104 @@
+"""A convolutional critic that is 1-Lipschitz by construction: orthogonal convolutions (AOC),
+orthonormal dense layers and MaxMin, from the `orthogonium` library (`pip install
+'ganctl[certified]'`).
+
+The recipe is the Adaptive Orthogonal Convolution scheme (Boissin, Mamalet, Fel, Picard, Massena
+and Serrurier 2025, "An Adaptive Orthogonal Convolution Scheme for Efficient and Flexible CNN
+Architectures", arXiv:2501.07930; deel-ai/orthogonium, `AdaptiveOrthoConv2d`): a k x k
+stride-s convolution is the product of a BCOP convolution (Li et al. 2019: block convolutions
+of orthogonal projectors, stride 1, kernel k - s + 1) and an RKO one (s x s kernel, stride s,
+the reshaped kernel an orthonormal matrix), which composes into one explicit kernel that is
+orthogonal as an operator on circularly padded images. Zero padding restricts that operator
+(its input embeds isometrically, its outputs are a subset), so the zero-padded layer is
+1-Lipschitz too; it is no longer exactly orthogonal at the border. Its activations are MaxMin
+on channel pairs (GroupSort, Anil et al. 2019), a permutation in every region; its flatten is an
+isometry; its dense layers are orthonormal (`OrthoLinear`), the last one a unit row.
+
+`orthogonal_convolutional` converts an architecture's critic in place, layer by layer: each
+`Conv2d` becomes an `AdaptiveOrthoConv2d` with the same channels, kernel, stride and (zero)
+padding, each `Linear` an `OrthoLinear`, each ReLU / LeakyReLU a MaxMin. `--arch dcgan`'s
+critic is then AOC's `StagedCNN` recipe with DCGAN's strided 4 x 4 layers (orthogonium's
+downsampling by strided orthogonal convolution is its pooling). The orthogonaliser is QR
+(orthogonium's `BatchedQROrthogonalization`, no spectral pre-normaliser) rather than its
+default power iteration then 12 Björck steps: QR is exact to float rounding from any weight and
+holds no state, whereas the default's power iteration updates its vectors in every forward, an
+evaluation's included, so measuring a critic would change it and a resumed run would not retrace
+its steps. The whole critic's bound is then measured, not assumed:
+`ganctl.lipschitz.bounds.upper_bound` takes each layer's exact or certified spectral norm
+(1 within float32 rounding).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+NEEDS = "--lipschitz aoc builds its critic with the orthogonium library: pip install 'ganctl[certified]'"
+
+
+def _orthogonium():  # imported when such a critic is built: `import ganctl` stays light
+    try:
+        from orthogonium.layers import AdaptiveOrthoConv2d, MaxMin, OrthoLinear
+        from orthogonium.reparametrizers import BatchedIdentity, BatchedQROrthogonalization, OrthoParams
+    except ImportError as exc:
+        raise ImportError(NEEDS) from exc
+    exact = OrthoParams(spectral_normalizer=BatchedIdentity, orthogonalizer=BatchedQROrthogonalization)
+    return AdaptiveOrthoConv2d, MaxMin, OrthoLinear, exact
+
+
+_ALLOWED = (nn.Sequential, nn.Flatten, nn.Identity)
+
+
+def refusal(critic: nn.Module) -> str | None:
+    """Why this critic cannot be made orthogonal layer by layer, or None."""
+    for name, module in critic.named_modules():
+        kind = type(module).__name__
+        if getattr(module, "lipschitz_branches", None) is not None:
+            return f"its residual block {name!r} adds two branches (a bound of 2, not 1): use --arch dcgan"
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1 or module.dilation != (1, 1) or isinstance(module.padding, str):
+                return f"its convolution {name!r} is grouped, dilated or string-padded"
+            if module.kernel_size[0] < module.stride[0] or module.kernel_size[1] < module.stride[1]:
+                return f"its convolution {name!r} has a stride longer than its kernel (no orthogonal one exists)"
+            if module.out_channels > 1 and module.out_channels % 2:
+                return f"its convolution {name!r} has {module.out_channels} channels: MaxMin pairs them (give an even --width)"
+        elif isinstance(module, nn.Linear):
+            if module.out_features > 1 and module.out_features % 2:
+                return f"its layer {name!r} has {module.out_features} units: MaxMin pairs them (give an even --width)"
+        elif isinstance(module, (nn.ReLU, nn.LeakyReLU)) or kind in ("Flatten", "MaxMin"):
+            continue
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d)):
+            return f"its normalisation layer {name!r} has no Lipschitz bound of 1: use --critic-norm none"
+        elif not isinstance(module, _ALLOWED) and any(True for _ in module.parameters(recurse=False)):
+            return f"its layer {name!r} ({kind}) has no orthogonal counterpart"
+        elif not isinstance(module, _ALLOWED) and name and not list(module.children()):
+            return f"its layer {name!r} ({kind}) has no certified bound"
+    return None
+
+
+def orthogonal_convolutional(critic: nn.Module) -> nn.Module:
+    """Make a critic of convolutions, dense layers, ReLU / LeakyReLU and flattens 1-Lipschitz
+    in place (module docstring); `refusal` says which critics cannot be."""
+    why = refusal(critic)
+    if why is not None:
+        raise ValueError(why)
+    conv, maxmin, linear, exact = _orthogonium()
+    for module in list(critic.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, (nn.ReLU, nn.LeakyReLU)):
+                setattr(module, name, maxmin(axis=1))
+            elif type(child) is nn.Conv2d:
+                padding = child.padding
+                new = conv(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size[0] if child.kernel_size[0] == child.kernel_size[1] else child.kernel_size,
+                    child.stride[0] if child.stride[0] == child.stride[1] else child.stride,
+                    padding=padding,
+                    bias=child.bias is not None,
+                    padding_mode="zeros",
+                    ortho_params=exact,
+                )
+                setattr(module, name, new)
+            elif type(child) is nn.Linear:
+                setattr(module, name, linear(child.in_features, child.out_features, child.bias is not None, exact))
+    return critic
