@@ -60,7 +60,8 @@ def refusal(critic: nn.Module) -> str | None:
             if module.kernel_size[0] < module.stride[0] or module.kernel_size[1] < module.stride[1]:
                 return f"its convolution {name!r} has a stride longer than its kernel (no orthogonal one exists)"
             if module.out_channels > 1 and module.out_channels % 2:
-                return f"its convolution {name!r} has {module.out_channels} channels: MaxMin pairs them (give an even --width)"
+                channels = module.out_channels
+                return f"its convolution {name!r} has {channels} channels: MaxMin pairs them (give an even --width)"
         elif isinstance(module, nn.Linear):
             if module.out_features > 1 and module.out_features % 2:
                 return f"its layer {name!r} has {module.out_features} units: MaxMin pairs them (give an even --width)"
