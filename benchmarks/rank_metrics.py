@@ -7,12 +7,14 @@ settings) trained on scikit-learn's digits at 16 px for `--seconds` of CPU, its 
 `--at` fractions of that time, so early, middling and late generators of several methods are
 ranked together. The numbers: FID in the weight-free random-conv space (ganctl's fallback), and
 the scores of `ganctl eval --classifier auto` (a classifier trained on 90 % of the real digits):
-confident share, classes covered, class-histogram KL and FID in its feature space. Every
+confident share, classes covered, class-histogram KL and FID in its feature space; with
+`--w1-bound`, also `ganctl eval --w1-bound`'s certified W1 lower bound (its default protocol). Every
 generator's samples are written to an .npy and scored through `ganctl eval --fake`, as a user
 with another program's samples would score them.
 
     pip install 'ganctl[bench]'
     python benchmarks/rank_metrics.py --seconds 60 --json benchmarks/results-cpu-digits-rank.json
+    python benchmarks/rank_metrics.py --seconds 60 --w1-bound --json benchmarks/results-cpu-digits-rank-w1.json
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ SETTINGS = {  # ganctl contenders: the README's CPU image setting, spectral norm
 }
 # Which way each number is better (+1 higher), to turn it into a rank that agrees with the judge's.
 DIRECTION = {"fid_random_conv": -1, "confident": +1, "classes": +1, "class_kl": -1, "fid_classifier": -1}
+W1_DIRECTION = {"w1_bound": -1, "w1_bound_train": -1}  # a distance: smaller is better
 
 
 def snapshots(step, sample, seconds: float, at: list[float], n: int) -> list[torch.Tensor]:
@@ -55,7 +58,7 @@ def snapshots(step, sample, seconds: float, at: list[float], n: int) -> list[tor
     return out
 
 
-def scores(images: torch.Tensor, judge: Judge, folder: Path) -> dict[str, float]:
+def scores(images: torch.Tensor, judge: Judge, folder: Path, w1: bool = False) -> dict[str, float]:
     """The judge's confident share, and ganctl's numbers, of n images in [-1, 1] (n, C, 16, 16):
     the samples are written to an .npy and scored as a user would, by `ganctl eval --fake FILE
     --data FOLDER --classifier auto --json` (its classifier trained once, then read from the cache)."""
@@ -65,6 +68,7 @@ def scores(images: torch.Tensor, judge: Judge, folder: Path) -> dict[str, float]
         np.save(path, grey.numpy())
         command = [sys.executable, "-m", "ganctl", "eval", "--fake", str(path), "--data", str(folder)]
         command += ["--classifier", "auto", "--metrics", "fid", "--n", str(len(grey)), "--json"]
+        command += ["--w1-bound"] if w1 else []
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)}: exit {done.returncode}\n{done.stderr}")
@@ -78,6 +82,15 @@ def scores(images: torch.Tensor, judge: Judge, folder: Path) -> dict[str, float]
         "class_kl": report["metrics"][f"class_kl[{label}]"],
         "fid_classifier": report["metrics"][f"fid[{label}]"],
         "classifier": label,
+        **(
+            {
+                "w1_bound": report["w1_bound"]["value"],
+                "w1_bound_se": report["w1_bound"]["se"],
+                "w1_bound_train": report["w1_bound"]["train_value"],
+            }
+            if w1
+            else {}
+        ),
     }
 
 
@@ -113,9 +126,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="samples per generator")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--contenders", default=",".join(["textbook", *SETTINGS]), help="comma-separated")
+    parser.add_argument("--w1-bound", action="store_true", help="also eval --w1-bound's certified W1 lower bound")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--folder", type=Path, default=Path("runs/digits-rank"))
     args = parser.parse_args()
+    if args.w1_bound:
+        DIRECTION.update(W1_DIRECTION)
     torch.set_num_threads(1)  # process time then counts one core's work
     images, labels = digits()
     folder = write_folder(args.folder, images, labels)
@@ -135,9 +151,9 @@ def main() -> None:
     rows = []
     for name, (step, sample) in contenders.items():
         for fraction, samples in zip(at, snapshots(step, sample, args.seconds, at, args.n)):
-            rows.append({"generator": f"{name} at {fraction:g}", **scores(samples, judge, folder)})
+            rows.append({"generator": f"{name} at {fraction:g}", **scores(samples, judge, folder, args.w1_bound)})
             print(json.dumps(rows[-1]), flush=True)
-    rows.append({"generator": "held-out real digits", **scores(clf.held_out[0], judge, folder)})
+    rows.append({"generator": "held-out real digits", **scores(clf.held_out[0], judge, folder, args.w1_bound)})
     correlation = {key: spearman(rows[:-1], key) for key in DIRECTION}
     result = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},

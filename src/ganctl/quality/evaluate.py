@@ -29,7 +29,7 @@ from ganctl.lipschitz.bounds import certified_w1_report, upper_bound_report
 from ganctl.lipschitz.transport import W1_POINTS, w1_floor, wasserstein1
 from ganctl.nets.checkpoint import Checkpoint, load
 from ganctl.nets.networks import Networks
-from ganctl.quality import classifier, copying, scores
+from ganctl.quality import classifier, copying, scores, w1bound
 from ganctl.quality import reference as references
 from ganctl.quality.classifier import STACKED_N
 from ganctl.quality.defaults import EVAL_N
@@ -63,6 +63,7 @@ class Request:
     reference: Reference | None = None
     classifier: str | None = None  # auto | a TorchScript file: scores from a classifier of the real labelled data
     copying: CopyingRequest | None = None  # whether the samples copy the training images
+    w1: w1bound.Protocol | None = None  # the certified W1 lower bound, by this protocol
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ def check_size(
         return
     dims = sum(space.dims for space in request.spaces.used(request.metrics)) if request.spaces else 0
     dims += math.prod(shape) if held else 0
+    dims += 2 * math.prod(shape) if request.w1 is not None else 0  # --w1-bound holds both sides' samples
     if request.copying is not None:
         dims += max(math.prod(shape), COPYING_DIMS)  # the copying space's features: a pixel's or a network's
         if request.copying.picture is not None:
@@ -230,9 +232,12 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
     collector = _collector(request, judged)
     chunks = generated_chunks(nets, request.n, request.seed, request.raw)
     chunks = collector.tee(chunks) if collector is not None else chunks
+    kept: list[Tensor] = []
+    chunks = _kept(chunks, kept) if request.w1 is not None else chunks
     report = score(dataset, chunks, request, labels=labels, critic=nets, verdicts=judged)
     _classifier_scores(report, dataset, judged, labels, request)
     _copying_scores(report, collector, dataset, unseen, request, judged)
+    _w1_scores(report, dataset, kept, request, nets.device)
     generator = "raw" if request.raw or nets.ema is None else "ema"
     source = {"checkpoint": str(nets.path), "step": nets.step, "generator": generator}
     warnings = skipped_warnings(dataset, "--data")
@@ -260,11 +265,14 @@ def evaluate_files(
     if dataset is not None:
         check_size(request, dataset.shape, dataset.length)
     source = {"source": {"fake": str(fake)}, "data": data, "seed": request.seed}
+    if request.w1 is not None and dataset is None:
+        raise ConfigError("--w1-bound trains a critic on real against generated samples: give --data")
     if dataset is not None and dataset.kind == "points":
         points = read_points(fake)[: request.n]
         judged = _judge(dataset, request)
         report = score(dataset, [points], request, verdicts=judged)
         _classifier_scores(report, dataset, judged, None, request)
+        _w1_scores(report, dataset, [points.float()], request, torch.device("cpu"))
         return {**source, **report}
     if fake.is_dir():
         generated = folders.load_folder(fake, image_size, channels, use_cache=False, flag="--fake")
@@ -291,9 +299,12 @@ def evaluate_files(
     collector = _collector(request, judged)
     chunks = generated.chunks(count, torch.Generator().manual_seed(request.seed), CHUNK)
     chunks = collector.tee(chunks) if collector is not None else chunks
+    kept: list[Tensor] = []
+    chunks = _kept(chunks, kept) if request.w1 is not None else chunks
     report = score(dataset, chunks, request, generated.resampled, verdicts=judged, expected=count)
     _classifier_scores(report, dataset, judged, None, request)
     _copying_scores(report, collector, dataset, unseen, request, judged)
+    _w1_scores(report, dataset, kept, request, torch.device("cpu"))
     warnings = skipped_warnings(dataset, "--data") + skipped_warnings(generated, "--fake")
     return {**source, **report, **({"notes": notes} if notes else {}), **({"warnings": warnings} if warnings else {})}
 
@@ -432,6 +443,31 @@ def _copying_scores(
     report["copying"] = described
 
 
+# --- the certified W1 lower bound ---------------------------------------------------------------
+def _kept(chunks: Iterable[Tensor], into: list[Tensor]) -> Iterator[Tensor]:
+    """The chunks, each also kept (on the CPU) in `into`."""
+    for chunk in chunks:
+        into.append(chunk.detach().float().cpu())
+        yield chunk
+
+
+def _w1_scores(
+    report: dict[str, Any], dataset: DataSource | None, kept: list[Tensor], request: Request, device: torch.device
+) -> None:
+    """--w1-bound: the certified W1 lower bound (`ganctl.quality.w1bound`) of the kept samples
+    against as many real ones (all of a smaller set), into the report's metrics and, with its
+    protocol and both parts' values, under "w1_bound"."""
+    if request.w1 is None or dataset is None:
+        return
+    fake = torch.cat(kept)
+    n_real = min(len(fake), dataset.length) if dataset.length is not None else len(fake)
+    g = torch.Generator().manual_seed(request.seed + 1)  # a stream apart from the samples'
+    real = torch.cat([c.float().cpu() for c in dataset.chunks(n_real, g, CHUNK)])
+    found = w1bound.certified_w1(real, fake, request.w1, device)
+    report["metrics"]["w1_bound"] = found["value"]
+    report["w1_bound"] = found
+
+
 def save_reference(data: str, path: Path, request: Request, image_size: int | None = None) -> dict[str, Any]:
     """`ganctl eval --data D --save-stats FILE.npz`: the real set's feature moments in the main
     space, with the space's hash, the image count and resolution, written to `path`."""
@@ -503,6 +539,8 @@ def evaluate(
     holdout: str | Path | None = None,
     copying_features: str = "pixels",
     copies: str | Path | None = None,
+    w1_bound: bool = False,
+    w1_steps: int | None = None,
     device: str = "cpu",
 ) -> Evaluation:
     """How good a generator is: `checkpoint`'s generator (a run folder or checkpoint file), or
@@ -515,7 +553,9 @@ def evaluate(
     the labelled real data. With `holdout` (real images the generator never saw; a run trained
     with --holdout has its own), whether the samples copy the training images, in the
     `copying_features` space (pixels, random-conv, inception, dinov2 or classifier), and a
-    picture of the most copied at `copies`. `n` generated samples (10,000; 26,000 on stacked
+    picture of the most copied at `copies`. With `w1_bound`, the certified lower bound on W1
+    between the data and the samples (`ganctl.quality.w1bound`; its critic trained `w1_steps`
+    steps). `n` generated samples (10,000; 26,000 on stacked
     data). With `save_stats` and `data` alone, the real set's statistics file is written
     instead.
 
@@ -556,7 +596,13 @@ def evaluate(
         features = _copying_space(copying_features, spaces, inception, vgg, target, dinov2, dinov2_resize)
         where = str(holdout) if holdout is not None else None
         copy = CopyingRequest(copying_features, features, where, Path(copies) if copies is not None else None)
-    request = Request(chosen if images else (), spaces if chosen else None, count, seed, raw, ref, judge, copy)
+    if w1_steps is not None and not w1_bound:
+        raise ConfigError("--w1-steps sets the steps of --w1-bound's critic: add --w1-bound")
+    w1 = None
+    if w1_bound:
+        w1 = w1bound.Protocol(seed=seed) if w1_steps is None else w1bound.Protocol(steps=w1_steps, seed=seed)
+        w1.check()
+    request = Request(chosen if images else (), spaces if chosen else None, count, seed, raw, ref, judge, copy, w1)
     if save_stats is not None:
         return Evaluation(save_reference(data, Path(save_stats), request, image_size))
     if nets is not None:

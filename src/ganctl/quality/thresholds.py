@@ -125,6 +125,13 @@ EVAL_THRESHOLDS = (
     Threshold("--min-modes", "modes", False, "Fail when fewer modes are covered."),
     Threshold("--min-hq", "hq_share", False, "2-D: fail when the high-quality share is below this."),
     Threshold("--max-w1", "w1", True, "2-D: fail when W1 is above this."),
+    Threshold(
+        "--max-w1-bound",
+        "w1_bound",
+        True,
+        "--w1-bound: fail when the certified W1 lower bound is above this (the generator is then certainly at least"
+        " that far from the data).",
+    ),
     Threshold("--min-class-consistency", "class_consistency", False, "Conditional: fail below this class consistency."),
     Threshold("--max-intra-fid", "intra_fid", True, "Conditional: fail when the intra-class FID is above this."),
     Threshold("--min-classes", "classes_covered", False, "--classifier: fail when fewer classes are covered."),
