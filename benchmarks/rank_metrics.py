@@ -87,6 +87,7 @@ def scores(images: torch.Tensor, judge: Judge, folder: Path, w1: bool = False) -
                 "w1_bound": report["w1_bound"]["value"],
                 "w1_bound_se": report["w1_bound"]["se"],
                 "w1_bound_train": report["w1_bound"]["train_value"],
+                "w1_bound_seconds": report["w1_bound"]["seconds"],
             }
             if w1
             else {}
