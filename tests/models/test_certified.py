@@ -113,3 +113,35 @@ def test_an_aoc_run_keeps_its_certificate_and_resumes_exactly(tmp_path):
         assert torch.equal(a, b)
     bound, table = upper_bound(straight.critic, (3, 32, 32))
     assert bound <= 1 + 1e-5 and all(e.certainty in ("exact", "certified") for e in table)
+
+
+def test_gradnorm_says_certified_with_the_bound_and_how_far_below_it_the_norms_fall(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import ganctl
+    from ganctl.cli import app
+
+    cfg = small(data="shapes", arch="dcgan", lipschitz="aoc", width=8, z_dim=16, batch_size=16, image_size=16)
+    ganctl.train(cfg.replace(steps=3, ckpt_every=3), tmp_path / "run")
+    ckpt = next((tmp_path / "run" / "checkpoints").iterdir())
+    runner = CliRunner()
+    report = json.loads(runner.invoke(app, ["gradnorm", str(ckpt), "--n", "256", "--json"]).stdout)
+    ub = report["upper_bound"]
+    assert ub["certified"] and ub["value"] <= 1 + 1e-5
+    largest = max(s["max"] for s in report["sets"].values())
+    assert ub["largest_norm"] == pytest.approx(largest) and ub["margin"] == pytest.approx(ub["value"] - largest)
+    assert 0 < ub["margin"] < 1 and set(ub["median_share"]) == {"real", "fake", "interp"}
+    assert report["w1_lower_bound"]["lipschitz"] == ub["value"]
+    text = runner.invoke(app, ["gradnorm", str(ckpt), "--n", "256"]).output
+    line = next(line for line in text.splitlines() if line.startswith("certified:"))
+    assert f"{ub['margin']:.4g} below it" in line
+
+
+def test_without_orthogonium_the_method_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "orthogonium.layers", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'ganctl\[certified\]'"):
+        Trainer(resolve(small(data="shapes", arch="dcgan", lipschitz="aoc", width=8, image_size=16)))
