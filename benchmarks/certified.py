@@ -16,7 +16,9 @@ At `--points` evenly spaced times (not counted) it records:
     pip install 'ganctl[bench,certified]'
     python benchmarks/certified.py --data shapes --seconds 150 --json benchmarks/results-cpu-certified-shapes.json
     python benchmarks/certified.py --data digits --seconds 150 --json benchmarks/results-cpu-certified-digits.json
+    python benchmarks/certified.py --data digits --seconds 150 --seeds 2 --append --json ...  # a third seed
     python benchmarks/certified.py --plot benchmarks/results-cpu-certified-*.json --png docs/certified.png
+    python benchmarks/certified.py --cost --json benchmarks/results-cpu-certified-cost.json   # where a step goes
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def plot(paths: list[Path], png: Path) -> None:
             series = {
                 f"{r['method']} seed {r['seed']}": (
                     np.array([p["cpu_seconds"] for p in r["rows"]]),
-                    np.array([transform(p[key]) if p[key] > 0 else np.nan for p in r["rows"]]),
+                    np.array([transform(p[key]) if p[key] > 0 or transform is float else np.nan for p in r["rows"]]),
                 )
                 for r in result["runs"]
             }
@@ -158,6 +160,51 @@ def plot(paths: list[Path], png: Path) -> None:
     save_image(png, canvas)
 
 
+def cost(reps: int = 20) -> list[dict]:
+    """Where an `aoc` critic's time goes (one thread, CPU time, mean of `reps`): building its
+    orthogonal kernels (forward and backward, once a step whatever the batch), and its forward
+    and backward on a batch of real and fake images, against the plain DCGAN critic's."""
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    from ganctl.config import TrainConfig
+    from ganctl.models.certified import orthogonal_convolutional
+    from ganctl.models.dcgan import build_dcgan
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        started = time.process_time()
+        for _ in range(reps):
+            fn()
+        return (time.process_time() - started) / reps * 1000
+
+    def one(size: int, width: int, batch: int) -> dict:
+        cfg = TrainConfig(arch="dcgan", width=width, z_dim=8, critic_norm="none")
+        aoc = orthogonal_convolutional(build_dcgan(cfg, (1, size, size))[1])
+        plain = build_dcgan(cfg, (1, size, size))[1]
+        x = torch.randn(2 * batch, 1, size, size)
+        convs = [m for m in aoc.modules() if isinstance(m, nn.Conv2d)]
+
+        def aoc_pass() -> None:
+            with parametrize.cached():
+                aoc(x).sum().backward()
+
+        return {
+            "size": size,
+            "width": width,
+            "batch": f"2 x {batch}",
+            "kernels_ms": timed(lambda: sum(m.weight.sum() for m in convs).backward()),
+            "aoc_critic_ms": timed(aoc_pass),
+            "plain_critic_ms": timed(lambda: plain(x).sum().backward()),
+        }
+
+    rows = []
+    for size, width, batch in ((16, 32, 64), (16, 32, 256), (32, 64, 64)):
+        rows.append(one(size, width, batch))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("shapes", "digits"))
@@ -166,19 +213,31 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--append", action="store_true", help="add these runs to --json's (more seeds)")
     parser.add_argument("--plot", type=Path, nargs="*", help="draw these results files (no training)")
     parser.add_argument("--png", type=Path)
+    parser.add_argument("--cost", action="store_true", help="only split an aoc critic's time (kernels, passes)")
     args = parser.parse_args()
     if args.plot:
         plot(args.plot, args.png or Path("certified.png"))
         return
     torch.set_num_threads(1)  # process time then counts one core's work
+    if args.cost:
+        rows = cost()
+        if args.json:
+            args.json.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__, "rows": rows}))
+        return
     data, quality = judge_of(args.data, 0)
     results = [
         race(data, method, int(seed), args.seconds, args.points, quality)
         for seed in args.seeds.split(",")
         for method in args.methods.split(",")
     ]
+    if args.append and args.json and args.json.exists():
+        earlier = json.loads(args.json.read_text())
+        if earlier["data"] != args.data or earlier["seconds"] != args.seconds:
+            raise SystemExit(f"{args.json}: runs of {earlier['data']} for {earlier['seconds']} s, not these")
+        results = earlier["runs"] + results
     out = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
         "data": args.data,
