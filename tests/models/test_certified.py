@@ -26,7 +26,7 @@ def dcgan_critic(size: int, channels: int, width: int) -> nn.Module:
     return build_dcgan(cfg, (channels, size, size))[1]
 
 
-def jacobian_norm(critic: nn.Module, x: torch.Tensor, iterations: int = 60) -> float:
+def jacobian_norm(critic: nn.Module, x: torch.Tensor, iterations: int = 40) -> float:
     """The spectral norm of the whole critic's Jacobian at x (one image), by power iteration
     on J^T J with forward- and reverse-mode products."""
     v = torch.randn_like(x, generator=torch.Generator().manual_seed(1))
@@ -39,7 +39,7 @@ def jacobian_norm(critic: nn.Module, x: torch.Tensor, iterations: int = 60) -> f
     return float(jvp(critic, (x,), (v,))[1].detach().norm())
 
 
-def ascended_slope(critic: nn.Module, shape: tuple[int, ...], steps: int = 150, starts: int = 16) -> float:
+def ascended_slope(critic: nn.Module, shape: tuple[int, ...], steps: int = 100, starts: int = 16) -> float:
     """The largest |D(a) - D(b)| / ||a - b|| and ||grad D|| found by Adam ascending that slope
     over pairs of inputs (a piecewise-linear critic's gradient norm is flat in each region, so
     the pair's ratio is what gradient ascent can climb)."""
