@@ -22,7 +22,8 @@ from ganctl.config import TrainConfig
 from ganctl.errors import ConfigError
 from ganctl.methods import penalties
 from ganctl.methods.registry import get_method
-from ganctl.models.certified import NEEDS, orthogonal_convolutional
+from ganctl.models.certified import NEEDS, orthogonal_conditional, orthogonal_convolutional
+from ganctl.models.conditional import ConditionalCritic
 from ganctl.models.constrained import GradientNormalized, orthonormal_groupsort, reproject
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -263,19 +264,16 @@ class Orthonormal(Lipschitz):
 class OrthogonalConvolutions(Lipschitz):
     """Orthogonal convolutions (AOC, Boissin et al. 2025, via orthogonium), orthonormal dense
     layers and MaxMin in place of the architecture's critic layers: 1-Lipschitz by construction,
-    padding and strides included (`ganctl.models.certified`). Unconditional critics of
-    convolutions and dense layers (--arch dcgan, mlp)."""
+    padding and strides included (`ganctl.models.certified`). Critics of convolutions and dense
+    layers (--arch dcgan, mlp), conditional ones at every label."""
 
     compilable = False  # QR and the kernel's composition are rebuilt in every step
     channels_last = False  # its parametrizations `view` the stored factors
 
     def prepare_critic(self, critic: nn.Module) -> nn.Module:
-        if self.cfg.conditional:
-            raise ConfigError(
-                "--lipschitz aoc certifies an unconditional critic; a class embedding adds its own norm to the"
-                " bound: train without --conditional"
-            )
         try:
+            if isinstance(critic, ConditionalCritic):
+                return orthogonal_conditional(critic)
             return orthogonal_convolutional(critic)
         except ImportError:
             raise ConfigError(NEEDS) from None

@@ -83,7 +83,8 @@ def orthogonal_convolutional(critic: nn.Module) -> nn.Module:
     if why is not None:
         raise ValueError(why)
     conv, maxmin, linear, exact = _orthogonium()
-    for module in list(critic.modules()):
+    holder = nn.Sequential(critic)  # so that a critic which is itself one layer is replaced too
+    for module in list(holder.modules()):
         for name, child in module.named_children():
             if isinstance(child, (nn.ReLU, nn.LeakyReLU)):
                 setattr(module, name, maxmin(axis=1))
@@ -102,4 +103,15 @@ def orthogonal_convolutional(critic: nn.Module) -> nn.Module:
                 setattr(module, name, new)
             elif type(child) is nn.Linear:
                 setattr(module, name, linear(child.in_features, child.out_features, child.bias is not None, exact))
+    return holder[0]
+
+
+def orthogonal_conditional(critic: nn.Module) -> nn.Module:
+    """A conditional critic (`ganctl.models.conditional.ConditionalCritic`) made 1-Lipschitz in
+    x at every label: its features and head converted, the label's own parts left as they are
+    (concat's embedding enters beside x, AC-GAN's classifier is not part of the value), and under
+    projection each class's row w + V[y] scaled into the unit ball in the forward."""
+    critic.phi = orthogonal_convolutional(critic.phi)
+    critic.head = orthogonal_convolutional(critic.head)
+    critic.unit_rows = critic.kind == "projection"
     return critic

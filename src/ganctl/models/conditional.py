@@ -97,6 +97,7 @@ class ConditionalCritic(nn.Module):
     def __init__(self, phi: nn.Module, head: nn.Module, kind: str, classes: int, features: int):
         super().__init__()
         self.phi, self.head, self.kind = phi, head, kind
+        self.unit_rows = False  # projection: scale each class's row w + V[y] into the unit ball
         if kind == "projection":
             self.embed = nn.Embedding(classes, features)
             nn.init.xavier_uniform_(self.embed.weight)  # sngan_projection's l_y: SNEmbedID, GlorotUniform
@@ -116,6 +117,12 @@ class ConditionalCritic(nn.Module):
             return self.head(self.phi(torch.cat([x.flatten(1), self.embed(y)], dim=1))), None
         h = self.phi(x)
         value, f = self.head(h), h.flatten(1)
+        if self.kind == "projection" and self.unit_rows:  # <w + V[y], f> / max(1, ||w + V[y]||) + b
+            layer = self._head_layer()
+            rows = layer.weight.reshape(1, -1) + self.embed(y)
+            scale = torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min(1.0)
+            value = (rows * f).sum(dim=1, keepdim=True) / scale
+            return (value if layer.bias is None else value + layer.bias), None
         if self.kind == "projection":
             return value + (self.embed(y) * f).sum(dim=1, keepdim=True), None
         return value, self.classifier(f)
@@ -125,10 +132,17 @@ class ConditionalCritic(nn.Module):
         projection is the linear functional w + V[y], whose norm is at most max_y ||w + V[y]||."""
         if self.kind != "projection":
             return [[("phi", self.phi), ("head", self.head)]]
-        # The layer's effective weight (under spectral norm, the normalised one, not its parameter).
-        w = next(m.weight for m in self.head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))).detach().reshape(1, -1)
+        w = self._head_layer().weight.detach().reshape(1, -1)
         rows = (w + self.embed.weight.detach()).double()  # (classes, features)
-        return [[("phi", self.phi), ("head + projection", float(torch.linalg.vector_norm(rows, dim=1).max()))]]
+        norms = torch.linalg.vector_norm(rows, dim=1)
+        if self.unit_rows:  # each row scaled into the unit ball: its norm is at most 1
+            norms = norms.clamp_max(1.0)
+        return [[("phi", self.phi), ("head + projection", float(norms.max()))]]
+
+    def _head_layer(self) -> nn.Module:
+        """The head's linear layer (its `weight` under spectral norm or an orthogonal
+        parametrization is the weight the forward uses, not its parameter)."""
+        return next(m for m in self.head.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
 
 
 def split_head(critic: nn.Module) -> tuple[nn.Module, nn.Module]:
