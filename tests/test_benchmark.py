@@ -309,7 +309,7 @@ def test_the_profile_puts_every_second_in_one_bin_and_finds_the_direct_optimizer
 def test_time_to_quality_times_whole_processes_and_judges_every_seed(tmp_path):
     out = tmp_path / "t.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "time_to_quality.py"), "--seeds", "2", "--jobs", "2"]
-    command += ["--setting", "tiny=--steps 5 --batch-size 32 --width 16", "--json", str(out)]
+    command += ["--setting", "tiny=--steps 5 --batch-size 32 --width 16 --eval-samples 256", "--json", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (setting,) = json.loads(out.read_text())["settings"]

@@ -58,7 +58,7 @@ def ascended_slope(critic: nn.Module, shape: tuple[int, ...], steps: int = 100, 
     return best
 
 
-@pytest.mark.parametrize(("size", "channels", "width"), [(16, 1, 8), (28, 1, 8), (32, 3, 16)])
+@pytest.mark.parametrize(("size", "channels", "width"), [(16, 1, 8), (28, 1, 8), (32, 3, 8)])
 def test_the_whole_critic_is_certified_at_most_1_lipschitz_and_measurement_agrees(size, channels, width):
     torch.manual_seed(0)
     critic = orthogonal_convolutional(dcgan_critic(size, channels, width))
