@@ -108,6 +108,20 @@ class Method:
         return self.by_arch.get(arch or "", self.recipe)
 
 
+# LNets' LWGAN recipe (Anil et al. 2019), the one published for a critic 1-Lipschitz by
+# construction: `bjorck`'s, and `aoc`'s with its orthogonal convolutions.
+_LWGAN = Recipe(
+    loss="wasserstein",
+    optimizer="adam",
+    lr_g=2e-4,
+    lr_d=2e-3,
+    beta1=0.5,
+    beta2=0.999,
+    n_critic=5,
+    source="Anil et al. 2019, LNets tasks/gan (LWGAN)",
+)
+_ORTHOGONAL_SEARCH = {**_COMMON, **_ADAM, "lr": _log(1e-4, 1e-2)}  # LNets' critic runs at 2e-3
+
 # The image recipes are the released code of each method's paper, read for what it applies
 # (docs/results.md, "Recipes and their sources", says what was checked in each).
 _MESCHEDER = Recipe(
@@ -399,19 +413,13 @@ _METHODS = (
     Method(
         "bjorck",
         "Björck-orthonormal GroupSort MLP critic: 1-Lipschitz and gradient-norm preserving by construction",
-        Recipe(
-            loss="wasserstein",
-            optimizer="adam",
-            lr_g=2e-4,
-            lr_d=2e-3,
-            beta1=0.5,
-            beta2=0.999,
-            n_critic=5,
+        replace(
+            _LWGAN,
             source="Anil et al. 2019, LNets tasks/gan (LWGAN): Wasserstein loss, Adam lr_G 2e-4, lr_D 2e-3, betas (0.5,"
             " 0.999), n_critic 5, batch 64; Björck beta 0.5, order 1, MaxMin; iterated to convergence, where"
             " its 12 iterations after a sqrt(mn) scaling leave the layers far from orthonormal (docs/results.md)",
         ),
-        {**_COMMON, **_ADAM, "lr": _log(1e-4, 1e-2)},
+        _ORTHOGONAL_SEARCH,
         points=Recipe(
             loss="wasserstein",
             optimizer="adam",
@@ -428,19 +436,13 @@ _METHODS = (
     Method(
         "aoc",
         "orthogonal-convolution (AOC) GroupSort critic: 1-Lipschitz by construction on images, its bound certified",
-        Recipe(
-            loss="wasserstein",
-            optimizer="adam",
-            lr_g=2e-4,
-            lr_d=2e-3,
-            beta1=0.5,
-            beta2=0.999,
-            n_critic=5,
+        replace(
+            _LWGAN,
             source="the critic of Boissin et al. 2025 (AOC, orthogonium's AdaptiveOrthoConv2d, MaxMin, OrthoLinear) in"
             " place of --arch's layers; trained as Anil et al. 2019 trained theirs, LNets tasks/gan (LWGAN):"
             " Wasserstein loss, Adam lr_G 2e-4, lr_D 2e-3, betas (0.5, 0.999), n_critic 5, batch 64",
         ),
-        {**_COMMON, **_ADAM, "lr": _log(1e-4, 1e-2)},
+        _ORTHOGONAL_SEARCH,
         compared=False,
     ),
     Method(
