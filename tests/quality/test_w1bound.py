@@ -85,3 +85,15 @@ def test_eval_w1_bound_through_the_command_line_with_its_threshold(tmp_path):
     assert gated.exit_code == 1 and "w1_bound" in gated.output
     lone = runner.invoke(app, ["eval", "--fake", str(samples), "--data", "shapes", "--w1-steps", "30"])
     assert lone.exit_code == 2 and "--w1-bound" in lone.output and "Traceback" not in lone.output
+
+
+def test_on_2d_points_the_bound_sits_below_the_exact_w1_of_the_same_samples(tmp_path):
+    """An independent reference: `eval`'s exact W1 (an optimal matching) of the same points."""
+    points = tmp_path / "points.npy"
+    np.save(points, (0.5 * torch.randn(600, 2, generator=torch.Generator().manual_seed(0))).numpy())
+    args = ["eval", "--fake", str(points), "--data", "8gaussians", "--n", "600", "--w1-bound", "--w1-steps", "150"]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    found, exact = report["w1_bound"], report["metrics"]["w1"]
+    assert 0.5 * exact < found["value"] <= exact + 3 * found["se"]

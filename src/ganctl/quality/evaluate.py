@@ -251,14 +251,21 @@ def evaluate_checkpoint(nets: Checkpoint, request: Request, data: str | None = N
 
 
 def evaluate_files(
-    fake: Path, data: str | None, request: Request, image_size: int | None = None, channels: int | None = None
+    fake: Path,
+    data: str | None,
+    request: Request,
+    image_size: int | None = None,
+    channels: int | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """`ganctl eval --fake PATH --data REAL`: samples made by any generator, as a folder of images
     or an .npy/.npz array (images, or 2-D points for 2-D data), scored against `data` (or only
     against request.reference). Each side is read at its own size unless `image_size` resizes
-    both; images of two sizes are refused."""
+    both; images of two sizes are refused. `device` trains --w1-bound's critic (the CPU when
+    not given)."""
 
     fake = Path(fake)
+    device = device or torch.device("cpu")
     if not fake.exists():
         raise DataError(f"--fake {fake}: no such file or folder")
     dataset = load_dataset(TrainConfig(data=data, image_size=image_size, channels=channels)) if data else None
@@ -272,7 +279,7 @@ def evaluate_files(
         judged = _judge(dataset, request)
         report = score(dataset, [points], request, verdicts=judged)
         _classifier_scores(report, dataset, judged, None, request)
-        _w1_scores(report, dataset, [points.float()], request, torch.device("cpu"))
+        _w1_scores(report, dataset, [points.float()], request, device)
         return {**source, **report}
     if fake.is_dir():
         generated = folders.load_folder(fake, image_size, channels, use_cache=False, flag="--fake")
@@ -304,7 +311,7 @@ def evaluate_files(
     report = score(dataset, chunks, request, generated.resampled, verdicts=judged, expected=count)
     _classifier_scores(report, dataset, judged, None, request)
     _copying_scores(report, collector, dataset, unseen, request, judged)
-    _w1_scores(report, dataset, kept, request, torch.device("cpu"))
+    _w1_scores(report, dataset, kept, request, device)
     warnings = skipped_warnings(dataset, "--data") + skipped_warnings(generated, "--fake")
     return {**source, **report, **({"notes": notes} if notes else {}), **({"warnings": warnings} if warnings else {})}
 
@@ -607,7 +614,7 @@ def evaluate(
         return Evaluation(save_reference(data, Path(save_stats), request, image_size))
     if nets is not None:
         return Evaluation(evaluate_checkpoint(nets, request, data))
-    return Evaluation(evaluate_files(Path(fake), data, request, image_size))
+    return Evaluation(evaluate_files(Path(fake), data, request, image_size, device=target))
 
 
 COPYING_SPACES = ("pixels", "random-conv", "inception", "dinov2", "classifier")
