@@ -213,7 +213,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--append", action="store_true", help="add these runs to --json's (more seeds)")
+    parser.add_argument(
+        "--append", action="store_true", help="add these runs to --json's (more seeds; a method and seed run again replaces its)"
+    )
     parser.add_argument("--plot", type=Path, nargs="*", help="draw these results files (no training)")
     parser.add_argument("--png", type=Path)
     parser.add_argument("--cost", action="store_true", help="only split an aoc critic's time (kernels, passes)")
@@ -237,7 +239,8 @@ def main() -> None:
         earlier = json.loads(args.json.read_text())
         if earlier["data"] != args.data or earlier["seconds"] != args.seconds:
             raise SystemExit(f"{args.json}: runs of {earlier['data']} for {earlier['seconds']} s, not these")
-        results = earlier["runs"] + results
+        fresh = {(r["method"], r["seed"]) for r in results}  # a method and seed run again replaces its earlier run
+        results = [r for r in earlier["runs"] if (r["method"], r["seed"]) not in fresh] + results
     out = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
         "data": args.data,

@@ -163,3 +163,21 @@ def test_a_conditional_critic_is_certified_at_every_label(cond):
         y = torch.full((16,), label)
         slope = ascended_slope(lambda x, y=y: critic(x, y[: len(x)]), (3, 16, 16), steps=30)
         assert slope <= bound
+
+
+def test_maxmin_matches_orthogonium_s_values_and_gradients_bit_for_bit():
+    from orthogonium.layers import MaxMin as Reference
+
+    from ganctl.models.certified import MaxMin
+
+    for shape in ((5, 8, 3, 3), (7, 6)):
+        x = torch.randn(shape, requires_grad=True)
+        g = torch.randn(shape)
+        ours, ref = MaxMin()(x), Reference(axis=1)(x)
+        assert torch.equal(ours, ref)
+        assert torch.equal(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    # At an exact tie torch's max and min split the gradient in halves; this passes it whole to
+    # one unit, so the gradient is still a permutation of the incoming one (its norm kept).
+    x = torch.zeros(2, 4, requires_grad=True)
+    (grad,) = torch.autograd.grad(MaxMin()(x), x, torch.tensor([[1.0, 2.0, 3.0, 4.0]] * 2))
+    assert sorted(grad[0].tolist()) == [1.0, 2.0, 3.0, 4.0]
