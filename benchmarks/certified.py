@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", type=Path)
     parser.add_argument(
-        "--append", action="store_true", help="add these runs to --json's (more seeds; a method and seed run again replaces its)"
+        "--append", action="store_true", help="add these runs to --json's (a method and seed run again replaces its)"
     )
     parser.add_argument("--plot", type=Path, nargs="*", help="draw these results files (no training)")
     parser.add_argument("--png", type=Path)
