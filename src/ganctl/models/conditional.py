@@ -116,13 +116,14 @@ class ConditionalCritic(nn.Module):
         if self.kind == "concat":
             return self.head(self.phi(torch.cat([x.flatten(1), self.embed(y)], dim=1))), None
         h = self.phi(x)
-        value, f = self.head(h), h.flatten(1)
+        f = h.flatten(1)
         if self.kind == "projection" and self.unit_rows:  # <w + V[y], f> / max(1, ||w + V[y]||) + b
             layer = self._head_layer()
             rows = layer.weight.reshape(1, -1) + self.embed(y)
             scale = torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min(1.0)
             value = (rows * f).sum(dim=1, keepdim=True) / scale
             return (value if layer.bias is None else value + layer.bias), None
+        value = self.head(h)
         if self.kind == "projection":
             return value + (self.embed(y) * f).sum(dim=1, keepdim=True), None
         return value, self.classifier(f)
