@@ -97,3 +97,13 @@ def test_on_2d_points_the_bound_sits_below_the_exact_w1_of_the_same_samples(tmp_
     report = json.loads(r.stdout)
     found, exact = report["w1_bound"], report["metrics"]["w1"]
     assert 0.5 * exact < found["value"] <= exact + 3 * found["se"]
+
+
+def test_a_critic_whose_bound_is_not_certified_claims_nothing(monkeypatch):
+    from ganctl.errors import ConfigError
+    from ganctl.lipschitz.bounds import LayerBound
+    from ganctl.quality import w1bound
+
+    monkeypatch.setattr(w1bound, "upper_bound", lambda *a, **k: (1.0, [LayerBound("0", "X", 1.0, "?", "estimated")]))
+    with pytest.raises(ConfigError, match="not certified"):
+        certified_w1(blobs(40, 0), blobs(40, 1), Protocol(steps=2, width=8))

@@ -138,7 +138,11 @@ def certified_w1(real: Tensor, fake: Tensor, protocol: Protocol, device: torch.d
     with eval_mode(critic), parametrize.cached():
         lipschitz, table = upper_bound(critic, tuple(real.shape[1:]), device)
         if not certified(table) or not math.isfinite(lipschitz):  # orthogonium changed under us: say so, claim nothing
-            raise RuntimeError("--w1-bound: the critic's bound is not certified; no lower bound can be claimed")
+            loose = ", ".join(e.name for e in table if e.certainty not in ("exact", "certified")) or "its product"
+            raise ConfigError(
+                f"--w1-bound: the critic's bound is not certified ({loose}) with the installed orthogonium (ganctl"
+                " supports 0.0.4 to 0.0.x: pip install 'ganctl[certified]'); no lower bound is claimed"
+            )
         held_gap, held_se = _gap(critic, real_held, fake_held, device)
         k = min(len(real_train), len(fake_train), len(real_held) * 4)
         train_gap, _ = _gap(critic, real_train[:k], fake_train[:k], device)
