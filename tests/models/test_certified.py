@@ -181,3 +181,17 @@ def test_maxmin_matches_orthogonium_s_values_and_gradients_bit_for_bit():
     x = torch.zeros(2, 4, requires_grad=True)
     (grad,) = torch.autograd.grad(MaxMin()(x), x, torch.tensor([[1.0, 2.0, 3.0, 4.0]] * 2))
     assert sorted(grad[0].tolist()) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_average_pooling_and_flatten_stay_and_enter_the_bound_exactly():
+    critic = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 1))
+    critic = orthogonal_convolutional(critic)
+    assert isinstance(critic[2], nn.AvgPool2d) and type(critic[1]).__name__ == "MaxMin"
+    bound, table = upper_bound(critic, (1, 8, 8))
+    pool = next(e for e in table if e.kind == "AvgPool2d")
+    assert pool.bound == pytest.approx(0.5) and pool.certainty == "exact"
+    assert bound <= 0.5 * (1 + 1e-5) and all(e.certainty in ("exact", "certified") for e in table)
+    critic.eval()
+    assert ascended_slope(critic, (1, 8, 8), steps=30) <= bound
+    with pytest.raises(ValueError, match="no certified bound"):
+        orthogonal_convolutional(nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.MaxPool2d(3, 1), nn.Flatten()))

@@ -17,9 +17,11 @@ isometry; its dense layers are orthonormal (`OrthoLinear`), the last one a unit 
 
 `orthogonal_convolutional` converts an architecture's critic in place, layer by layer: each
 `Conv2d` becomes an `AdaptiveOrthoConv2d` with the same channels, kernel, stride and (zero)
-padding, each `Linear` an `OrthoLinear`, each ReLU / LeakyReLU a MaxMin. `--arch dcgan`'s
-critic is then AOC's `StagedCNN` recipe with DCGAN's strided 4 x 4 layers (orthogonium's
-downsampling by strided orthogonal convolution is its pooling). The orthogonaliser is QR
+padding, each `Linear` an `OrthoLinear`, each ReLU / LeakyReLU a MaxMin; flattens and
+non-overlapping average pooling stay (an isometry, and a map of norm exactly 1/side: Lipschitz,
+not norm-preserving). `--arch dcgan`'s critic is then AOC's `StagedCNN` recipe with DCGAN's
+strided 4 x 4 layers: its pooling is the strided orthogonal convolution, a learned
+downsampling that keeps the norm where average pooling would shrink it. The orthogonaliser is QR
 (orthogonium's `BatchedQROrthogonalization`, no spectral pre-normaliser) rather than its
 default power iteration then 12 Björck steps: QR is exact to float rounding from any weight and
 holds no state, whereas the default's power iteration updates its vectors in every forward, an
@@ -115,6 +117,8 @@ def refusal(critic: nn.Module) -> str | None:
                 return f"its layer {name!r} has {module.out_features} units: MaxMin pairs them (give an even --width)"
         elif isinstance(module, (nn.ReLU, nn.LeakyReLU)) or kind in ("Flatten", "MaxMin"):
             continue
+        elif isinstance(module, nn.AvgPool2d) and module.kernel_size == module.stride and not module.padding:
+            continue  # non-overlapping mean pooling: 1/side, exactly, in the bound
         elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d)):
             return f"its normalisation layer {name!r} has no Lipschitz bound of 1: use --critic-norm none"
         elif not isinstance(module, _ALLOWED) and any(True for _ in module.parameters(recurse=False)):
