@@ -62,16 +62,14 @@ def judge_of(data: str, seed: int):
 
 
 def checkpoint_row(trainer, quality, cpu: float, steps: int) -> dict:
-    from ganctl.lipschitz.bounds import certified, upper_bound
-    from ganctl.nets.networks import eval_mode
+    from ganctl.lipschitz.bounds import certified, upper_bound, w1_lower_bound
 
     nets = trainer.nets
     g = torch.Generator().manual_seed(12345)
     fake = nets.sample(N, g)
     real = nets.dataset.sample(N, g, "cpu")
     bound, table = upper_bound(nets.critic, tuple(real.shape[1:]))
-    with eval_mode(nets.critic), torch.no_grad():
-        gap = float(nets.critic(real).double().mean() - nets.critic(fake).double().mean())
+    gap = w1_lower_bound(nets.critic, real, fake, 1.0)["critic_gap"]
     return {
         "cpu_seconds": cpu,
         "steps": steps,

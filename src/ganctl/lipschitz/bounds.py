@@ -140,10 +140,15 @@ _UNIT = (nn.ReLU, nn.Tanh, nn.Identity, nn.Flatten, nn.Dropout)
 _LINEAR_MAPS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.AvgPool2d, nn.Upsample)
 
 
+def _from_orthogonium(module: nn.Module) -> bool:
+    """A layer of the orthogonium library (its parametrized subclass included)."""
+    return any(c.__module__.startswith("orthogonium") for c in type(module).__mro__)
+
+
 def _parametrized_as(module: nn.Module) -> str:
     if not hasattr(module, "parametrizations"):
         return ""
-    if any(c.__module__.startswith("orthogonium") for c in type(module).__mro__):
+    if _from_orthogonium(module):
         return " (orthogonium's AOC-orthogonalised kernel, as evaluated)"
     kinds = {type(p).__name__ for p in module.parametrizations["weight"]}
     what = "Björck-orthonormalised" if "Bjorck" in kinds else "spectral-normalised"
@@ -153,7 +158,7 @@ def _parametrized_as(module: nn.Module) -> str:
 def _frozen(module: nn.Module) -> nn.Module:
     """A plain layer holding the weight of an orthogonium layer as evaluated now (it builds its
     kernel from several parametrized factors, which a float64 copy could not run)."""
-    if not any(c.__module__.startswith("orthogonium") for c in type(module).__mro__):
+    if not _from_orthogonium(module):
         return module
     with torch.no_grad(), eval_mode(module):
         weight = module.weight.detach().clone()
@@ -298,14 +303,23 @@ def _is_leaf(module: nn.Module) -> bool:
     )
 
 
+VALUE_CHUNK = 512  # samples per forward when a critic reads a whole held-out set
+
+
+def critic_values(critic: nn.Module, x: Tensor) -> Tensor:
+    """D(x) in eval mode, float64 on the CPU, in chunks moved to the critic's device."""
+    device = next(critic.parameters()).device
+    with eval_mode(critic), torch.no_grad():
+        return torch.cat([critic(c.to(device)).double().reshape(-1).cpu() for c in x.split(VALUE_CHUNK)])
+
+
 def w1_lower_bound(critic: nn.Module, real: Tensor, fake: Tensor, lipschitz: float) -> dict[str, float]:
     """(E D(real) - E D(fake)) / L for a critic certified L-Lipschitz: by Kantorovich-Rubinstein
     duality a lower bound on W1 between the two distributions, estimated on these (held-out)
     samples with its standard error sqrt(Var D(real) / n + Var D(fake) / m) / L. On the samples'
     own empirical measures it is a bound outright: for any matching, the mean distance is at
     least the mean of (D(x) - D(y)) / L, so it never exceeds their exact W1."""
-    with eval_mode(critic), torch.no_grad():
-        vr, vf = critic(real).double().reshape(-1), critic(fake).double().reshape(-1)
+    vr, vf = critic_values(critic, real), critic_values(critic, fake)
     gap = float(vr.mean() - vf.mean())
     se = math.sqrt(float(vr.var()) / len(vr) + float(vf.var()) / len(vf)) if min(len(vr), len(vf)) > 1 else math.nan
     return {"value": gap / lipschitz, "se": se / lipschitz, "lipschitz": lipschitz, "critic_gap": gap, "n": len(vr)}
