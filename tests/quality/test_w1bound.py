@@ -107,3 +107,26 @@ def test_a_critic_whose_bound_is_not_certified_claims_nothing(monkeypatch):
     monkeypatch.setattr(w1bound, "upper_bound", lambda *a, **k: (1.0, [LayerBound("0", "X", 1.0, "?", "estimated")]))
     with pytest.raises(ConfigError, match="not certified"):
         certified_w1(blobs(40, 0), blobs(40, 1), Protocol(steps=2, width=8))
+
+
+def test_a_checkpoint_s_generator_is_bounded_and_bad_inputs_are_one_line(tmp_path):
+    import ganctl
+    from conftest import small
+
+    from ganctl.errors import DataError
+    from ganctl.quality.w1bound import critic_for
+
+    run = tmp_path / "run"
+    ganctl.train(small(data="shapes", arch="dcgan", width=8, z_dim=16, batch_size=16, image_size=16, steps=2), run)
+    r = runner.invoke(
+        app, ["eval", str(run), "--metrics", "none", "--n", "100", "--w1-bound", "--w1-steps", "10", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    found = json.loads(r.stdout)["w1_bound"]
+    assert found["n_held"] == [20, 20] and found["lipschitz"] <= 1 + 1e-5 and found["value"] > 0  # an untrained G
+    stats = tmp_path / "ref.npz"
+    np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))
+    alone = runner.invoke(app, ["eval", "--fake", str(tmp_path), "--ref-stats", str(stats), "--w1-bound"])
+    assert alone.exit_code == 2 and "--w1-bound" in alone.output and "give --data" in alone.output
+    with pytest.raises(DataError, match="square images of side"):
+        critic_for((3, 20, 20), 8)

@@ -272,8 +272,6 @@ def evaluate_files(
     if dataset is not None:
         check_size(request, dataset.shape, dataset.length)
     source = {"source": {"fake": str(fake)}, "data": data, "seed": request.seed}
-    if request.w1 is not None and dataset is None:
-        raise ConfigError("--w1-bound trains a critic on real against generated samples: give --data")
     if dataset is not None and dataset.kind == "points":
         points = read_points(fake)[: request.n]
         judged = _judge(dataset, request)
@@ -574,6 +572,10 @@ def evaluate(
     if image_size is not None and image_size < 1:
         raise ConfigError(f"--image-size must be a positive number of pixels, got {image_size}")
     _check_inputs(checkpoint, fake, data, ref_stats, save_stats)
+    if w1_steps is not None and not w1_bound:
+        raise ConfigError("--w1-steps sets the steps of --w1-bound's critic: add --w1-bound")
+    if w1_bound and fake is not None and data is None:
+        raise ConfigError("--w1-bound trains a critic on real against generated samples: give --data")
     if dinov2_resize != "torch-fidelity" and features != "dinov2":
         raise ConfigError(
             f"--dinov2-resize {dinov2_resize} chooses the DINOv2 space's preprocessing: add --features dinov2"
@@ -603,8 +605,6 @@ def evaluate(
         features = _copying_space(copying_features, spaces, inception, vgg, target, dinov2, dinov2_resize)
         where = str(holdout) if holdout is not None else None
         copy = CopyingRequest(copying_features, features, where, Path(copies) if copies is not None else None)
-    if w1_steps is not None and not w1_bound:
-        raise ConfigError("--w1-steps sets the steps of --w1-bound's critic: add --w1-bound")
     w1 = None
     if w1_bound:
         w1 = w1bound.Protocol(seed=seed) if w1_steps is None else w1bound.Protocol(steps=w1_steps, seed=seed)
