@@ -110,9 +110,9 @@ def test_a_critic_whose_bound_is_not_certified_claims_nothing(monkeypatch):
 
 
 def test_a_checkpoint_s_generator_is_bounded_and_bad_inputs_are_one_line(tmp_path):
-    import ganctl
     from conftest import small
 
+    import ganctl
     from ganctl.errors import DataError
     from ganctl.quality.w1bound import critic_for
 
